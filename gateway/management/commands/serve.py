@@ -1,0 +1,42 @@
+"""`python manage.py serve`: the web process of the Procfile (HTTP API, admin, websockets, proxy)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import uvicorn
+from django.core.management.base import BaseCommand, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Serve Sentinel's ASGI application with uvicorn (uvloop + httptools)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+            help="Processes sharing the port (WEB_CONCURRENCY). Shared state lives in Redis.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        uvicorn.run(
+            "sentinel_site.asgi:application",
+            host=options["host"],
+            port=options["port"],
+            workers=options["workers"],
+            loop="uvloop",
+            http="httptools",
+            ws="websockets",
+            # Django's LOGGING (JSON lines with correlation ids) applies, not uvicorn's own format;
+            # Sentinel writes its own access line.
+            log_config=None,
+            access_log=False,
+            # Django and Channels do not speak the lifespan protocol.
+            lifespan="off",
+            timeout_graceful_shutdown=10,
+            server_header=False,
+        )

@@ -1,0 +1,1 @@
+"""Models of the gateway app: added by its issue."""

@@ -1,0 +1,1 @@
+"""Models of the monitors app: added by its issue."""

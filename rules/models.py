@@ -1,0 +1,1 @@
+"""Models of the rules app: added by its issue."""

@@ -1,0 +1,76 @@
+"""ASGI-level guards in front of Django.
+
+Django's ASGI handler reads the whole request body into a spooled file before any middleware
+runs, so a chunked upload without Content-Length would otherwise be read to the end, however big.
+This guard stops reading at the limit and answers 413 itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from django.conf import settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _too_large(limit: int) -> bytes:
+    error = {
+        "code": "payload_too_large",
+        "message": f"The request body is larger than {limit} bytes.",
+        "details": {"max_bytes": limit},
+    }
+    return json.dumps({"error": error}).encode()
+
+
+class BodySizeLimit:
+    """Answers 413 to any HTTP request whose body passes `API_MAX_BODY_BYTES`."""
+
+    def __init__(self, app: ASGIApp, limit: int | None = None) -> None:
+        self.app = app
+        self.limit = limit if limit is not None else settings.API_MAX_BODY_BYTES
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._reject(send)
+                return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exceeded = True
+                    # Django treats a disconnect as an aborted request and stops reading.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, tracking_send)
+        if exceeded and not started:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = _too_large(self.limit)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

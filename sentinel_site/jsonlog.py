@@ -1,0 +1,41 @@
+"""Structured logging: one JSON object a line, with the correlation id of the current request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from datetime import UTC, datetime
+
+from sentinel_site.correlation import current_correlation_id
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged.
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "correlation_id"}
+
+
+class CorrelationIdFilter(logging.Filter):
+    """Stamps each record with the correlation id of the request or task that logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "correlation_id", None):
+            record.correlation_id = current_correlation_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        correlation_id = getattr(record, "correlation_id", None)
+        if correlation_id:
+            entry["correlation_id"] = correlation_id
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        return json.dumps(entry, default=str, ensure_ascii=False)

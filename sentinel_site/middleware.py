@@ -1,0 +1,153 @@
+"""Cross-cutting middleware for every non-proxy request: correlation ids and JSON errors.
+
+Both are sync- and async-capable, so under ASGI they add no thread hop of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+
+from sentinel_site.correlation import HEADER, accept_correlation_id, current_correlation_id
+from sentinel_site.errors import STATUS_CODES, error_response, is_api_path, too_large_response
+from sentinel_site.http import client_ip
+
+access_logger = logging.getLogger("sentinel.access")
+error_logger = logging.getLogger("sentinel.errors")
+
+GetResponse = Callable[[HttpRequest], Any]
+
+
+class _DualModeMiddleware:
+    """Runs natively in whichever mode Django calls it, sync or async."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.async_mode:
+            return self._acall(request)
+        early = self.before(request)
+        if early is not None:
+            return self.after(request, early)
+        return self.after(request, self.get_response(request))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        early = self.before(request)
+        if early is not None:
+            return self.after(request, early)
+        return self.after(request, await self.get_response(request))
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+
+class CorrelationIdMiddleware(_DualModeMiddleware):
+    """Keeps a valid incoming ``x-correlation-id`` or makes one, returns it, and logs the request.
+
+    The id is also put in a context variable, so every log line written while serving the
+    request carries it (``sentinel_site.jsonlog.CorrelationIdFilter``).
+    """
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        correlation_id = accept_correlation_id(request.headers.get(HEADER))
+        request.correlation_id = correlation_id  # type: ignore[attr-defined]
+        request._sentinel_started = time.perf_counter()  # type: ignore[attr-defined]
+        request._sentinel_token = current_correlation_id.set(correlation_id)  # type: ignore[attr-defined]
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response[HEADER] = request.correlation_id  # type: ignore[attr-defined]
+        elapsed_ms = (time.perf_counter() - request._sentinel_started) * 1000  # type: ignore[attr-defined]
+        access_logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(elapsed_ms, 2),
+                "client_ip": client_ip(request),
+            },
+        )
+        current_correlation_id.reset(request._sentinel_token)  # type: ignore[attr-defined]
+        return response
+
+
+class ApiErrorMiddleware(_DualModeMiddleware):
+    """On API paths: refuses oversized bodies up front and makes every error the JSON of SPEC 7.
+
+    Django renders its own 404/405/500 pages as HTML (a debug page when DEBUG is on); a client of
+    the API must get the same JSON shape whatever layer failed, and never a stack trace.
+    """
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        if not is_api_path(request.path):
+            return None
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(declared)
+        except ValueError:
+            return error_response(400, "Content-Length is not a number.", code="bad_request")
+        if length < 0:
+            return error_response(400, "Content-Length is negative.", code="bad_request")
+        if length > settings.API_MAX_BODY_BYTES:
+            return too_large_response()
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if response.status_code < 400 or not is_api_path(request.path):
+            return response
+        if response.get("Content-Type", "").startswith("application/json"):
+            return response
+        replacement = error_response(response.status_code, _message_for(response), code=_code_for(response))
+        for name in ("Retry-After", "Allow", "WWW-Authenticate"):
+            if name in response:
+                replacement[name] = response[name]
+        return replacement
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not is_api_path(request.path):
+            return None
+        if isinstance(exception, RequestDataTooBig):
+            return too_large_response()
+        error_logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "Internal error; the correlation id identifies it in the logs.")
+
+
+def _code_for(response: HttpResponse) -> str:
+    if response.status_code == 403 and getattr(response, "reason_phrase", "") == "Forbidden":
+        content = getattr(response, "content", b"")
+        if b"CSRF" in content:
+            return "csrf_failed"
+    return STATUS_CODES.get(response.status_code, "error")
+
+
+def _message_for(response: HttpResponse) -> str:
+    messages = {
+        400: "The request could not be understood.",
+        403: "You do not have permission to do this.",
+        404: "Not found.",
+        405: "Method not allowed.",
+        413: "The request body is too large.",
+        500: "Internal error; the correlation id identifies it in the logs.",
+    }
+    return messages.get(response.status_code, response.reason_phrase or "Error.")

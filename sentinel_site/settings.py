@@ -1,0 +1,349 @@
+"""Sentinel's one settings module.
+
+Nothing set in the environment means *embedded mode*: SQLite under ``var/``, a local-memory cache,
+the in-memory channel layer and a Celery broker on the filesystem, so ``make run`` works on a bare
+machine. ``DATABASE_URL`` switches the database to PostgreSQL (psycopg 3); ``REDIS_URL`` switches the
+cache, the channel layer, the Celery broker and the gateway's shared state to Redis. Production
+differs from a laptop only by its environment (see the README's settings table).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from sentinel_site.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("SENTINEL_VAR_DIR") or BASE_DIR / "var").resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DATABASE_URL = env_str("DATABASE_URL")
+REDIS_URL = env_str("REDIS_URL")
+# Embedded mode: no external service configured. Production mode names at least one.
+EMBEDDED_MODE = DATABASE_URL is None and REDIS_URL is None
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+
+def _secret_key() -> str:
+    """The environment's key; in embedded mode one generated once into ``var/secret_key``."""
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    if not EMBEDDED_MODE and not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set in the environment in production mode "
+            "(DATABASE_URL or REDIS_URL is set and DJANGO_DEBUG is off)."
+        )
+    path = VAR_DIR / "secret_key"
+    try:
+        # O_EXCL: two processes starting together must not write two different keys.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+if env_bool("SECURE_PROXY_SSL", False):
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+INSTALLED_APPS = [
+    # daphne first: it makes `manage.py runserver` an ASGI server that also serves websockets.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "django_prometheus",
+    "accounts",
+    "gateway",
+    "observability",
+    "rules",
+    "monitors",
+    "fraud",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "sentinel_site.middleware.CorrelationIdMiddleware",
+    "sentinel_site.middleware.ApiErrorMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "sentinel_site.urls"
+ASGI_APPLICATION = "sentinel_site.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ------------------------------------------------------------------------------
+_SQLITE_OPTIONS = {
+    # WAL lets the web, worker and beat processes read while one writes; IMMEDIATE takes the
+    # write lock at BEGIN so two writers queue on `timeout` instead of failing mid-transaction.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+if DATABASE_URL:
+    _db = dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0, minimum=0),
+        conn_health_checks=True,
+    )
+    if _db["ENGINE"] == "django.db.backends.sqlite3":
+        _db["OPTIONS"] = {**_SQLITE_OPTIONS, **_db.get("OPTIONS", {})}
+else:
+    _db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(VAR_DIR / "sentinel.sqlite3"),
+        "OPTIONS": dict(_SQLITE_OPTIONS),
+    }
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not :memory:, so servers that tests start in other processes see the test data.
+    _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache, channel layer, broker ----------------------------------------------------------
+CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "sentinel") or "sentinel"
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {
+                # Short timeouts: a dead Redis must cost a request milliseconds, not minutes.
+                "SOCKET_CONNECT_TIMEOUT": 1,
+                "SOCKET_TIMEOUT": 1,
+            },
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{CACHE_KEY_PREFIX}:channels"},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sentinel"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+if not REDIS_URL:
+    # kombu's filesystem transport: no server needed. Folders must be absolute, or each process
+    # resolves them against its own working directory and control commands find no worker.
+    _celery_dir = VAR_DIR / "celery"
+    for _sub in ("queue", "control"):
+        (_celery_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_celery_dir / "queue"),
+        "data_folder_out": str(_celery_dir / "queue"),
+        "control_folder": str(_celery_dir / "control"),
+        "store_processed": False,
+        "polling_interval": env_float("CELERY_POLL_INTERVAL", 0.5, minimum=0.05),
+    }
+else:
+    # Redis redelivers an unacknowledged task after this long: longer than any task's time limit.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": f"{CACHE_KEY_PREFIX}:celery:"}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+# Tasks are acknowledged after they ran and are safe to run twice (CONVENTIONS 7).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TIMEZONE = "UTC"
+# Every periodic job of every app, in one place.
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "observability-heartbeat": {"task": "observability.tasks.heartbeat", "schedule": 15.0},
+}
+
+# --- Auth ----------------------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.TenantJWTAuthentication",
+        "accounts.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "sentinel_site.pagination.StandardPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "sentinel_site.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {"signup": env_str("SIGNUP_RATE", "20/hour")},
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 15, minimum=1)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 1, minimum=1)),
+    # A refresh token works once: the old one is blacklisted when a new pair is issued.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": env_str("JWT_SIGNING_KEY") or SECRET_KEY,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_CLAIM": "user_id",
+    "LEEWAY": 5,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sentinel API",
+    "DESCRIPTION": "API gateway, observability, rules, monitors and fraud scoring in one platform.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+    },
+    "SECURITY": [{"jwtAuth": []}, {"ApiKeyAuth": []}],
+}
+
+# --- Sentinel's own tunables, one namespaced dict per app ---------------------------------
+SENTINEL_ACCOUNTS = {
+    "LOGIN_FAILURES_PER_USERNAME": env_int("LOGIN_FAILURES_PER_USERNAME", 5, minimum=1),
+    "LOGIN_FAILURES_PER_IP": env_int("LOGIN_FAILURES_PER_IP", 20, minimum=1),
+    "LOGIN_FAILURE_WINDOW_SECONDS": env_int("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1),
+    # How many reverse proxies in front of Sentinel append to X-Forwarded-For (0: trust none).
+    "TRUSTED_PROXY_COUNT": env_int("TRUSTED_PROXY_COUNT", 0, minimum=0),
+    # API-key `last_used_at` is written at most this often per key, not on every request.
+    "API_KEY_TOUCH_SECONDS": env_int("API_KEY_TOUCH_SECONDS", 60, minimum=0),
+}
+
+SENTINEL_GATEWAY = {
+    "DOWNSTREAM_URL": env_str("DOWNSTREAM_URL", "http://localhost:8080"),
+    "TENANT_HEADER": (env_str("TENANT_HEADER", "x-tenant-id") or "x-tenant-id").lower(),
+    "BURST_CAPACITY": env_int("BURST_CAPACITY", 20, minimum=1),
+    "REFILL_RATE": env_float("REFILL_RATE", 10.0, minimum=0.0),
+    "WINDOW_MS": env_int("WINDOW_MS", 60000, minimum=1),
+    "BASE_RATE_LIMIT": env_int("BASE_RATE_LIMIT", 100, minimum=1),
+    "SLO_LATENCY_THRESHOLD": env_int("SLO_LATENCY_THRESHOLD", 200, minimum=1),
+    "REQUEST_TIMEOUT_MS": env_int("REQUEST_TIMEOUT_MS", 30000, minimum=1),
+    "BREAKER_FAILURE_THRESHOLD": env_float("BREAKER_FAILURE_THRESHOLD", 0.5, minimum=0.0, maximum=1.0),
+    "BREAKER_CONSECUTIVE_FAILURES": env_int("BREAKER_CONSECUTIVE_FAILURES", 10, minimum=1),
+    "BREAKER_COOLDOWN_MS": env_int("BREAKER_COOLDOWN_MS", 30000, minimum=1),
+    "BREAKER_HALF_OPEN_MAX_REQUESTS": env_int("BREAKER_HALF_OPEN_MAX_REQUESTS", 5, minimum=1),
+    "RATE_LIMIT_FAIL_MODE": env_choice("RATE_LIMIT_FAIL_MODE", "open", ("open", "closed")),
+}
+
+SENTINEL_OBSERVABILITY = {
+    "ENABLE_TRACING": env_bool("ENABLE_TRACING", False),
+    "OTLP_ENDPOINT": env_str("OTLP_ENDPOINT"),
+}
+
+# Paths whose errors are always the JSON error of SPEC 7, whatever Django would render.
+SENTINEL_API_PREFIXES = (
+    "/api/",
+    "/auth/",
+    "/events",
+    "/transaction",
+    "/health",
+    "/circuit/",
+    "/stats/",
+    "/ai/",
+)
+# Largest request body accepted by the REST API (the proxy has per-route limits of its own).
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+
+# --- Static files, i18n --------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Served by WhiteNoise from the collected files; from the finders when nothing was collected yet.
+WHITENOISE_USE_FINDERS = DEBUG or not (STATIC_ROOT / "admin").exists()
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Logging: one JSON object a line, carrying the correlation id -------------------------
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"correlation": {"()": "sentinel_site.jsonlog.CorrelationIdFilter"}},
+    "formatters": {"json": {"()": "sentinel_site.jsonlog.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["correlation"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Sentinel writes its own access line (sentinel.access); uvicorn's would repeat it.
+        "uvicorn.access": {"level": "WARNING"},
+        "django.server": {"level": "WARNING"},
+        "daphne.access": {"level": "WARNING"},
+    },
+}
+
+PROMETHEUS_EXPORT_MIGRATIONS = False

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import TemplateView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from observability.views import health
+
+urlpatterns = [
+    path("", TemplateView.as_view(template_name="index.html"), name="home"),
+    path("admin/", admin.site.urls),
+    path("auth/", include("accounts.api.auth_urls")),
+    path("api/v1/", include("accounts.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema")),
+    path("health", health, name="health"),
+    # django-prometheus: `/metrics`.
+    path("", include("django_prometheus.urls")),
+]
+
+handler400 = "sentinel_site.errors.handler400"
+handler403 = "sentinel_site.errors.handler403"
+handler404 = "sentinel_site.errors.handler404"
+handler500 = "sentinel_site.errors.handler500"
+
+admin.site.site_header = "Sentinel administration"
+admin.site.site_title = "Sentinel"
+admin.site.index_title = "Gateway, observability, rules, monitors and fraud"
