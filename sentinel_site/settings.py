@@ -35,6 +35,9 @@ def _secret_key() -> str:
     """The environment's key; in embedded mode one generated once into ``var/secret_key``."""
     key = env_str("SECRET_KEY")
     if key:
+        if len(key) < 32 and not DEBUG:
+            # It also signs the JWTs (HS256), which need at least 256 bits of key.
+            raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long.")
         return key
     if not EMBEDDED_MODE and not DEBUG:
         raise ImproperlyConfigured(
@@ -261,10 +264,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
-    },
-    "SECURITY": [{"jwtAuth": []}, {"ApiKeyAuth": []}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "sentinel_site.openapi.strip_trailing_slashes",
+    ],
 }
 
 # --- Sentinel's own tunables, one namespaced dict per app ---------------------------------

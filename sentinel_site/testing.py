@@ -130,3 +130,36 @@ def running_process(args: list[str], *, env: Mapping[str, str], name: str) -> It
 
 def python_command(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    body: bytes | Iterator[bytes] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request to 127.0.0.1:`port`; an iterator body is sent chunked. (status, headers, body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        chunked = body is not None and not isinstance(body, bytes)
+        conn.request(method, path, body=body, headers=dict(headers or {}), encode_chunked=chunked)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def web_process(**env: str | None) -> Iterator[int]:
+    """A real `manage.py serve` on a free port, on the tests' database; yields the port."""
+    port = free_port()
+    command = python_command("manage.py", "serve", "--port", str(port))
+    with running_process(command, env=child_env(**env), name="web"):
+        wait_until(
+            lambda: http_request(port, "GET", "/health")[0] in (200, 503), timeout=30, what="the web process to answer"
+        )
+        yield port
