@@ -1,0 +1,50 @@
+# One image for every Sentinel process: web (the default command), worker, beat and the mock
+# upstream. docker-compose.yml picks the process with `command:`, using the Procfile's lines.
+FROM python:3.11-slim
+
+# HOST/UPSTREAM_HOST: in a container the servers must listen on every interface, not on the
+# Procfile's default 127.0.0.1, so the Procfile's lines work unchanged here.
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    UPSTREAM_HOST=0.0.0.0 \
+    UPSTREAM_PORT=8080
+
+# A fixed uid/gid so files on mounted volumes have a predictable owner.
+RUN groupadd --system --gid 10001 sentinel \
+ && useradd --system --uid 10001 --gid sentinel --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin sentinel
+
+WORKDIR /app
+
+# Dependencies before the code, so editing code does not reinstall them. Every pinned package
+# (psycopg[binary], hiredis, grpcio, uvloop, ...) ships manylinux wheels: no compiler needed.
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+
+COPY . .
+
+# Static files are collected into var/static at build time and served by WhiteNoise. Settings need
+# a SECRET_KEY to load; this throwaway one (no secret: it signs nothing) is set for this RUN step
+# only, never as ARG or ENV, so no container ever starts with it. The code stays owned by root,
+# read-only to the app; only var/ (Celery beat's schedule and pid file, embedded-mode files)
+# belongs to the runtime user, and the collected static files stay root's.
+RUN SECRET_KEY="collectstatic-only-not-a-real-key-0123456789abcdef" \
+        python manage.py collectstatic --noinput --verbosity 0 \
+ && chown -R sentinel:sentinel var \
+ && chown -R root:root var/static
+
+USER sentinel
+
+EXPOSE 8000
+
+# /health is 503 when a critical component (database, Redis, broker) is down. The port follows
+# $PORT like the server does. Other services (worker, beat, upstream) override this in compose.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health\", timeout=4)"]
+
+# The Procfile's web line. exec: the server becomes the shell's process and receives SIGTERM itself.
+CMD ["sh", "-c", "exec python manage.py serve --host \"${HOST:-0.0.0.0}\" --port \"${PORT:-8000}\""]
