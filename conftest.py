@@ -29,14 +29,22 @@ def _fast_bcrypt() -> Iterator[None]:
     BCryptSHA256PasswordHasher.rounds = original
 
 
-@pytest.fixture(autouse=True)
-def _clean_cache() -> Iterator[None]:
-    """Failed-login counts and other cached state must not leak between tests."""
-    yield
+def _forget_counters() -> None:
     if hasattr(cache, "delete_pattern"):
-        cache.delete_pattern("accounts:*")  # only Sentinel's test keys, never the whole Redis DB
+        # Only the limiter and throttle keys under Sentinel's prefix, never the whole Redis DB.
+        for pattern in ("accounts:*", "throttle_*"):
+            cache.delete_pattern(pattern)
     else:
         cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache() -> Iterator[None]:
+    """Failed-login counts and throttles must not leak between tests (nor from earlier runs,
+    when the cache is a Redis that outlives the test session)."""
+    _forget_counters()
+    yield
+    _forget_counters()
 
 
 def make_member(username: str, tenant: Tenant, role: str) -> User:
