@@ -10,7 +10,12 @@ from datetime import UTC, datetime
 from sentinel_site.correlation import current_correlation_id
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged.
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "correlation_id"}
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "correlation_id",
+    "color_message",  # uvicorn's terminal-coloured copy of the message
+}
 
 
 class CorrelationIdFilter(logging.Filter):
