@@ -229,3 +229,20 @@ def test_form_encoded_bodies_are_refused_with_415() -> None:
 
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_logins_keep_working_when_the_cache_is_down(alice: User, settings: object) -> None:
+    from sentinel_site.testing import free_port
+
+    # A Redis that refuses connections: the limiter fails open, the API never answers 500.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    client = APIClient()
+
+    assert client.post("/auth/token", {"username": "alice", "password": "x"}, format="json").status_code == 401
+    assert client.post("/auth/token", {"username": "alice", "password": PASSWORD}, format="json").status_code == 200
