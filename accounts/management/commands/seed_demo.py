@@ -1,4 +1,5 @@
-"""`python manage.py seed_demo`: demo tenants of each tier and a staff user, idempotently.
+"""`python manage.py seed_demo`: demo tenants of each tier, the default `/proxy/` route and a staff
+user, idempotently.
 
 The staff user's password is random and printed once, when the user is created; later runs
 leave it alone (reset it with `manage.py changepassword`).
@@ -9,10 +10,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from accounts.models import Membership, Role, Tenant, Tier, User
+from gateway.services import route_ensure_default
 
 DEMO_TENANTS = [
     ("Acme Payments", "acme", Tier.VITAL),
@@ -39,6 +42,9 @@ class Command(BaseCommand):
                 owner.set_unusable_password()  # demo owners exist for the data; log in as staff
                 owner.save(update_fields=["password"])
                 Membership.objects.create(user=owner, tenant=tenant, role=Role.ADMIN)
+
+        route = route_ensure_default(downstream_url=settings.SENTINEL_GATEWAY["DOWNSTREAM_URL"])
+        self.stdout.write(f"route  {route.path_prefix:<10} -> {', '.join(route.targets)}")
 
         username = options["admin_username"]
         if User.objects.filter(username=username).exists():

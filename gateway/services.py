@@ -1,0 +1,174 @@
+"""Writes of the gateway domain: routes and their targets."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.cache import cache
+from django.db import transaction
+
+from accounts.models import Tenant
+from gateway.models import Route, RouteTarget, Upstream
+from sentinel_site.errors import Conflict, DomainError
+
+# Sentinel's own paths: a route must never capture the admin, the API or the health check.
+RESERVED_PREFIXES = (
+    "/admin",
+    "/api",
+    "/auth",
+    "/docs",
+    "/health",
+    "/metrics",
+    "/static",
+    "/ws",
+    "/events",
+    "/transaction",
+    "/circuit",
+    "/stats",
+    "/ai",
+    "/dashboard",
+)
+_PREFIX_CHARS = re.compile(r"/[A-Za-z0-9._~\-/]*")
+MAX_TARGETS = 16
+ROUTES_VERSION_KEY = "gateway:routes_version"
+ROUTE_FIELDS = {
+    "name",
+    "path_prefix",
+    "methods",
+    "auth_mode",
+    "strip_prefix",
+    "timeout_ms",
+    "burst_capacity",
+    "refill_rate",
+    "window_ms",
+    "base_rate_limit",
+    "max_body_bytes",
+    "allow_tenant_header",
+    "active",
+}
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def _invalid(field: str, message: str) -> DomainError:
+    return DomainError(message, details={field: [message]}, code="validation_error")
+
+
+def normalize_path_prefix(prefix: str, *, tenant: Tenant | None) -> str:
+    """A clean prefix ending in "/", outside Sentinel's own paths, and for a tenant's route inside
+    `/<tenant slug>/`, so one tenant cannot capture the paths another tenant's clients call."""
+    prefix = prefix.strip()
+    if not _PREFIX_CHARS.fullmatch(prefix):
+        raise _invalid("path_prefix", "Start with / and use letters, digits and . _ ~ - / only.")
+    if "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
+        raise _invalid("path_prefix", "No empty, '.' or '..' segments.")
+    if not prefix.endswith("/"):
+        prefix += "/"
+    if prefix == "/" or any(prefix == f"{r}/" or prefix.startswith(f"{r}/") for r in RESERVED_PREFIXES):
+        raise _invalid("path_prefix", f"{prefix} is one of Sentinel's own paths.")
+    if tenant is not None and not prefix.startswith(f"/{tenant.slug}/"):
+        raise _invalid("path_prefix", f"A route of tenant {tenant.slug} must start with /{tenant.slug}/.")
+    return prefix
+
+
+def normalize_targets(targets: list[str]) -> list[str]:
+    if not targets:
+        raise _invalid("targets", "Name at least one target URL.")
+    if len(targets) > MAX_TARGETS:
+        raise _invalid("targets", f"At most {MAX_TARGETS} targets.")
+    cleaned: list[str] = []
+    for raw in targets:
+        url = str(raw).strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _invalid("targets", f"{raw!r} is not an http(s) URL.")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise _invalid("targets", f"{raw!r}: no credentials, query or fragment in a target.")
+        if url not in cleaned:
+            cleaned.append(url)
+    return cleaned
+
+
+def normalize_methods(methods: list[str]) -> list[str]:
+    upper = sorted({str(method).upper() for method in methods})
+    unknown = [method for method in upper if method not in HTTP_METHODS]
+    if unknown:
+        raise _invalid("methods", f"Unknown methods: {', '.join(unknown)}.")
+    return upper
+
+
+def _set_targets(route: Route, targets: list[str]) -> None:
+    route.route_targets.all().delete()
+    for position, url in enumerate(targets):
+        upstream, _ = Upstream.objects.get_or_create(url=url)
+        RouteTarget.objects.create(route=route, upstream=upstream, position=position)
+
+
+def routes_changed() -> None:
+    """Tells every gateway process to reload its route table (they poll this version)."""
+    try:
+        if cache.add(ROUTES_VERSION_KEY, 1, timeout=None):
+            return
+        cache.incr(ROUTES_VERSION_KEY)
+    except Exception:  # noqa: BLE001 - a dead cache must not fail the admin's save
+        cache.set(ROUTES_VERSION_KEY, int(time.time() * 1000), timeout=None)
+
+
+def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - ROUTE_FIELDS
+    if unknown:
+        raise DomainError(f"Unknown route fields: {', '.join(sorted(unknown))}.")
+    if "methods" in fields:
+        fields["methods"] = normalize_methods(fields["methods"] or [])
+    return fields
+
+
+@transaction.atomic
+def route_create(*, tenant: Tenant | None, name: str, path_prefix: str, targets: list[str], **fields: Any) -> Route:
+    prefix = normalize_path_prefix(path_prefix, tenant=tenant)
+    if Route.objects.filter(path_prefix=prefix).exists():
+        raise Conflict(f"A route already serves {prefix}.", details={"path_prefix": ["Already in use."]})
+    route = Route.objects.create(tenant=tenant, name=name, path_prefix=prefix, **_check_fields(fields))
+    _set_targets(route, normalize_targets(targets))
+    transaction.on_commit(routes_changed)
+    return route
+
+
+@transaction.atomic
+def route_update(*, route: Route, targets: list[str] | None = None, **fields: Any) -> Route:
+    fields = _check_fields(fields)
+    if "path_prefix" in fields:
+        fields["path_prefix"] = normalize_path_prefix(fields["path_prefix"], tenant=route.tenant)
+        if Route.objects.filter(path_prefix=fields["path_prefix"]).exclude(pk=route.pk).exists():
+            raise Conflict("Another route serves this prefix.", details={"path_prefix": ["Already in use."]})
+    for field, value in fields.items():
+        setattr(route, field, value)
+    route.save()
+    if targets is not None:
+        _set_targets(route, normalize_targets(targets))
+    transaction.on_commit(routes_changed)
+    return route
+
+
+@transaction.atomic
+def route_delete(*, route: Route) -> None:
+    route.delete()
+    transaction.on_commit(routes_changed)
+
+
+def route_ensure_default(*, downstream_url: str) -> Route:
+    """The default `/proxy/` route to DOWNSTREAM_URL (SPEC 2.2), created once; later edits stay."""
+    existing = Route.objects.filter(path_prefix="/proxy/").first()
+    if existing is not None:
+        return existing
+    return route_create(
+        tenant=None,
+        name="Default proxy",
+        path_prefix="/proxy/",
+        targets=[downstream_url],
+        auth_mode="jwt_or_api_key",
+        strip_prefix=True,
+        allow_tenant_header=False,
+    )

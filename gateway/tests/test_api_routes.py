@@ -1,0 +1,166 @@
+"""`/api/v1/routes`: validation, the tenant wall, and the version bump that reloads proxies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from accounts import services as account_services
+from accounts.models import Tenant, User
+from gateway import services
+from gateway.models import Route, Upstream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Api = Callable[..., APIClient]
+
+
+def route_body(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "name": "orders",
+        "path_prefix": "/wonderland/orders",
+        "targets": ["http://127.0.0.1:9001"],
+    }
+    body.update(overrides)
+    return body
+
+
+def test_a_tenant_admin_creates_a_route_under_the_tenant_prefix(api: Api, alice: User) -> None:
+    response = api(alice).post("/api/v1/routes", route_body(methods=["get", "POST"]), format="json")
+
+    assert response.status_code == 201, response.content
+    route = response.json()
+    assert route["path_prefix"] == "/wonderland/orders/"
+    assert route["targets"] == ["http://127.0.0.1:9001"]
+    assert route["methods"] == ["GET", "POST"]
+    assert route["auth_mode"] == "jwt_or_api_key"
+    assert route["tenant"] == alice.membership.tenant_id
+
+
+def test_targets_keep_their_order_and_are_shared_upstreams(api: Api, alice: User) -> None:
+    targets = ["http://b.internal:80", "http://a.internal:80"]
+    api(alice).post("/api/v1/routes", route_body(targets=targets), format="json")
+
+    second = api(alice).post(
+        "/api/v1/routes", route_body(name="2", path_prefix="/wonderland/two/", targets=targets[::-1]), format="json"
+    )
+
+    assert second.json()["targets"] == targets[::-1]
+    assert Upstream.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"path_prefix": "/wonderland/../admin/"}, "path_prefix"),
+        ({"path_prefix": "/wonderland//x"}, "path_prefix"),
+        ({"path_prefix": "wonderland/x"}, "path_prefix"),
+        ({"path_prefix": "/wonderland/ x"}, "path_prefix"),
+        ({"path_prefix": "/elsewhere/"}, "path_prefix"),
+        ({"targets": []}, "targets"),
+        ({"targets": ["ftp://x"]}, "targets"),
+        ({"targets": ["http://user:pw@x"]}, "targets"),
+        ({"targets": ["not a url"]}, "targets"),
+        ({"methods": ["FETCH"]}, "methods"),
+        ({"auth_mode": "magic"}, "auth_mode"),
+        ({"max_body_bytes": -1}, "max_body_bytes"),
+    ],
+)
+def test_invalid_routes_are_a_json_400(api: Api, alice: User, overrides: dict[str, object], field: str) -> None:
+    response = api(alice).post("/api/v1/routes", route_body(**overrides), format="json")
+
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["details"]
+    assert not Route.objects.exists()
+
+
+@pytest.mark.parametrize("prefix", ["/admin/", "/api/v2/", "/health", "/static/x/", "/"])
+def test_staff_cannot_shadow_sentinels_own_paths(api: Api, staff: User, prefix: str) -> None:
+    response = api(staff).post("/api/v1/routes", route_body(path_prefix=prefix), format="json")
+
+    assert response.status_code == 400
+
+
+def test_a_prefix_serves_one_route_only(api: Api, alice: User) -> None:
+    api(alice).post("/api/v1/routes", route_body(), format="json")
+
+    response = api(alice).post("/api/v1/routes", route_body(name="dup"), format="json")
+
+    assert response.status_code == 409
+
+
+def test_staff_create_platform_routes(api: Api, staff: User) -> None:
+    response = api(staff).post("/api/v1/routes", route_body(path_prefix="/payments/"), format="json")
+
+    assert response.status_code == 201
+    assert response.json()["tenant"] is None
+
+
+def test_members_read_but_do_not_write_routes(api: Api, alice: User, bob: User) -> None:
+    created = api(alice).post("/api/v1/routes", route_body(), format="json").json()
+
+    assert api(bob).get(f"/api/v1/routes/{created['id']}").status_code == 200
+    assert api(bob).patch(f"/api/v1/routes/{created['id']}", {"active": False}, format="json").status_code == 403
+    assert api(bob).post("/api/v1/routes", route_body(path_prefix="/wonderland/b/"), format="json").status_code == 403
+
+
+def test_api_keys_need_api_write_to_change_routes(api: Api, alice: User, tenant_a: Tenant) -> None:
+    _, reader = account_services.api_key_create(tenant=tenant_a, name="r", scopes=["api:read"])
+    _, writer = account_services.api_key_create(tenant=tenant_a, name="w", scopes=["api:write"])
+
+    assert api(api_key=reader).get("/api/v1/routes").status_code == 200
+    assert api(api_key=reader).post("/api/v1/routes", route_body(), format="json").status_code == 403
+    assert api(api_key=writer).post("/api/v1/routes", route_body(), format="json").status_code == 201
+
+
+class TestTenantWall:
+    def test_mallory_neither_sees_nor_changes_alices_routes(self, api: Api, alice: User, mallory: User) -> None:
+        created = api(alice).post("/api/v1/routes", route_body(), format="json").json()
+        url = f"/api/v1/routes/{created['id']}"
+
+        assert api(mallory).get("/api/v1/routes").json()["count"] == 0
+        assert api(mallory).get(url).status_code == 404
+        assert api(mallory).patch(url, {"targets": ["http://evil.example"]}, format="json").status_code == 404
+        assert api(mallory).delete(url).status_code == 404
+        assert Route.objects.get(pk=created["id"]).targets == ["http://127.0.0.1:9001"]
+
+    def test_mallory_cannot_capture_alices_paths(self, api: Api, alice: User, mallory: User) -> None:
+        response = api(mallory).post("/api/v1/routes", route_body(), format="json")
+
+        assert response.status_code == 400
+        assert "path_prefix" in response.json()["error"]["details"]
+
+    def test_mallory_cannot_create_in_alices_tenant(self, api: Api, alice: User, mallory: User) -> None:
+        response = api(mallory).post("/api/v1/routes", route_body(tenant="wonderland"), format="json")
+
+        assert response.status_code == 403
+
+    def test_tenant_admins_do_not_see_platform_routes(self, api: Api, alice: User, staff: User) -> None:
+        api(staff).post("/api/v1/routes", route_body(path_prefix="/payments/"), format="json")
+
+        assert api(alice).get("/api/v1/routes").json()["count"] == 0
+
+
+def test_every_change_moves_the_routes_version(api: Api, alice: User) -> None:
+    before = cache.get(services.ROUTES_VERSION_KEY) or 0
+    created = api(alice).post("/api/v1/routes", route_body(), format="json").json()
+    after_create = cache.get(services.ROUTES_VERSION_KEY)
+    api(alice).patch(f"/api/v1/routes/{created['id']}", {"active": False}, format="json")
+    after_update = cache.get(services.ROUTES_VERSION_KEY)
+
+    assert after_create > before
+    assert after_update > after_create
+
+
+def test_the_default_proxy_route_is_created_once() -> None:
+    first = services.route_ensure_default(downstream_url="http://localhost:8080")
+    services.route_update(route=first, targets=["http://127.0.0.1:9999"])
+
+    again = services.route_ensure_default(downstream_url="http://localhost:8080")
+
+    assert again.pk == first.pk
+    assert again.targets == ["http://127.0.0.1:9999"]
+    assert (again.path_prefix, again.tenant, again.strip_prefix) == ("/proxy/", None, True)
