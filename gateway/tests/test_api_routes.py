@@ -164,3 +164,16 @@ def test_the_default_proxy_route_is_created_once() -> None:
     assert again.pk == first.pk
     assert again.targets == ["http://127.0.0.1:9999"]
     assert (again.path_prefix, again.tenant, again.strip_prefix) == ("/proxy/", None, True)
+
+
+def test_active_routes_become_engine_specs(alice: User, tenant_a: Tenant) -> None:
+    from gateway.selectors import route_specs
+
+    services.route_create(tenant=tenant_a, name="a", path_prefix="/wonderland/a/", targets=["http://x:1", "http://y:2"])
+    services.route_create(tenant=None, name="off", path_prefix="/off/", targets=["http://x:1"], active=False)
+
+    (spec,) = route_specs()
+
+    assert spec.path_prefix == "/wonderland/a/"
+    assert spec.targets == ("http://x:1", "http://y:2")
+    assert spec.tenant_uuid == str(tenant_a.uuid)
