@@ -1,0 +1,220 @@
+"""Who is calling through the proxy: JWT, API key, tenant header or anonymous (SPEC 2 step 3).
+
+Plain Python with no Django import. JWTs are verified locally with the signing key and claims
+simplejwt issues (HS256, `token_type: access`, `user_id`, and Sentinel's `tenant`), so a request
+costs no database query. API keys are looked up by hash through an injected async function and
+cached for a few seconds: a revocation takes effect within `ApiKeyResolver.ttl_s`. Tenants come
+from a `TenantDirectory` snapshot the gateway reloads on change, like the route table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import jwt
+
+from gateway.engine.routes import RouteSpec
+
+API_KEY_MARK = "snl_"
+TIERS = ("vital", "standard", "economy")
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    uuid: str
+    slug: str
+    tier: str
+    active: bool = True
+    # Rate-limit settings this tenant overrides, keyed by setting name (BURST_CAPACITY, ...).
+    overrides: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the proxy needs of an API key; `tenant_uuid` names its tenant in the directory."""
+
+    prefix: str
+    tenant_uuid: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The caller as the limiter, shedder and log see it."""
+
+    kind: str  # "jwt", "api_key", "tenant_header" or "anonymous"
+    tenant_key: str  # stable key for limits: the tenant's uuid, or "ip:<address>" when anonymous
+    tier: str
+    tenant: TenantInfo | None = None
+    principal: str | None = None  # user id or key prefix, for the log
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    status: int  # 400, 401 or 403
+    code: str
+    message: str
+
+
+class TenantDirectory:
+    """Tenants by uuid and slug, swapped whole when they change."""
+
+    def __init__(self, tenants: Iterable[TenantInfo] = (), version: int = 0) -> None:
+        self.by_uuid = {tenant.uuid: tenant for tenant in tenants}
+        self.by_slug = {tenant.slug: tenant for tenant in self.by_uuid.values()}
+        self.version = version
+
+    def find(self, reference: str) -> TenantInfo | None:
+        return self.by_uuid.get(reference) or self.by_slug.get(reference)
+
+
+class JwtVerifier:
+    def __init__(self, signing_key: str, *, algorithm: str = "HS256", leeway_s: float = 5) -> None:
+        self.signing_key = signing_key
+        self.algorithms = [algorithm]
+        self.leeway_s = leeway_s
+
+    def verify(self, token: str) -> dict[str, object] | AuthFailure:
+        if len(token) > 4096:
+            return AuthFailure(401, "token_not_valid", "Token is too long.")
+        try:
+            claims = jwt.decode(
+                token,
+                self.signing_key,
+                algorithms=self.algorithms,
+                leeway=self.leeway_s,
+                options={"require": ["exp", "token_type", "user_id"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return AuthFailure(401, "token_expired", "Token has expired.")
+        except jwt.InvalidTokenError:
+            return AuthFailure(401, "token_not_valid", "Token is invalid.")
+        if claims.get("token_type") != "access":
+            return AuthFailure(401, "token_not_valid", "Not an access token.")
+        return claims
+
+
+KeyLookup = Callable[[str], Awaitable[KeyInfo | None]]
+
+
+class ApiKeyResolver:
+    """Resolves raw keys through `lookup(sha256_hex)`, caching answers (misses too, briefly, so a
+    flood of bad keys does not become a flood of queries)."""
+
+    def __init__(
+        self, lookup: KeyLookup, *, ttl_s: float = 5.0, negative_ttl_s: float = 2.0, max_entries: int = 50_000
+    ):
+        self.lookup = lookup
+        self.ttl_s = ttl_s
+        self.negative_ttl_s = negative_ttl_s
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[float, KeyInfo | None]] = OrderedDict()
+
+    async def resolve(self, raw_key: str) -> KeyInfo | None:
+        if not raw_key.startswith(API_KEY_MARK) or len(raw_key) > 200:
+            return None
+        digest = hashlib.sha256(raw_key.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        info = await self.lookup(digest)
+        self._cache[digest] = (now + (self.ttl_s if info else self.negative_ttl_s), info)
+        self._cache.move_to_end(digest)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return info
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+class Authenticator:
+    """Applies a route's auth mode to a request's headers (lower-case names)."""
+
+    def __init__(self, *, jwt_verifier: JwtVerifier, keys: ApiKeyResolver, tenant_header: str) -> None:
+        self.jwt_verifier = jwt_verifier
+        self.keys = keys
+        self.tenant_header = tenant_header.lower()
+
+    async def authenticate(
+        self, route: RouteSpec, headers: Mapping[str, str], client_ip: str, tenants: TenantDirectory
+    ) -> Identity | AuthFailure:
+        mode = route.auth_mode
+        bearer = _bearer(headers) if mode in ("jwt", "jwt_or_api_key") else None
+        raw_key = headers.get("x-api-key") if mode in ("api_key", "jwt_or_api_key") else None
+        if bearer is not None:
+            identity = self._from_jwt(bearer, tenants)
+        elif raw_key is not None:
+            identity = await self._from_key(raw_key.strip(), tenants)
+        elif mode != "none":
+            wanted = {
+                "jwt": "a bearer token",
+                "api_key": "an X-API-Key",
+                "jwt_or_api_key": "a bearer token or X-API-Key",
+            }
+            return AuthFailure(401, "not_authenticated", f"This route needs {wanted[mode]}.")
+        else:
+            identity = self._from_header_or_ip(route, headers, client_ip, tenants)
+        if self._is_foreign(route, identity):
+            return AuthFailure(403, "wrong_tenant", "This route belongs to another tenant.")
+        return identity
+
+    @staticmethod
+    def _is_foreign(route: RouteSpec, identity: Identity | AuthFailure) -> bool:
+        """A credentialed caller of another tenant on a tenant's own route."""
+        if not isinstance(identity, Identity) or not route.tenant_uuid or identity.kind not in ("jwt", "api_key"):
+            return False
+        return identity.tenant is None or identity.tenant.uuid != route.tenant_uuid
+
+    def _from_jwt(self, token: str, tenants: TenantDirectory) -> Identity | AuthFailure:
+        claims = self.jwt_verifier.verify(token)
+        if isinstance(claims, AuthFailure):
+            return claims
+        user = f"user:{claims['user_id']}"
+        tenant_ref = claims.get("tenant")
+        if not tenant_ref:
+            # Staff have no tenant: limited per user, at standard priority.
+            return Identity(kind="jwt", tenant_key=user, tier="standard", principal=user)
+        return self._with_tenant("jwt", str(tenant_ref), tenants, principal=user)
+
+    async def _from_key(self, raw_key: str, tenants: TenantDirectory) -> Identity | AuthFailure:
+        info = await self.keys.resolve(raw_key)
+        if info is None:
+            return AuthFailure(401, "invalid_api_key", "Invalid, revoked or expired API key.")
+        if "proxy" not in info.scopes:
+            return AuthFailure(403, "insufficient_scope", "This API key lacks the 'proxy' scope.")
+        return self._with_tenant("api_key", info.tenant_uuid, tenants, principal=info.prefix)
+
+    def _from_header_or_ip(
+        self, route: RouteSpec, headers: Mapping[str, str], client_ip: str, tenants: TenantDirectory
+    ) -> Identity | AuthFailure:
+        reference = headers.get(self.tenant_header) if route.allow_tenant_header else None
+        if reference:
+            if len(reference) > 64:
+                return AuthFailure(400, "unknown_tenant", "The tenant header is too long.")
+            return self._with_tenant("tenant_header", reference.strip(), tenants, unknown_status=400)
+        return Identity(kind="anonymous", tenant_key=f"ip:{client_ip}", tier="economy")
+
+    @staticmethod
+    def _with_tenant(
+        kind: str, reference: str, tenants: TenantDirectory, *, principal: str | None = None, unknown_status: int = 401
+    ) -> Identity | AuthFailure:
+        tenant = tenants.find(reference)
+        if tenant is None:
+            return AuthFailure(unknown_status, "unknown_tenant", "The tenant is unknown.")
+        if not tenant.active:
+            return AuthFailure(403, "tenant_inactive", "This tenant is deactivated.")
+        return Identity(kind=kind, tenant_key=tenant.uuid, tier=tenant.tier, tenant=tenant, principal=principal)

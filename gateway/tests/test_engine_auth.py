@@ -1,0 +1,202 @@
+"""The proxy's authentication: every mode, every bad credential, tenants and key caching."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import jwt
+import pytest
+
+from gateway.engine.auth import (
+    ApiKeyResolver,
+    Authenticator,
+    AuthFailure,
+    Identity,
+    JwtVerifier,
+    KeyInfo,
+    TenantDirectory,
+    TenantInfo,
+)
+from gateway.engine.routes import RouteSpec
+
+KEY = "k" * 40
+ACME = TenantInfo(uuid="11111111-1111-1111-1111-111111111111", slug="acme", tier="vital")
+DORMANT = TenantInfo(uuid="22222222-2222-2222-2222-222222222222", slug="dormant", tier="standard", active=False)
+TENANTS = TenantDirectory([ACME, DORMANT])
+GOOD_KEY = "snl_abcd1234_secret"
+
+
+def token(**claims: object) -> str:
+    body = {"token_type": "access", "user_id": 7, "tenant": ACME.uuid, "exp": int(time.time()) + 60, **claims}
+    return jwt.encode(body, KEY, algorithm="HS256")
+
+
+class Keys:
+    """A key store that counts lookups, as the database behind the resolver would be hit."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.known = {
+            __import__("hashlib").sha256(GOOD_KEY.encode()).hexdigest(): KeyInfo(
+                prefix="snl_abcd1234", tenant_uuid=ACME.uuid, scopes=frozenset({"proxy"})
+            )
+        }
+
+    async def lookup(self, digest: str) -> KeyInfo | None:
+        self.calls += 1
+        return self.known.get(digest)
+
+
+def authenticate(mode: str, headers: dict[str, str], *, keys: Keys | None = None, **route_kw: object) -> object:
+    route = RouteSpec(id=1, name="r", path_prefix="/r/", targets=("http://a",), auth_mode=mode, **route_kw)  # type: ignore[arg-type]
+    resolver = ApiKeyResolver((keys or Keys()).lookup)
+    auth = Authenticator(jwt_verifier=JwtVerifier(KEY), keys=resolver, tenant_header="x-tenant-id")
+    return asyncio.run(auth.authenticate(route, headers, "203.0.113.5", TENANTS))
+
+
+def test_a_valid_jwt_names_the_tenant_and_tier() -> None:
+    identity = authenticate("jwt", {"authorization": f"Bearer {token()}"})
+
+    assert isinstance(identity, Identity)
+    assert (identity.kind, identity.tenant_key, identity.tier, identity.principal) == (
+        "jwt",
+        ACME.uuid,
+        "vital",
+        "user:7",
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "not_authenticated"),
+        ({"authorization": "Bearer "}, 401, "token_not_valid"),
+        ({"authorization": "Bearer garbage"}, 401, "token_not_valid"),
+        ({"authorization": f"Bearer {token(exp=int(time.time()) - 60)}"}, 401, "token_expired"),
+        ({"authorization": f"Bearer {token(token_type='refresh')}"}, 401, "token_not_valid"),
+        ({"authorization": f"Bearer {token()[:-3]}abc"}, 401, "token_not_valid"),  # tampered signature
+        (
+            {"authorization": "Bearer " + jwt.encode({"user_id": 1}, "other-key" * 5, algorithm="HS256")},
+            401,
+            "token_not_valid",
+        ),
+        ({"authorization": f"Bearer {token(tenant=DORMANT.uuid)}"}, 403, "tenant_inactive"),
+        ({"authorization": f"Bearer {token(tenant='nobody')}"}, 401, "unknown_tenant"),
+        ({"authorization": "Bearer " + "a" * 5000}, 401, "token_not_valid"),
+    ],
+)
+def test_bad_jwts_are_refused(headers: dict[str, str], status: int, code: str) -> None:
+    failure = authenticate("jwt", headers)
+
+    assert isinstance(failure, AuthFailure)
+    assert (failure.status, failure.code) == (status, code)
+
+
+def test_the_none_algorithm_is_refused() -> None:
+    unsigned = jwt.encode({"token_type": "access", "user_id": 1, "exp": int(time.time()) + 60}, None, algorithm="none")
+
+    failure = authenticate("jwt", {"authorization": f"Bearer {unsigned}"})
+
+    assert isinstance(failure, AuthFailure)
+
+
+def test_api_keys_authenticate_and_are_cached() -> None:
+    keys = Keys()
+    resolver = ApiKeyResolver(keys.lookup, ttl_s=60)
+
+    async def twice() -> tuple[KeyInfo | None, KeyInfo | None]:
+        return await resolver.resolve(GOOD_KEY), await resolver.resolve(GOOD_KEY)
+
+    first, second = asyncio.run(twice())
+
+    assert first == second
+    assert first is not None
+    assert keys.calls == 1
+
+
+def test_a_revoked_key_stops_working_once_the_cache_expires() -> None:
+    keys = Keys()
+    resolver = ApiKeyResolver(keys.lookup, ttl_s=0.05)
+
+    async def revoke_then_resolve() -> KeyInfo | None:
+        assert await resolver.resolve(GOOD_KEY) is not None
+        keys.known.clear()  # revoked in the database
+        await asyncio.sleep(0.06)  # the documented revocation delay, scaled down
+        return await resolver.resolve(GOOD_KEY)
+
+    assert asyncio.run(revoke_then_resolve()) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("snl_abcd1234_wrong", "invalid_api_key"),
+        ("nonsense", "invalid_api_key"),
+        ("snl_" + "x" * 300, "invalid_api_key"),
+    ],
+)
+def test_bad_keys_are_refused(raw: str, code: str) -> None:
+    failure = authenticate("api_key", {"x-api-key": raw})
+
+    assert isinstance(failure, AuthFailure)
+    assert (failure.status, failure.code) == (401, code)
+
+
+def test_a_key_without_the_proxy_scope_is_forbidden() -> None:
+    keys = Keys()
+    (digest,) = keys.known
+    keys.known[digest] = KeyInfo(prefix="snl_abcd1234", tenant_uuid=ACME.uuid, scopes=frozenset({"api:read"}))
+
+    failure = authenticate("api_key", {"x-api-key": GOOD_KEY}, keys=keys)
+
+    assert isinstance(failure, AuthFailure)
+    assert (failure.status, failure.code) == (403, "insufficient_scope")
+
+
+def test_jwt_or_api_key_takes_either() -> None:
+    assert isinstance(authenticate("jwt_or_api_key", {"x-api-key": GOOD_KEY}), Identity)
+    assert isinstance(authenticate("jwt_or_api_key", {"authorization": f"Bearer {token()}"}), Identity)
+    assert authenticate("jwt_or_api_key", {}).code == "not_authenticated"  # type: ignore[union-attr]
+
+
+def test_a_jwt_only_route_ignores_api_keys() -> None:
+    failure = authenticate("jwt", {"x-api-key": GOOD_KEY})
+
+    assert isinstance(failure, AuthFailure)
+    assert failure.status == 401
+
+
+def test_public_routes_take_the_tenant_header_only_where_allowed() -> None:
+    named = authenticate("none", {"x-tenant-id": "acme"}, allow_tenant_header=True)
+    ignored = authenticate("none", {"x-tenant-id": "acme"})
+    unknown = authenticate("none", {"x-tenant-id": "nobody"}, allow_tenant_header=True)
+
+    assert isinstance(named, Identity) and (named.kind, named.tier) == ("tenant_header", "vital")
+    assert isinstance(ignored, Identity) and (ignored.kind, ignored.tenant_key, ignored.tier) == (
+        "anonymous",
+        "ip:203.0.113.5",
+        "economy",
+    )
+    assert isinstance(unknown, AuthFailure) and unknown.status == 400
+
+
+def test_another_tenants_route_is_forbidden() -> None:
+    failure = authenticate("jwt", {"authorization": f"Bearer {token()}"}, tenant_uuid=DORMANT.uuid)
+
+    assert isinstance(failure, AuthFailure)
+    assert (failure.status, failure.code) == (403, "wrong_tenant")
+
+
+@pytest.mark.django_db
+def test_tokens_issued_by_the_api_verify_in_the_engine(alice: object) -> None:
+    from django.conf import settings
+
+    from accounts.api.serializers import TokenSerializer
+
+    access = str(TokenSerializer.get_token(alice).access_token)  # type: ignore[arg-type]
+
+    claims = JwtVerifier(settings.SIMPLE_JWT["SIGNING_KEY"]).verify(access)
+
+    assert isinstance(claims, dict)
+    assert claims["tenant"] == str(alice.membership.tenant.uuid)  # type: ignore[attr-defined]
