@@ -295,6 +295,12 @@ SENTINEL_GATEWAY = {
     "BREAKER_COOLDOWN_MS": env_int("BREAKER_COOLDOWN_MS", 30000, minimum=1),
     "BREAKER_HALF_OPEN_MAX_REQUESTS": env_int("BREAKER_HALF_OPEN_MAX_REQUESTS", 5, minimum=1),
     "RATE_LIMIT_FAIL_MODE": env_choice("RATE_LIMIT_FAIL_MODE", "open", ("open", "closed")),
+    # Load shedding: in-flight requests one web process takes before its pressure reads 100, and
+    # the pressures at which standard and economy tenants are shed (vital never is).
+    "CAPACITY": env_int("GATEWAY_CAPACITY", 512, minimum=1),
+    "SHED_STANDARD_AT": env_float("SHED_STANDARD_AT", 90.0, minimum=0.0, maximum=100.0),
+    "SHED_ECONOMY_AT": env_float("SHED_ECONOMY_AT", 70.0, minimum=0.0, maximum=100.0),
+    "SHED_HYSTERESIS": env_float("SHED_HYSTERESIS", 10.0, minimum=0.0, maximum=100.0),
 }
 
 SENTINEL_OBSERVABILITY = {

@@ -106,6 +106,10 @@ def test_gateway_settings_have_the_spec_defaults(monkeypatch: pytest.MonkeyPatch
         "BREAKER_COOLDOWN_MS": 30000,
         "BREAKER_HALF_OPEN_MAX_REQUESTS": 5,
         "RATE_LIMIT_FAIL_MODE": "open",
+        "CAPACITY": 512,
+        "SHED_STANDARD_AT": 90.0,
+        "SHED_ECONOMY_AT": 70.0,
+        "SHED_HYSTERESIS": 10.0,
     }
 
 
