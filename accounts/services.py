@@ -24,6 +24,7 @@ from accounts.models import (
     User,
     hash_api_key,
 )
+from gateway.services import gateway_config_changed
 from sentinel_site.errors import Conflict, DomainError
 
 TENANT_OVERRIDE_FIELDS = ("burst_capacity", "refill_rate", "window_ms", "base_rate_limit")
@@ -74,7 +75,10 @@ def tenant_create(
     slug = slug or _unique_slug(name)
     if Tenant.objects.filter(slug=slug).exists():
         raise Conflict("A tenant with this slug exists.", details={"slug": ["A tenant with this slug exists."]})
-    return Tenant.objects.create(name=name, slug=slug, tier=tier, active=active, **overrides)
+    tenant = Tenant.objects.create(name=name, slug=slug, tier=tier, active=active, **overrides)
+    # The proxies hold tenants (tier, overrides, active) in memory, like routes.
+    transaction.on_commit(gateway_config_changed)
+    return tenant
 
 
 def tenant_update(*, tenant: Tenant, **changes: Any) -> Tenant:
@@ -87,6 +91,7 @@ def tenant_update(*, tenant: Tenant, **changes: Any) -> Tenant:
     for field, value in changes.items():
         setattr(tenant, field, value)
     tenant.save()
+    transaction.on_commit(gateway_config_changed)
     return tenant
 
 

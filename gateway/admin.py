@@ -90,7 +90,7 @@ class RouteAdmin(admin.ModelAdmin):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         # The proxies reload their route table when this version moves.
-        transaction.on_commit(services.routes_changed)
+        transaction.on_commit(services.gateway_config_changed)
 
     def delete_model(self, request: HttpRequest, obj: Route) -> None:
         services.route_delete(route=obj)

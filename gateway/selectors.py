@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
+from django.utils import timezone
 
+from accounts.models import ApiKey, Tenant
+from gateway.engine.auth import KeyInfo, TenantInfo
 from gateway.engine.routes import RouteSpec
 from gateway.models import Route, RouteTarget, Upstream
 
@@ -41,3 +44,31 @@ def route_specs() -> list[RouteSpec]:
             )
         )
     return specs
+
+
+def tenant_infos() -> list[TenantInfo]:
+    """Every tenant as the proxy's tenant directory takes it (inactive ones too: they get 403)."""
+    return [
+        TenantInfo(
+            uuid=str(tenant.uuid),
+            slug=tenant.slug,
+            tier=tenant.tier,
+            active=tenant.active,
+            overrides=tenant.rate_limit_overrides(),
+        )
+        for tenant in Tenant.objects.all()
+    ]
+
+
+def api_key_info(*, key_hash: str) -> KeyInfo | None:
+    """The usable key with this SHA-256, for the proxy's resolver (which caches the answer)."""
+    now = timezone.now()
+    row = (
+        ApiKey.objects.filter(key_hash=key_hash, revoked=False, tenant__active=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .values("prefix", "tenant__uuid", "scopes")
+        .first()
+    )
+    if row is None:
+        return None
+    return KeyInfo(prefix=row["prefix"], tenant_uuid=str(row["tenant__uuid"]), scopes=frozenset(row["scopes"]))

@@ -33,7 +33,7 @@ RESERVED_PREFIXES = (
 )
 _PREFIX_CHARS = re.compile(r"/[A-Za-z0-9._~\-/]*")
 MAX_TARGETS = 16
-ROUTES_VERSION_KEY = "gateway:routes_version"
+CONFIG_VERSION_KEY = "gateway:config_version"
 ROUTE_FIELDS = {
     "name",
     "path_prefix",
@@ -106,14 +106,14 @@ def _set_targets(route: Route, targets: list[str]) -> None:
         RouteTarget.objects.create(route=route, upstream=upstream, position=position)
 
 
-def routes_changed() -> None:
-    """Tells every gateway process to reload its route table (they poll this version)."""
+def gateway_config_changed() -> None:
+    """Tells every gateway process to reload its routes and tenants (they poll this version)."""
     try:
-        if cache.add(ROUTES_VERSION_KEY, 1, timeout=None):
+        if cache.add(CONFIG_VERSION_KEY, 1, timeout=None):
             return
-        cache.incr(ROUTES_VERSION_KEY)
+        cache.incr(CONFIG_VERSION_KEY)
     except Exception:  # noqa: BLE001 - a dead cache must not fail the admin's save
-        cache.set(ROUTES_VERSION_KEY, int(time.time() * 1000), timeout=None)
+        cache.set(CONFIG_VERSION_KEY, int(time.time() * 1000), timeout=None)
 
 
 def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def route_create(*, tenant: Tenant | None, name: str, path_prefix: str, targets:
         raise Conflict(f"A route already serves {prefix}.", details={"path_prefix": ["Already in use."]})
     route = Route.objects.create(tenant=tenant, name=name, path_prefix=prefix, **_check_fields(fields))
     _set_targets(route, normalize_targets(targets))
-    transaction.on_commit(routes_changed)
+    transaction.on_commit(gateway_config_changed)
     return route
 
 
@@ -148,14 +148,14 @@ def route_update(*, route: Route, targets: list[str] | None = None, **fields: An
     route.save()
     if targets is not None:
         _set_targets(route, normalize_targets(targets))
-    transaction.on_commit(routes_changed)
+    transaction.on_commit(gateway_config_changed)
     return route
 
 
 @transaction.atomic
 def route_delete(*, route: Route) -> None:
     route.delete()
-    transaction.on_commit(routes_changed)
+    transaction.on_commit(gateway_config_changed)
 
 
 def route_ensure_default(*, downstream_url: str) -> Route:

@@ -145,11 +145,11 @@ class TestTenantWall:
 
 
 def test_every_change_moves_the_routes_version(api: Api, alice: User) -> None:
-    before = cache.get(services.ROUTES_VERSION_KEY) or 0
+    before = cache.get(services.CONFIG_VERSION_KEY) or 0
     created = api(alice).post("/api/v1/routes", route_body(), format="json").json()
-    after_create = cache.get(services.ROUTES_VERSION_KEY)
+    after_create = cache.get(services.CONFIG_VERSION_KEY)
     api(alice).patch(f"/api/v1/routes/{created['id']}", {"active": False}, format="json")
-    after_update = cache.get(services.ROUTES_VERSION_KEY)
+    after_update = cache.get(services.CONFIG_VERSION_KEY)
 
     assert after_create > before
     assert after_update > after_create
@@ -177,3 +177,28 @@ def test_active_routes_become_engine_specs(alice: User, tenant_a: Tenant) -> Non
     assert spec.path_prefix == "/wonderland/a/"
     assert spec.targets == ("http://x:1", "http://y:2")
     assert spec.tenant_uuid == str(tenant_a.uuid)
+
+
+def test_tenants_and_keys_load_for_the_engine(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    from accounts.models import hash_api_key
+    from gateway.selectors import api_key_info, tenant_infos
+
+    account_services.tenant_update(tenant=tenant_b, base_rate_limit=5, active=False)
+    key, raw = account_services.api_key_create(tenant=tenant_a, name="k", scopes=["proxy"])
+
+    infos = {info.slug: info for info in tenant_infos()}
+    found = api_key_info(key_hash=hash_api_key(raw))
+    account_services.api_key_revoke(api_key=key)
+
+    assert infos["evil"].overrides == {"BASE_RATE_LIMIT": 5}
+    assert infos["evil"].active is False
+    assert found is not None and found.tenant_uuid == str(tenant_a.uuid) and found.scopes == frozenset({"proxy"})
+    assert api_key_info(key_hash=hash_api_key(raw)) is None
+
+
+def test_tenant_changes_move_the_config_version(tenant_a: Tenant) -> None:
+    before = cache.get(services.CONFIG_VERSION_KEY) or 0
+
+    account_services.tenant_update(tenant=tenant_a, tier="vital")
+
+    assert cache.get(services.CONFIG_VERSION_KEY) > before
