@@ -1,0 +1,1 @@
+"""The proxy's hot path: plain async Python that imports nothing from Django."""
