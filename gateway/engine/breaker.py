@@ -1,0 +1,469 @@
+"""The proxy's circuit breaker per upstream target, shared by every gateway process (SPEC 2 step 8).
+
+* ``RedisBreaker``: the state lives in one Redis hash per upstream; every step (acquire, record,
+  reset) is one EVALSHA of a small Lua script (``lua/breaker_*.lua``), atomic inside Redis and
+  timed by Redis' clock. Transitions are also PUBLISHed as JSON on ``{prefix}breaker:events``.
+* ``MemoryBreaker``: the same API and semantics in one process, for embedded mode.
+
+Why not pybreaker, which the spec names: pybreaker 1.4.1 cannot sit on an asyncio proxy path.
+
+* It has no asyncio support (danielfm/pybreaker#7, open since 2016): an ``async def`` wrapped by it
+  returns its coroutine unawaited, so failures happen outside the breaker and it never trips.
+* It holds one ``threading.RLock`` around the whole protected call, so calls through a breaker run
+  one at a time (danielfm/pybreaker#3, #55).
+* ``CircuitRedisStorage`` uses the blocking redis client (2-3 round trips per call, which would
+  stall the event loop), counts *consecutive* failures only (a success resets the count, so a
+  50 % failure rate never trips it), has no TTLs, and does not limit half-open probes: every
+  process that sees half-open sends its own.
+
+Using it only as a state machine behind ``sync_to_async`` would keep the lock and the round trips
+and still need the ratio window, probe tokens and generations written here. What is left is small
+enough to own: three scripts and their in-memory twin.
+
+States, per upstream (``BreakerConfig`` holds the numbers):
+
+* closed: requests pass; outcomes are counted in a rolling window of ``window_ms`` (default 10 s,
+  as Envoy's outlier-detection interval: long enough to gather ``min_volume`` requests on a quiet
+  upstream, short enough that failures from a minute ago do not trip it now). The window is 10
+  buckets of ``window_ms / 10`` in the hash: each call touches a fixed number of fields, and the
+  window covers the current bucket plus the 9 before it, so it looks back 9-10 s. Once it holds
+  at least ``min_volume`` requests and ``failures / total >= failure_threshold`` → open.
+* open: refused at once with ``retry_after_ms`` = what is left of ``cooldown_ms``. The first
+  acquire after the cooldown moves it to half-open.
+* half-open: at most ``half_open_max`` probes in flight fleet-wide. A probe holds a token, a slot in
+  the hash stamped with its expiry, taken atomically by acquire(). The first probe to report
+  decides: success → closed (window emptied), failure → open with a new cooldown; either way all
+  tokens go. A token nobody reports (its process died) expires after ``probe_ttl_ms`` (use the
+  request timeout), so a crash cannot wedge the breaker. Other requests are refused like open.
+
+Stale permits: every transition raises the breaker's generation, and a ``Permit`` carries the
+generation it was issued in. record() only acts when they match, so an outcome that arrives after
+the breaker moved on (the late-outcome race, see ``breaker_record.lua``) changes nothing.
+
+Failures are whatever the caller reports (the forwarder: connect errors, timeouts, 5xx). Any Redis
+error, connection error or timeout raises ``BreakerUnavailable`` at once, never retried here: the
+gateway fails open and counts it. Build the client to fail fast, with no retries (redis-py's
+default retries with backoff turn a dead Redis into seconds per request, and a retried EVALSHA
+after a lost reply would count an outcome twice or take two probe tokens): the rate limiter's
+``limiter_redis_client`` has the right settings.
+
+Keys: ``{prefix}breaker:{upstream}``, one hash per upstream with a TTL refreshed on every write,
+so the breakers of removed upstreams disappear. Pub/sub is only a notification for dashboards and
+metrics; the truth is the hash, which any process reads with state() or states() (a peer whose
+pods only listened for events missed the transitions made before they started).
+
+This module is on the proxy's hot path: it must not import Django (a test checks it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from redis.exceptions import NoScriptError, RedisError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = [
+    "STATE_CODES",
+    "Breaker",
+    "BreakerConfig",
+    "BreakerState",
+    "BreakerUnavailable",
+    "MemoryBreaker",
+    "Permit",
+    "RedisBreaker",
+    "Transition",
+]
+
+logger = logging.getLogger(__name__)
+
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half_open"
+# Values of the Prometheus gauge sentinel_circuit_breaker_state.
+STATE_CODES: Final[Mapping[str, int]] = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
+
+# The rolling window is this many buckets of window_ms / WINDOW_BUCKETS each.
+WINDOW_BUCKETS: Final = 10
+# Idle hashes live at least this long: a breaker left open by a dead upstream must still be open
+# (and then half-open) when traffic comes back, not quietly closed because its key expired.
+_MIN_KEY_TTL_MS: Final = 3_600_000
+
+_LUA_DIR = Path(__file__).parent / "lua"
+
+
+class BreakerUnavailable(Exception):
+    """Redis could not be asked; the caller decides (the gateway fails open and counts it)."""
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """The numbers of SPEC 2 step 8; ``from_settings`` reads them from ``SENTINEL_GATEWAY``."""
+
+    failure_threshold: float = 0.5
+    min_volume: int = 10
+    cooldown_ms: int = 30_000
+    half_open_max: int = 5
+    window_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.failure_threshold <= 1.0:
+            raise ValueError(f"failure_threshold must be within 0..1, got {self.failure_threshold}")
+        for name in ("min_volume", "cooldown_ms", "half_open_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.window_ms < WINDOW_BUCKETS:
+            raise ValueError(f"window_ms must be >= {WINDOW_BUCKETS}, got {self.window_ms}")
+
+    @property
+    def bucket_ms(self) -> int:
+        return -(-self.window_ms // WINDOW_BUCKETS)
+
+    @classmethod
+    def from_settings(cls, gateway: Mapping[str, Any]) -> BreakerConfig:
+        """From the ``SENTINEL_GATEWAY`` dict (a plain mapping: no Django import here)."""
+        return cls(
+            failure_threshold=float(gateway["BREAKER_FAILURE_THRESHOLD"]),
+            min_volume=int(gateway["BREAKER_CONSECUTIVE_FAILURES"]),
+            cooldown_ms=int(gateway["BREAKER_COOLDOWN_MS"]),
+            half_open_max=int(gateway["BREAKER_HALF_OPEN_MAX_REQUESTS"]),
+            window_ms=int(gateway.get("BREAKER_WINDOW_MS", cls.window_ms)),
+        )
+
+
+@dataclass(frozen=True)
+class Permit:
+    """acquire()'s answer. Pass it back to record() with the outcome when ``allowed``."""
+
+    allowed: bool
+    state: str
+    probe: bool
+    generation: int
+    retry_after_ms: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change, as returned by record()/reset() and published as JSON."""
+
+    upstream: str
+    from_state: str
+    to_state: str
+    at_ms: int
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Transition:
+        data = json.loads(raw)
+        return cls(str(data["upstream"]), str(data["from_state"]), str(data["to_state"]), int(data["at_ms"]))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """What a dashboard shows. An open breaker whose cooldown is over reads as half_open: that is
+    what the next request will find."""
+
+    state: str
+    failures: int
+    total: int
+    opened_at_ms: int | None
+    probes_in_flight: int
+
+
+class Breaker(Protocol):
+    """What the gateway needs from either implementation."""
+
+    async def acquire(self, upstream: str) -> Permit: ...
+
+    async def record(self, upstream: str, permit: Permit, success: bool) -> Transition | None: ...
+
+    async def state(self, upstream: str) -> BreakerState: ...
+
+    async def states(self, upstreams: Iterable[str]) -> dict[str, BreakerState]: ...
+
+    async def reset(self, upstream: str) -> Transition | None: ...
+
+
+@dataclass
+class _Entry:
+    """One upstream's breaker: MemoryBreaker's state, and the parsed form of a Redis hash."""
+
+    state: str
+    generation: int
+    opened_at_ms: int | None = None
+    # slot -> (epoch of the bucket_ms slice it holds, failures, total)
+    buckets: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    # probe slot -> expiry (ms)
+    probes: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> _Entry | None:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if "st" not in fields:
+            return None
+        entry = cls(fields["st"], int(fields.get("gen", 0)))
+        if "opened" in fields:
+            entry.opened_at_ms = int(fields["opened"])
+        for slot in range(WINDOW_BUCKETS):
+            if f"e{slot}" in fields:
+                entry.buckets[slot] = (
+                    int(fields[f"e{slot}"]),
+                    int(fields.get(f"f{slot}", 0)),
+                    int(fields.get(f"t{slot}", 0)),
+                )
+        for name, value in fields.items():
+            if name[0] == "p" and name[1:].isdigit():
+                entry.probes[int(name[1:])] = int(value)
+        return entry
+
+    def count(self, now: int, bucket_ms: int, success: bool) -> None:
+        epoch = now // bucket_ms
+        slot = epoch % WINDOW_BUCKETS
+        held_epoch, failures, total = self.buckets.get(slot, (-1, 0, 0))
+        if held_epoch != epoch:  # the slot still holds an older slice of time: recycle it
+            failures, total = 0, 0
+        self.buckets[slot] = (epoch, failures + (0 if success else 1), total + 1)
+
+    def window(self, now: int, bucket_ms: int) -> tuple[int, int]:
+        """(failures, total) over the current bucket and the WINDOW_BUCKETS - 1 before it."""
+        oldest = now // bucket_ms - WINDOW_BUCKETS
+        failures = total = 0
+        for epoch, bucket_failures, bucket_total in self.buckets.values():
+            if epoch > oldest:
+                failures += bucket_failures
+                total += bucket_total
+        return failures, total
+
+    def summary(self, now: int, config: BreakerConfig) -> BreakerState:
+        failures, total = self.window(now, config.bucket_ms)
+        state = self.state
+        if state == OPEN and self.opened_at_ms is not None and now >= self.opened_at_ms + config.cooldown_ms:
+            state = HALF_OPEN
+        probes = sum(1 for expires in self.probes.values() if expires > now)
+        return BreakerState(state, failures, total, self.opened_at_ms if state != CLOSED else None, probes)
+
+
+_NEVER_SEEN = BreakerState(CLOSED, 0, 0, None, 0)
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _transition(upstream: str, reply: list[Any]) -> Transition | None:
+    """A {from_state, to_state, at_ms} script reply; from_state '' means nothing changed."""
+    from_state = _text(reply[0])
+    if not from_state:
+        return None
+    return Transition(upstream, from_state, _text(reply[1]), int(reply[2]))
+
+
+@dataclass(frozen=True)
+class _Script:
+    source: str
+    # The SHA1 Redis will give the script, known without a round trip: EVALSHA goes first and
+    # SCRIPT LOAD is only needed when Redis answers NOSCRIPT (restart, SCRIPT FLUSH, failover).
+    sha: str
+
+    @classmethod
+    def load(cls, step: str) -> _Script:
+        common = (_LUA_DIR / "breaker_common.lua").read_text(encoding="utf-8")
+        source = common + "\n" + (_LUA_DIR / f"breaker_{step}.lua").read_text(encoding="utf-8")
+        return cls(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
+
+
+_ACQUIRE = _Script.load("acquire")
+_RECORD = _Script.load("record")
+_RESET = _Script.load("reset")
+
+
+class RedisBreaker:
+    """The fleet-wide breaker: one Redis round trip per acquire() and per record()."""
+
+    def __init__(self, redis: Redis, prefix: str, config: BreakerConfig, probe_ttl_ms: int = 30_000) -> None:
+        if probe_ttl_ms < 1:
+            raise ValueError(f"probe_ttl_ms must be >= 1, got {probe_ttl_ms}")
+        self.redis = redis
+        self.prefix = prefix
+        self.config = config
+        self.probe_ttl_ms = probe_ttl_ms
+        self.channel = f"{prefix}breaker:events"
+        key_ttl_ms = max(_MIN_KEY_TTL_MS, 2 * (config.window_ms + config.cooldown_ms + probe_ttl_ms))
+        # ARGV[3..5] of every script (breaker_common.lua), built once.
+        self._common = (key_ttl_ms, config.half_open_max, WINDOW_BUCKETS)
+        self._acquire_args = (config.cooldown_ms, probe_ttl_ms)
+        # repr() keeps every digit of the float, so 3 of 10 at a threshold of 0.3 trips in Lua too.
+        self._record_args = (config.bucket_ms, config.min_volume, repr(config.failure_threshold))
+
+    def key_for(self, upstream: str) -> str:
+        return f"{self.prefix}breaker:{upstream}"
+
+    async def acquire(self, upstream: str) -> Permit:
+        """May a request go to ``upstream`` now? Raises ``BreakerUnavailable``."""
+        allowed, state, probe, generation, retry_after_ms = await self._run(_ACQUIRE, upstream, self._acquire_args)
+        return Permit(bool(allowed), _text(state), bool(probe), int(generation), int(retry_after_ms))
+
+    async def record(self, upstream: str, permit: Permit, success: bool) -> Transition | None:
+        """Reports the outcome of a request ``permit`` let through; the transition it caused, if any."""
+        if not permit.allowed:
+            return None  # a refusal reached no upstream: nothing to count
+        reply = await self._run(_RECORD, upstream, (permit.generation, int(success), *self._record_args))
+        return _transition(upstream, reply)
+
+    async def reset(self, upstream: str) -> Transition | None:
+        """Admin action: force closed, empty the window, void every permit out."""
+        return _transition(upstream, await self._run(_RESET, upstream, ()))
+
+    async def state(self, upstream: str) -> BreakerState:
+        return (await self.states([upstream]))[upstream]
+
+    async def states(self, upstreams: Iterable[str]) -> dict[str, BreakerState]:
+        """Every upstream's state in one round trip (a pipeline of HGETALLs and Redis' TIME)."""
+        names = list(dict.fromkeys(upstreams))
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                for upstream in names:
+                    pipe.hgetall(self.key_for(upstream))
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:  # OSError covers socket errors and asyncio timeouts
+            raise BreakerUnavailable(f"circuit breaker state read failed: {exc!r}") from exc
+        seconds, micros = replies[0]
+        now = int(seconds) * 1000 + int(micros) // 1000
+        result = {}
+        for upstream, raw in zip(names, replies[1:], strict=True):
+            entry = _Entry.from_hash(raw)
+            result[upstream] = _NEVER_SEEN if entry is None else entry.summary(now, self.config)
+        return result
+
+    async def load_scripts(self) -> None:
+        """Optional, at startup: saves the NOSCRIPT round trip on the first call of each script."""
+        try:
+            for script in (_ACQUIRE, _RECORD, _RESET):
+                await self.redis.script_load(script.source)
+        except (RedisError, OSError) as exc:
+            raise BreakerUnavailable(f"circuit breaker script load failed: {exc!r}") from exc
+
+    async def _run(self, script: _Script, upstream: str, args: tuple[int | str, ...]) -> list[Any]:
+        keys_and_args = (self.key_for(upstream), self.channel, upstream, *self._common, *args)
+        try:
+            try:
+                reply = await self.redis.evalsha(script.sha, 1, *keys_and_args)
+            except NoScriptError:
+                await self.redis.script_load(script.source)
+                reply = await self.redis.evalsha(script.sha, 1, *keys_and_args)
+        except (RedisError, OSError) as exc:  # OSError covers socket errors and asyncio timeouts
+            raise BreakerUnavailable(f"circuit breaker call failed: {exc!r}") from exc
+        return list(reply)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class MemoryBreaker:
+    """The same breaker for one process (embedded mode), on one event loop.
+
+    Every method runs to completion without awaiting, so concurrent tasks see each step as atomic
+    without a lock. ``listeners`` are called with each ``Transition``, the in-process stand-in for
+    the Redis channel; one that raises is logged and does not break the breaker.
+    """
+
+    def __init__(
+        self,
+        config: BreakerConfig,
+        probe_ttl_ms: int = 30_000,
+        *,
+        listeners: Iterable[Callable[[Transition], None]] = (),
+        clock: Callable[[], int] = _wall_ms,
+    ) -> None:
+        if probe_ttl_ms < 1:
+            raise ValueError(f"probe_ttl_ms must be >= 1, got {probe_ttl_ms}")
+        self.config = config
+        self.probe_ttl_ms = probe_ttl_ms
+        self.listeners = list(listeners)
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+
+    async def acquire(self, upstream: str) -> Permit:
+        now = self._clock()
+        entry = self._entries.get(upstream)
+        if entry is None:
+            entry = self._entries[upstream] = _Entry(CLOSED, now)
+        if entry.state == CLOSED:
+            return Permit(True, CLOSED, False, entry.generation, 0)
+        if entry.state == OPEN:
+            left = (entry.opened_at_ms or 0) + self.config.cooldown_ms - now
+            if left > 0:
+                return Permit(False, OPEN, False, entry.generation, left)
+            self._move(upstream, entry, HALF_OPEN, now)
+        for slot in range(1, self.config.half_open_max + 1):
+            expires = entry.probes.get(slot)
+            if expires is None or expires <= now:
+                entry.probes[slot] = now + self.probe_ttl_ms
+                return Permit(True, HALF_OPEN, True, entry.generation, 0)
+        soonest = min(entry.probes.values())
+        return Permit(False, HALF_OPEN, False, entry.generation, max(soonest - now, 1))
+
+    async def record(self, upstream: str, permit: Permit, success: bool) -> Transition | None:
+        entry = self._entries.get(upstream)
+        # The late-outcome race (see breaker_record.lua): only the issuing generation counts.
+        if not permit.allowed or entry is None or entry.generation != permit.generation:
+            return None
+        now = self._clock()
+        if entry.state == HALF_OPEN:
+            entry.probes.clear()
+            if success:
+                entry.buckets.clear()
+                entry.opened_at_ms = None
+                return self._move(upstream, entry, CLOSED, now)
+            entry.opened_at_ms = now
+            return self._move(upstream, entry, OPEN, now)
+        if entry.state != CLOSED:
+            return None
+        entry.count(now, self.config.bucket_ms, success)
+        failures, total = entry.window(now, self.config.bucket_ms)
+        if total >= self.config.min_volume and failures / total >= self.config.failure_threshold:
+            entry.buckets.clear()
+            entry.opened_at_ms = now
+            return self._move(upstream, entry, OPEN, now)
+        return None
+
+    async def reset(self, upstream: str) -> Transition | None:
+        entry = self._entries.get(upstream)
+        if entry is None:
+            return None
+        entry.buckets.clear()
+        entry.probes.clear()
+        entry.opened_at_ms = None
+        if entry.state == CLOSED:
+            return None
+        return self._move(upstream, entry, CLOSED, self._clock())
+
+    async def state(self, upstream: str) -> BreakerState:
+        entry = self._entries.get(upstream)
+        return _NEVER_SEEN if entry is None else entry.summary(self._clock(), self.config)
+
+    async def states(self, upstreams: Iterable[str]) -> dict[str, BreakerState]:
+        return {upstream: await self.state(upstream) for upstream in upstreams}
+
+    def _move(self, upstream: str, entry: _Entry, to_state: str, now: int) -> Transition:
+        transition = Transition(upstream, entry.state, to_state, now)
+        entry.state = to_state
+        entry.generation = max(entry.generation + 1, now)
+        for listener in self.listeners:
+            try:
+                listener(transition)
+            except Exception:  # a dashboard hook must not break the proxy
+                logger.exception("circuit breaker listener failed for %s", upstream)
+        return transition
