@@ -33,8 +33,13 @@ class PressureReading:
 class PressureGauge:
     """One process's pressure, over a sliding window of recent requests."""
 
-    def __init__(self, *, capacity: int, slo_ms: float, window_s: float = 10.0, max_samples: int = 4096) -> None:
+    def __init__(
+        self, *, capacity: int, slo_ms: float, window_s: float = 10.0, max_samples: int = 4096, min_samples: int = 20
+    ) -> None:
         self.capacity = max(1, capacity)
+        # Below this many recent requests, latency and errors say too little to shed anyone on:
+        # two failures of two is noise, not an overload.
+        self.min_samples = min_samples
         self.slo_ms = slo_ms
         self.window_s = window_s
         self.in_flight = 0
@@ -51,6 +56,8 @@ class PressureGauge:
     def reading(self, now: float | None = None) -> PressureReading:
         now = time.monotonic() if now is None else now
         recent = [(latency, failed) for at, latency, failed in self._samples if now - at <= self.window_s]
+        if len(recent) < self.min_samples:
+            recent = []
         p95 = _percentile(sorted(latency for latency, _ in recent), 0.95)
         error_rate = sum(failed for _, failed in recent) / len(recent) if recent else 0.0
         concurrency = min(1.0, self.in_flight / self.capacity)

@@ -31,15 +31,24 @@ def test_p95_latency_against_the_slo() -> None:
 
 def test_upstream_errors() -> None:
     gauge = PressureGauge(capacity=1000, slo_ms=200)
-    for n in range(10):
+    for n in range(20):
         gauge.started()
-        gauge.finished(5.0, failed=n < 2, now=50.0)
+        gauge.finished(5.0, failed=n < 4, now=50.0)
 
     assert gauge.reading(now=50.0).score == 40  # 20 % errors of the 50 % that saturates
 
 
+def test_a_handful_of_requests_is_not_enough_to_judge() -> None:
+    gauge = PressureGauge(capacity=1000, slo_ms=200, min_samples=20)
+    for _ in range(19):
+        gauge.started()
+        gauge.finished(5000.0, failed=True, now=1.0)
+
+    assert gauge.reading(now=1.0).score == 0
+
+
 def test_old_samples_leave_the_window() -> None:
-    gauge = PressureGauge(capacity=1000, slo_ms=200, window_s=10)
+    gauge = PressureGauge(capacity=1000, slo_ms=200, window_s=10, min_samples=1)
     gauge.started()
     gauge.finished(5000.0, failed=True, now=0.0)
 
