@@ -1,0 +1,569 @@
+"""The proxy's forwarder: one request to one upstream target, bodies streamed both ways (SPEC 2 step 9).
+
+Plain async Python with no Django import. The gateway's ASGI app calls ``Forwarder.forward`` with
+the scope/receive/send of the incoming request once routing, auth, limits and the breaker have let
+it through; the forwarder answers the client itself (the upstream's response, or a JSON error) and
+returns a ``ForwardResult`` for the request log, the metrics and the circuit breaker.
+
+Why aiohttp: it costs 4-15x less CPU per upstream call than httpx/httpcore (perf-baselines 3.3).
+
+Errors, before the response has started:
+
+* body over ``max_body_bytes`` (declared, or counted while streaming) → 413 ``payload_too_large``;
+* connection refused, DNS failure, reset or a malformed answer before the headers → 502 ``bad_gateway``;
+* no response headers within ``timeout_ms`` → 504 ``gateway_timeout``.
+
+After the response has started the status cannot change: if the upstream drops or goes silent for
+longer than the read timeout mid-body, the forwarder stops sending and leaves the response
+*unfinished* on purpose (outcome ``upstream_aborted`` or ``timeout``). Sending the final body
+message would turn a truncated chunked download into one the client believes complete; left
+unfinished, the ASGI server closes the connection and the client sees the truncation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+__all__ = ["HOP_BY_HOP_HEADERS", "OUTCOMES", "ForwardResult", "Forwarder", "upstream_url"]
+
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Header = tuple[bytes, bytes]
+
+# RFC 9110 7.6.1, plus the non-standard Proxy-Connection some clients still send. Headers named in
+# a Connection header are hop-by-hop too; they are found per message.
+HOP_BY_HOP_HEADERS: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Never copied from the client: Host because the upstream gets its own (the original goes in
+# X-Forwarded-Host); Expect because the ASGI server already answered "100 Continue" to the client;
+# the X-Forwarded-* headers because the forwarder writes them itself.
+_REQUEST_REWRITTEN: Final = frozenset(
+    {b"host", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+)
+
+OUTCOMES: Final = (
+    "ok",
+    "upstream_5xx",
+    "connect_error",
+    "timeout",
+    "body_too_large",
+    "client_disconnect",
+    "upstream_aborted",
+)
+# What the circuit breaker counts against the upstream. Body limits and client disconnects are the
+# client's doing, not the upstream's.
+_FAILURE_OUTCOMES: Final = frozenset({"connect_error", "timeout", "upstream_5xx", "upstream_aborted"})
+
+# outcome → (status, error code, message) of the JSON error answered before the response started.
+_ERRORS: Final = {
+    "connect_error": (502, "bad_gateway", "The upstream service could not be reached."),
+    "timeout": (504, "gateway_timeout", "The upstream service did not answer in time."),
+    "body_too_large": (413, "payload_too_large", "The request body is larger than this route accepts."),
+}
+# nginx's convention for "the client closed the connection before a response was sent".
+CLIENT_CLOSED_REQUEST: Final = 499
+
+# What the upstream may fail with while we talk to it. aiohttp wraps most socket errors in
+# ClientError, but not all (a reset while writing can surface as a bare OSError).
+_UPSTREAM_ERRORS: Final = (aiohttp.ClientError, OSError, TimeoutError)
+
+# Characters left as they are when the decoded path is percent-encoded again: RFC 3986 pchar and
+# "/". Everything else ("?", "#", "%", spaces, non-ASCII) is encoded, so a decoded "%3F" cannot turn
+# into a query separator on its way upstream.
+_PATH_SAFE: Final = "/:@!$&'()*+,;="
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardResult:
+    """What happened to one forwarded request.
+
+    ``status`` is what the client got (499 when it left before any response); ``bytes_in`` the
+    request body bytes read from the client, ``bytes_out`` the response body bytes sent to it;
+    ``upstream_latency_ms`` the time from the upstream call to its response headers (or failure);
+    ``error`` a diagnostic for logs, never shown to the client.
+    """
+
+    status: int
+    outcome: str
+    bytes_in: int
+    bytes_out: int
+    upstream_latency_ms: float
+    error: str | None = None
+
+    @property
+    def counts_as_failure(self) -> bool:
+        """True when the circuit breaker should count this against the upstream."""
+        return self.outcome in _FAILURE_OUTCOMES
+
+
+class _BodyTooLarge(Exception):
+    """The streamed request body passed the route's limit."""
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its request body was being streamed."""
+
+
+class _DisconnectWatch:
+    """Cancels the forwarding task when the client goes away.
+
+    ASGI reports a disconnect only through receive(), and one coroutine at a time may read it, so
+    the watch starts once the request body has been consumed. It must stop before the final body
+    message: uvicorn's receive() answers http.disconnect as soon as a response is complete, which
+    is not the client leaving.
+
+    The watching task is only created once the exchange has lasted ``WATCH_DELAY_S``: most proxied
+    requests are over by then, and a task per request costs about 10 % of the forwarder's CPU (a
+    timer handle costs next to nothing). A client that leaves is noticed that much later at worst.
+    """
+
+    WATCH_DELAY_S: Final = 0.05
+
+    __slots__ = ("_closed", "_receive", "_target", "_task", "_timer", "fired")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._target = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.fired = False
+
+    def start(self) -> None:
+        # Called from the body generator too, possibly after the forward has already finished.
+        if not self._closed and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.WATCH_DELAY_S, self._begin)
+
+    def stop(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def _begin(self) -> None:
+        if not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        # stop() and this check run without an await in between, so a watch that was stopped can
+        # never cancel a task that has moved on to other work.
+        if not self._closed and self._target is not None:
+            self.fired = True
+            self._target.cancel()
+
+
+class _Exchange:
+    """One forward in progress: what it needs to answer the client, and its tallies.
+
+    The body generator runs in aiohttp's writer task, so its failures reach the forwarder only as a
+    wrapped ClientConnectionError: the ``body_too_large``/``client_gone`` flags say what happened.
+    """
+
+    __slots__ = (
+        "body_too_large",
+        "bytes_in",
+        "bytes_out",
+        "client_gone",
+        "latency_ms",
+        "max_body_bytes",
+        "response_headers",
+        "send",
+        "started_at",
+        "status",
+        "timeout_ms",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        watch: _DisconnectWatch,
+        timeout_ms: int,
+        max_body_bytes: int,
+        response_headers: Sequence[Header],
+    ) -> None:
+        self.send = send
+        self.watch = watch
+        self.timeout_ms = timeout_ms
+        self.max_body_bytes = max_body_bytes
+        self.response_headers = response_headers
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.status = CLIENT_CLOSED_REQUEST
+        self.body_too_large = False
+        self.client_gone = False
+        self.started_at = time.perf_counter()
+        self.latency_ms = 0.0
+
+    def mark_upstream_answered(self) -> None:
+        self.latency_ms = (time.perf_counter() - self.started_at) * 1000
+
+    def result(self, outcome: str, error: str | None = None) -> ForwardResult:
+        return ForwardResult(self.status, outcome, self.bytes_in, self.bytes_out, self.latency_ms, error)
+
+
+class Forwarder:
+    """One pooled aiohttp client per process, created lazily in the running loop.
+
+    Create one at import or start-up, call ``forward`` from any request of that loop, and
+    ``await close()`` at shutdown (ASGI lifespan).
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int = 1000,
+        limit_per_host: int = 200,
+        keepalive_timeout: float = 4.0,
+        ttl_dns_cache: int = 10,
+        read_timeout_ms: int | None = None,
+    ) -> None:
+        """``keepalive_timeout`` stays under the 5 s idle timeout of uvicorn and Node servers, so
+        the pool drops an idle connection before the upstream does (reusing one the upstream is
+        closing fails the request, and aiohttp retries only idempotent ones). ``read_timeout_ms``
+        bounds the silence between response body chunks; None means each call's ``timeout_ms``."""
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+        self._keepalive_timeout = keepalive_timeout
+        self._ttl_dns_cache = ttl_dns_cache
+        self._read_timeout_ms = read_timeout_ms
+        self._session: aiohttp.ClientSession | None = None
+        self._connector: aiohttp.TCPConnector | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
+
+    async def close(self) -> None:
+        """Close the pool; a later ``forward`` opens a new one."""
+        session, self._session, self._connector, self._loop = self._session, None, None, None
+        if session is not None:
+            await session.close()
+
+    def connections_in_use(self) -> int:
+        """Upstream connections checked out of the pool right now (0 when idle).
+
+        aiohttp exposes no public counter; its connector's acquired set is what "checked out" means.
+        """
+        return len(self._connector._acquired) if self._connector is not None else 0
+
+    async def forward(
+        self,
+        *,
+        scope: dict[str, Any],
+        receive: Receive,
+        send: Send,
+        target: str,
+        upstream_path: str,
+        timeout_ms: int,
+        max_body_bytes: int,
+        client_ip: str,
+        extra_headers: Sequence[Header] = (),
+        response_headers: Sequence[Header] = (),
+    ) -> ForwardResult:
+        """Forward one HTTP request and stream the answer to the client; see the module docstring.
+
+        ``upstream_path`` is a decoded path (``RouteSpec.upstream_path`` of ``safe_path``'s result);
+        it is percent-encoded here. ``extra_headers`` are added to the upstream request and
+        ``response_headers`` to whatever the client gets, each replacing headers of the same name.
+        ``timeout_ms`` (> 0) bounds the time to the upstream's response headers.
+        """
+        watch = _DisconnectWatch(receive)
+        exchange = _Exchange(send, watch, timeout_ms, max_body_bytes, response_headers)
+        declared = _declared_length(scope["headers"])
+        if declared is not None and declared > max_body_bytes:
+            # Refused before connecting: the upstream never sees a byte of it.
+            error = f"declared Content-Length {declared} exceeds {max_body_bytes}"
+            return await _answer_error(exchange, "body_too_large", error)
+
+        session = self._session_in_loop()
+        body: AsyncIterator[bytes] | None = None
+        if _has_body(scope["headers"], declared):
+            body = _request_body(receive, exchange)
+        else:
+            watch.start()
+        url = upstream_url(target, upstream_path, scope.get("query_string", b""))
+        headers = _upstream_headers(scope, client_ip, extra_headers)
+        try:
+            return await self._exchange(session, exchange, scope["method"], url, headers, body)
+        except asyncio.CancelledError:
+            # Our own watch cancelled us: swallow exactly that one cancellation. Any other (server
+            # shutdown, the caller's own timeout) is still counted after uncancel() and propagates.
+            task = asyncio.current_task()
+            if watch.fired and task is not None and task.uncancel() == 0:
+                return exchange.result("client_disconnect", "the client disconnected")
+            raise
+        finally:
+            watch.stop()
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        exchange: _Exchange,
+        method: str,
+        url: URL,
+        headers: list[tuple[str, str]],
+        body: AsyncIterator[bytes] | None,
+    ) -> ForwardResult:
+        """Send the request, then relay the response or answer the error."""
+        try:
+            # timeout_ms bounds everything up to the response headers: connect, upload, wait.
+            async with asyncio.timeout(exchange.timeout_ms / 1000):
+                upstream = await session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=self._client_timeout(exchange.timeout_ms),
+                )
+        except _UPSTREAM_ERRORS as exc:
+            exchange.mark_upstream_answered()
+            return await _fail_before_response(exchange, exc)
+        exchange.mark_upstream_answered()
+        try:
+            return await _relay(upstream, exchange)
+        finally:
+            # A response read to its end goes back to the pool; anything else (an error, a
+            # cancellation mid-body) closes the connection instead of reusing a half-read one.
+            if upstream.content.at_eof():
+                upstream.release()
+            else:
+                upstream.close()
+
+    def _session_in_loop(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed:
+            self._session = self._new_session()
+            self._loop = loop
+        elif self._loop is not loop:
+            # An aiohttp pool belongs to the loop that made it; sharing one fails in obscure ways.
+            raise RuntimeError("this Forwarder's pool belongs to another event loop")
+        return self._session
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        self._connector = aiohttp.TCPConnector(
+            limit=self._limit,
+            limit_per_host=self._limit_per_host,
+            ttl_dns_cache=self._ttl_dns_cache,
+            keepalive_timeout=self._keepalive_timeout,
+        )
+        return aiohttp.ClientSession(
+            connector=self._connector,
+            # Bodies pass byte for byte, with their Content-Encoding.
+            auto_decompress=False,
+            # Cookies belong to the client and the upstream, never to a pool shared by all clients.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # aiohttp would otherwise add its own User-Agent, Accept, Accept-Encoding (asking for a
+            # gzip the client may not understand) and Content-Type to requests that had none.
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            # No overall limit (aiohttp's default is 5 min): a long download is fine while it moves.
+            timeout=aiohttp.ClientTimeout(total=None),
+            trust_env=False,
+        )
+
+    def _client_timeout(self, timeout_ms: int) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(timeout_ms)
+        if timeout is None:
+            read_ms = self._read_timeout_ms or timeout_ms
+            timeout = aiohttp.ClientTimeout(total=None, sock_read=read_ms / 1000)
+            # Routes have a handful of distinct timeouts; bound the cache anyway.
+            if len(self._timeouts) < 256:
+                self._timeouts[timeout_ms] = timeout
+        return timeout
+
+
+# --- Request side ------------------------------------------------------------------------------
+
+
+def upstream_url(target: str, upstream_path: str, query_string: bytes) -> URL:
+    """target + encoded path + the client's raw query, which is passed on exactly as it came."""
+    url = target.rstrip("/") + quote(upstream_path, safe=_PATH_SAFE)
+    if query_string:
+        url += "?" + query_string.decode("latin-1")
+    return URL(url, encoded=True)
+
+
+def _connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
+    """Header names listed in Connection headers (hop-by-hop by declaration, RFC 9110 7.6.1)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(tokens)
+
+
+def _upstream_headers(scope: dict[str, Any], client_ip: str, extra: Sequence[Header]) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop ones, plus X-Forwarded-* and the caller's extras."""
+    incoming: list[Header] = scope["headers"]
+    dropped = HOP_BY_HOP_HEADERS | _REQUEST_REWRITTEN | _connection_tokens(incoming)
+    if extra:
+        dropped |= {name.lower() for name, _ in extra}
+    headers: list[tuple[str, str]] = []
+    forwarded_for: list[str] = []
+    host: str | None = None
+    for name, value in incoming:
+        # ASGI header names are lower-case already.
+        if name not in dropped:
+            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        elif name == b"x-forwarded-for":
+            forwarded_for.append(value.decode("latin-1"))
+        elif name == b"host":
+            host = value.decode("latin-1")
+    forwarded_for.append(client_ip)
+    headers.append(("X-Forwarded-For", ", ".join(forwarded_for)))
+    headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
+    if host is not None:
+        headers.append(("X-Forwarded-Host", host))
+    headers.extend((name.decode("latin-1"), value.decode("latin-1")) for name, value in extra)
+    return headers
+
+
+def _declared_length(headers: Iterable[Header]) -> int | None:
+    """The request's Content-Length, or None (absent, or junk the server would have refused)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def _has_body(headers: Iterable[Header], declared: int | None) -> bool:
+    """HTTP/1.1 framing: a body only with a non-zero Content-Length or a Transfer-Encoding."""
+    if declared is not None:
+        return declared > 0
+    return any(name == b"transfer-encoding" for name, _ in headers)
+
+
+async def _request_body(receive: Receive, exchange: _Exchange) -> AsyncIterator[bytes]:
+    """The client's body as aiohttp pulls it, counted against the limit as it goes.
+
+    Raising here aborts the upstream request (aiohttp closes that connection); the flags on
+    ``exchange`` tell the forwarder why.
+    """
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            exchange.client_gone = True
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        exchange.bytes_in += len(chunk)
+        if exchange.bytes_in > exchange.max_body_bytes:
+            exchange.body_too_large = True
+            raise _BodyTooLarge
+        if chunk:
+            yield chunk
+    # The body is consumed: receive() is free for the disconnect watch now.
+    exchange.watch.start()
+
+
+# --- Response side -----------------------------------------------------------------------------
+
+
+def _downstream_headers(raw: Sequence[Header], extra: Sequence[Header]) -> list[Header]:
+    """The upstream's headers minus hop-by-hop ones, then the caller's (which replace same names)."""
+    dropped = HOP_BY_HOP_HEADERS | _connection_tokens(raw)
+    if extra:
+        dropped |= {name.lower() for name, _ in extra}
+    headers = [(lowered, value) for name, value in raw if (lowered := name.lower()) not in dropped]
+    headers.extend(extra)
+    return headers
+
+
+async def _relay(upstream: aiohttp.ClientResponse, exchange: _Exchange) -> ForwardResult:
+    """Stream the upstream's response to the client, chunk by chunk as it arrives."""
+    exchange.status = upstream.status
+    headers = _downstream_headers(upstream.raw_headers, exchange.response_headers)
+    if not await _send_or_gone(
+        exchange.send, {"type": "http.response.start", "status": upstream.status, "headers": headers}
+    ):
+        return exchange.result("client_disconnect", "the client disconnected")
+    content = upstream.content
+    while True:
+        try:
+            chunk = await content.readany()
+        except _UPSTREAM_ERRORS as exc:
+            # Too late for an error status: leave the response unfinished (module docstring).
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "upstream_aborted"
+            return exchange.result(outcome, _describe(exc))
+        last = content.at_eof()
+        if last:
+            # Before the final message, whose completion uvicorn reports as a disconnect.
+            exchange.watch.stop()
+        exchange.bytes_out += len(chunk)
+        if not await _send_or_gone(exchange.send, {"type": "http.response.body", "body": chunk, "more_body": not last}):
+            return exchange.result("client_disconnect", "the client disconnected")
+        if last:
+            return exchange.result("upstream_5xx" if upstream.status >= 500 else "ok")
+
+
+async def _send_or_gone(send: Send, message: Message) -> bool:
+    """send(), or False when the server reports the client gone by raising (uvicorn returns
+    quietly and leaves it to the watch; other servers raise an OSError subclass)."""
+    try:
+        await send(message)
+    except OSError:
+        return False
+    return True
+
+
+async def _fail_before_response(exchange: _Exchange, exc: BaseException) -> ForwardResult:
+    """Map a failure before the upstream answered to the client's JSON error (or to nothing, when
+    the client is the one that left)."""
+    if exchange.client_gone:
+        return exchange.result("client_disconnect", "the client disconnected during the upload")
+    if exchange.body_too_large:
+        return await _answer_error(exchange, "body_too_large", f"request body passed {exchange.max_body_bytes} bytes")
+    if isinstance(exc, TimeoutError):
+        error = f"no response headers within {exchange.timeout_ms} ms ({_describe(exc)})"
+        return await _answer_error(exchange, "timeout", error)
+    return await _answer_error(exchange, "connect_error", _describe(exc))
+
+
+async def _answer_error(exchange: _Exchange, outcome: str, error: str) -> ForwardResult:
+    """Send the spec's JSON error for ``outcome`` and return its result."""
+    # The response is about to complete: stop watching first (see _DisconnectWatch).
+    exchange.watch.stop()
+    status, code, message = _ERRORS[outcome]
+    details: dict[str, int] | None = None
+    if outcome == "body_too_large":
+        details = {"max_body_bytes": exchange.max_body_bytes}
+    elif outcome == "timeout":
+        details = {"timeout_ms": exchange.timeout_ms}
+    body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers.extend(exchange.response_headers)
+    exchange.status = status
+    if await _send_or_gone(exchange.send, {"type": "http.response.start", "status": status, "headers": headers}):
+        await _send_or_gone(exchange.send, {"type": "http.response.body", "body": body, "more_body": False})
+        exchange.bytes_out = len(body)
+    return exchange.result(outcome, error)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short diagnostic for the request log: the exception's class, and its message if any."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
