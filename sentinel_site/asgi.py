@@ -1,27 +1,56 @@
-"""The ASGI entry point: HTTP to Django (the gateway's proxy mounts in front of it with its issue),
-websockets to Channels consumers."""
+"""The ASGI entry point.
+
+HTTP goes first to the gateway's proxy, which serves the paths its routes match and hands every
+other path to Django; websockets go to Channels consumers; the lifespan protocol starts and stops
+the proxy's runtime (its route table refresh and its upstream connection pool).
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 
-# Django must be set up before anything imports models (the websocket routes below do).
+# Django must be set up before anything imports models (the routes below do).
 django_http_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from gateway.runtime import GatewayRuntime, build_proxy  # noqa: E402
 from sentinel_site.asgi_guards import BodySizeLimit  # noqa: E402
 from sentinel_site.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": BodySizeLimit(django_http_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
-)
+
+class SentinelApplication:
+    def __init__(self) -> None:
+        self.proxy = build_proxy(fallback=BodySizeLimit(django_http_app))
+        self.runtime = GatewayRuntime(self.proxy)
+        self.websocket = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.proxy(scope, receive, send)
+        elif kind == "websocket":
+            await self.websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.runtime.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+application = SentinelApplication()

@@ -301,6 +301,12 @@ SENTINEL_GATEWAY = {
     "SHED_STANDARD_AT": env_float("SHED_STANDARD_AT", 90.0, minimum=0.0, maximum=100.0),
     "SHED_ECONOMY_AT": env_float("SHED_ECONOMY_AT", 70.0, minimum=0.0, maximum=100.0),
     "SHED_HYSTERESIS": env_float("SHED_HYSTERESIS", 10.0, minimum=0.0, maximum=100.0),
+    # Drills and tests: act as if pressure were this (0-100) instead of measuring it.
+    "FORCED_PRESSURE": (
+        env_float("GATEWAY_FORCED_PRESSURE", 0.0, minimum=0.0, maximum=100.0)
+        if env_str("GATEWAY_FORCED_PRESSURE")
+        else None
+    ),
 }
 
 SENTINEL_OBSERVABILITY = {

@@ -110,6 +110,7 @@ def test_gateway_settings_have_the_spec_defaults(monkeypatch: pytest.MonkeyPatch
         "SHED_STANDARD_AT": 90.0,
         "SHED_ECONOMY_AT": 70.0,
         "SHED_HYSTERESIS": 10.0,
+        "FORCED_PRESSURE": None,
     }
 
 

@@ -35,8 +35,8 @@ class Command(BaseCommand):
             # Sentinel writes its own access line.
             log_config=None,
             access_log=False,
-            # Django and Channels do not speak the lifespan protocol.
-            lifespan="off",
+            # Starts the proxy's runtime: route table refresh, upstream connection pool.
+            lifespan="on",
             timeout_graceful_shutdown=10,
             server_header=False,
         )

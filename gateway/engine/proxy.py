@@ -1,0 +1,360 @@
+"""The proxy: one raw ASGI app running SPEC 2's lifecycle for every request a route matches.
+
+correlation → route → auth → local bucket → distributed limit → pressure/tier → breaker →
+forward → record. Paths no route matches go to the `fallback` app (Django). Every decision,
+rejections included, is reported to `on_complete` (the request log and metrics hang there), after
+the response is sent, so logging never delays a client.
+
+Plain async Python, no Django: the configuration (`GatewayConfig`), route table and tenant
+directory are handed in, and swapped whole by the runtime when they change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.engine.auth import Authenticator, AuthFailure, Identity, TenantDirectory
+from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
+from gateway.engine.forwarder import Forwarder, ForwardResult
+from gateway.engine.pressure import PressureGauge, TierAdmission, combine
+from gateway.engine.ratelimit import (
+    LimiterUnavailable,
+    LocalTokenBuckets,
+    MemoryWindowLimiter,
+    RedisWindowLimiter,
+    WindowDecision,
+    ratelimit_headers,
+)
+from gateway.engine.routes import RouteSpec, RouteTable, UnsafePath, safe_path
+from gateway.engine.tracing import continue_trace, correlation_id
+
+logger = logging.getLogger("sentinel.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Header = tuple[bytes, bytes]
+
+# How the distributed limit scales with the caller's tier.
+TIER_FACTORS = {"vital": 2.0, "standard": 1.0, "economy": 0.5}
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """SENTINEL_GATEWAY's values, as the engine uses them."""
+
+    tenant_header: str = "x-tenant-id"
+    burst_capacity: int = 20
+    refill_rate: float = 10.0
+    window_ms: int = 60_000
+    base_rate_limit: int = 100
+    request_timeout_ms: int = 30_000
+    rate_limit_fail_mode: str = "open"
+    forced_pressure: float | None = None  # tests and drills: act as if pressure were this
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One proxied request's outcome, for the request log and the metrics."""
+
+    correlation_id: str
+    trace_id: str
+    route: str | None
+    tenant_key: str | None
+    tier: str | None
+    method: str
+    path: str
+    status: int
+    decision: str  # forwarded | limited | shed | breaker_open | auth_failed | upstream_error | rejected
+    latency_ms: float
+    upstream: str | None = None
+    upstream_latency_ms: float | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    client_ip: str = ""
+    user_agent: str = ""
+    pressure: float = 0.0
+
+
+@dataclass
+class ProxyState:
+    """What the runtime swaps whole on a configuration change."""
+
+    routes: RouteTable = field(default_factory=lambda: RouteTable([]))
+    tenants: TenantDirectory = field(default_factory=TenantDirectory)
+    fleet_pressure: list[float] = field(default_factory=list)
+
+
+class Rejection(Exception):
+    """A request refused before forwarding, with the JSON error to send."""
+
+    def __init__(self, status: int, code: str, message: str, decision: str, headers: list[Header] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.decision = status, code, message, decision
+        self.headers = headers or []
+
+
+class Proxy:
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        fallback: ASGIApp,
+        authenticator: Authenticator,
+        window_limiter: RedisWindowLimiter | MemoryWindowLimiter,
+        breaker: Breaker,
+        forwarder: Forwarder,
+        gauge: PressureGauge,
+        admission: TierAdmission,
+        on_complete: Callable[[RequestRecord], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.fallback = fallback
+        self.authenticator = authenticator
+        self.window_limiter = window_limiter
+        self.breaker = breaker
+        self.forwarder = forwarder
+        self.gauge = gauge
+        self.admission = admission
+        self.buckets = LocalTokenBuckets()
+        self.on_complete = on_complete
+        self.state = ProxyState()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.fallback(scope, receive, send)
+            return
+        raw_path: str = scope["path"]
+        route = self.state.routes.match(raw_path)
+        if route is None:
+            await self.fallback(scope, receive, send)
+            return
+        await self.handle(route, scope, receive, send)
+
+    async def handle(self, route: RouteSpec, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = _header_map(scope)
+        correlation = correlation_id(headers.get("x-correlation-id"))
+        trace = continue_trace(headers.get("traceparent"))
+        client_ip = (scope.get("client") or ("unknown", 0))[0]
+        base_headers: list[Header] = [(b"x-correlation-id", correlation.encode())]
+        record = _RecordBuilder(scope, correlation, trace.trace_id, route, client_ip, headers)
+        self.gauge.started()
+        failed = False
+        try:
+            try:
+                upstream_path = self._check_request(route, scope)
+                identity = await self._authenticate(route, headers, client_ip)
+                record.identity = identity
+                limit_headers = await self._limit(route, identity)
+                pressure = self._admit(identity)
+                record.pressure = pressure
+                target, permit = await self._choose_target(route)
+            except Rejection as rejection:
+                await _send_error(
+                    send, rejection.status, rejection.code, rejection.message, base_headers + rejection.headers
+                )
+                record.finish(rejection.status, rejection.decision)
+                return
+            extra = [
+                (b"x-correlation-id", correlation.encode()),
+                (b"traceparent", trace.traceparent.encode()),
+                (self.config.tenant_header.encode(), identity.tenant_key.encode()),
+            ]
+            result = await self.forwarder.forward(
+                scope=scope,
+                receive=receive,
+                send=send,
+                target=target,
+                upstream_path=upstream_path,
+                timeout_ms=route.timeout_ms or self.config.request_timeout_ms,
+                max_body_bytes=route.max_body_bytes,
+                client_ip=client_ip,
+                extra_headers=extra,
+                response_headers=base_headers + limit_headers,
+            )
+            failed = result.counts_as_failure
+            await self._record_outcome(target, permit, result)
+            record.forwarded(target, result)
+        finally:
+            self.gauge.finished((time.perf_counter() - started) * 1000, failed=failed)
+            if self.on_complete is not None and record.done:
+                self.on_complete(record.build(started))
+
+    def _check_request(self, route: RouteSpec, scope: Scope) -> str:
+        try:
+            path = safe_path(scope.get("raw_path", b"").decode("latin-1") or scope["path"])
+        except (UnsafePath, UnicodeDecodeError) as exc:
+            raise Rejection(400, "unsafe_path", str(exc), "rejected") from None
+        if not route.allows_method(scope["method"]):
+            allow = ", ".join(sorted(route.methods)).encode()
+            raise Rejection(
+                405, "method_not_allowed", "Method not allowed on this route.", "rejected", [(b"allow", allow)]
+            )
+        return route.upstream_path(path)
+
+    async def _authenticate(self, route: RouteSpec, headers: dict[str, str], client_ip: str) -> Identity:
+        identity = await self.authenticator.authenticate(route, headers, client_ip, self.state.tenants)
+        if isinstance(identity, AuthFailure):
+            extra = [(b"www-authenticate", b'Bearer realm="sentinel"')] if identity.status == 401 else []
+            raise Rejection(identity.status, identity.code, identity.message, "auth_failed", extra)
+        return identity
+
+    def _setting(self, route: RouteSpec, identity: Identity, name: str) -> Any:
+        """Route override, then tenant override, then the setting."""
+        value = getattr(route, name.lower())
+        if value is None and identity.tenant is not None:
+            value = identity.tenant.overrides.get(name)
+        return getattr(self.config, name.lower()) if value is None else value
+
+    async def _limit(self, route: RouteSpec, identity: Identity) -> list[Header]:
+        bucket = self.buckets.take(
+            identity.tenant_key,
+            int(self._setting(route, identity, "BURST_CAPACITY")),
+            float(self._setting(route, identity, "REFILL_RATE")),
+        )
+        if not bucket.allowed:
+            retry = str(max(1, math.ceil(min(bucket.retry_after_s, 3600)))).encode()
+            raise Rejection(429, "rate_limited", "Too many requests (burst).", "limited", [(b"retry-after", retry)])
+        limit = max(1, int(self._setting(route, identity, "BASE_RATE_LIMIT") * TIER_FACTORS.get(identity.tier, 1.0)))
+        window_ms = int(self._setting(route, identity, "WINDOW_MS"))
+        try:
+            decision = await self.window_limiter.check(f"{identity.tenant_key}:{route.id}", limit, window_ms)
+        except LimiterUnavailable:
+            return self._limiter_down()
+        return self._window_outcome(decision)
+
+    def _limiter_down(self) -> list[Header]:
+        logger.warning("distributed limiter unavailable; failing %s", self.config.rate_limit_fail_mode)
+        if self.config.rate_limit_fail_mode == "closed":
+            raise Rejection(
+                503, "limiter_unavailable", "Rate limiting is unavailable.", "limited", [(b"retry-after", b"1")]
+            )
+        return []  # fail open: the local bucket still holds each process back
+
+    @staticmethod
+    def _window_outcome(decision: WindowDecision) -> list[Header]:
+        headers = ratelimit_headers(decision)
+        if not decision.allowed:
+            raise Rejection(429, "rate_limited", "Rate limit exceeded for this window.", "limited", headers)
+        return headers
+
+    def _admit(self, identity: Identity) -> float:
+        pressure = self.config.forced_pressure
+        if pressure is None:
+            pressure = combine(self.gauge.reading().score, self.state.fleet_pressure)
+        if not self.admission.admit(identity.tier, pressure):
+            retry = str(self.admission.retry_after_s()).encode()
+            raise Rejection(
+                503, "shed", f"Shedding {identity.tier} traffic under load.", "shed", [(b"retry-after", retry)]
+            )
+        return pressure
+
+    async def _choose_target(self, route: RouteSpec) -> tuple[str, Permit | None]:
+        """The next target in turn whose breaker admits the request (SPEC 2.9: skip open ones)."""
+        if not route.targets:
+            raise Rejection(503, "no_upstream", "This route has no targets.", "upstream_error")
+        shortest_wait = None
+        for target in route.targets_in_turn():
+            try:
+                permit = await self.breaker.acquire(target)
+            except BreakerUnavailable:
+                logger.warning("breaker state unavailable for %s; letting the request through", target)
+                return target, None
+            if permit.allowed:
+                return target, permit
+            wait = permit.retry_after_ms
+            shortest_wait = wait if shortest_wait is None else min(shortest_wait, wait)
+        retry = str(max(1, math.ceil((shortest_wait or 1000) / 1000))).encode()
+        raise Rejection(
+            503,
+            "breaker_open",
+            "The upstream is failing; its circuit is open.",
+            "breaker_open",
+            [(b"retry-after", retry)],
+        )
+
+    async def _record_outcome(self, target: str, permit: Permit | None, result: ForwardResult) -> None:
+        if permit is None or result.outcome in ("client_disconnect", "body_too_large"):
+            return  # neither says anything about the upstream's health
+        try:
+            transition = await self.breaker.record(target, permit, success=not result.counts_as_failure)
+        except BreakerUnavailable:
+            return
+        if transition is not None:
+            logger.warning("breaker %s: %s -> %s", target, transition.from_state, transition.to_state)
+
+
+class _RecordBuilder:
+    def __init__(
+        self, scope: Scope, correlation: str, trace_id: str, route: RouteSpec, client_ip: str, headers: dict[str, str]
+    ) -> None:
+        self.scope, self.correlation, self.trace_id, self.route = scope, correlation, trace_id, route
+        self.client_ip = client_ip
+        self.user_agent = headers.get("user-agent", "")[:256]
+        self.identity: Identity | None = None
+        self.pressure = 0.0
+        self.status = 0
+        self.decision = ""
+        self.upstream: str | None = None
+        self.result: ForwardResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return bool(self.decision)
+
+    def finish(self, status: int, decision: str) -> None:
+        self.status, self.decision = status, decision
+
+    def forwarded(self, target: str, result: ForwardResult) -> None:
+        self.upstream, self.result = target, result
+        self.finish(
+            result.status, "upstream_error" if result.counts_as_failure or result.status >= 500 else "forwarded"
+        )
+
+    def build(self, started: float) -> RequestRecord:
+        result = self.result
+        return RequestRecord(
+            correlation_id=self.correlation,
+            trace_id=self.trace_id,
+            route=self.route.name,
+            tenant_key=self.identity.tenant_key if self.identity else None,
+            tier=self.identity.tier if self.identity else None,
+            method=self.scope["method"],
+            path=self.scope["path"][:2000],
+            status=self.status,
+            decision=self.decision,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            upstream=self.upstream,
+            upstream_latency_ms=result.upstream_latency_ms if result else None,
+            bytes_in=result.bytes_in if result else 0,
+            bytes_out=result.bytes_out if result else 0,
+            client_ip=self.client_ip,
+            user_agent=self.user_agent,
+            pressure=self.pressure,
+        )
+
+
+def _header_map(scope: Scope) -> dict[str, str]:
+    """Request headers by lower-case name; a repeated header keeps its first value."""
+    headers: dict[str, str] = {}
+    for name, value in scope.get("headers", []):
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
+
+
+async def _send_error(send: Send, status: int, code: str, message: str, headers: list[Header]) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
+    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": body})

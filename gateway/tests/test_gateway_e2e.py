@@ -1,0 +1,70 @@
+"""The gateway as users run it: a real web process in front of a real upstream process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+from accounts.api.serializers import TokenSerializer
+from accounts.models import User
+from gateway import services
+from sentinel_site.testing import (
+    free_port,
+    http_request,
+    python_command,
+    running_process,
+    wait_until,
+    web_process,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def upstream_port() -> Iterator[int]:
+    port = free_port()
+    command = python_command("-m", "gateway.mock_upstream", "--port", str(port), "--name", "e2e")
+    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name="mock upstream"):
+        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=15, what="the mock upstream")
+        yield port
+
+
+def bearer(user: User) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TokenSerializer.get_token(user).access_token}"}
+
+
+def test_an_authenticated_request_is_proxied_and_bad_ones_get_json_errors(alice: User, upstream_port: int) -> None:
+    services.route_create(
+        tenant=None, name="default", path_prefix="/proxy/", targets=[f"http://127.0.0.1:{upstream_port}"]
+    )
+
+    with web_process() as port:
+        status, headers, body = http_request(port, "GET", "/proxy/orders?x=1", headers=bearer(alice))
+        missing = http_request(port, "GET", "/proxy/orders")
+        traversal = http_request(port, "GET", "/proxy/../admin/", headers=bearer(alice))
+        django = http_request(port, "GET", "/health")
+
+    echo = json.loads(body)
+    assert status == 200
+    assert (echo["path"], echo["query"]) == ("/orders", "x=1")
+    assert headers["x-upstream-name"] == "e2e"
+    assert len(headers["x-correlation-id"]) == 32
+    assert echo["headers"]["x-tenant-id"] == str(alice.membership.tenant.uuid)
+    assert (missing[0], json.loads(missing[2])["error"]["code"]) == (401, "not_authenticated")
+    assert traversal[0] == 400
+    assert django[0] == 200
+
+
+def test_a_route_change_reaches_a_running_gateway(alice: User, upstream_port: int) -> None:
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL: in embedded mode the config version lives in one process's memory")
+    target = [f"http://127.0.0.1:{upstream_port}"]
+
+    with web_process() as port:
+        assert http_request(port, "GET", "/live/x")[0] == 404  # Django's 404: no such route yet
+        services.route_create(tenant=None, name="live", path_prefix="/live/", targets=target, auth_mode="none")
+
+        wait_until(lambda: http_request(port, "GET", "/live/x")[0] == 200, timeout=2, what="the new route to serve")
