@@ -39,4 +39,9 @@ class Command(BaseCommand):
             lifespan="on",
             timeout_graceful_shutdown=10,
             server_header=False,
+            # Proxied responses carry the upstream's Date; uvicorn would add a second one.
+            date_header=False,
+            # The proxy decides whom to believe about client addresses (TRUSTED_PROXY_COUNT);
+            # uvicorn would otherwise trust X-Forwarded-For from any loopback peer.
+            proxy_headers=False,
         )
