@@ -9,6 +9,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from gateway import services
+from gateway.breakers import breaker_reset, breaker_states
 from gateway.models import Route, RouteTarget, Upstream
 from sentinel_site.errors import DomainError
 
@@ -114,7 +115,8 @@ class RouteAdmin(admin.ModelAdmin):
 
 @admin.register(Upstream)
 class UpstreamAdmin(admin.ModelAdmin):
-    list_display = ["url", "route_count", "created_at"]
+    list_display = ["url", "breaker", "route_count", "created_at"]
+    actions = ["reset_breakers"]
     # Internal upstreams are usually plain http; say so rather than let Django guess.
     formfield_overrides = {models.URLField: {"assume_scheme": "http"}}
     search_fields = ["url", "routes__path_prefix"]
@@ -125,3 +127,23 @@ class UpstreamAdmin(admin.ModelAdmin):
     @admin.display(description="routes", ordering="route_total")
     def route_count(self, obj: Upstream) -> int:
         return obj.route_total  # type: ignore[attr-defined]
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        # One round trip for the whole page's breakers, not one per row.
+        urls = [upstream.url for upstream in changelist.result_list]
+        self._states = breaker_states(urls) if urls else {}
+        return changelist
+
+    @admin.display(description="breaker")
+    def breaker(self, obj: Upstream) -> str:
+        state = getattr(self, "_states", {}).get(obj.url)
+        if state is None:
+            return "?"
+        return f"{state['state']} ({state['failures']}/{state['total']} failed)"
+
+    @admin.action(description="Reset the breakers of the selected upstreams (force closed)")
+    def reset_breakers(self, request: HttpRequest, queryset: QuerySet[Upstream]) -> None:
+        for upstream in queryset:
+            breaker_reset(upstream=upstream.url)
+        self.message_user(request, f"Reset {queryset.count()} breaker(s).", messages.SUCCESS)

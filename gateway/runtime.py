@@ -31,6 +31,8 @@ from gateway.services import CONFIG_VERSION_KEY
 logger = logging.getLogger("sentinel.gateway")
 
 REFRESH_SECONDS = 0.5
+# The proxy this process serves with, if any: in embedded mode its breakers live in it.
+active_proxy: Proxy | None = None
 _NEVER_LOADED = object()
 
 
@@ -84,7 +86,8 @@ def build_proxy(fallback: ASGIApp) -> Proxy:
     else:
         window_limiter = MemoryWindowLimiter()
         breaker = MemoryBreaker(breaker_config, probe_ttl_ms=conf["REQUEST_TIMEOUT_MS"])
-    return Proxy(
+    global active_proxy
+    active_proxy = Proxy(
         config=gateway_config(),
         fallback=fallback,
         authenticator=Authenticator(
@@ -100,6 +103,7 @@ def build_proxy(fallback: ASGIApp) -> Proxy:
             standard_at=conf["SHED_STANDARD_AT"], economy_at=conf["SHED_ECONOMY_AT"], hysteresis=conf["SHED_HYSTERESIS"]
         ),
     )
+    return active_proxy
 
 
 class GatewayRuntime:

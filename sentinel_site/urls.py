@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from gateway.api.views import CircuitResetView, CircuitStatusView
 from observability.views import health
 
 urlpatterns = [
@@ -17,6 +18,8 @@ urlpatterns = [
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema")),
     path("health", health, name="health"),
+    path("circuit/status", CircuitStatusView.as_view(), name="circuit-status"),
+    path("circuit/reset", CircuitResetView.as_view(), name="circuit-reset"),
     # django-prometheus: `/metrics`.
     path("", include("django_prometheus.urls")),
 ]

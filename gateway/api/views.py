@@ -1,14 +1,21 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from rest_framework import exceptions
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.api.scoping import TenantScopedViewSet
 from accounts.models import Role, Tenant
+from accounts.selectors import caller_from_request
 from gateway import services
 from gateway.api.serializers import RouteSerializer
+from gateway.breakers import breaker_reset, breaker_states
 from gateway.models import Route
-from gateway.selectors import route_list
+from gateway.selectors import route_list, upstream_list
 
 
 class RouteViewSet(TenantScopedViewSet):
@@ -39,3 +46,41 @@ class RouteViewSet(TenantScopedViewSet):
 
     def perform_destroy(self, instance: Route) -> None:
         services.route_delete(route=instance)
+
+
+class CircuitStatusView(APIView):
+    """`GET /circuit/status`: every upstream's breaker. Staff see all; others the upstreams of
+    their tenant's routes. Later issues add the fraud brain's breaker here."""
+
+    def get(self, request: Request) -> Response:
+        caller = caller_from_request(request)
+        upstreams = upstream_list()
+        if not caller.is_staff:
+            if caller.tenant is None:
+                raise exceptions.PermissionDenied("You do not belong to a tenant.")
+            upstreams = upstreams.filter(routes__tenant=caller.tenant).distinct()
+        routes_by_url = {u.url: sorted(r.path_prefix for r in u.routes.all()) for u in upstreams}
+        states = breaker_states(routes_by_url)
+        breakers = [{"upstream": url, "routes": routes_by_url[url], **states[url]} for url in sorted(routes_by_url)]
+        return Response({"breakers": breakers})
+
+
+class CircuitResetSerializer(serializers.Serializer):
+    upstream = serializers.URLField(max_length=500)
+
+
+class CircuitResetView(APIView):
+    """`POST /circuit/reset {"upstream": url}`: staff force a breaker closed."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=CircuitResetSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = CircuitResetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        url = serializer.validated_data["upstream"].rstrip("/")
+        if not upstream_list().filter(url=url).exists():
+            raise exceptions.NotFound("No route uses this upstream.")
+        transition = breaker_reset(upstream=url)
+        state = breaker_states([url])[url]
+        return Response({"upstream": url, "reset": transition is not None, **state})
