@@ -20,6 +20,7 @@ from django.db import close_old_connections
 
 from gateway.engine.auth import ApiKeyResolver, Authenticator, JwtVerifier, KeyInfo, TenantDirectory
 from gateway.engine.breaker import BreakerConfig, MemoryBreaker, RedisBreaker
+from gateway.engine.fleet import FleetPressure
 from gateway.engine.forwarder import Forwarder
 from gateway.engine.pressure import PressureGauge, TierAdmission
 from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy
@@ -113,8 +114,13 @@ class GatewayRuntime:
         self.proxy = proxy
         self.version: object = _NEVER_LOADED
         self._task: asyncio.Task[None] | None = None
+        self.fleet: FleetPressure | None = None
 
     async def start(self) -> None:
+        if settings.REDIS_URL:
+            # A client of the server's loop, created here (lifespan runs in it).
+            redis = limiter_redis_client(settings.REDIS_URL)
+            self.fleet = FleetPressure(redis, f"{settings.CACHE_KEY_PREFIX}:gw:")
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_forever(), name="gateway-config-refresh")
 
@@ -123,6 +129,8 @@ class GatewayRuntime:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.fleet is not None:
+            await self.fleet.redis.aclose()
         await self.proxy.forwarder.close()
 
     async def refresh(self) -> bool:
@@ -146,7 +154,15 @@ class GatewayRuntime:
         logger.info("gateway config loaded", extra={"routes": len(routes), "tenants": len(tenants), "version": version})
         return True
 
+    async def share_pressure(self) -> None:
+        """Publishes this process's pressure and takes in the fleet's (Redis mode only)."""
+        if self.fleet is None:
+            return
+        reports = await self.fleet.exchange(self.proxy.gauge.reading().score)
+        self.proxy.state.fleet_pressure = reports or []
+
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             await self.refresh()
+            await self.share_pressure()
