@@ -43,6 +43,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Header = tuple[bytes, bytes]
 
+# Header limits of the proxied requests, as nginx's defaults (large_client_header_buffers 4 8k):
+# one header line over 8 KiB, or all of them over 32 KiB, is refused with 431.
+MAX_HEADER_BYTES = 8 * 1024
+MAX_HEADERS_TOTAL_BYTES = 32 * 1024
 # How the distributed limit scales with the caller's tier.
 TIER_FACTORS = {"vital": 2.0, "standard": 1.0, "economy": 0.5}
 
@@ -190,6 +194,9 @@ class Proxy:
                 self.on_complete(record.build(started))
 
     def _check_request(self, route: RouteSpec, scope: Scope) -> str:
+        sizes = [len(name) + len(value) for name, value in scope.get("headers", [])]
+        if sizes and (max(sizes) > MAX_HEADER_BYTES or sum(sizes) > MAX_HEADERS_TOTAL_BYTES):
+            raise Rejection(431, "headers_too_large", "Request headers are too large.", "rejected")
         try:
             path = safe_path(scope.get("raw_path", b"").decode("latin-1") or scope["path"])
         except (UnsafePath, UnicodeDecodeError) as exc:

@@ -143,12 +143,14 @@ def test_rejections_are_json_with_the_right_status() -> None:
         unauthenticated = await h.request("GET", "/proxy/x")
         traversal = await h.request("GET", "/pub/../admin/")
         wrong_method = await h.request("POST", "/ro/x")
+        huge = await h.request("GET", "/pub/x", {"traceparent": "0" * 9000})
+        assert (huge[0], json.loads(huge[2])["error"]["code"]) == (431, "headers_too_large")
         assert (unauthenticated[0], json.loads(unauthenticated[2])["error"]["code"]) == (401, "not_authenticated")
         assert (traversal[0], json.loads(traversal[2])["error"]["code"]) == (400, "unsafe_path")
         assert (wrong_method[0], wrong_method[1]["allow"]) == (405, "GET")
 
     h = run(scenario)
-    assert [r.decision for r in h.records] == ["auth_failed", "rejected", "rejected"]
+    assert [r.decision for r in h.records] == ["auth_failed", "rejected", "rejected", "rejected"]
 
 
 def test_the_local_bucket_refuses_a_burst() -> None:

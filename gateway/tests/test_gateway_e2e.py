@@ -68,3 +68,48 @@ def test_a_route_change_reaches_a_running_gateway(alice: User, upstream_port: in
         services.route_create(tenant=None, name="live", path_prefix="/live/", targets=target, auth_mode="none")
 
         wait_until(lambda: http_request(port, "GET", "/live/x")[0] == 200, timeout=2, what="the new route to serve")
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Sends bytes as they are (no client library would send these) and returns the status line."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = sock.recv(65536)
+    return answer.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
+        b"GET /pub/../admin/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /pub/%2e%2e/admin/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /pub/a%2fb HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /pub/x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+        b"GET /pub/x HTTP/1.1\r\nHost: a\r\ntraceparent: " + b"f" * 20000 + b"\r\n\r\n",
+        b"GET /pub/x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+        b"POST /pub/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ],
+    ids=[
+        "connect",
+        "traversal",
+        "encoded-traversal",
+        "encoded-slash",
+        "bad-header",
+        "huge-traceparent",
+        "huge-header",
+        "cl-te",
+    ],
+)
+def test_hostile_requests_get_a_clean_4xx(upstream_port: int, request_bytes: bytes) -> None:
+    services.route_create(
+        tenant=None, name="pub", path_prefix="/pub/", targets=[f"http://127.0.0.1:{upstream_port}"], auth_mode="none"
+    )
+
+    with web_process() as port:
+        status_line = raw_exchange(port, request_bytes)
+
+    status = int(status_line.split()[1])
+    assert 400 <= status < 500, status_line
