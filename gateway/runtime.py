@@ -138,8 +138,10 @@ class GatewayRuntime:
         try:
             version = await _load_version()
         except Exception:  # a dead cache must not stop the proxy serving its last known table
-            logger.warning("gateway config version unavailable; keeping the current table", exc_info=True)
-            return False
+            logger.warning("gateway config version unavailable", exc_info=True)
+            if self.version is not _NEVER_LOADED:
+                return False
+            version = None  # no table yet: load one anyway, and reload once the version is readable
         if version == self.version:
             return False
         try:

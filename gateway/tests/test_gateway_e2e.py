@@ -113,3 +113,71 @@ def test_hostile_requests_get_a_clean_4xx(upstream_port: int, request_bytes: byt
 
     status = int(status_line.split()[1])
     assert 400 <= status < 500, status_line
+
+
+def test_exactly_the_limit_passes_across_two_gateway_processes(alice: User, upstream_port: int) -> None:
+    import asyncio
+
+    import aiohttp
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL: the distributed limiter is shared through Redis")
+    tenant = alice.membership.tenant
+    tenant.base_rate_limit, tenant.burst_capacity, tenant.refill_rate = 100, 1000, 1000.0
+    tenant.save()
+    route = services.route_create(
+        tenant=None, name="exact", path_prefix="/exact/", targets=[f"http://127.0.0.1:{upstream_port}"], auth_mode="jwt"
+    )
+    headers = bearer(alice)
+
+    async def burst(ports: list[int]) -> list[tuple[int, str | None]]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=400)) as session:
+
+            async def one(n: int) -> tuple[int, str | None]:
+                async with session.get(f"http://127.0.0.1:{ports[n % 2]}/exact/x", headers=headers) as response:
+                    await response.read()
+                    return response.status, response.headers.get("ratelimit-remaining")
+
+            return await asyncio.gather(*(one(n) for n in range(300)))
+
+    with web_process() as first, web_process() as second:
+        results = asyncio.run(burst([first, second]))
+
+    passed = [remaining for status, remaining in results if status == 200]
+    assert len(passed) == 100
+    assert sorted(int(r) for r in passed) == list(range(100))
+    assert [status for status, _ in results].count(429) == 200
+    assert route.pk
+
+
+def test_with_redis_unreachable_the_gateway_fails_open_on_its_local_limiter(alice: User, upstream_port: int) -> None:
+    services.route_create(
+        tenant=None, name="pub", path_prefix="/pub/", targets=[f"http://127.0.0.1:{upstream_port}"], auth_mode="none"
+    )
+
+    with web_process(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", BURST_CAPACITY="3", REFILL_RATE="0.01") as port:
+        statuses = [http_request(port, "GET", "/pub/x")[0] for _ in range(5)]
+
+    assert statuses == [200, 200, 200, 429, 429]  # forwarded, then held back by the local bucket
+
+
+def test_a_breaker_opened_through_one_process_protects_the_other(alice: User, upstream_port: int) -> None:
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL: breaker state is shared through Redis")
+    target = f"http://127.0.0.1:{upstream_port}"
+    services.route_create(tenant=None, name="brk", path_prefix="/brk/", targets=[target], auth_mode="none")
+    env = {"BREAKER_CONSECUTIVE_FAILURES": "4", "BREAKER_COOLDOWN_MS": "60000", "BURST_CAPACITY": "100"}
+
+    try:
+        with web_process(**env) as first, web_process(**env) as second:
+            failures = [http_request(first, "GET", "/brk/status/503")[0] for _ in range(4)]
+            status, headers, body = http_request(second, "GET", "/brk/anything")
+    finally:
+        from gateway.breakers import breaker_reset
+
+        breaker_reset(upstream=target)
+
+    assert failures == [503] * 4
+    assert (status, json.loads(body)["error"]["code"]) == (503, "breaker_open")
+    assert "x-upstream-name" not in headers  # answered without touching the upstream
+    assert int(headers["retry-after"]) >= 1
