@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,7 @@ from sentinel_site.testing import (
     free_port,
     http_request,
     python_command,
+    require_redis,
     running_process,
     wait_until,
     web_process,
@@ -30,6 +32,12 @@ def upstream_port() -> Iterator[int]:
     with running_process(command, env={"PATH": "/usr/bin:/bin"}, name="mock upstream"):
         wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=15, what="the mock upstream")
         yield port
+
+
+def redis_env() -> dict[str, str]:
+    """Gateway processes sharing the machine's Redis under a key prefix of their own (their keys
+    expire; nothing of another run or of `make run` is seen or touched)."""
+    return {"REDIS_URL": require_redis(), "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
 
 
 def bearer(user: User) -> dict[str, str]:
@@ -120,8 +128,7 @@ def test_exactly_the_limit_passes_across_two_gateway_processes(alice: User, upst
 
     import aiohttp
 
-    if not settings.REDIS_URL:
-        pytest.skip("needs REDIS_URL: the distributed limiter is shared through Redis")
+    shared = redis_env()
     tenant = alice.membership.tenant
     tenant.base_rate_limit, tenant.burst_capacity, tenant.refill_rate = 100, 1000, 1000.0
     tenant.save()
@@ -140,7 +147,7 @@ def test_exactly_the_limit_passes_across_two_gateway_processes(alice: User, upst
 
             return await asyncio.gather(*(one(n) for n in range(300)))
 
-    with web_process() as first, web_process() as second:
+    with web_process(**shared) as first, web_process(**shared) as second:
         results = asyncio.run(burst([first, second]))
 
     passed = [remaining for status, remaining in results if status == 200]
@@ -162,20 +169,13 @@ def test_with_redis_unreachable_the_gateway_fails_open_on_its_local_limiter(alic
 
 
 def test_a_breaker_opened_through_one_process_protects_the_other(alice: User, upstream_port: int) -> None:
-    if not settings.REDIS_URL:
-        pytest.skip("needs REDIS_URL: breaker state is shared through Redis")
     target = f"http://127.0.0.1:{upstream_port}"
     services.route_create(tenant=None, name="brk", path_prefix="/brk/", targets=[target], auth_mode="none")
-    env = {"BREAKER_CONSECUTIVE_FAILURES": "4", "BREAKER_COOLDOWN_MS": "60000", "BURST_CAPACITY": "100"}
+    env = {"BREAKER_CONSECUTIVE_FAILURES": "4", "BREAKER_COOLDOWN_MS": "60000", "BURST_CAPACITY": "100", **redis_env()}
 
-    try:
-        with web_process(**env) as first, web_process(**env) as second:
-            failures = [http_request(first, "GET", "/brk/status/503")[0] for _ in range(4)]
-            status, headers, body = http_request(second, "GET", "/brk/anything")
-    finally:
-        from gateway.breakers import breaker_reset
-
-        breaker_reset(upstream=target)
+    with web_process(**env) as first, web_process(**env) as second:
+        failures = [http_request(first, "GET", "/brk/status/503")[0] for _ in range(4)]
+        status, headers, body = http_request(second, "GET", "/brk/anything")
 
     assert failures == [503] * 4
     assert (status, json.loads(body)["error"]["code"]) == (503, "breaker_open")
