@@ -235,12 +235,14 @@ class Proxy:
         window_ms = int(self._setting(route, identity, "WINDOW_MS"))
         try:
             decision = await self.window_limiter.check(f"{identity.tenant_key}:{route.id}", limit, window_ms)
-        except LimiterUnavailable:
-            return self._limiter_down()
+        except LimiterUnavailable as exc:
+            return self._limiter_down(exc)
         return self._window_outcome(decision)
 
-    def _limiter_down(self) -> list[Header]:
-        logger.warning("distributed limiter unavailable; failing %s", self.config.rate_limit_fail_mode)
+    def _limiter_down(self, exc: LimiterUnavailable) -> list[Header]:
+        logger.warning(
+            "distributed limiter unavailable (%s); failing %s", exc.__cause__ or exc, self.config.rate_limit_fail_mode
+        )
         if self.config.rate_limit_fail_mode == "closed":
             raise Rejection(
                 503, "limiter_unavailable", "Rate limiting is unavailable.", "limited", [(b"retry-after", b"1")]

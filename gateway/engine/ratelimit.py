@@ -173,17 +173,22 @@ def _refill(state: list[float], capacity: int, refill_per_second: float, now: fl
 # --- Step 5: the distributed sliding-window limiter -----------------------------------------
 
 
-def limiter_redis_client(url: str, *, timeout_s: float = 0.5, max_connections: int = 64) -> Redis:
+def limiter_redis_client(
+    url: str, *, timeout_s: float = 0.5, max_connections: int = 256, pool_timeout_s: float = 5.0
+) -> Redis:
     """A Redis client that fails fast, as the hot path needs.
 
     No retries (redis-py 8 retries 10 times with backoff by default, seconds per request against
-    a dead Redis); connect, read and pool-wait timeouts of ``timeout_s``; a blocking pool, so a
-    burst waits for one of ``max_connections`` connections instead of opening hundreds.
+    a dead Redis); connect and read timeouts of ``timeout_s``; a blocking pool, so a burst waits
+    for one of ``max_connections`` connections instead of opening thousands. Waiting for a pooled
+    connection is back-pressure, not failure, so it gets the longer ``pool_timeout_s``: with the
+    short timeout a burst on a busy machine turned pool waits into "Redis unavailable", and the
+    gateway failed open past the limit (seen in the two-process exactness test).
     """
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=timeout_s,
+        timeout=pool_timeout_s,
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),

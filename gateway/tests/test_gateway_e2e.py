@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 from django.conf import settings
 
@@ -124,11 +127,9 @@ def test_hostile_requests_get_a_clean_4xx(upstream_port: int, request_bytes: byt
 
 
 def test_exactly_the_limit_passes_across_two_gateway_processes(alice: User, upstream_port: int) -> None:
-    import asyncio
-
-    import aiohttp
-
-    shared = redis_env()
+    # Pressure pinned at 0: this test is about the limiter, and a busy CI machine's latency must
+    # not turn into shedding here.
+    shared = {**redis_env(), "GATEWAY_FORCED_PRESSURE": "0"}
     tenant = alice.membership.tenant
     tenant.base_rate_limit, tenant.burst_capacity, tenant.refill_rate = 100, 1000, 1000.0
     tenant.save()
@@ -137,23 +138,25 @@ def test_exactly_the_limit_passes_across_two_gateway_processes(alice: User, upst
     )
     headers = bearer(alice)
 
-    async def burst(ports: list[int]) -> list[tuple[int, str | None]]:
+    async def burst(ports: list[int]) -> list[tuple[int, str | None, str | None]]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=400)) as session:
 
-            async def one(n: int) -> tuple[int, str | None]:
+            async def one(n: int) -> tuple[int, str | None, str | None]:
                 async with session.get(f"http://127.0.0.1:{ports[n % 2]}/exact/x", headers=headers) as response:
-                    await response.read()
-                    return response.status, response.headers.get("ratelimit-remaining")
+                    body = await response.read()
+                    code = json.loads(body)["error"]["code"] if response.status >= 400 else None
+                    return response.status, response.headers.get("ratelimit-remaining"), code
 
             return await asyncio.gather(*(one(n) for n in range(300)))
 
     with web_process(**shared) as first, web_process(**shared) as second:
         results = asyncio.run(burst([first, second]))
 
-    passed = [remaining for status, remaining in results if status == 200]
-    assert len(passed) == 100
+    outcomes = Counter((status, code) for status, _, code in results)
+    passed = [remaining for status, remaining, _ in results if status == 200]
+    assert len(passed) == 100, outcomes
     assert sorted(int(r) for r in passed) == list(range(100))
-    assert [status for status, _ in results].count(429) == 200
+    assert outcomes[(429, "rate_limited")] == 200, outcomes
     assert route.pk
 
 
