@@ -160,7 +160,7 @@ class GatewayRuntime:
         """Publishes this process's pressure and takes in the fleet's (Redis mode only)."""
         if self.fleet is None:
             return
-        reports = await self.fleet.exchange(self.proxy.gauge.reading().score)
+        reports = await self.fleet.exchange(self.proxy.gauge.score())
         self.proxy.state.fleet_pressure = reports or []
 
     async def _refresh_forever(self) -> None:

@@ -259,7 +259,7 @@ class Proxy:
     def _admit(self, identity: Identity) -> float:
         pressure = self.config.forced_pressure
         if pressure is None:
-            pressure = combine(self.gauge.reading().score, self.state.fleet_pressure)
+            pressure = combine(self.gauge.score(), self.state.fleet_pressure)
         if not self.admission.admit(identity.tier, pressure):
             retry = str(self.admission.retry_after_s()).encode()
             raise Rejection(

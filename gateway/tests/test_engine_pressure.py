@@ -75,3 +75,15 @@ def test_hysteresis_keeps_shedding_until_pressure_clearly_falls() -> None:
     decisions = [admission.admit("economy", pressure) for pressure in (65, 70, 69, 61, 60, 59, 65, 70)]
 
     assert decisions == [True, False, False, False, False, True, True, False]
+
+
+def test_the_per_request_score_follows_concurrency_live_and_the_window_periodically() -> None:
+    gauge = PressureGauge(capacity=10, slo_ms=200, min_samples=1)
+    gauge.started()
+    gauge.finished(5000.0, failed=False, now=100.0)
+
+    assert gauge.score(now=100.0) == 100  # latency component, computed now
+    for _ in range(5):
+        gauge.started()
+    assert gauge.score(now=100.1) == 100  # within recompute_s: the cached window still counts
+    assert gauge.score(now=200.0) == 50  # window recomputed (sample expired); 5 of 10 in flight
