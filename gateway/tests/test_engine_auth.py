@@ -200,3 +200,24 @@ def test_tokens_issued_by_the_api_verify_in_the_engine(alice: object) -> None:
 
     assert isinstance(claims, dict)
     assert claims["tenant"] == str(alice.membership.tenant.uuid)  # type: ignore[attr-defined]
+
+
+def test_a_verified_token_is_remembered_until_it_expires() -> None:
+    verifier = JwtVerifier(KEY, leeway_s=0)
+    short = token(exp=int(time.time()) + 1)
+
+    first = verifier.verify(short)
+    second = verifier.verify(short)
+    time.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))  # until the token's exp has passed
+    expired = verifier.verify(short)
+
+    assert isinstance(first, dict) and second is first
+    assert isinstance(expired, AuthFailure) and expired.code == "token_expired"
+
+
+def test_a_tampered_copy_of_a_cached_token_is_still_refused() -> None:
+    verifier = JwtVerifier(KEY)
+    good = token()
+    verifier.verify(good)
+
+    assert isinstance(verifier.verify(good[:-2] + "xx"), AuthFailure)
