@@ -1391,8 +1391,7 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
         MARK_START,
         "## Gateway overhead (`bench/gateway.py`)",
         "",
-        f"Recorded {date} at commit {results.revision}"
-        + ("." if results.revision == git_revision() else f" (HEAD moved to {git_revision()} during the run)."),
+        f"Recorded {date} at commit {results.revision}.",
         f"Machine: {info['nproc']} vCPU ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
         f"{'; '.join(versions)}. The load generator, the servers, Redis and PostgreSQL all share these "
         "cores: read the CPU columns (cores = CPU seconds / wall seconds, from /proc) before the rates.",
@@ -1483,6 +1482,11 @@ def main(argv: Sequence[str]) -> int:
         raise BenchError(
             "Sentinel answered errors, so these figures do not measure the proxy (docs not written):\n  "
             + "\n  ".join(results.failures)
+        )
+    if results.revision != git_revision():
+        raise BenchError(
+            f"the code changed during the run ({results.revision} -> {git_revision()}): the rows may measure two "
+            "versions of it, so docs were not written; run again"
         )
     if plan.quick:
         print(f"\n--quick: {plan.docs} left as it was.")
