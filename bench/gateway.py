@@ -1,6 +1,6 @@
 """Gateway overhead: Sentinel's proxy against a direct call and against nginx (SPEC 8).
 
-Run from the repository root, on an otherwise idle machine (about 3 minutes)::
+Run from the repository root, on an otherwise idle machine (3 to 5 minutes)::
 
     .venv/bin/python bench/gateway.py [--duration 10] [--connections 64] [--quick]
 
@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -867,7 +868,7 @@ class Results:
     half_rate: float = 0.0
     profile: list[str] = field(default_factory=list)
     profile_headline: str = ""
-    revision: str = ""  # the code the servers were started from
+    code: CodeState | None = None  # what the servers were started from
     failures: list[str] = field(default_factory=list)
 
 
@@ -917,8 +918,8 @@ def _check_clean(target: Target, result: LoadResult, results: Results) -> None:
 
 def warm_up(plan: Plan, load: Load, url: str) -> None:
     """Closed-loop runs of `plan.warmup` seconds until two in a row agree within 5 % (at most
-    `WARMUP_ROUNDS`): the steady state, once pools, caches and rolling windows have filled. (Sentinel's
-    pressure gauge keeps up to 4,096 samples of the last 10 s, and its cost grows as they fill.)"""
+    `WARMUP_ROUNDS`): the steady state, once pools, caches and rolling windows have filled (Sentinel's
+    pressure gauge keeps up to 4,096 samples of the last 10 s; once, its cost grew as they filled)."""
     rates: list[float] = []
     for _ in range(WARMUP_ROUNDS):
         rates.append(load.closed(url, connections=plan.connections, duration=plan.warmup).rps)
@@ -1117,7 +1118,7 @@ def profile_sentinel(
 
 
 def run_all(plan: Plan, tools: Tools, stack: contextlib.ExitStack, tmp: Path) -> Results:
-    results = Results(revision=git_revision())
+    results = Results(code=code_state())
     secret_key = secrets.token_urlsafe(50)
     env = sentinel_env(plan, secret_key)
     client = redis_client(plan.redis_url)
@@ -1346,17 +1347,39 @@ def machine() -> dict[str, str]:
     }
 
 
-def git_revision() -> str:
-    """HEAD, and whether files other than this benchmark's own differ from it."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        status = ["git", "status", "--porcelain", "--untracked-files=all"]
-        dirty = subprocess.run(status, cwd=REPO, capture_output=True, text=True)
-    except OSError:
-        return "?"
-    own = ("bench/gateway.py", "bench/__init__.py", "docs/benchmarks.md")
-    changed = [line for line in dirty.stdout.splitlines() if line[3:] not in own]
-    return sha.stdout.strip() + (" with uncommitted changes" if changed else "")
+@dataclass(frozen=True)
+class CodeState:
+    """The code the servers run: a commit, and the files that differ from it (path -> content hash).
+    This benchmark's own files, docs and tests are left out: they change nothing the servers load."""
+
+    commit: str
+    dirty: dict[str, str]
+
+    def describe(self) -> str:
+        return self.commit[:7] + (f" with uncommitted changes to {', '.join(sorted(self.dirty))}" if self.dirty else "")
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BenchError(f"git {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _served(path: str) -> bool:
+    return not (path.startswith(("bench/", "docs/")) or "/tests/" in path or path.endswith(".md"))
+
+
+def code_state(since: str | None = None) -> CodeState:
+    """HEAD (or `since`) and the served files of the working tree that differ from it."""
+    commit = since or _git("rev-parse", "HEAD").strip()
+    changed = _git("diff", "--name-only", commit).splitlines()
+    changed += _git("ls-files", "--others", "--exclude-standard").splitlines()
+    dirty = {}
+    for path in filter(_served, changed):
+        file = REPO / path
+        dirty[path] = hashlib.sha1(file.read_bytes(), usedforsecurity=False).hexdigest() if file.exists() else ""
+    return CodeState(commit, dirty)
 
 
 def commands_section(plan: Plan, results: Results, tools: Tools) -> list[str]:
@@ -1391,7 +1414,7 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
         MARK_START,
         "## Gateway overhead (`bench/gateway.py`)",
         "",
-        f"Recorded {date} at commit {results.revision}.",
+        f"Recorded {date} at commit {results.code.describe() if results.code else '?'}.",
         f"Machine: {info['nproc']} vCPU ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
         f"{'; '.join(versions)}. The load generator, the servers, Redis and PostgreSQL all share these "
         "cores: read the CPU columns (cores = CPU seconds / wall seconds, from /proc) before the rates.",
@@ -1483,10 +1506,10 @@ def main(argv: Sequence[str]) -> int:
             "Sentinel answered errors, so these figures do not measure the proxy (docs not written):\n  "
             + "\n  ".join(results.failures)
         )
-    if results.revision != git_revision():
+    if results.code is not None and code_state(since=results.code.commit) != results.code:
         raise BenchError(
-            f"the code changed during the run ({results.revision} -> {git_revision()}): the rows may measure two "
-            "versions of it, so docs were not written; run again"
+            f"the code changed during the run (since {results.code.describe()}): the rows may measure two versions "
+            "of it, so docs were not written; run again"
         )
     if plan.quick:
         print(f"\n--quick: {plan.docs} left as it was.")
