@@ -10,7 +10,7 @@ from django.http import HttpRequest
 
 from gateway import services
 from gateway.breakers import breaker_reset, breaker_states
-from gateway.models import Route, RouteTarget, Upstream
+from gateway.models import ROUTE_FIELDS, Route, RouteTarget, Upstream
 from sentinel_site.errors import DomainError
 
 
@@ -25,22 +25,7 @@ class RouteTargetInline(admin.TabularInline):
 class RouteAdminForm(forms.ModelForm):
     class Meta:
         model = Route
-        fields = [
-            "name",
-            "tenant",
-            "path_prefix",
-            "methods",
-            "auth_mode",
-            "strip_prefix",
-            "active",
-            "burst_capacity",
-            "refill_rate",
-            "window_ms",
-            "base_rate_limit",
-            "timeout_ms",
-            "max_body_bytes",
-            "allow_tenant_header",
-        ]
+        fields = ["tenant", *ROUTE_FIELDS]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -28,6 +28,25 @@ class Upstream(models.Model):
         return self.url
 
 
+# A route's own editable fields (besides its tenant and targets): the API, the admin form and the
+# services all take their field lists from here.
+ROUTE_FIELDS = (
+    "name",
+    "path_prefix",
+    "methods",
+    "auth_mode",
+    "strip_prefix",
+    "timeout_ms",
+    "burst_capacity",
+    "refill_rate",
+    "window_ms",
+    "base_rate_limit",
+    "max_body_bytes",
+    "allow_tenant_header",
+    "active",
+)
+
+
 class RouteQuerySet(models.QuerySet["Route"]):
     def active(self) -> RouteQuerySet:
         return self.filter(active=True)

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from accounts.models import Tenant
-from gateway.models import Route, RouteTarget, Upstream
+from gateway.models import ROUTE_FIELDS, Route, RouteTarget, Upstream
 from sentinel_site.errors import Conflict, DomainError
 
 # Sentinel's own paths: a route must never capture the admin, the API or the health check.
@@ -34,21 +34,6 @@ RESERVED_PREFIXES = (
 _PREFIX_CHARS = re.compile(r"/[A-Za-z0-9._~\-/]*")
 MAX_TARGETS = 16
 CONFIG_VERSION_KEY = "gateway:config_version"
-ROUTE_FIELDS = {
-    "name",
-    "path_prefix",
-    "methods",
-    "auth_mode",
-    "strip_prefix",
-    "timeout_ms",
-    "burst_capacity",
-    "refill_rate",
-    "window_ms",
-    "base_rate_limit",
-    "max_body_bytes",
-    "allow_tenant_header",
-    "active",
-}
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
@@ -117,7 +102,7 @@ def gateway_config_changed() -> None:
 
 
 def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(fields) - ROUTE_FIELDS
+    unknown = set(fields) - set(ROUTE_FIELDS)
     if unknown:
         raise DomainError(f"Unknown route fields: {', '.join(sorted(unknown))}.")
     if "methods" in fields:

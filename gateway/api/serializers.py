@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from accounts.api.scoping import TenantOwnedSerializer, TenantRefField
-from gateway.models import Route
+from gateway.models import ROUTE_FIELDS, Route
 
 
 class RouteSerializer(TenantOwnedSerializer):
@@ -13,30 +13,6 @@ class RouteSerializer(TenantOwnedSerializer):
 
     class Meta:
         model = Route
-        fields = [
-            "id",
-            "tenant",
-            "name",
-            "path_prefix",
-            "targets",
-            "methods",
-            "auth_mode",
-            "strip_prefix",
-            "timeout_ms",
-            "burst_capacity",
-            "refill_rate",
-            "window_ms",
-            "base_rate_limit",
-            "max_body_bytes",
-            "allow_tenant_header",
-            "active",
-            "created_at",
-            "updated_at",
-        ]
+        fields = ["id", "tenant", *ROUTE_FIELDS, "targets", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
         extra_kwargs = {"path_prefix": {"validators": []}}
-
-    def to_representation(self, instance: Route) -> dict:
-        data = super().to_representation(instance)
-        data["tenant"] = instance.tenant_id
-        return data
