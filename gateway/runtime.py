@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -17,17 +18,20 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
+from prometheus_client import multiprocess
 
 from gateway.engine.auth import ApiKeyResolver, Authenticator, JwtVerifier, KeyInfo, TenantDirectory
 from gateway.engine.breaker import BreakerConfig, MemoryBreaker, RedisBreaker
 from gateway.engine.fleet import FleetPressure
 from gateway.engine.forwarder import Forwarder
-from gateway.engine.pressure import PressureGauge, TierAdmission
+from gateway.engine.pressure import PressureGauge, TierAdmission, combine
 from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy
 from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter, limiter_redis_client
 from gateway.engine.routes import RouteTable
 from gateway.selectors import api_key_info, route_specs, tenant_infos
 from gateway.services import CONFIG_VERSION_KEY
+from observability.services import gateway_gauges_set, request_observe
+from sentinel_site.prometheus_setup import forget_dead_processes, process_identifier
 
 logger = logging.getLogger("sentinel.gateway")
 
@@ -103,6 +107,7 @@ def build_proxy(fallback: ASGIApp) -> Proxy:
         admission=TierAdmission(
             standard_at=conf["SHED_STANDARD_AT"], economy_at=conf["SHED_ECONOMY_AT"], hysteresis=conf["SHED_HYSTERESIS"]
         ),
+        on_complete=functools.partial(request_observe, slo_ms=conf["SLO_LATENCY_THRESHOLD"]),
     )
     return active_proxy
 
@@ -117,6 +122,7 @@ class GatewayRuntime:
         self.fleet: FleetPressure | None = None
 
     async def start(self) -> None:
+        forget_dead_processes(settings.PROMETHEUS_MULTIPROC_DIR)
         if settings.REDIS_URL:
             # A client of the server's loop, created here (lifespan runs in it).
             redis = limiter_redis_client(settings.REDIS_URL)
@@ -132,6 +138,8 @@ class GatewayRuntime:
         if self.fleet is not None:
             await self.fleet.redis.aclose()
         await self.proxy.forwarder.close()
+        # This process's "live" gauges leave the sums (active requests, pressure).
+        multiprocess.mark_process_dead(process_identifier(), str(settings.PROMETHEUS_MULTIPROC_DIR))
 
     async def refresh(self) -> bool:
         """Reloads routes and tenants when the version moved; True when it did."""
@@ -163,8 +171,16 @@ class GatewayRuntime:
         reports = await self.fleet.exchange(self.proxy.gauge.score())
         self.proxy.state.fleet_pressure = reports or []
 
+    def publish_gauges(self) -> None:
+        gauge = self.proxy.gauge
+        pressure = self.proxy.config.forced_pressure
+        if pressure is None:
+            pressure = combine(gauge.score(), self.proxy.state.fleet_pressure)
+        gateway_gauges_set(in_flight=gauge.in_flight, pressure=pressure)
+
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             await self.refresh()
             await self.share_pressure()
+            self.publish_gauges()

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
+from observability.services import request_metrics_observe
 from sentinel_site.correlation import HEADER, accept_correlation_id, current_correlation_id
 from sentinel_site.errors import STATUS_CODES, error_response, is_api_path, too_large_response
 from sentinel_site.http import client_ip
@@ -87,6 +88,12 @@ class CorrelationIdMiddleware(_DualModeMiddleware):
                 "duration_ms": round(elapsed_ms, 2),
                 "client_ip": client_ip(request),
             },
+        )
+        match = request.resolver_match
+        # The URL pattern, not the path: label values must stay few whatever clients send.
+        route = f"django:{match.route}" if match is not None else "django:unmatched"
+        request_metrics_observe(
+            method=request.method or "", route=route, status=response.status_code, seconds=elapsed_ms / 1000
         )
         current_correlation_id.reset(request._sentinel_token)  # type: ignore[attr-defined]
         return response

@@ -18,6 +18,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from sentinel_site.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from sentinel_site.prometheus_setup import configure_multiprocess
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SENTINEL_VAR_DIR") or BASE_DIR / "var").resolve()
@@ -361,4 +362,6 @@ LOGGING = {
     },
 }
 
+# --- Metrics: Prometheus multiprocess mode (uvicorn workers + Celery share one folder) -----
 PROMETHEUS_EXPORT_MIGRATIONS = False
+PROMETHEUS_MULTIPROC_DIR = configure_multiprocess(VAR_DIR / "prometheus")

@@ -6,7 +6,7 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway.api.views import CircuitResetView, CircuitStatusView
-from observability.views import health
+from observability.views import health, metrics
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="index.html"), name="home"),
@@ -20,8 +20,8 @@ urlpatterns = [
     path("health", health, name="health"),
     path("circuit/status", CircuitStatusView.as_view(), name="circuit-status"),
     path("circuit/reset", CircuitResetView.as_view(), name="circuit-reset"),
-    # django-prometheus: `/metrics`.
-    path("", include("django_prometheus.urls")),
+    # django-prometheus' metrics and Sentinel's, summed over every process (multiprocess mode).
+    path("metrics", metrics, name="metrics"),
 ]
 
 handler400 = "sentinel_site.errors.handler400"

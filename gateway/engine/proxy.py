@@ -71,7 +71,7 @@ class RequestRecord:
 
     correlation_id: str
     trace_id: str
-    route: str | None
+    route: str | None  # the route's path prefix: unique, unlike its name
     tenant_key: str | None
     tier: str | None
     method: str
@@ -86,6 +86,11 @@ class RequestRecord:
     client_ip: str = ""
     user_agent: str = ""
     pressure: float = 0.0
+    # Why a request was refused, finer than `decision`: burst, window, limiter_unavailable,
+    # unsafe_path, headers_too_large, method_not_allowed, shed, breaker_open, no_upstream, auth.
+    reason: str = ""
+    # The distributed limiter did not answer and the request was decided without it.
+    limiter_unavailable: bool = False
 
 
 @dataclass
@@ -100,10 +105,20 @@ class ProxyState:
 class Rejection(Exception):
     """A request refused before forwarding, with the JSON error to send."""
 
-    def __init__(self, status: int, code: str, message: str, decision: str, headers: list[Header] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        decision: str,
+        headers: list[Header] | None = None,
+        *,
+        reason: str = "",
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.decision = status, code, message, decision
         self.headers = headers or []
+        self.reason = reason or code
 
 
 class Proxy:
@@ -158,7 +173,7 @@ class Proxy:
                 upstream_path = self._check_request(route, scope)
                 identity = await self._authenticate(route, headers, client_ip)
                 record.identity = identity
-                limit_headers = await self._limit(route, identity)
+                limit_headers = await self._limit(route, identity, record)
                 pressure = self._admit(identity)
                 record.pressure = pressure
                 target, permit = await self._choose_target(route)
@@ -166,7 +181,7 @@ class Proxy:
                 await _send_error(
                     send, rejection.status, rejection.code, rejection.message, base_headers + rejection.headers
                 )
-                record.finish(rejection.status, rejection.decision)
+                record.finish(rejection.status, rejection.decision, rejection.reason)
                 return
             extra = [
                 (b"x-correlation-id", correlation.encode()),
@@ -191,7 +206,10 @@ class Proxy:
         finally:
             self.gauge.finished((time.perf_counter() - started) * 1000, failed=failed)
             if self.on_complete is not None and record.done:
-                self.on_complete(record.build(started))
+                try:
+                    self.on_complete(record.build(started))
+                except Exception:  # observing a request must never fail it
+                    logger.exception("request observer failed")
 
     def _check_request(self, route: RouteSpec, scope: Scope) -> str:
         sizes = [len(name) + len(value) for name, value in scope.get("headers", [])]
@@ -222,20 +240,26 @@ class Proxy:
             value = identity.tenant.overrides.get(name)
         return getattr(self.config, name.lower()) if value is None else value
 
-    async def _limit(self, route: RouteSpec, identity: Identity) -> list[Header]:
+    async def _limit(self, route: RouteSpec, identity: Identity, record: _RecordBuilder) -> list[Header]:
+        # One bucket per tenant (SPEC 2.4); a route with burst limits of its own gets its own
+        # bucket, as a per-route plugin would, instead of draining the tenant's other routes.
+        own = route.burst_capacity is not None or route.refill_rate is not None
         bucket = self.buckets.take(
-            identity.tenant_key,
+            f"{identity.tenant_key}:{route.id}" if own else identity.tenant_key,
             int(self._setting(route, identity, "BURST_CAPACITY")),
             float(self._setting(route, identity, "REFILL_RATE")),
         )
         if not bucket.allowed:
             retry = str(max(1, math.ceil(min(bucket.retry_after_s, 3600)))).encode()
-            raise Rejection(429, "rate_limited", "Too many requests (burst).", "limited", [(b"retry-after", retry)])
+            raise Rejection(
+                429, "rate_limited", "Too many requests (burst).", "limited", [(b"retry-after", retry)], reason="burst"
+            )
         limit = max(1, int(self._setting(route, identity, "BASE_RATE_LIMIT") * TIER_FACTORS.get(identity.tier, 1.0)))
         window_ms = int(self._setting(route, identity, "WINDOW_MS"))
         try:
             decision = await self.window_limiter.check(f"{identity.tenant_key}:{route.id}", limit, window_ms)
         except LimiterUnavailable as exc:
+            record.limiter_unavailable = True
             return self._limiter_down(exc)
         return self._window_outcome(decision)
 
@@ -253,7 +277,9 @@ class Proxy:
     def _window_outcome(decision: WindowDecision) -> list[Header]:
         headers = ratelimit_headers(decision)
         if not decision.allowed:
-            raise Rejection(429, "rate_limited", "Rate limit exceeded for this window.", "limited", headers)
+            raise Rejection(
+                429, "rate_limited", "Rate limit exceeded for this window.", "limited", headers, reason="window"
+            )
         return headers
 
     def _admit(self, identity: Identity) -> float:
@@ -315,13 +341,15 @@ class _RecordBuilder:
         self.decision = ""
         self.upstream: str | None = None
         self.result: ForwardResult | None = None
+        self.reason = ""
+        self.limiter_unavailable = False
 
     @property
     def done(self) -> bool:
         return bool(self.decision)
 
-    def finish(self, status: int, decision: str) -> None:
-        self.status, self.decision = status, decision
+    def finish(self, status: int, decision: str, reason: str = "") -> None:
+        self.status, self.decision, self.reason = status, decision, reason
 
     def forwarded(self, target: str, result: ForwardResult) -> None:
         self.upstream, self.result = target, result
@@ -334,7 +362,7 @@ class _RecordBuilder:
         return RequestRecord(
             correlation_id=self.correlation,
             trace_id=self.trace_id,
-            route=self.route.name,
+            route=self.route.path_prefix,
             tenant_key=self.identity.tenant_key if self.identity else None,
             tier=self.identity.tier if self.identity else None,
             method=self.scope["method"],
@@ -349,6 +377,8 @@ class _RecordBuilder:
             client_ip=self.client_ip,
             user_agent=self.user_agent,
             pressure=self.pressure,
+            reason=self.reason,
+            limiter_unavailable=self.limiter_unavailable,
         )
 
 

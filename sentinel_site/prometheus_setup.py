@@ -1,0 +1,65 @@
+"""Prometheus in multiprocess mode: every process of one host writes its samples to one folder.
+
+uvicorn workers and Celery worker processes each keep their own counters; `/metrics` must report
+the sum, whichever process answers the scrape. prometheus_client does that with memory-mapped
+files in `PROMETHEUS_MULTIPROC_DIR`, a choice it makes once, when it is first imported: so this
+runs from the settings module, before any app imports prometheus_client.
+
+Files are named after a process identifier. The default (the pid) collides when containers share
+the folder through a volume (each has its pid 1), so the identifier is `<hostname>-<pid>`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def process_identifier() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def configure_multiprocess(directory: Path) -> Path:
+    """Points prometheus_client at `directory` (an operator's PROMETHEUS_MULTIPROC_DIR wins).
+
+    Setting the value class directly, rather than relying on the variable alone, also covers a
+    process that imported prometheus_client before the settings (no metric may exist yet).
+    """
+    chosen = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(directory)))
+    chosen.mkdir(parents=True, exist_ok=True)
+    from prometheus_client import values
+
+    values.ValueClass = values.MultiProcessValue(process_identifier)
+    return chosen
+
+
+def forget_dead_processes(directory: Path) -> int:
+    """Removes the live-gauge files of this host's processes that no longer run.
+
+    Counters and histograms of dead processes stay: removing them would make totals go back.
+    Called when the web server starts (a worker killed by a signal never cleans up after itself).
+    """
+    from prometheus_client import multiprocess
+
+    prefix = f"{socket.gethostname()}-"
+    removed = 0
+    for path in directory.glob("gauge_live*_*.db"):
+        identifier = path.stem.split("_", 2)[-1]
+        if not identifier.startswith(prefix):
+            continue
+        pid = identifier[len(prefix) :]
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(identifier, str(directory))
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
