@@ -48,7 +48,7 @@ class RouteAdmin(admin.ModelAdmin):
     list_select_related = ["tenant"]
     autocomplete_fields = ["tenant"]
     inlines = [RouteTargetInline]
-    actions = ["activate", "deactivate"]
+    actions = ["activate", "deactivate", "test_live"]
     fieldsets = [
         (None, {"fields": ["name", "tenant", "path_prefix", "methods", "auth_mode", "strip_prefix", "active"]}),
         ("Limits (empty: the tenant's override, then the setting)", {
@@ -96,6 +96,20 @@ class RouteAdmin(admin.ModelAdmin):
         for route in queryset:
             services.route_update(route=route, active=False)
         self.message_user(request, f"Deactivated {queryset.count()} route(s).", messages.SUCCESS)
+
+    @admin.action(description="Test the selected routes live (GET / on each target)")
+    def test_live(self, request: HttpRequest, queryset: QuerySet[Route]) -> None:
+        for route in queryset[:20]:  # each target may take its timeout: keep the page bounded
+            probes = services.route_probe(route=route)
+            if not probes:
+                self.message_user(request, f"{route.path_prefix}: no targets, requests get 503.", messages.WARNING)
+                continue
+            for probe in probes:
+                answer = f"HTTP {probe.status}" if probe.status is not None else probe.error
+                level = messages.SUCCESS if probe.healthy else messages.ERROR
+                self.message_user(
+                    request, f"{route.path_prefix} → {probe.target}: {answer} in {probe.latency_ms} ms", level
+                )
 
 
 @admin.register(Upstream)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from django.core.cache import cache
 from django.db import transaction
 
@@ -157,3 +159,36 @@ def route_ensure_default(*, downstream_url: str) -> Route:
         strip_prefix=True,
         allow_tenant_header=False,
     )
+
+
+@dataclass(frozen=True)
+class TargetProbe:
+    """One target's answer to a live route test."""
+
+    target: str
+    status: int | None
+    latency_ms: float
+    error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.status is not None and self.status < 500
+
+
+def route_probe(*, route: Route, path: str = "/", timeout_s: float = 5.0) -> list[TargetProbe]:
+    """GETs `path` on each of the route's targets directly, as the proxy would after stripping
+    the prefix: an operator's check that the targets answer, without the gateway's limits or
+    breaker in the way (and without counting towards either)."""
+    probes = []
+    with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
+        for target in route.targets:
+            started = time.perf_counter()
+            try:
+                response = client.get(target.rstrip("/") + path, headers={"user-agent": "sentinel-route-test"})
+            except httpx.HTTPError as exc:
+                elapsed = (time.perf_counter() - started) * 1000
+                probes.append(TargetProbe(target, None, round(elapsed, 1), f"{type(exc).__name__}: {exc}"[:200]))
+                continue
+            elapsed = (time.perf_counter() - started) * 1000
+            probes.append(TargetProbe(target, response.status_code, round(elapsed, 1)))
+    return probes

@@ -154,12 +154,101 @@ def http_request(
 
 
 @contextlib.contextmanager
-def web_process(**env: str | None) -> Iterator[int]:
-    """A real `manage.py serve` on a free port, on the tests' database; yields the port."""
+def web_server(**env: str | None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A real `manage.py serve` on a free port, on the tests' database; yields (port, process)."""
     port = free_port()
     command = python_command("manage.py", "serve", "--port", str(port))
-    with running_process(command, env=child_env(**env), name="web"):
+    with running_process(command, env=child_env(**env), name="web") as process:
         wait_until(
             lambda: http_request(port, "GET", "/health")[0] in (200, 503), timeout=30, what="the web process to answer"
         )
+        yield port, process
+
+
+@contextlib.contextmanager
+def web_process(**env: str | None) -> Iterator[int]:
+    """`web_server`, when only the port matters."""
+    with web_server(**env) as (port, _):
         yield port
+
+
+class TcpRelay:
+    """A TCP relay on a free local port to `target`, which a test can cut and restore.
+
+    It stands between Sentinel and a real server (Redis) to make that server unreachable and
+    then reachable again on the same address, without touching the server other tests use.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        import asyncio
+        import threading
+
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._server: Any = None
+        self._writers: set[Any] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-relay", daemon=True)
+        self._thread.start()
+
+    def _run(self, coroutine: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
+
+    def start(self) -> None:
+        import asyncio
+
+        async def open_server() -> None:
+            self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
+
+        self._run(open_server())
+
+    def cut(self) -> None:
+        """Stops listening and drops every relayed connection (the peer sees a reset/EOF)."""
+
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+                self._server = None
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
+
+        self._run(close())
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    async def _relay(self, client_reader: Any, client_writer: Any) -> None:
+        import asyncio
+
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers.update((client_writer, server_writer))
+
+        async def pump(reader: Any, writer: Any) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            writer.transport.abort()
+
+        await asyncio.gather(pump(client_reader, server_writer), pump(server_reader, client_writer))
+        self._writers.difference_update((client_writer, server_writer))
+
+
+@contextlib.contextmanager
+def tcp_relay(target_port: int) -> Iterator[TcpRelay]:
+    relay = TcpRelay(target_port)
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.close()

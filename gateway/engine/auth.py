@@ -164,7 +164,8 @@ def _bearer(headers: Mapping[str, str]) -> str | None:
     if not value:
         return None
     scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+    # An Authorization of another scheme (the upstream's own Basic, say) is not Sentinel's.
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 class Authenticator:

@@ -282,12 +282,14 @@ class Forwarder:
         client_ip: str,
         extra_headers: Sequence[Header] = (),
         response_headers: Sequence[Header] = (),
+        hidden_headers: frozenset[bytes] = frozenset(),
     ) -> ForwardResult:
         """Forward one HTTP request and stream the answer to the client; see the module docstring.
 
         ``upstream_path`` is a decoded path (``RouteSpec.upstream_path`` of ``safe_path``'s result);
         it is percent-encoded here. ``extra_headers`` are added to the upstream request and
-        ``response_headers`` to whatever the client gets, each replacing headers of the same name.
+        ``response_headers`` to whatever the client gets, each replacing headers of the same name;
+        ``hidden_headers`` (lower-case names) are not sent upstream.
         ``timeout_ms`` (> 0) bounds the time to the upstream's response headers.
         """
         watch = _DisconnectWatch(receive)
@@ -305,7 +307,7 @@ class Forwarder:
         else:
             watch.start()
         url = upstream_url(target, upstream_path, scope.get("query_string", b""))
-        headers = _upstream_headers(scope, client_ip, extra_headers)
+        headers = _upstream_headers(scope, client_ip, extra_headers, hidden_headers)
         try:
             return await self._exchange(session, exchange, scope["method"], url, headers, body)
         except asyncio.CancelledError:
@@ -415,10 +417,12 @@ def _connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def _upstream_headers(scope: dict[str, Any], client_ip: str, extra: Sequence[Header]) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones, plus X-Forwarded-* and the caller's extras."""
+def _upstream_headers(
+    scope: dict[str, Any], client_ip: str, extra: Sequence[Header], hidden: frozenset[bytes] = frozenset()
+) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop and hidden ones, plus X-Forwarded-* and the extras."""
     incoming: list[Header] = scope["headers"]
-    dropped = HOP_BY_HOP_HEADERS | _REQUEST_REWRITTEN | _connection_tokens(incoming)
+    dropped = HOP_BY_HOP_HEADERS | _REQUEST_REWRITTEN | _connection_tokens(incoming) | hidden
     if extra:
         dropped |= {name.lower() for name, _ in extra}
     headers: list[tuple[str, str]] = []

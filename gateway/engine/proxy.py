@@ -47,6 +47,10 @@ Header = tuple[bytes, bytes]
 # one header line over 8 KiB, or all of them over 32 KiB, is refused with 431.
 MAX_HEADER_BYTES = 8 * 1024
 MAX_HEADERS_TOTAL_BYTES = 32 * 1024
+# The credential Sentinel checked is Sentinel's, not the upstream's: it is not forwarded (Kong's
+# `hide_credentials`). Upstreams learn the caller from the tenant header instead. On routes with
+# auth `none`, or a tenant named by header, the client's headers pass untouched.
+CREDENTIAL_HEADERS = {"jwt": frozenset({b"authorization"}), "api_key": frozenset({b"x-api-key"})}
 # How the distributed limit scales with the caller's tier.
 TIER_FACTORS = {"vital": 2.0, "standard": 1.0, "economy": 0.5}
 
@@ -199,6 +203,7 @@ class Proxy:
                 client_ip=client_ip,
                 extra_headers=extra,
                 response_headers=base_headers + limit_headers,
+                hidden_headers=CREDENTIAL_HEADERS.get(identity.kind, frozenset()),
             )
             failed = result.counts_as_failure
             await self._record_outcome(target, permit, result)

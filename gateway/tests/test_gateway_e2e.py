@@ -14,6 +14,7 @@ from django.conf import settings
 
 from accounts.api.serializers import TokenSerializer
 from accounts.models import User
+from accounts.services import api_key_create
 from gateway import services
 from sentinel_site.testing import (
     free_port,
@@ -52,8 +53,11 @@ def test_an_authenticated_request_is_proxied_and_bad_ones_get_json_errors(alice:
         tenant=None, name="default", path_prefix="/proxy/", targets=[f"http://127.0.0.1:{upstream_port}"]
     )
 
+    _, raw_key = api_key_create(tenant=alice.membership.tenant, name="e2e")
+
     with web_process() as port:
         status, headers, body = http_request(port, "GET", "/proxy/orders?x=1", headers=bearer(alice))
+        by_key = http_request(port, "GET", "/proxy/orders", headers={"X-API-Key": raw_key, "Authorization": "Mine"})
         missing = http_request(port, "GET", "/proxy/orders")
         traversal = http_request(port, "GET", "/proxy/../admin/", headers=bearer(alice))
         django = http_request(port, "GET", "/health")
@@ -64,6 +68,12 @@ def test_an_authenticated_request_is_proxied_and_bad_ones_get_json_errors(alice:
     assert headers["x-upstream-name"] == "e2e"
     assert len(headers["x-correlation-id"]) == 32
     assert echo["headers"]["x-tenant-id"] == str(alice.membership.tenant.uuid)
+    # Sentinel's credentials stay with Sentinel; the upstream's own Authorization passes through.
+    assert "authorization" not in echo["headers"]
+    key_echo = json.loads(by_key[2])["headers"]
+    assert by_key[0] == 200
+    assert "x-api-key" not in key_echo
+    assert key_echo["authorization"] == "Mine"
     assert (missing[0], json.loads(missing[2])["error"]["code"]) == (401, "not_authenticated")
     assert traversal[0] == 400
     assert django[0] == 200

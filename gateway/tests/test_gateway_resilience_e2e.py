@@ -1,0 +1,199 @@
+"""The gateway's promises under failure, with real processes: half-open probes shared by the
+fleet, tier shedding, Redis lost, hung and back, and 200 MB bodies with flat memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from accounts.api.serializers import TokenSerializer
+from accounts.models import Tenant, User
+from gateway import services
+from sentinel_site.testing import (
+    free_port,
+    http_request,
+    python_command,
+    require_redis,
+    running_process,
+    tcp_relay,
+    wait_until,
+    web_process,
+    web_server,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# No local-bucket or window limit gets in the way unless a test asks for one.
+GENEROUS = {"BURST_CAPACITY": "100000", "REFILL_RATE": "100000", "BASE_RATE_LIMIT": "100000"}
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    port = free_port()
+    command = python_command("-m", "gateway.mock_upstream", "--port", str(port), "--name", "resilience")
+    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name="mock upstream"):
+        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=15, what="the mock upstream")
+        yield f"http://127.0.0.1:{port}"
+
+
+def shared_redis(url: str | None = None) -> dict[str, str]:
+    return {"REDIS_URL": url or require_redis(), "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+
+
+def bearer(user: User) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TokenSerializer.get_token(user).access_token}"}
+
+
+def error_code(body: bytes) -> str:
+    return str(json.loads(body)["error"]["code"])
+
+
+def test_half_open_admits_exactly_the_configured_probes_across_two_processes(upstream: str) -> None:
+    services.route_create(tenant=None, name="hop", path_prefix="/hop/", targets=[upstream], auth_mode="none")
+    env = {
+        **GENEROUS,
+        **shared_redis(),
+        "GATEWAY_FORCED_PRESSURE": "0",
+        "BREAKER_CONSECUTIVE_FAILURES": "2",
+        "BREAKER_COOLDOWN_MS": "1000",
+        "BREAKER_HALF_OPEN_MAX_REQUESTS": "3",
+    }
+
+    async def probe_burst(ports: list[int]) -> Counter[tuple[int, str | None]]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(n: int) -> tuple[int, str | None]:
+                # Slow successes: every probe is still in flight when the last request arrives.
+                async with session.get(f"http://127.0.0.1:{ports[n % 2]}/hop/delay/1500") as response:
+                    body = await response.read()
+                    return response.status, error_code(body) if response.status >= 400 else None
+
+            return Counter(await asyncio.gather(*(one(n) for n in range(20))))
+
+    with web_process(**env) as first, web_process(**env) as second:
+        # Given a breaker opened by two failures through the first process
+        assert [http_request(first, "GET", "/hop/status/500")[0] for _ in range(2)] == [500, 500]
+        assert error_code(http_request(second, "GET", "/hop/x")[2]) == "breaker_open"
+        time.sleep(1.2)  # the configured cooldown (a clock to wait on, not a condition)
+        # When 20 requests arrive at once through both processes, half-open
+        outcomes = asyncio.run(probe_burst([first, second]))
+        # Then the probes succeeded and closed the breaker for everyone
+        after = http_request(second, "GET", "/hop/x")[0]
+
+    assert outcomes == Counter({(200, None): 3, (503, "breaker_open"): 17}), outcomes
+    assert after == 200
+
+
+def test_under_pressure_economy_is_shed_first_and_vital_never(alice: User, mallory: User, upstream: str) -> None:
+    Tenant.objects.filter(pk=alice.membership.tenant.pk).update(tier="vital")
+    Tenant.objects.filter(pk=mallory.membership.tenant.pk).update(tier="standard")
+    services.route_create(
+        tenant=None, name="tier", path_prefix="/tier/", targets=[upstream], auth_mode="jwt_or_api_key"
+    )
+    services.route_create(tenant=None, name="anon", path_prefix="/anon/", targets=[upstream], auth_mode="none")
+
+    with (
+        web_process(**GENEROUS, GATEWAY_FORCED_PRESSURE="80") as high,
+        web_process(**GENEROUS, GATEWAY_FORCED_PRESSURE="95") as extreme,
+    ):
+        at_80 = {
+            "economy": http_request(high, "GET", "/anon/x"),
+            "standard": http_request(high, "GET", "/tier/x", headers=bearer(mallory)),
+            "vital": http_request(high, "GET", "/tier/x", headers=bearer(alice)),
+        }
+        at_95 = {
+            "economy": http_request(extreme, "GET", "/anon/x"),
+            "standard": http_request(extreme, "GET", "/tier/x", headers=bearer(mallory)),
+            "vital": http_request(extreme, "GET", "/tier/x", headers=bearer(alice)),
+        }
+
+    assert {tier: answer[0] for tier, answer in at_80.items()} == {"economy": 503, "standard": 200, "vital": 200}
+    assert {tier: answer[0] for tier, answer in at_95.items()} == {"economy": 503, "standard": 503, "vital": 200}
+    shed = at_95["standard"]
+    assert error_code(shed[2]) == "shed"
+    assert int(shed[1]["retry-after"]) >= 1
+
+
+def test_with_redis_unreachable_and_fail_mode_closed_the_gateway_answers_503(upstream: str) -> None:
+    services.route_create(tenant=None, name="pub", path_prefix="/pub/", targets=[upstream], auth_mode="none")
+
+    with web_process(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", RATE_LIMIT_FAIL_MODE="closed") as port:
+        status, headers, body = http_request(port, "GET", "/pub/x")
+
+    assert (status, error_code(body)) == (503, "limiter_unavailable")
+    assert headers["retry-after"] == "1"
+    assert "x-upstream-name" not in headers
+
+
+def test_the_distributed_limit_comes_back_when_redis_does(upstream: str) -> None:
+    redis_port = urlsplit(require_redis()).port or 6379
+    services.route_create(
+        tenant=None, name="rec", path_prefix="/rec/", targets=[upstream], auth_mode="none", base_rate_limit=4
+    )
+
+    with tcp_relay(redis_port) as relay:
+        env = {**shared_redis(f"redis://127.0.0.1:{relay.port}/0"), "BURST_CAPACITY": "1000", "REFILL_RATE": "1000"}
+        with web_process(**env) as port:
+            # Given an anonymous (economy: half of 4) client at its window limit
+            limited = [http_request(port, "GET", "/rec/x")[0] for _ in range(3)]
+            # When Redis becomes unreachable, the gateway fails open on its local bucket
+            relay.cut()
+            while_down = [http_request(port, "GET", "/rec/x")[0] for _ in range(3)]
+            # Then once Redis is back, the window (still holding the two admissions) applies again
+            relay.start()
+            wait_until(
+                lambda: http_request(port, "GET", "/rec/x")[0] == 429, timeout=10, what="the limiter to come back"
+            )
+
+    assert limited == [200, 200, 429]
+    assert while_down == [200, 200, 200]
+
+
+def peak_and_current_rss_kib(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    return int(fields["VmHWM"].split()[0]), int(fields["VmRSS"].split()[0])
+
+
+def test_200_mb_stream_up_and_down_through_the_gateway_with_flat_memory(upstream: str) -> None:
+    size, chunk = 200 * 1024 * 1024, b"s" * (1024 * 1024)
+    services.route_create(
+        tenant=None,
+        name="big",
+        path_prefix="/big/",
+        targets=[upstream],
+        auth_mode="none",
+        max_body_bytes=size + 1,
+        timeout_ms=120_000,
+    )
+
+    with web_server(**GENEROUS) as (port, process):
+        http_request(port, "GET", "/big/warm-up")
+        _, rss_before = peak_and_current_rss_kib(process.pid)
+        status, _, body = http_request(port, "POST", "/big/upload", body=(chunk for _ in range(size // len(chunk))))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("GET", f"/big/bytes/{size}")
+        response = conn.getresponse()
+        downloaded = 0
+        while block := response.read(1024 * 1024):
+            downloaded += len(block)
+        conn.close()
+        peak, _ = peak_and_current_rss_kib(process.pid)
+
+    echo = json.loads(body)
+    assert status == 200
+    assert echo["body_bytes"] == size
+    assert echo["body_sha256"] == hashlib.sha256(chunk * (size // len(chunk))).hexdigest()
+    assert (response.status, downloaded) == (200, size)
+    # 400 MB went through; the process never held more than a few MB of it at once.
+    assert (peak - rss_before) < 64 * 1024, f"peak RSS grew by {(peak - rss_before) // 1024} MiB"
