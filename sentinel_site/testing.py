@@ -252,3 +252,43 @@ def tcp_relay(target_port: int) -> Iterator[TcpRelay]:
         yield relay
     finally:
         relay.close()
+
+
+@contextlib.contextmanager
+def celery_worker(
+    *, name: str, concurrency: int = 1, beat: bool = False, **env: str | None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on the tests' database and the broker `env` names; yields
+    once it reports ready. Its log is printed if the block fails."""
+    command = python_command(
+        "-m", "celery", "-A", "sentinel_site", "worker", "--loglevel", "info", "--concurrency", str(concurrency),
+        "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+    )  # fmt: skip
+    if beat:
+        command += ["--beat", "--schedule", str(Path(tempfile.mkdtemp()) / "beat-schedule")]
+    with tempfile.NamedTemporaryFile(prefix="celery-", suffix=".log") as log:
+        process = subprocess.Popen(command, cwd=BASE_DIR, env=child_env(**env), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(
+                lambda: b" ready." in Path(log.name).read_bytes() or process.poll() is not None,
+                timeout=60,
+                what=f"celery worker {name} to be ready",
+            )
+            if process.poll() is not None:
+                pytest.fail(
+                    f"celery worker {name} exited: {Path(log.name).read_bytes()[-3000:].decode(errors='replace')}"
+                )
+            yield process
+        except BaseException:
+            sys.stderr.write(
+                f"--- log of celery worker {name} ---\n{Path(log.name).read_bytes()[-6000:].decode(errors='replace')}\n"
+            )
+            raise
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)

@@ -42,10 +42,9 @@ the breaker moved on (the late-outcome race, see ``breaker_record.lua``) changes
 
 Failures are whatever the caller reports (the forwarder: connect errors, timeouts, 5xx). Any Redis
 error, connection error or timeout raises ``BreakerUnavailable`` at once, never retried here: the
-gateway fails open and counts it. Build the client to fail fast, with no retries (redis-py's
-default retries with backoff turn a dead Redis into seconds per request, and a retried EVALSHA
-after a lost reply would count an outcome twice or take two probe tokens): the rate limiter's
-``limiter_redis_client`` has the right settings.
+gateway fails open and counts it. The client (``RespClient``, built by the rate limiter's
+``limiter_redis_client``) fails fast and never retries: a retried EVALSHA after a lost reply
+would count an outcome twice or take two probe tokens.
 
 Keys: ``{prefix}breaker:{upstream}``, one hash per upstream with a TTL refreshed on every write,
 so the breakers of removed upstreams disappear. Pub/sub is only a notification for dashboards and
@@ -64,12 +63,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
-from redis.exceptions import NoScriptError, RedisError
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError
 
 __all__ = [
     "STATE_CODES",
@@ -290,7 +286,7 @@ _RESET = _Script.load("reset")
 class RedisBreaker:
     """The fleet-wide breaker: one Redis round trip per acquire() and per record()."""
 
-    def __init__(self, redis: Redis, prefix: str, config: BreakerConfig, probe_ttl_ms: int = 30_000) -> None:
+    def __init__(self, redis: RespClient, prefix: str, config: BreakerConfig, probe_ttl_ms: int = 30_000) -> None:
         if probe_ttl_ms < 1:
             raise ValueError(f"probe_ttl_ms must be >= 1, got {probe_ttl_ms}")
         self.redis = redis
@@ -330,19 +326,19 @@ class RedisBreaker:
     async def states(self, upstreams: Iterable[str]) -> dict[str, BreakerState]:
         """Every upstream's state in one round trip (a pipeline of HGETALLs and Redis' TIME)."""
         names = list(dict.fromkeys(upstreams))
+        commands: list[list[str]] = [["TIME"], *(["HGETALL", self.key_for(upstream)] for upstream in names)]
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.time()
-                for upstream in names:
-                    pipe.hgetall(self.key_for(upstream))
-                replies = await pipe.execute()
-        except (RedisError, OSError) as exc:  # OSError covers socket errors and asyncio timeouts
+            replies = await self.redis.pipeline(commands)
+        except RedisUnavailable as exc:
             raise BreakerUnavailable(f"circuit breaker state read failed: {exc!r}") from exc
+        failed = next((reply for reply in replies if isinstance(reply, RespReplyError)), None)
+        if failed is not None:
+            raise BreakerUnavailable(f"circuit breaker state read failed: {failed!r}")
         seconds, micros = replies[0]
         now = int(seconds) * 1000 + int(micros) // 1000
         result = {}
         for upstream, raw in zip(names, replies[1:], strict=True):
-            entry = _Entry.from_hash(raw)
+            entry = _Entry.from_hash(dict(zip(raw[::2], raw[1::2], strict=True)))
             result[upstream] = _NEVER_SEEN if entry is None else entry.summary(now, self.config)
         return result
 
@@ -351,18 +347,14 @@ class RedisBreaker:
         try:
             for script in (_ACQUIRE, _RECORD, _RESET):
                 await self.redis.script_load(script.source)
-        except (RedisError, OSError) as exc:
+        except (RedisUnavailable, RespReplyError) as exc:
             raise BreakerUnavailable(f"circuit breaker script load failed: {exc!r}") from exc
 
     async def _run(self, script: _Script, upstream: str, args: tuple[int | str, ...]) -> list[Any]:
-        keys_and_args = (self.key_for(upstream), self.channel, upstream, *self._common, *args)
+        arguments = (self.channel, upstream, *self._common, *args)
         try:
-            try:
-                reply = await self.redis.evalsha(script.sha, 1, *keys_and_args)
-            except NoScriptError:
-                await self.redis.script_load(script.source)
-                reply = await self.redis.evalsha(script.sha, 1, *keys_and_args)
-        except (RedisError, OSError) as exc:  # OSError covers socket errors and asyncio timeouts
+            reply = await self.redis.evalsha(script.sha, script.source, (self.key_for(upstream),), arguments)
+        except (RedisUnavailable, RespReplyError) as exc:
             raise BreakerUnavailable(f"circuit breaker call failed: {exc!r}") from exc
         return list(reply)
 

@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
+from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError
 
 
 def process_id() -> str:
@@ -21,7 +21,7 @@ def process_id() -> str:
 
 
 class FleetPressure:
-    def __init__(self, redis: Any, prefix: str, *, me: str | None = None, stale_ms: int = 3000) -> None:
+    def __init__(self, redis: RespClient, prefix: str, *, me: str | None = None, stale_ms: int = 3000) -> None:
         self.redis = redis
         self.key = f"{prefix}pressure"
         self.me = me or process_id()
@@ -32,17 +32,22 @@ class FleetPressure:
         when Redis is unreachable (the caller then acts on its local score alone)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(self.key, self.me, f"{local_score:.1f}:{now_ms}")
-                pipe.pexpire(self.key, self.stale_ms * 10)
-                pipe.hgetall(self.key)
-                _, _, reports = await pipe.execute()
-        except (RedisError, OSError):
+            *_, flat = await self.redis.pipeline(
+                [
+                    ["HSET", self.key, self.me, f"{local_score:.1f}:{now_ms}"],
+                    ["PEXPIRE", self.key, self.stale_ms * 10],
+                    ["HGETALL", self.key],
+                ]
+            )
+        except RedisUnavailable:
             return None
+        if isinstance(flat, RespReplyError):
+            return None
+        reports = dict(zip(flat[::2], flat[1::2], strict=True))
         fresh, stale = _split(reports, now_ms, self.stale_ms)
         if stale:
-            with contextlib.suppress(RedisError, OSError):  # cleanup only; the next exchange retries
-                await self.redis.hdel(self.key, *stale)
+            with contextlib.suppress(RedisUnavailable, RespReplyError):  # cleanup; the next exchange retries
+                await self.redis.execute("HDEL", self.key, *stale)
         return fresh
 
 

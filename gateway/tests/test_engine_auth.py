@@ -28,7 +28,13 @@ GOOD_KEY = "snl_abcd1234_secret"
 
 
 def token(**claims: object) -> str:
-    body = {"token_type": "access", "user_id": 7, "tenant": ACME.uuid, "exp": int(time.time()) + 60, **claims}
+    body = {
+        "token_type": "access",
+        "user_id": 7,
+        "tenant": ACME.uuid,
+        "exp": int(time.time()) + 3600,
+        **claims,
+    }  # built at collection: outlive the run
     return jwt.encode(body, KEY, algorithm="HS256")
 
 

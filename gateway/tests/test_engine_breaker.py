@@ -22,8 +22,6 @@ from typing import Any, TypeVar
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from gateway.engine.breaker import (
     STATE_CODES,
@@ -36,6 +34,7 @@ from gateway.engine.breaker import (
     RedisBreaker,
     Transition,
 )
+from gateway.engine.resp import RespClient
 from sentinel_site.testing import free_port, redis_url_for_tests, require_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,9 +47,9 @@ T = TypeVar("T")
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def fail_fast_client(url: str) -> Redis:
+def fail_fast_client(url: str) -> RespClient:
     """Like the gateway's client: short timeouts, no retries."""
-    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+    return RespClient.from_url(url, timeout_s=2.0, connect_timeout_s=1.0)
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -71,9 +70,11 @@ async def new_breaker(kind: str, config: BreakerConfig = FAST, probe_ttl_ms: int
     try:
         yield RedisBreaker(client, prefix, config, probe_ttl_ms)
     finally:
-        async for key in client.scan_iter(match=f"{prefix}*"):
-            await client.delete(key)
         await client.aclose()
+        control = Redis.from_url(redis_url_for_tests())
+        async for key in control.scan_iter(match=f"{prefix}*"):
+            await control.delete(key)
+        await control.aclose()
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str) -> T:
@@ -140,7 +141,8 @@ async def transition_feed(breaker: Any) -> AsyncIterator[Callable[[int], Awaitab
 
         yield take_seen
         return
-    pubsub = breaker.redis.pubsub(ignore_subscribe_messages=False)
+    subscriber = Redis.from_url(redis_url_for_tests())
+    pubsub = subscriber.pubsub(ignore_subscribe_messages=False)
     await pubsub.subscribe(breaker.channel)
     confirmation = await pubsub.get_message(timeout=5)
     assert confirmation is not None and confirmation["type"] == "subscribe"
@@ -159,6 +161,7 @@ async def transition_feed(breaker: Any) -> AsyncIterator[Callable[[int], Awaitab
         yield take_published
     finally:
         await pubsub.aclose()
+        await subscriber.aclose()
 
 
 # --- closed: the failure ratio over a minimum volume ----------------------------------------------
@@ -500,10 +503,12 @@ def test_redis_keys_carry_ttls() -> None:
             await until_half_open(breaker, "http://open")
             await breaker.acquire("http://open")
             # Then every key it wrote expires by itself
-            keys = [key async for key in breaker.redis.scan_iter(match=f"{breaker.prefix}*")]
+            control = Redis.from_url(redis_url_for_tests())
+            keys = [key async for key in control.scan_iter(match=f"{breaker.prefix}*")]
             assert sorted(keys) == sorted(breaker.key_for(u).encode() for u in ("http://closed", "http://open"))
             for key in keys:
-                assert await breaker.redis.pttl(key) > 0, key
+                assert await control.pttl(key) > 0, key
+            await control.aclose()
 
     asyncio.run(scenario())
 
@@ -516,11 +521,11 @@ def test_redis_breaker_recovers_after_script_flush() -> None:
             # Given a working breaker
             await report(breaker, UPSTREAM, "FFF")
             # When Redis forgets its scripts (restart, failover, SCRIPT FLUSH)
-            await breaker.redis.script_flush()
+            await breaker.redis.execute("SCRIPT", "FLUSH")
             # Then every step still works, reloading the scripts
             await report(breaker, UPSTREAM, "F" * 7)
             assert (await breaker.state(UPSTREAM)).state == "open"
-            await breaker.redis.script_flush()
+            await breaker.redis.execute("SCRIPT", "FLUSH")
             assert await breaker.reset(UPSTREAM) is not None
 
     asyncio.run(scenario())

@@ -22,8 +22,8 @@ def test_processes_see_each_others_pressure_and_forget_the_dead() -> None:
             await a.exchange(80.0, now_ms=10_000)
             together = await b.exchange(20.0, now_ms=10_500)
             alone = await b.exchange(30.0, now_ms=12_000)  # a stopped reporting 2 s ago
-            left = await redis.hkeys(f"{prefix}pressure")
-            await redis.delete(f"{prefix}pressure")
+            left = await redis.execute("HKEYS", f"{prefix}pressure")
+            await redis.execute("DEL", f"{prefix}pressure")
             assert left == [b"b"]
             return together, alone
         finally:

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import http.client
 import json
+import socket
 import time
 import uuid
 from collections import Counter
@@ -157,6 +158,23 @@ def test_the_distributed_limit_comes_back_when_redis_does(upstream: str) -> None
 
     assert limited == [200, 200, 429]
     assert while_down == [200, 200, 200]
+
+
+def test_a_hung_redis_costs_one_timeout_not_one_per_request(upstream: str) -> None:
+    services.route_create(tenant=None, name="pub", path_prefix="/pub/", targets=[upstream], auth_mode="none")
+    with socket.socket() as hung:
+        # Accepts connections (the kernel completes the handshake) and never answers a byte.
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(128)
+        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        with web_process(**GENEROUS, **shared_redis(url)) as port:
+            started = time.monotonic()
+            statuses = [http_request(port, "GET", "/pub/x")[0] for _ in range(20)]
+            elapsed = time.monotonic() - started
+
+    assert statuses == [200] * 20
+    # Paying the 0.5 s timeout on each request (limiter and breaker) would take 20 s.
+    assert elapsed < 6, elapsed
 
 
 def peak_and_current_rss_kib(pid: int) -> tuple[int, int]:
