@@ -189,6 +189,9 @@ if not REDIS_URL:
         "store_processed": False,
         "polling_interval": env_float("CELERY_POLL_INTERVAL", 0.5, minimum=0.05),
     }
+    # Threads, not forked processes: the rules' time windows live in the worker's memory in
+    # embedded mode, and must be one memory for the counts to be right.
+    CELERY_WORKER_POOL = "threads"
 else:
     # Redis redelivers an unacknowledged task after this long: longer than any task's time limit.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": f"{CACHE_KEY_PREFIX}:celery:"}
@@ -206,7 +209,39 @@ CELERY_TIMEZONE = "UTC"
 # Every periodic job of every app, in one place.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "observability-heartbeat": {"task": "observability.tasks.heartbeat", "schedule": 15.0},
+    # Safety nets for work whose task was lost (a worker killed mid-task, a broker restart).
+    "rules-deliveries-sweep": {
+        "task": "rules.tasks.sweep_deliveries",
+        "schedule": env_float("RULES_SWEEP_SECONDS", 30.0, minimum=0.5),
+    },
+    "rules-events-sweep": {"task": "rules.tasks.sweep_events", "schedule": 60.0},
 }
+
+# --- Rules and notifications (SPEC 4) ------------------------------------------------------
+SENTINEL_RULES = {
+    "DELIVERY_MAX_ATTEMPTS": env_int("DELIVERY_MAX_ATTEMPTS", 8, minimum=1),
+    # Backoff before attempt n+1: DELIVERY_BACKOFF_SECONDS * 2^(n-1), capped, with jitter.
+    "DELIVERY_BACKOFF_SECONDS": env_float("DELIVERY_BACKOFF_SECONDS", 5.0, minimum=0.0),
+    "DELIVERY_BACKOFF_MAX_SECONDS": env_float("DELIVERY_BACKOFF_MAX_SECONDS", 3600.0, minimum=0.0),
+    "DELIVERY_TIMEOUT_SECONDS": env_float("DELIVERY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+    # A send in progress is a worker's for this long; after it, another worker may take it over.
+    "DELIVERY_LEASE_SECONDS": env_float("DELIVERY_LEASE_SECONDS", 60.0, minimum=0.5),
+    "EVENTS_STREAM": env_str("EVENTS_STREAM", "sentinel:events") or "sentinel:events",
+    "EVENT_MAX_BYTES": env_int("EVENT_MAX_BYTES", 64 * 1024, minimum=256),
+    "EVENT_MAX_DEPTH": env_int("EVENT_MAX_DEPTH", 16, minimum=2),
+}
+
+# E-mail notifications: SMTP when EMAIL_HOST is set, else printed by the console backend.
+EMAIL_HOST = env_str("EMAIL_HOST", "") or ""
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "sentinel@localhost") or "sentinel@localhost"
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
 
 # --- Auth ----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

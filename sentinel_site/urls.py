@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway.api.views import CircuitResetView, CircuitStatusView
 from observability.views import health, metrics
+from rules.api.urls import event_urlpatterns
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="index.html"), name="home"),
@@ -14,6 +15,8 @@ urlpatterns = [
     path("auth/", include("accounts.api.auth_urls")),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("gateway.api.urls")),
+    path("api/v1/", include("rules.api.urls")),
+    path("", include(event_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema")),

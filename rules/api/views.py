@@ -1,0 +1,259 @@
+"""The rules REST API (SPEC 4): event ingest, rules, channels, matches and deliveries.
+
+Every resource stands behind ``TenantScopedViewSet``: lists and lookups are walled by tenant
+(another tenant's object answers 404), new objects go to the caller's tenant, roles and API-key
+scopes are checked by its permissions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Model, QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.api.scoping import TenantRefField, TenantScopedViewSet
+from accounts.models import Role, Scope, Tenant
+from rules import selectors, services
+from rules.api.serializers import (
+    ChannelSerializer,
+    DeliverySerializer,
+    DryRunSerializer,
+    DslSerializer,
+    EventSerializer,
+    IngestResultSerializer,
+    MatchSerializer,
+    RuleSerializer,
+    compiled_summary,
+    dry_run_result,
+    validated_events,
+)
+from rules.models import DeliveryStatus, Event, NotificationChannel, Rule
+from sentinel_site.errors import Conflict, DomainError
+
+logger = logging.getLogger("sentinel.rules")
+
+
+class BoundedJSONParser(JSONParser):
+    """DRF's JSON parser, except that nesting too deep for Python's decoder is a 400.
+
+    ``json`` raises RecursionError (not ValueError) past about a thousand levels, which DRF
+    does not catch: ``[[[[…`` in a 2 MB body would otherwise be a 500.
+    """
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
+
+
+@contextmanager
+def conflict_as_409(message: str, *fields: str) -> Iterator[None]:
+    """Turns the unique constraint's IntegrityError into a 409. The savepoint keeps an outer
+    transaction usable; catching the error (not checking first) also covers two concurrent
+    requests for the same name."""
+    try:
+        with transaction.atomic():
+            yield
+    except IntegrityError:
+        raise Conflict(message, details={field: [message] for field in fields}) from None
+
+
+def _query_int(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise exceptions.ValidationError({name: ["Must be a positive integer."]})
+    return int(raw)
+
+
+def _query_bool(request: Request, name: str) -> bool | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise exceptions.ValidationError({name: ["Must be true or false."]})
+
+
+class RulesViewSet(TenantScopedViewSet):
+    """Base of the rules app's resources: JSON bodies through the bounded parser."""
+
+    parser_classes = [BoundedJSONParser]
+
+
+class EventViewSet(RulesViewSet):
+    """`POST /api/v1/events` (and `POST /events`): store one event or up to 1,000 and queue their
+    evaluation; `GET /api/v1/events[/<id>]` reads them back, newest first, `?type=` to filter.
+
+    Any member of the tenant may send events, and API keys with `events:write`; staff name the
+    tenant with `?tenant=<id|uuid|slug>` unless they belong to one.
+    """
+
+    serializer_class = EventSerializer
+    http_method_names = ["get", "post", "head", "options"]
+    # Reading events back is configuration-level access (api:read), sending them is not.
+    api_key_scopes = {"POST": (Scope.EVENTS_WRITE.value,)}
+
+    def get_base_queryset(self) -> QuerySet[Event]:
+        return selectors.event_list(event_type=self.request.query_params.get("type"))
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={202: IngestResultSerializer},
+        parameters=[OpenApiParameter("tenant", str, description="Staff only: the tenant (id, uuid or slug).")],
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Everything is checked before the first write: a bad event stores none of the batch.
+        events = validated_events(request.data)
+        tenant = self.target_tenant(self._requested_tenant(request))
+        ids = services.event_ingest(tenant=tenant, payloads=events)
+        return Response({"ids": ids, "count": len(ids)}, status=status.HTTP_202_ACCEPTED)
+
+    @staticmethod
+    def _requested_tenant(request: Request) -> Tenant | None:
+        reference = request.query_params.get("tenant")
+        if not reference:
+            return None
+        try:
+            return TenantRefField().to_internal_value(reference)
+        except exceptions.ValidationError as exc:
+            raise exceptions.ValidationError({"tenant": exc.detail}) from None
+
+    @extend_schema(parameters=[OpenApiParameter("type", str, description="Only events of this type.")])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+
+# Dry runs and validation change nothing: whoever may read rules may use them.
+_READ_LIKE_ACTIONS = ("dry_run", "validate")
+
+
+class RuleViewSet(RulesViewSet):
+    """`/api/v1/rules`: tenant admins manage rules, members read them. A DSL that does not compile
+    is a 400 whose details give its line, column and what was expected."""
+
+    serializer_class = RuleSerializer
+
+    @property
+    def write_roles(self) -> tuple[str, ...]:
+        if self.action in _READ_LIKE_ACTIONS:
+            return (Role.ADMIN, Role.MEMBER)
+        return (Role.ADMIN,)
+
+    @property
+    def api_key_scopes(self) -> dict[str, tuple[str, ...]]:
+        if self.action in _READ_LIKE_ACTIONS:
+            return {"POST": (Scope.API_READ.value, Scope.API_WRITE.value)}
+        return {}  # the defaults: api:read to read, api:write to change
+
+    def get_base_queryset(self) -> QuerySet[Rule]:
+        return selectors.rule_list()
+
+    def create_object(self, *, tenant: Tenant, data: dict[str, Any]) -> Model:
+        with conflict_as_409("A rule with this name exists.", "name"):
+            return services.rule_create(tenant=tenant, **data)
+
+    def update_object(self, *, instance: Model, data: dict[str, Any]) -> Model:
+        assert isinstance(instance, Rule)
+        with conflict_as_409("A rule with this name exists.", "name"):
+            return services.rule_update(rule=instance, **data)
+
+    @extend_schema(request=DryRunSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], url_path="dry-run")
+    def dry_run(self, request: Request, pk: str | None = None) -> Response:
+        """Evaluates the rule against a sample event with fresh windows; nothing is recorded."""
+        rule = self.get_object()
+        serializer = DryRunSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        compiled = services.rule_validate(rule.dsl)
+        try:
+            match = compiled.dry_run(serializer.validated_data["event"])
+        except Exception:  # client input must never be a 500; the log keeps the cause
+            logger.exception("dry run of rule %s failed", rule.pk)
+            raise DomainError("The rule failed while evaluating this event.", code="evaluation_failed") from None
+        return Response(dry_run_result(match))
+
+    @extend_schema(request=DslSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"], url_path="validate")
+    def validate(self, request: Request) -> Response:
+        """Compiles a DSL text without saving it: what it listens to and does, or where it is wrong."""
+        serializer = DslSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(compiled_summary(services.rule_validate(serializer.validated_data["dsl"])))
+
+
+class ChannelViewSet(RulesViewSet):
+    """`/api/v1/channels`: tenant admins manage notification channels, members read them. The
+    secret is write-only; responses say `has_secret` instead."""
+
+    serializer_class = ChannelSerializer
+    write_roles = (Role.ADMIN,)
+
+    def get_base_queryset(self) -> QuerySet[NotificationChannel]:
+        return selectors.channel_list()
+
+    def create_object(self, *, tenant: Tenant, data: dict[str, Any]) -> Model:
+        active = data.pop("active", True)
+        with conflict_as_409("A channel of this kind with this name exists.", "kind", "name"):
+            channel = services.channel_create(tenant=tenant, **data)
+            if not active:
+                # channel_create has no `active`: a channel created inactive takes a second write.
+                channel = services.channel_update(channel=channel, active=False)
+        return channel
+
+    def update_object(self, *, instance: Model, data: dict[str, Any]) -> Model:
+        assert isinstance(instance, NotificationChannel)
+        with conflict_as_409("A channel of this kind with this name exists.", "kind", "name"):
+            return services.channel_update(channel=instance, **data)
+
+
+class ReadOnlyRulesViewSet(RulesViewSet):
+    http_method_names = ["get", "head", "options"]
+
+
+class MatchViewSet(ReadOnlyRulesViewSet):
+    """`GET /api/v1/matches[/<id>]`: what the rules matched, newest first; `?rule=` and
+    `?suppressed=` filter."""
+
+    serializer_class = MatchSerializer
+
+    def get_base_queryset(self) -> QuerySet[Any]:
+        request = self.request
+        return selectors.match_list(rule_id=_query_int(request, "rule"), suppressed=_query_bool(request, "suppressed"))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("rule", int), OpenApiParameter("suppressed", bool)],
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+
+class DeliveryViewSet(ReadOnlyRulesViewSet):
+    """`GET /api/v1/deliveries[/<id>]`: notifications and their state, newest first; `?status=`."""
+
+    serializer_class = DeliverySerializer
+
+    def get_base_queryset(self) -> QuerySet[Any]:
+        wanted = self.request.query_params.get("status") or None
+        if wanted is not None and wanted not in DeliveryStatus.values:
+            raise exceptions.ValidationError({"status": [f"One of: {', '.join(DeliveryStatus.values)}."]})
+        return selectors.delivery_list(status=wanted)
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=DeliveryStatus.values)])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)

@@ -1,0 +1,36 @@
+"""The rule DSL (SPEC 4): plain Python, no Django.
+
+    rule = compile_rule('when type == "order" and amount > 500 then notify("slack:#big-orders")')
+    match = rule.evaluate({"type": "order", "amount": 900})
+
+Modules: ``grammar.lark`` and ``parser.py`` (syntax, errors, bounds), ``compiler.py`` (tree →
+closures), ``evaluator.py`` (value semantics, regexes, templates), ``rule.py`` (the compiled
+rule, window semantics, ``RuleIndex``), ``windows.py`` (window stores) and ``interpreter.py``
+(the naive reference interpreter).
+"""
+
+from __future__ import annotations
+
+from rules.dsl.compiler import compile_rule
+from rules.dsl.evaluator import MISSING, REGEX_ENGINE
+from rules.dsl.parser import DslError, DslSyntaxError
+from rules.dsl.rule import Action, CompiledRule, EvalContext, Match, RenderedAction, RuleIndex, WindowSpec
+from rules.dsl.windows import MemoryWindowStore, RedisWindowStore, WindowStore
+
+__all__ = [
+    "MISSING",
+    "REGEX_ENGINE",
+    "Action",
+    "CompiledRule",
+    "DslError",
+    "DslSyntaxError",
+    "EvalContext",
+    "Match",
+    "MemoryWindowStore",
+    "RedisWindowStore",
+    "RenderedAction",
+    "RuleIndex",
+    "WindowSpec",
+    "WindowStore",
+    "compile_rule",
+]

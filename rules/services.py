@@ -1,0 +1,361 @@
+"""Writes of the rules app: ingest, rules, channels, evaluation and delivery (SPEC 4)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.models import Tenant
+from observability import metrics
+from rules import notifiers
+from rules.dsl import CompiledRule, DslError, DslSyntaxError, EvalContext, Match, RuleIndex, compile_rule
+from rules.models import (
+    ChannelKind,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventSource,
+    NotificationChannel,
+    Rule,
+    RuleMatch,
+)
+from rules.windows import window_store
+from sentinel_site.errors import DomainError
+
+logger = logging.getLogger("sentinel.rules")
+
+MAX_EVENTS_PER_REQUEST = 1000
+# Events per evaluation task: big enough to amortise loading the rules, small enough to retry.
+EVALUATION_BATCH = 100
+
+
+class RuleInvalid(DomainError):
+    """The DSL does not compile; `details` carries the position and what was expected."""
+
+
+# --- Ingest ------------------------------------------------------------------------------------
+
+
+def event_ingest(*, tenant: Tenant, payloads: Sequence[Mapping[str, Any]], source: str = EventSource.API) -> list[int]:
+    """Stores events and queues their evaluation once they are committed. Returns their ids."""
+    if len(payloads) > MAX_EVENTS_PER_REQUEST:
+        raise DomainError(f"At most {MAX_EVENTS_PER_REQUEST} events per request.")
+    now = timezone.now()
+    events = [
+        Event(tenant=tenant, type=_event_type(payload), payload=dict(payload), source=source, received_at=now)
+        for payload in payloads
+    ]
+    with transaction.atomic():
+        Event.objects.bulk_create(events, batch_size=500)
+        ids = [event.pk for event in events]
+        transaction.on_commit(lambda: _queue_evaluation(ids))
+    metrics.events_ingested.inc(len(ids))
+    return ids
+
+
+def _event_type(payload: Mapping[str, Any]) -> str:
+    kind = payload.get("type")
+    return kind[:100] if isinstance(kind, str) else ""
+
+
+def _queue_evaluation(ids: list[int]) -> None:
+    from rules.tasks import evaluate_events
+
+    for start in range(0, len(ids), EVALUATION_BATCH):
+        evaluate_events.delay(ids[start : start + EVALUATION_BATCH])
+
+
+# --- Rules and channels ------------------------------------------------------------------------
+
+
+def rule_validate(dsl: str) -> CompiledRule:
+    """Compiles the DSL or raises RuleInvalid with the position of the error."""
+    try:
+        return compiled(dsl)
+    except DslSyntaxError as exc:
+        raise RuleInvalid(f"Syntax error: {exc.message}", details={"dsl": exc.as_dict()}) from None
+    except DslError as exc:
+        raise RuleInvalid(exc.message, details={"dsl": exc.as_dict()}) from None
+
+
+@lru_cache(maxsize=4096)
+def compiled(dsl: str, name: str = "") -> CompiledRule:
+    """One compilation per distinct DSL text and rule name in this process (the name goes into
+    default messages)."""
+    return compile_rule(dsl, name=name)
+
+
+def rule_create(*, tenant: Tenant, name: str, dsl: str, enabled: bool = True, cooldown_seconds: int = 300) -> Rule:
+    rule_validate(dsl)
+    return Rule.objects.create(tenant=tenant, name=name, dsl=dsl, enabled=enabled, cooldown_seconds=cooldown_seconds)
+
+
+def rule_update(*, rule: Rule, **fields: Any) -> Rule:
+    unknown = set(fields) - {"name", "dsl", "enabled", "cooldown_seconds"}
+    if unknown:
+        raise DomainError(f"Unknown rule fields: {', '.join(sorted(unknown))}.")
+    if "dsl" in fields and fields["dsl"] != rule.dsl:
+        rule_validate(fields["dsl"])
+        # A new version starts with empty windows: counts under the old condition mean nothing.
+        rule.version += 1
+    for field, value in fields.items():
+        setattr(rule, field, value)
+    rule.save()
+    return rule
+
+
+def rule_set_enabled(*, rules: Iterable[Rule], enabled: bool) -> int:
+    return Rule.objects.filter(pk__in=[rule.pk for rule in rules]).update(enabled=enabled, updated_at=timezone.now())
+
+
+def channel_create(*, tenant: Tenant, kind: str, name: str, target: str, secret: str = "") -> NotificationChannel:
+    channel = NotificationChannel(tenant=tenant, kind=kind, name=name, target=target, secret=secret)
+    notifiers.validate_target(kind, target)
+    channel.save()
+    return channel
+
+
+def channel_update(*, channel: NotificationChannel, **fields: Any) -> NotificationChannel:
+    for field, value in fields.items():
+        setattr(channel, field, value)
+    notifiers.validate_target(channel.kind, channel.target)
+    channel.save()
+    return channel
+
+
+# --- Evaluation --------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationReport:
+    events: int = 0
+    matches: int = 0
+    deliveries: int = 0
+
+
+def events_evaluate(*, event_ids: Sequence[int]) -> EvaluationReport:
+    """Tests each event against its tenant's enabled rules; records matches and queues deliveries.
+
+    Safe to run twice for the same events: window entries are keyed by event id, and a match is
+    unique per (rule, event), so a retried batch neither double-counts nor double-notifies.
+    """
+    events = list(Event.objects.filter(pk__in=event_ids).select_related("tenant").order_by("received_at", "pk"))
+    report = EvaluationReport(events=len(events))
+    by_tenant: dict[int, list[Event]] = defaultdict(list)
+    for event in events:
+        by_tenant[event.tenant_id].append(event)
+    store = window_store()
+    for tenant_id, tenant_events in by_tenant.items():
+        rules = {rule.pk: rule for rule in Rule.objects.enabled().filter(tenant_id=tenant_id)}
+        index = RuleIndex((rule.pk, compiled(rule.dsl, rule.name)) for rule in rules.values())
+        for event in tenant_events:
+            for rule_id, compiled_rule in index.candidates(event.payload):
+                rule = rules[rule_id]
+                context = EvalContext(
+                    store=store,
+                    tenant=str(tenant_id),
+                    rule=f"{rule.pk}.v{rule.version}",
+                    event_id=str(event.pk),
+                    now=event.received_at.timestamp(),
+                )
+                match = _evaluate_safely(compiled_rule, event, context, rule)
+                if match is not None:
+                    report.deliveries += match_record(rule=rule, event=event, match=match)
+                    report.matches += 1
+    Event.objects.filter(pk__in=[event.pk for event in events]).update(evaluated_at=timezone.now())
+    return report
+
+
+def _evaluate_safely(compiled_rule: CompiledRule, event: Event, context: EvalContext, rule: Rule) -> Match | None:
+    try:
+        return compiled_rule.evaluate(event.payload, context)
+    except Exception:  # one bad rule must not stop the others (nor the batch's retries)
+        logger.exception("rule %s failed on event %s", rule.pk, event.pk)
+        return None
+
+
+def match_record(*, rule: Rule, event: Event, match: Match) -> int:
+    """Records a match and, outside the cooldown, one delivery per named channel. Returns how
+    many deliveries were queued."""
+    with transaction.atomic():
+        # Serialises matches of one rule: two workers matching the same group at once would
+        # both see "no recent notification" and both notify.
+        Rule.objects.select_for_update().filter(pk=rule.pk).first()
+        if RuleMatch.objects.filter(rule=rule, event=event).exists():
+            return 0  # a retried evaluation: this event already matched
+        now = timezone.now()
+        group = match.group_key[:200]
+        suppressed = rule.cooldown_seconds > 0 and (
+            RuleMatch.objects.filter(
+                rule=rule,
+                group_key=group,
+                suppressed=False,
+                matched_at__gt=now - timedelta(seconds=rule.cooldown_seconds),
+            ).exists()
+        )
+        channels = _channels_named(rule.tenant_id, match)
+        problems = [f"no {kind} channel named {name!r}" for kind, name in channels if channels[(kind, name)] is None]
+        record = RuleMatch.objects.create(
+            tenant_id=rule.tenant_id, rule=rule, event=event, group_key=group, suppressed=suppressed, problems=problems
+        )
+        metrics.rules_triggered.inc()
+        if suppressed:
+            return 0
+        deliveries = [
+            Delivery(tenant_id=rule.tenant_id, match=record, channel=channel, message=action.message)
+            for action in match.actions
+            if (channel := channels[(action.kind, action.target)]) is not None
+        ]
+        # Two actions naming one channel notify it once.
+        unique = list({delivery.channel.pk: delivery for delivery in deliveries}.values())
+        Delivery.objects.bulk_create(unique)
+        ids = [delivery.pk for delivery in unique]
+        transaction.on_commit(lambda: _queue_deliveries(ids))
+    return len(ids)
+
+
+def _channels_named(tenant_id: int, match: Match) -> dict[tuple[str, str], NotificationChannel | None]:
+    wanted = {(action.kind, action.target) for action in match.actions}
+    query = Q()
+    for kind, name in wanted:
+        query |= Q(kind=kind, name=name)
+    found = {
+        (channel.kind, channel.name): channel
+        for channel in NotificationChannel.objects.filter(query, tenant_id=tenant_id, active=True)
+    }
+    return {key: found.get(key) for key in wanted}
+
+
+def _queue_deliveries(ids: list[int]) -> None:
+    from rules.tasks import deliver
+
+    for delivery_id in ids:
+        deliver.delay(delivery_id)
+
+
+# --- Delivery ----------------------------------------------------------------------------------
+
+
+def _rules_setting(name: str) -> Any:
+    return settings.SENTINEL_RULES[name]
+
+
+def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery | None:
+    """Takes a due delivery for one send attempt, or None when it is not this worker's to send.
+
+    A conditional UPDATE: of two workers holding the same task (a redelivery after a crash),
+    only one changes the row. A claim left by a killed worker lapses with its lease.
+    """
+    now = now or timezone.now()
+    lease = timedelta(seconds=_rules_setting("DELIVERY_LEASE_SECONDS"))
+    claimable = Q(status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED], next_attempt_at__lte=now) | Q(
+        status=DeliveryStatus.SENDING, lease_until__lt=now
+    )
+    claimed = Delivery.objects.filter(claimable, pk=delivery_id).update(
+        status=DeliveryStatus.SENDING, lease_until=now + lease, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return None
+    return Delivery.objects.select_related("channel", "match__rule", "match__event").get(pk=delivery_id)
+
+
+def delivery_attempt(*, delivery_id: int) -> Delivery | None:
+    """One send attempt: sent, failed (with the next attempt's time) or dead after the last."""
+    delivery = delivery_claim(delivery_id=delivery_id)
+    if delivery is None:
+        return None
+    channel = delivery.channel
+    try:
+        notifiers.send(channel, delivery)
+    except notifiers.DeliveryFailed as exc:
+        return _delivery_failed(delivery, str(exc))
+    Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.SENT, sent_at=timezone.now(), lease_until=None, last_error=""
+    )
+    metrics.notifications_sent.labels(channel.kind, "sent").inc()
+    delivery.refresh_from_db()
+    return delivery
+
+
+def _delivery_failed(delivery: Delivery, error: str) -> Delivery:
+    max_attempts = _rules_setting("DELIVERY_MAX_ATTEMPTS")
+    if delivery.attempts >= max_attempts:
+        status, next_at = DeliveryStatus.DEAD, timezone.now()
+        metrics.notifications_sent.labels(delivery.channel.kind, "dead").inc()
+    else:
+        status, next_at = DeliveryStatus.FAILED, timezone.now() + timedelta(seconds=retry_delay(delivery.attempts))
+        metrics.notifications_sent.labels(delivery.channel.kind, "failed").inc()
+    Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
+        status=status, next_attempt_at=next_at, lease_until=None, last_error=error[:2000]
+    )
+    delivery.refresh_from_db()
+    return delivery
+
+
+def retry_delay(attempts: int) -> float:
+    """Exponential backoff with jitter: base * 2^(n-1), capped, times a random factor in [0.5, 1]."""
+    base = _rules_setting("DELIVERY_BACKOFF_SECONDS")
+    ceiling = min(_rules_setting("DELIVERY_BACKOFF_MAX_SECONDS"), base * 2 ** max(attempts - 1, 0))
+    return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+
+
+def delivery_resend(*, deliveries: Iterable[Delivery]) -> list[int]:
+    """An operator's resend: dead or failed deliveries get a fresh set of attempts, now."""
+    ids = [delivery.pk for delivery in deliveries]
+    with transaction.atomic():
+        resent = list(
+            Delivery.objects.filter(pk__in=ids, status__in=[DeliveryStatus.DEAD, DeliveryStatus.FAILED]).values_list(
+                "pk", flat=True
+            )
+        )
+        Delivery.objects.filter(pk__in=resent).update(
+            status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=timezone.now(), lease_until=None
+        )
+        transaction.on_commit(lambda: _queue_deliveries(resent))
+    return resent
+
+
+def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Deliveries whose task may have been lost (a worker killed mid-send, a broker restart)."""
+    now = now or timezone.now()
+    due = Q(status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED], next_attempt_at__lte=now) | Q(
+        status=DeliveryStatus.SENDING, lease_until__lt=now
+    )
+    return list(Delivery.objects.filter(due).order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
+
+
+def events_unevaluated(*, older_than: timedelta, limit: int = 1000) -> list[int]:
+    """Stored events whose evaluation task never finished (the broker lost it, a worker died)."""
+    horizon = timezone.now() - older_than
+    return list(
+        Event.objects.filter(evaluated_at=None, received_at__lt=horizon)
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+__all__ = [
+    "ChannelKind",
+    "EvaluationReport",
+    "RuleInvalid",
+    "channel_create",
+    "channel_update",
+    "delivery_attempt",
+    "delivery_resend",
+    "event_ingest",
+    "events_evaluate",
+    "match_record",
+    "rule_create",
+    "rule_update",
+]
