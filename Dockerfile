@@ -31,11 +31,13 @@ COPY . .
 # a SECRET_KEY to load; this throwaway one (no secret: it signs nothing) is set for this RUN step
 # only, never as ARG or ENV, so no container ever starts with it. The code stays owned by root,
 # read-only to the app; only var/ (Celery beat's schedule and pid file, embedded-mode files)
-# belongs to the runtime user, and the collected static files stay root's.
+# belongs to the runtime user, and the collected static files stay root's. /metrics holds the
+# Prometheus multiprocess files (a volume shared by every container in docker-compose.yml).
 RUN SECRET_KEY="collectstatic-only-not-a-real-key-0123456789abcdef" \
         python manage.py collectstatic --noinput --verbosity 0 \
  && chown -R sentinel:sentinel var \
- && chown -R root:root var/static
+ && chown -R root:root var/static \
+ && mkdir /metrics && chown sentinel:sentinel /metrics
 
 USER sentinel
 

@@ -27,6 +27,9 @@ class Event(models.Model):
     source = models.CharField(max_length=10, choices=EventSource.choices, default=EventSource.API)
     received_at = models.DateTimeField(default=timezone.now)
     evaluated_at = models.DateTimeField(null=True, blank=True)
+    # Where a streamed event came from ("<stream entry id>:<index>"): a redelivered entry is
+    # recognised and not stored twice.
+    source_ref = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -35,6 +38,11 @@ class Event(models.Model):
             models.Index(fields=["tenant", "type", "-received_at"], name="rules_event_tenant_type_time"),
             # The evaluation sweeper looks for events whose evaluation was lost.
             models.Index(fields=["received_at"], name="rules_event_unevaluated", condition=models.Q(evaluated_at=None)),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "source_ref"], name="rules_event_source_once", condition=~models.Q(source_ref="")
+            )
         ]
 
     def __str__(self) -> str:

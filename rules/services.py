@@ -47,14 +47,29 @@ class RuleInvalid(DomainError):
 # --- Ingest ------------------------------------------------------------------------------------
 
 
-def event_ingest(*, tenant: Tenant, payloads: Sequence[Mapping[str, Any]], source: str = EventSource.API) -> list[int]:
-    """Stores events and queues their evaluation once they are committed. Returns their ids."""
+def event_ingest(
+    *, tenant: Tenant, payloads: Sequence[Mapping[str, Any]], source: str = EventSource.API, source_ref: str = ""
+) -> list[int]:
+    """Stores events and queues their evaluation once they are committed. Returns their ids.
+
+    With a `source_ref` (a stream entry id), events already stored from it are not stored again
+    and an empty list is returned: the stream redelivered an entry whose acknowledgement was lost.
+    """
     if len(payloads) > MAX_EVENTS_PER_REQUEST:
         raise DomainError(f"At most {MAX_EVENTS_PER_REQUEST} events per request.")
+    if source_ref and Event.objects.filter(tenant=tenant, source_ref=f"{source_ref}:0").exists():
+        return []
     now = timezone.now()
     events = [
-        Event(tenant=tenant, type=_event_type(payload), payload=dict(payload), source=source, received_at=now)
-        for payload in payloads
+        Event(
+            tenant=tenant,
+            type=_event_type(payload),
+            payload=dict(payload),
+            source=source,
+            received_at=now,
+            source_ref=f"{source_ref}:{position}" if source_ref else "",
+        )
+        for position, payload in enumerate(payloads)
     ]
     with transaction.atomic():
         Event.objects.bulk_create(events, batch_size=500)

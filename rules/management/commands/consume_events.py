@@ -1,0 +1,54 @@
+"""`python manage.py consume_events`: the Procfile's `stream` process (see rules/stream.py)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections
+
+from rules.stream import StreamConsumer
+
+
+class Command(BaseCommand):
+    help = "Store events appended to the Redis stream EVENTS_STREAM and queue their evaluation."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--claim-idle-ms", type=int, default=60_000, help="Take over entries idle this long.")
+        parser.add_argument("--block-ms", type=int, default=2000)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        stopping = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stopping.set())
+        if not settings.REDIS_URL:
+            # Embedded mode has no Redis and so no stream; idle rather than exit, since honcho
+            # (make run) stops every process when one exits.
+            self.stdout.write("No REDIS_URL: no event stream to consume; idling.")
+            stopping.wait()
+            return
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
+        consumer = StreamConsumer(
+            client,
+            settings.SENTINEL_RULES["EVENTS_STREAM"],
+            claim_idle_ms=options["claim_idle_ms"],
+            block_ms=options["block_ms"],
+        )
+        self.stdout.write(f"Consuming {consumer.stream} as {consumer.consumer} (group sentinel-rules).")
+        while not stopping.is_set():
+            try:
+                consumer.ensure_group()
+                while not stopping.is_set():
+                    consumer.step()
+                    close_old_connections()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.stderr.write(f"Redis unavailable ({exc}); retrying in 1 s.")
+                stopping.wait(1.0)
+            except Exception as exc:  # noqa: BLE001 - the database went away, say: keep going, retry soon
+                self.stderr.write(f"Stream step failed ({exc!r}); retrying in 2 s.")
+                close_old_connections()
+                stopping.wait(2.0)
