@@ -65,8 +65,8 @@ class EventAdmin(admin.ModelAdmin):
     search_fields = ["=type"]
     list_select_related = ["tenant"]
     show_full_result_count = False  # a COUNT(*) over every event on each page load is too dear
-    fields = ["tenant", "type", "source", "received_at", "evaluated_at", "pretty_payload"]
-    readonly_fields = fields
+    readonly_fields = ("tenant", "type", "source", "received_at", "evaluated_at", "pretty_payload")
+    fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -339,8 +339,8 @@ class RuleMatchAdmin(admin.ModelAdmin):
     search_fields = ["=group_key", "rule__name"]
     list_select_related = ["rule", "tenant"]
     show_full_result_count = False
-    fields = ["tenant", "rule", "event", "group_key", "matched_at", "suppressed", "problems"]
-    readonly_fields = fields
+    readonly_fields = ("tenant", "rule", "event", "group_key", "matched_at", "suppressed", "problems")
+    fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -360,7 +360,8 @@ class DeliveryAdmin(admin.ModelAdmin):
     search_fields = ["channel__name", "last_error"]
     list_select_related = ["channel", "tenant"]
     show_full_result_count = False
-    fields = [
+    # Read-only: state moves through the workers' claims and the resend action, never by hand.
+    readonly_fields = (
         "tenant",
         "match",
         "channel",
@@ -372,9 +373,8 @@ class DeliveryAdmin(admin.ModelAdmin):
         "last_error",
         "message",
         "created_at",
-    ]
-    # Read-only: state moves through the workers' claims and the resend action, never by hand.
-    readonly_fields = fields
+    )
+    fields = readonly_fields
     actions = ["resend"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

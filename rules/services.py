@@ -74,7 +74,9 @@ def event_ingest(
     with transaction.atomic():
         Event.objects.bulk_create(events, batch_size=500)
         ids = [event.pk for event in events]
-        transaction.on_commit(lambda: _queue_evaluation(ids))
+        # robust: a broker that is down must not turn stored events into an error answer; the
+        # events sweeper (sweep_events) queues whatever stayed unevaluated.
+        transaction.on_commit(lambda: _queue_evaluation(ids), robust=True)
     metrics.events_ingested.inc(len(ids))
     return ids
 
@@ -236,7 +238,7 @@ def match_record(*, rule: Rule, event: Event, match: Match) -> int:
         unique = list({delivery.channel.pk: delivery for delivery in deliveries}.values())
         Delivery.objects.bulk_create(unique)
         ids = [delivery.pk for delivery in unique]
-        transaction.on_commit(lambda: _queue_deliveries(ids))
+        transaction.on_commit(lambda: _queue_deliveries(ids), robust=True)
     return len(ids)
 
 
@@ -337,7 +339,7 @@ def delivery_resend(*, deliveries: Iterable[Delivery]) -> list[int]:
         Delivery.objects.filter(pk__in=resent).update(
             status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=timezone.now(), lease_until=None
         )
-        transaction.on_commit(lambda: _queue_deliveries(resent))
+        transaction.on_commit(lambda: _queue_deliveries(resent), robust=True)
     return resent
 
 

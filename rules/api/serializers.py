@@ -21,16 +21,22 @@ MAX_COOLDOWN_SECONDS = 2_147_483_647
 # --- events ------------------------------------------------------------------------------------
 
 
+def _limit(name: str) -> int:
+    # Read per call, not at import: tests and deployments may override the settings.
+    value: int = settings.SENTINEL_RULES[name]
+    return value
+
+
 def event_problem(event: Any) -> str | None:
     """Why one event cannot be stored, or None. Checked before any write, for every event."""
     if not isinstance(event, dict):
         return "An event must be a JSON object."
     if "type" in event and not isinstance(event["type"], str):
         return "`type` must be a string."
-    problem = _structure_problem(event, settings.SENTINEL_RULES["EVENT_MAX_DEPTH"])
+    problem = _structure_problem(event, _limit("EVENT_MAX_DEPTH"))
     if problem is not None:
         return problem
-    limit = settings.SENTINEL_RULES["EVENT_MAX_BYTES"]
+    limit = _limit("EVENT_MAX_BYTES")
     # The depth is bounded by now, so json.dumps cannot recurse too deep.
     size = len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > limit:

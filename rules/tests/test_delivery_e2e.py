@@ -36,6 +36,7 @@ def isolated(tmp_path: Path) -> Iterator[dict[str, str]]:
         "CELERY_POLL_INTERVAL": "0.05",
         "DELIVERY_BACKOFF_SECONDS": "0.5",
         "DELIVERY_MAX_ATTEMPTS": "3",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     yield env
 
@@ -69,6 +70,7 @@ def test_an_order_over_500_sends_one_signed_webhook_and_400_sends_none(alice: Us
             wait_until(
                 lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 1, timeout=10, what="sent"
             )
+            metrics = http_request(port, "GET", "/metrics")[2].decode()
 
     received = sink.received[0]
     body = json.loads(received.body)
@@ -79,6 +81,10 @@ def test_an_order_over_500_sends_one_signed_webhook_and_400_sends_none(alice: Us
     assert body["event"]["id"] == ids[0]
     assert body["event"]["payload"] == {"type": "order", "amount": 750}
     assert RuleMatch.objects.get().event_id == ids[0]
+    # The web process's /metrics sums its own samples and the worker's.
+    assert "events_ingested_total 2.0" in metrics
+    assert "rules_triggered_total 1.0" in metrics
+    assert 'notifications_sent_total{channel="webhook",outcome="sent"} 1.0' in metrics
 
 
 def test_a_failing_sink_is_retried_with_growing_delays_then_served(alice: User, isolated: dict[str, str]) -> None:

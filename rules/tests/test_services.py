@@ -118,3 +118,19 @@ def test_retry_delays_grow_exponentially_within_their_jitter_and_cap(attempts: i
     delays = [services.retry_delay(attempts) for _ in range(50)]
 
     assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+
+
+def test_the_sweepers_find_work_whose_task_was_lost(tenant: Tenant) -> None:
+    services.rule_create(tenant=tenant, name="big", dsl=ORDER_RULE)
+    stale = store(tenant, {"type": "order", "amount": 900})
+    Event.objects.filter(pk__in=stale).update(received_at=timezone.now() - timedelta(minutes=5))
+    fresh = store(tenant, {"type": "order", "amount": 901})
+
+    assert services.events_unevaluated(older_than=timedelta(minutes=2)) == stale
+    services.events_evaluate(event_ids=stale + fresh)
+    assert services.events_unevaluated(older_than=timedelta(seconds=0)) == []
+    due = services.deliveries_due()
+    claimed = services.delivery_claim(delivery_id=due[0])
+    assert claimed is not None
+    assert services.deliveries_due() == due[1:]  # held by its lease
+    assert due[0] in services.deliveries_due(now=timezone.now() + timedelta(minutes=5))  # lease lapsed
