@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -31,7 +32,7 @@ from rules.models import (
     RuleMatch,
 )
 from rules.windows import window_store
-from sentinel_site.errors import DomainError
+from sentinel_site.errors import Conflict, DomainError
 
 logger = logging.getLogger("sentinel.rules")
 
@@ -42,6 +43,20 @@ EVALUATION_BATCH = 100
 
 class RuleInvalid(DomainError):
     """The DSL does not compile; `details` carries the position and what was expected."""
+
+    code = "invalid_rule"
+
+
+@contextmanager
+def _unique_name(message: str, *fields: str) -> Iterator[None]:
+    """The unique constraint's IntegrityError as a Conflict (409). Catching it, rather than
+    checking first, also covers two concurrent requests for one name; the savepoint keeps an
+    outer transaction usable."""
+    try:
+        with transaction.atomic():
+            yield
+    except IntegrityError:
+        raise Conflict(message, details={field: [message] for field in fields}) from None
 
 
 # --- Ingest ------------------------------------------------------------------------------------
@@ -115,20 +130,28 @@ def compiled(dsl: str, name: str = "") -> CompiledRule:
 
 def rule_create(*, tenant: Tenant, name: str, dsl: str, enabled: bool = True, cooldown_seconds: int = 300) -> Rule:
     rule_validate(dsl)
-    return Rule.objects.create(tenant=tenant, name=name, dsl=dsl, enabled=enabled, cooldown_seconds=cooldown_seconds)
+    with _unique_name("A rule with this name exists.", "name"):
+        return Rule.objects.create(
+            tenant=tenant, name=name, dsl=dsl, enabled=enabled, cooldown_seconds=cooldown_seconds
+        )
 
 
 def rule_update(*, rule: Rule, **fields: Any) -> Rule:
     unknown = set(fields) - {"name", "dsl", "enabled", "cooldown_seconds"}
     if unknown:
         raise DomainError(f"Unknown rule fields: {', '.join(sorted(unknown))}.")
-    if "dsl" in fields and fields["dsl"] != rule.dsl:
+    new_version = "dsl" in fields and fields["dsl"] != rule.dsl
+    if new_version:
         rule_validate(fields["dsl"])
-        # A new version starts with empty windows: counts under the old condition mean nothing.
-        rule.version += 1
     for field, value in fields.items():
         setattr(rule, field, value)
-    rule.save()
+    with _unique_name("A rule with this name exists.", "name"):
+        if new_version:
+            # A new version starts with empty windows: counts under the old condition mean
+            # nothing. F(): two concurrent edits get two versions, not one.
+            rule.version = F("version") + 1  # type: ignore[assignment]
+        rule.save()
+    rule.refresh_from_db(fields=["version"])
     return rule
 
 
@@ -136,10 +159,16 @@ def rule_set_enabled(*, rules: Iterable[Rule], enabled: bool) -> int:
     return Rule.objects.filter(pk__in=[rule.pk for rule in rules]).update(enabled=enabled, updated_at=timezone.now())
 
 
-def channel_create(*, tenant: Tenant, kind: str, name: str, target: str, secret: str = "") -> NotificationChannel:
-    channel = NotificationChannel(tenant=tenant, kind=kind, name=name, target=target, secret=secret)
+_CHANNEL_TAKEN = "A channel of this kind with this name exists."
+
+
+def channel_create(
+    *, tenant: Tenant, kind: str, name: str, target: str, secret: str = "", active: bool = True
+) -> NotificationChannel:
+    channel = NotificationChannel(tenant=tenant, kind=kind, name=name, target=target, secret=secret, active=active)
     notifiers.validate_target(kind, target)
-    channel.save()
+    with _unique_name(_CHANNEL_TAKEN, "kind", "name"):
+        channel.save()
     return channel
 
 
@@ -147,7 +176,8 @@ def channel_update(*, channel: NotificationChannel, **fields: Any) -> Notificati
     for field, value in fields.items():
         setattr(channel, field, value)
     notifiers.validate_target(channel.kind, channel.target)
-    channel.save()
+    with _unique_name(_CHANNEL_TAKEN, "kind", "name"):
+        channel.save()
     return channel
 
 

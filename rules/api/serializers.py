@@ -23,8 +23,8 @@ MAX_COOLDOWN_SECONDS = 2_147_483_647
 
 def _limit(name: str) -> int:
     # Read per call, not at import: tests and deployments may override the settings.
-    value: int = settings.SENTINEL_RULES[name]
-    return value
+    limits: Any = settings.SENTINEL_RULES
+    return int(limits[name])
 
 
 def event_problem(event: Any) -> str | None:

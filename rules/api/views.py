@@ -8,17 +8,13 @@ scopes are checked by its permissions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
-from django.db import IntegrityError, transaction
 from django.db.models import Model, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -39,35 +35,9 @@ from rules.api.serializers import (
     validated_events,
 )
 from rules.models import DeliveryStatus, Event, NotificationChannel, Rule
-from sentinel_site.errors import Conflict, DomainError
+from sentinel_site.errors import DomainError
 
 logger = logging.getLogger("sentinel.rules")
-
-
-class BoundedJSONParser(JSONParser):
-    """DRF's JSON parser, except that nesting too deep for Python's decoder is a 400.
-
-    ``json`` raises RecursionError (not ValueError) past about a thousand levels, which DRF
-    does not catch: ``[[[[…`` in a 2 MB body would otherwise be a 500.
-    """
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
-
-
-@contextmanager
-def conflict_as_409(message: str, *fields: str) -> Iterator[None]:
-    """Turns the unique constraint's IntegrityError into a 409. The savepoint keeps an outer
-    transaction usable; catching the error (not checking first) also covers two concurrent
-    requests for the same name."""
-    try:
-        with transaction.atomic():
-            yield
-    except IntegrityError:
-        raise Conflict(message, details={field: [message] for field in fields}) from None
 
 
 def _query_int(request: Request, name: str) -> int | None:
@@ -90,13 +60,11 @@ def _query_bool(request: Request, name: str) -> bool | None:
     raise exceptions.ValidationError({name: ["Must be true or false."]})
 
 
-class RulesViewSet(TenantScopedViewSet):
+class RulesBaseViewSet(TenantScopedViewSet):
     """Base of the rules app's resources: JSON bodies through the bounded parser."""
 
-    parser_classes = [BoundedJSONParser]
 
-
-class EventViewSet(RulesViewSet):
+class EventViewSet(RulesBaseViewSet):
     """`POST /api/v1/events` (and `POST /events`): store one event or up to 1,000 and queue their
     evaluation; `GET /api/v1/events[/<id>]` reads them back, newest first, `?type=` to filter.
 
@@ -143,7 +111,7 @@ class EventViewSet(RulesViewSet):
 _READ_LIKE_ACTIONS = ("dry_run", "validate")
 
 
-class RuleViewSet(RulesViewSet):
+class RuleViewSet(RulesBaseViewSet):
     """`/api/v1/rules`: tenant admins manage rules, members read them. A DSL that does not compile
     is a 400 whose details give its line, column and what was expected."""
 
@@ -165,13 +133,11 @@ class RuleViewSet(RulesViewSet):
         return selectors.rule_list()
 
     def create_object(self, *, tenant: Tenant, data: dict[str, Any]) -> Model:
-        with conflict_as_409("A rule with this name exists.", "name"):
-            return services.rule_create(tenant=tenant, **data)
+        return services.rule_create(tenant=tenant, **data)
 
     def update_object(self, *, instance: Model, data: dict[str, Any]) -> Model:
         assert isinstance(instance, Rule)
-        with conflict_as_409("A rule with this name exists.", "name"):
-            return services.rule_update(rule=instance, **data)
+        return services.rule_update(rule=instance, **data)
 
     @extend_schema(request=DryRunSerializer, responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"], url_path="dry-run")
@@ -197,7 +163,7 @@ class RuleViewSet(RulesViewSet):
         return Response(compiled_summary(services.rule_validate(serializer.validated_data["dsl"])))
 
 
-class ChannelViewSet(RulesViewSet):
+class ChannelViewSet(RulesBaseViewSet):
     """`/api/v1/channels`: tenant admins manage notification channels, members read them. The
     secret is write-only; responses say `has_secret` instead."""
 
@@ -208,25 +174,18 @@ class ChannelViewSet(RulesViewSet):
         return selectors.channel_list()
 
     def create_object(self, *, tenant: Tenant, data: dict[str, Any]) -> Model:
-        active = data.pop("active", True)
-        with conflict_as_409("A channel of this kind with this name exists.", "kind", "name"):
-            channel = services.channel_create(tenant=tenant, **data)
-            if not active:
-                # channel_create has no `active`: a channel created inactive takes a second write.
-                channel = services.channel_update(channel=channel, active=False)
-        return channel
+        return services.channel_create(tenant=tenant, **data)
 
     def update_object(self, *, instance: Model, data: dict[str, Any]) -> Model:
         assert isinstance(instance, NotificationChannel)
-        with conflict_as_409("A channel of this kind with this name exists.", "kind", "name"):
-            return services.channel_update(channel=instance, **data)
+        return services.channel_update(channel=instance, **data)
 
 
-class ReadOnlyRulesViewSet(RulesViewSet):
+class ReadOnlyBaseViewSet(RulesBaseViewSet):
     http_method_names = ["get", "head", "options"]
 
 
-class MatchViewSet(ReadOnlyRulesViewSet):
+class MatchViewSet(ReadOnlyBaseViewSet):
     """`GET /api/v1/matches[/<id>]`: what the rules matched, newest first; `?rule=` and
     `?suppressed=` filter."""
 
@@ -243,7 +202,7 @@ class MatchViewSet(ReadOnlyRulesViewSet):
         return super().list(request, *args, **kwargs)
 
 
-class DeliveryViewSet(ReadOnlyRulesViewSet):
+class DeliveryViewSet(ReadOnlyBaseViewSet):
     """`GET /api/v1/deliveries[/<id>]`: notifications and their state, newest first; `?status=`."""
 
     serializer_class = DeliverySerializer

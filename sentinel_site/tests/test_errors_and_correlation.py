@@ -111,3 +111,15 @@ def test_prometheus_metrics_are_served() -> None:
 
     assert response.status_code == 200
     assert b"django_http_requests_total_by_method_total" in response.content
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/routes", "/api/v1/api-keys", "/auth/token", "/api/v1/rules", "/api/v1/events"]
+)
+def test_json_nested_too_deep_for_python_is_a_400_on_every_api(path: str, alice: object, api: object) -> None:
+    client = api(alice)  # type: ignore[operator]
+
+    response = client.post(path, data="[" * 100_000, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
