@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -94,6 +96,63 @@ def event_ingest(
         transaction.on_commit(lambda: _queue_evaluation(ids), robust=True)
     metrics.events_ingested.inc(len(ids))
     return ids
+
+
+def event_problem(event: Any) -> str | None:
+    """Why one event cannot be stored, or None. Checked before any write, for every event."""
+    if not isinstance(event, dict):
+        return "An event must be a JSON object."
+    if "type" in event and not isinstance(event["type"], str):
+        return "`type` must be a string."
+    problem = _structure_problem(event, _rules_setting("EVENT_MAX_DEPTH"))
+    if problem is not None:
+        return problem
+    limit = _rules_setting("EVENT_MAX_BYTES")
+    # The depth is bounded by now, so json.dumps cannot recurse too deep.
+    size = len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > limit:
+        return f"An event may not be larger than {limit} bytes serialized (this one is {size})."
+    return None
+
+
+def _structure_problem(event: dict[str, Any], max_depth: int) -> str | None:
+    """Nesting depth and values the database cannot store, walked iteratively (no recursion, so
+    a hostile payload cannot exhaust the stack). The event itself is level 1."""
+    pending: list[tuple[Any, int]] = [(event, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            if depth > max_depth:
+                return f"An event may not be nested more than {max_depth} levels deep."
+            for key, item in value.items():
+                problem = _text_problem(key)
+                if problem is not None:
+                    return problem
+                pending.append((item, depth + 1))
+        elif isinstance(value, list):
+            if depth > max_depth:
+                return f"An event may not be nested more than {max_depth} levels deep."
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            problem = _text_problem(value)
+            if problem is not None:
+                return problem
+        elif isinstance(value, float) and not math.isfinite(value):
+            # `1e999` parses to infinity, which JSON (and PostgreSQL's jsonb) cannot represent.
+            return "Numbers must be finite."
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    # PostgreSQL's jsonb refuses \u0000, and lone surrogates are not valid UTF-8: both would
+    # fail at the INSERT (a 500) rather than here (a 400).
+    if "\x00" in text:
+        return "Text may not contain the NUL character (\\u0000)."
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Text must be valid Unicode (no lone surrogates)."
+    return None
 
 
 def _event_type(payload: Mapping[str, Any]) -> str:

@@ -25,7 +25,6 @@ import redis
 
 from accounts.models import Tenant
 from rules import services
-from rules.api.serializers import event_problem
 from rules.models import EventSource
 from sentinel_site.errors import DomainError
 
@@ -123,7 +122,7 @@ class StreamConsumer:
         if not events or len(events) > services.MAX_EVENTS_PER_REQUEST:
             raise PoisonEntry(f"an entry carries 1 to {services.MAX_EVENTS_PER_REQUEST} events")
         for event in events:
-            problem = event_problem(event)
+            problem = services.event_problem(event)
             if problem is not None:
                 raise PoisonEntry(problem)
         return events

@@ -2,86 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
-from django.conf import settings
 from rest_framework import serializers
 
 from accounts.api.scoping import TenantOwnedSerializer
 from rules.dsl import CompiledRule, Match
 from rules.models import Delivery, Event, NotificationChannel, Rule, RuleMatch
-from rules.services import MAX_EVENTS_PER_REQUEST
+from rules.services import MAX_EVENTS_PER_REQUEST, event_problem
 
 # PostgreSQL's integer: the same bound on SQLite, so a value valid here is valid everywhere.
 MAX_COOLDOWN_SECONDS = 2_147_483_647
 
 
 # --- events ------------------------------------------------------------------------------------
-
-
-def _limit(name: str) -> int:
-    # Read per call, not at import: tests and deployments may override the settings.
-    limits: Any = settings.SENTINEL_RULES
-    return int(limits[name])
-
-
-def event_problem(event: Any) -> str | None:
-    """Why one event cannot be stored, or None. Checked before any write, for every event."""
-    if not isinstance(event, dict):
-        return "An event must be a JSON object."
-    if "type" in event and not isinstance(event["type"], str):
-        return "`type` must be a string."
-    problem = _structure_problem(event, _limit("EVENT_MAX_DEPTH"))
-    if problem is not None:
-        return problem
-    limit = _limit("EVENT_MAX_BYTES")
-    # The depth is bounded by now, so json.dumps cannot recurse too deep.
-    size = len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-    if size > limit:
-        return f"An event may not be larger than {limit} bytes serialized (this one is {size})."
-    return None
-
-
-def _structure_problem(event: dict[str, Any], max_depth: int) -> str | None:
-    """Nesting depth and values the database cannot store, walked iteratively (no recursion, so
-    a hostile payload cannot exhaust the stack). The event itself is level 1."""
-    pending: list[tuple[Any, int]] = [(event, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, dict):
-            if depth > max_depth:
-                return f"An event may not be nested more than {max_depth} levels deep."
-            for key, item in value.items():
-                problem = _text_problem(key)
-                if problem is not None:
-                    return problem
-                pending.append((item, depth + 1))
-        elif isinstance(value, list):
-            if depth > max_depth:
-                return f"An event may not be nested more than {max_depth} levels deep."
-            pending.extend((item, depth + 1) for item in value)
-        elif isinstance(value, str):
-            problem = _text_problem(value)
-            if problem is not None:
-                return problem
-        elif isinstance(value, float) and not math.isfinite(value):
-            # `1e999` parses to infinity, which JSON (and PostgreSQL's jsonb) cannot represent.
-            return "Numbers must be finite."
-    return None
-
-
-def _text_problem(text: str) -> str | None:
-    # PostgreSQL's jsonb refuses \u0000, and lone surrogates are not valid UTF-8: both would
-    # fail at the INSERT (a 500) rather than here (a 400).
-    if "\x00" in text:
-        return "Text may not contain the NUL character (\\u0000)."
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "Text must be valid Unicode (no lone surrogates)."
-    return None
 
 
 def validated_events(data: Any) -> list[dict[str, Any]]:
