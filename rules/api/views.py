@@ -60,11 +60,7 @@ def _query_bool(request: Request, name: str) -> bool | None:
     raise exceptions.ValidationError({name: ["Must be true or false."]})
 
 
-class RulesBaseViewSet(TenantScopedViewSet):
-    """Base of the rules app's resources: JSON bodies through the bounded parser."""
-
-
-class EventViewSet(RulesBaseViewSet):
+class EventViewSet(TenantScopedViewSet):
     """`POST /api/v1/events` (and `POST /events`): store one event or up to 1,000 and queue their
     evaluation; `GET /api/v1/events[/<id>]` reads them back, newest first, `?type=` to filter.
 
@@ -111,7 +107,7 @@ class EventViewSet(RulesBaseViewSet):
 _READ_LIKE_ACTIONS = ("dry_run", "validate")
 
 
-class RuleViewSet(RulesBaseViewSet):
+class RuleViewSet(TenantScopedViewSet):
     """`/api/v1/rules`: tenant admins manage rules, members read them. A DSL that does not compile
     is a 400 whose details give its line, column and what was expected."""
 
@@ -163,7 +159,7 @@ class RuleViewSet(RulesBaseViewSet):
         return Response(compiled_summary(services.rule_validate(serializer.validated_data["dsl"])))
 
 
-class ChannelViewSet(RulesBaseViewSet):
+class ChannelViewSet(TenantScopedViewSet):
     """`/api/v1/channels`: tenant admins manage notification channels, members read them. The
     secret is write-only; responses say `has_secret` instead."""
 
@@ -181,7 +177,7 @@ class ChannelViewSet(RulesBaseViewSet):
         return services.channel_update(channel=instance, **data)
 
 
-class ReadOnlyBaseViewSet(RulesBaseViewSet):
+class ReadOnlyBaseViewSet(TenantScopedViewSet):
     http_method_names = ["get", "head", "options"]
 
 
