@@ -971,10 +971,17 @@ def _short_frame(frame: str) -> str:
     return f"{match.group('func')} ({path})"
 
 
+# The per-request metrics (`on_complete`): prometheus_client's multiprocess values, Sentinel's
+# `request_observe`, and the process identifier prometheus_client asks for on every update.
+_METRICS = "Prometheus metrics (prometheus_client, observability/, prometheus_setup.py)"
+# First match wins: the Redis client is Sentinel's own code, but listed apart from the rest of the
+# engine (its time includes hiredis' C parser and packer, and the socket writes it makes).
 _AREAS = (
+    ("gateway/engine/resp.py", "Redis client (gateway/engine/resp.py, hiredis)"),
     ("gateway/engine/", "Sentinel's gateway engine"),
     ("aiohttp/", "aiohttp (client to the upstream)"),
-    ("redis/", "redis-py (limiter and breaker calls)"),
+    *((prefix, _METRICS) for prefix in ("prometheus_client/", "observability/", "sentinel_site/prometheus_setup.py")),
+    ("redis/", "redis-py"),
     ("uvicorn/", "uvicorn (HTTP server)"),
     ("jwt/", "PyJWT"),
     ("asyncio/", "asyncio and uvloop (event loop, sockets)"),
@@ -1422,9 +1429,12 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
         "What runs: the mock upstream; nginx as a reverse proxy in front of it (the reference); Sentinel in "
         "production mode (PostgreSQL, Redis) in front of it. A Sentinel request goes through everything: JWT "
         "verified, the local token bucket, the sliding-window limit in Redis (one EVALSHA), the circuit breaker "
-        "in Redis (acquire and record, two EVALSHAs), the forwarder's pooled aiohttp client. The bench tenant is "
+        "in Redis (acquire and record, two EVALSHAs), the forwarder's pooled aiohttp client, and the metrics "
+        "recorded per request (`on_complete`: Prometheus multiprocess files). The Redis calls go through "
+        "`gateway/engine/resp.py` (one pipelined connection per process, hiredis, no timer per call), as does "
+        "the fleet pressure exchange on each refresh tick. The bench tenant is "
         f"`vital` with overrides {TENANT_LIMITS}, so every limiter checks and none refuses. Not measured: the "
-        "request log (SPEC 2 step 10), which `build_proxy` does not wire yet (no `on_complete`).",
+        "request log (SPEC 3, database rows), which is not built yet.",
         *[f"\nNote: {note}." for note in tools.notes],
         "",
         "### Commands",
