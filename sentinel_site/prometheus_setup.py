@@ -15,9 +15,21 @@ import os
 import socket
 from pathlib import Path
 
+_HOSTNAME = socket.gethostname()
+
+
+def _forget_hostname() -> None:
+    global _HOSTNAME
+    _HOSTNAME = socket.gethostname()
+
+
+# prometheus_client calls the identifier on every metric update (to notice a fork): a system
+# call there cost 16 µs per proxied request. The host name is read once per process instead.
+os.register_at_fork(after_in_child=_forget_hostname)
+
 
 def process_identifier() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    return f"{_HOSTNAME}-{os.getpid()}"
 
 
 def configure_multiprocess(directory: Path) -> Path:
@@ -42,7 +54,7 @@ def forget_dead_processes(directory: Path) -> int:
     """
     from prometheus_client import multiprocess
 
-    prefix = f"{socket.gethostname()}-"
+    prefix = f"{_HOSTNAME}-"
     removed = 0
     for path in directory.glob("gauge_live*_*.db"):
         identifier = path.stem.split("_", 2)[-1]
