@@ -12,6 +12,7 @@ the folder through a volume (each has its pid 1), so the identifier is `<hostnam
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -32,13 +33,15 @@ def process_identifier() -> str:
     return f"{_HOSTNAME}-{os.getpid()}"
 
 
-def configure_multiprocess(directory: Path) -> Path:
+def configure_multiprocess(directory: Path, *, fresh: bool = False) -> Path:
     """Points prometheus_client at `directory` (an operator's PROMETHEUS_MULTIPROC_DIR wins).
 
     Setting the value class directly, rather than relying on the variable alone, also covers a
     process that imported prometheus_client before the settings (no metric may exist yet).
     """
     chosen = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(directory)))
+    if fresh:  # `fresh`: start from zero (a test run), no file of an earlier run left
+        shutil.rmtree(chosen, ignore_errors=True)
     chosen.mkdir(parents=True, exist_ok=True)
     from prometheus_client import values
 

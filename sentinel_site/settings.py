@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -399,4 +400,9 @@ LOGGING = {
 
 # --- Metrics: Prometheus multiprocess mode (uvicorn workers + Celery share one folder) -----
 PROMETHEUS_EXPORT_MIGRATIONS = False
-PROMETHEUS_MULTIPROC_DIR = configure_multiprocess(VAR_DIR / "prometheus")
+# A test run counts into a folder of its own (its child processes inherit the variable), so the
+# traffic of `make test` never shows in the metrics of `make run`.
+_UNDER_PYTEST = "pytest" in sys.modules and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+PROMETHEUS_MULTIPROC_DIR = configure_multiprocess(
+    VAR_DIR / ("prometheus-test" if _UNDER_PYTEST else "prometheus"), fresh=_UNDER_PYTEST
+)
