@@ -49,9 +49,16 @@ run: seed
 test: install lint
 	$(BIN)/python -m pytest
 
+# Type checks (CONVENTIONS 10): strict on the hot paths, which import no Django; the plugins'
+# checks on the services and selectors.
+TYPED_STRICT := gateway/engine rules/dsl
+TYPED := $(wildcard */services.py */selectors.py) rules/notifiers.py sentinel_site/errors.py
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict $(TYPED_STRICT)
+	$(BIN)/mypy $(TYPED)
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -82,7 +82,8 @@ def send(channel: NotificationChannel, delivery: Delivery) -> None:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
-    timeout = settings.SENTINEL_RULES["DELIVERY_TIMEOUT_SECONDS"]
+    conf: dict[str, Any] = settings.SENTINEL_RULES
+    timeout = float(conf["DELIVERY_TIMEOUT_SECONDS"])
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False)
     except httpx.HTTPError as exc:

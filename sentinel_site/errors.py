@@ -111,9 +111,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         code = str(exc.detail.get("code") or STATUS_CODES.get(exc.status_code, "error"))
         body = error_body(code, str(exc.detail.get("detail", "")), extra or None)
     else:
-        code = exc.get_codes()
+        codes = exc.get_codes()
         body = error_body(
-            code if isinstance(code, str) else STATUS_CODES.get(exc.status_code, "error"), str(exc.detail)
+            codes if isinstance(codes, str) else STATUS_CODES.get(exc.status_code, "error"), str(exc.detail)
         )
         if isinstance(exc, exceptions.Throttled):
             body["error"]["code"] = "too_many_requests"
@@ -134,13 +134,13 @@ def too_large_response() -> JsonResponse:
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if is_api_path(request.path):
         return error_response(400, "The request could not be understood.")
-    return defaults.bad_request(request, exception)
+    return defaults.bad_request(request, exception or Exception("bad request"))
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if is_api_path(request.path):
         return error_response(403, "You do not have permission to do this.")
-    return defaults.permission_denied(request, exception)
+    return defaults.permission_denied(request, exception or Exception("permission denied"))
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

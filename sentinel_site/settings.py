@@ -14,6 +14,7 @@ import secrets
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -219,7 +220,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 }
 
 # --- Rules and notifications (SPEC 4) ------------------------------------------------------
-SENTINEL_RULES = {
+SENTINEL_RULES: dict[str, Any] = {
     "DELIVERY_MAX_ATTEMPTS": env_int("DELIVERY_MAX_ATTEMPTS", 8, minimum=1),
     # Backoff before attempt n+1: DELIVERY_BACKOFF_SECONDS * 2^(n-1), capped, with jitter.
     "DELIVERY_BACKOFF_SECONDS": env_float("DELIVERY_BACKOFF_SECONDS", 5.0, minimum=0.0),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
@@ -35,7 +35,7 @@ from yarl import URL
 
 __all__ = ["HOP_BY_HOP_HEADERS", "OUTCOMES", "ForwardResult", "Forwarder", "upstream_url"]
 
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Header = tuple[bytes, bytes]
@@ -272,7 +272,7 @@ class Forwarder:
     async def forward(
         self,
         *,
-        scope: dict[str, Any],
+        scope: MutableMapping[str, Any],
         receive: Receive,
         send: Send,
         target: str,
@@ -418,7 +418,7 @@ def _connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
 
 
 def _upstream_headers(
-    scope: dict[str, Any], client_ip: str, extra: Sequence[Header], hidden: frozenset[bytes] = frozenset()
+    scope: MutableMapping[str, Any], client_ip: str, extra: Sequence[Header], hidden: frozenset[bytes] = frozenset()
 ) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop and hidden ones, plus X-Forwarded-* and the extras."""
     incoming: list[Header] = scope["headers"]
