@@ -30,7 +30,8 @@ class Command(BaseCommand):
             workers=options["workers"],
             loop="uvloop",
             http="httptools",
-            ws="websockets",
+            # The sans-I/O implementation: the legacy one is deprecated in uvicorn 0.54.
+            ws="websockets-sansio",
             # Django's LOGGING (JSON lines with correlation ids) applies, not uvicorn's own format;
             # Sentinel writes its own access line.
             log_config=None,
