@@ -3,6 +3,11 @@
 ``{"error": {"code": "...", "message": "...", "details": ...}}`` with the right status. Services
 raise ``DomainError`` subclasses; the DRF exception handler and the API error middleware turn
 everything (DRF errors, Django's 404/405/413, unexpected exceptions) into this shape.
+
+429s and 503s carry the headers of ``core.ratelimit_headers`` (README, "Rejections"): a
+``TooManyRequests`` with its ``limit`` and a DRF ``Throttled`` get the whole RateLimit set and
+``Retry-After``; a ``ServiceUnavailable`` gets ``Retry-After``; and ``ensure_retry_after`` (called by
+the API error middleware on every Django response) gives any other 429 or 503 a ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,15 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
+
+from core.ratelimit_headers import (
+    LimitState,
+    as_text,
+    retry_after_seconds,
+    service_unavailable_headers,
+    too_many_requests_headers,
+)
 
 logger = logging.getLogger("sentinel.errors")
 
@@ -37,6 +51,9 @@ STATUS_CODES: dict[int, str] = {
     503: "service_unavailable",
     504: "gateway_timeout",
 }
+# Retry-After for a 429 or 503 that reached the response without one (``ensure_retry_after``):
+# the gateway's shed wait, a pace at which retrying a struggling service does it no harm.
+DEFAULT_RETRY_AFTER_S = 5
 
 
 class DomainError(Exception):
@@ -59,12 +76,40 @@ class Conflict(DomainError):
 
 
 class TooManyRequests(DomainError):
+    """429: the caller went past a limit. ``retry_after``: whole seconds until a retry can pass;
+    ``limit``: the policy that refused (its quota, window, what is left), which the response
+    states in the RateLimit headers (``core.ratelimit_headers``). Without ``limit`` only
+    ``Retry-After`` is sent: every 429 Sentinel produces is expected to pass one."""
+
     status_code = 429
     code = "too_many_requests"
 
-    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: int, code: str | None = None, limit: LimitState | None = None
+    ) -> None:
         super().__init__(message, details={"retry_after": retry_after}, code=code)
         self.retry_after = retry_after
+        self.limit = limit
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The response headers: the whole set with a ``limit``, else ``Retry-After``."""
+        if self.limit is None:
+            return [("retry-after", str(retry_after_seconds(self.retry_after)))]
+        return as_text(too_many_requests_headers(self.limit, retry_after_s=self.retry_after))
+
+
+class ServiceUnavailable(DomainError):
+    """503: something this request needs is down or overloaded; retry after ``retry_after`` s."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, details={"retry_after": retry_after_seconds(retry_after)}, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> list[tuple[str, str]]:
+        return as_text(service_unavailable_headers(retry_after_s=self.retry_after))
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -80,6 +125,15 @@ def error_response(
     return response
 
 
+def ensure_retry_after(response: HttpResponse) -> HttpResponse:
+    """Gives a 429 or 503 without ``Retry-After`` one of ``DEFAULT_RETRY_AFTER_S`` (a /health 503,
+    a view that returned its own 429): decision 3 holds for every Django response, not only for the
+    errors raised through ``api_exception_handler``."""
+    if response.status_code in (429, 503) and not response.has_header("Retry-After"):
+        response["Retry-After"] = str(DEFAULT_RETRY_AFTER_S)
+    return response
+
+
 def is_api_path(path: str) -> bool:
     return path.startswith(settings.SENTINEL_API_PREFIXES)
 
@@ -88,8 +142,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF's EXCEPTION_HANDLER: every error a view raises, in the shape of SPEC 7."""
     headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
-        if isinstance(exc, TooManyRequests):
-            headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, TooManyRequests | ServiceUnavailable):
+            headers.update(exc.headers())
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=headers)
     if isinstance(exc, RequestDataTooBig):
         return Response(_too_large_body(), status=413)
@@ -101,8 +155,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return None  # unexpected: the API error middleware logs it and answers a JSON 500
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+    if isinstance(exc, exceptions.Throttled):
+        headers.update(_throttled_headers(exc, context))
     if isinstance(exc, exceptions.ValidationError):
         body = error_body("validation_error", "The request is not valid.", exc.detail)
     elif isinstance(exc.detail, dict):
@@ -117,8 +171,44 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         )
         if isinstance(exc, exceptions.Throttled):
             body["error"]["code"] = "too_many_requests"
-            body["error"]["details"] = {"retry_after": headers.get("Retry-After")}
+            body["error"]["details"] = {"retry_after": int(headers["retry-after"])}
     return Response(body, status=exc.status_code, headers=headers)
+
+
+def _throttled_headers(exc: exceptions.Throttled, context: dict[str, Any]) -> list[tuple[str, str]]:
+    """A DRF throttle's 429 headers: the whole set for the view's rate throttle.
+
+    DRF keeps no reference to the throttle that refused, only its ``wait`` (seconds until the
+    oldest counted request leaves the throttle's window, i.e. until one more is allowed): the
+    quota is read again from the view's first rate throttle (``SimpleRateThrottle``; a
+    ``ScopedRateThrottle`` takes its rate from the view's scope). A view without one gets
+    ``Retry-After`` alone.
+    """
+    seconds = getattr(exc, "wait", None)
+    wait = float(seconds) if seconds is not None else float(DEFAULT_RETRY_AFTER_S)
+    limit = _rate_throttle_limit(context.get("view"), wait)
+    if limit is None:
+        return [("retry-after", str(retry_after_seconds(wait)))]
+    return as_text(too_many_requests_headers(limit, retry_after_s=wait))
+
+
+def _rate_throttle_limit(view: Any, wait: float) -> LimitState | None:
+    for throttle in view.get_throttles() if view is not None else ():
+        if not isinstance(throttle, SimpleRateThrottle):
+            continue
+        scope = throttle.scope
+        if isinstance(throttle, ScopedRateThrottle):
+            # Its scope, hence its rate, is the view's (DRF sets it in allow_request).
+            scope = throttle.scope = getattr(view, throttle.scope_attr, None)
+            if not scope:
+                continue
+            rate = throttle.get_rate()
+        else:
+            rate = getattr(throttle, "rate", None)
+        quota, window_s = throttle.parse_rate(rate)
+        if quota is not None:
+            return LimitState(str(scope or type(throttle).__name__), quota, int(window_s or 0), 0, wait)
+    return None
 
 
 def _too_large_body() -> dict[str, Any]:

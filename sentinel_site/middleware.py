@@ -15,9 +15,10 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
+from core.ratelimit_headers import RATELIMIT_HEADER_NAMES
 from observability.services import request_metrics_observe
 from sentinel_site.correlation import HEADER, accept_correlation_id, current_correlation_id
-from sentinel_site.errors import STATUS_CODES, error_response, is_api_path, too_large_response
+from sentinel_site.errors import STATUS_CODES, ensure_retry_after, error_response, is_api_path, too_large_response
 from sentinel_site.http import client_ip
 
 access_logger = logging.getLogger("sentinel.access")
@@ -101,6 +102,7 @@ class CorrelationIdMiddleware(_DualModeMiddleware):
 
 class ApiErrorMiddleware(_DualModeMiddleware):
     """On API paths: refuses oversized bodies up front and makes every error the JSON of SPEC 7.
+    On every path: gives a 429 or 503 without ``Retry-After`` one (``ensure_retry_after``).
 
     Django renders its own 404/405/500 pages as HTML (a debug page when DEBUG is on); a client of
     the API must get the same JSON shape whatever layer failed, and never a stack trace.
@@ -121,12 +123,14 @@ class ApiErrorMiddleware(_DualModeMiddleware):
         return None
 
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        # On every path: a 429 or 503 always says when to come back (shared decision 3).
+        ensure_retry_after(response)
         if response.status_code < 400 or not is_api_path(request.path):
             return response
         if response.get("Content-Type", "").startswith("application/json"):
             return response
         replacement = error_response(response.status_code, _message_for(response), code=_code_for(response))
-        for name in ("Retry-After", "Allow", "WWW-Authenticate"):
+        for name in ("Allow", "WWW-Authenticate", *RATELIMIT_HEADER_NAMES):
             if name in response:
                 replacement[name] = response[name]
         return replacement

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.ratelimit_headers import service_unavailable_headers, too_many_requests_headers
 from gateway.engine.auth import Authenticator, AuthFailure, Identity, TenantDirectory
 from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
 from gateway.engine.forwarder import Forwarder, ForwardResult
@@ -29,6 +29,7 @@ from gateway.engine.ratelimit import (
     MemoryWindowLimiter,
     RedisWindowLimiter,
     WindowDecision,
+    bucket_limit,
     ratelimit_headers,
 )
 from gateway.engine.routes import RouteSpec, RouteTable, UnsafePath, safe_path
@@ -53,6 +54,13 @@ MAX_HEADERS_TOTAL_BYTES = 32 * 1024
 CREDENTIAL_HEADERS = {"jwt": frozenset({b"authorization"}), "api_key": frozenset({b"x-api-key"})}
 # How the distributed limit scales with the caller's tier.
 TIER_FACTORS = {"vital": 2.0, "standard": 1.0, "economy": 0.5}
+# Retry-After of the limiter-unavailable 503 (fail mode closed): the limiter's Redis client stays
+# "down" for 1 s after a failure before it tries again (`limiter_redis_client`'s down_for_s).
+LIMITER_DOWN_RETRY_AFTER_S = 1
+# Retry-After of the no-upstream 503: a route without targets waits for an operator, and changes
+# reach every process within a second, so this is only a polite pace for retries; it is the
+# default breaker cooldown (BREAKER_COOLDOWN_MS), the other "this upstream cannot serve" wait.
+NO_UPSTREAM_RETRY_AFTER_S = 30
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,11 @@ class ProxyState:
 
 
 class Rejection(Exception):
-    """A request refused before forwarding, with the JSON error to send."""
+    """A request refused before forwarding, with the JSON error to send.
+
+    ``headers`` go on the response; a 429 or 503 gets them from ``core.ratelimit_headers`` (every
+    one carries ``Retry-After``, a 429 the whole RateLimit set: README, "Rejections").
+    """
 
     def __init__(
         self,
@@ -250,16 +262,14 @@ class Proxy:
         # One bucket per tenant (SPEC 2.4); a route with burst limits of its own gets its own
         # bucket, as a per-route plugin would, instead of draining the tenant's other routes.
         own = route.burst_capacity is not None or route.refill_rate is not None
-        bucket = self.buckets.take(
-            f"{identity.tenant_key}:{route.id}" if own else identity.tenant_key,
-            int(self._setting(route, identity, "BURST_CAPACITY")),
-            float(self._setting(route, identity, "REFILL_RATE")),
-        )
+        capacity = int(self._setting(route, identity, "BURST_CAPACITY"))
+        refill = float(self._setting(route, identity, "REFILL_RATE"))
+        key = f"{identity.tenant_key}:{route.id}" if own else identity.tenant_key
+        bucket = self.buckets.take(key, capacity, refill)
         if not bucket.allowed:
-            retry = str(max(1, math.ceil(min(bucket.retry_after_s, 3600)))).encode()
-            raise Rejection(
-                429, "rate_limited", "Too many requests (burst).", "limited", [(b"retry-after", retry)], reason="burst"
-            )
+            policy = bucket_limit(bucket, capacity, refill)
+            headers = too_many_requests_headers(policy, retry_after_s=bucket.retry_after_s)
+            raise Rejection(429, "rate_limited", "Too many requests (burst).", "limited", headers, reason="burst")
         limit = max(1, int(self._setting(route, identity, "BASE_RATE_LIMIT") * TIER_FACTORS.get(identity.tier, 1.0)))
         window_ms = int(self._setting(route, identity, "WINDOW_MS"))
         try:
@@ -274,9 +284,8 @@ class Proxy:
             "distributed limiter unavailable (%s); failing %s", exc.__cause__ or exc, self.config.rate_limit_fail_mode
         )
         if self.config.rate_limit_fail_mode == "closed":
-            raise Rejection(
-                503, "limiter_unavailable", "Rate limiting is unavailable.", "limited", [(b"retry-after", b"1")]
-            )
+            headers = service_unavailable_headers(retry_after_s=LIMITER_DOWN_RETRY_AFTER_S)
+            raise Rejection(503, "limiter_unavailable", "Rate limiting is unavailable.", "limited", headers)
         return []  # fail open: the local bucket still holds each process back
 
     @staticmethod
@@ -293,16 +302,15 @@ class Proxy:
         if pressure is None:
             pressure = combine(self.gauge.score(), self.state.fleet_pressure)
         if not self.admission.admit(identity.tier, pressure):
-            retry = str(self.admission.retry_after_s()).encode()
-            raise Rejection(
-                503, "shed", f"Shedding {identity.tier} traffic under load.", "shed", [(b"retry-after", retry)]
-            )
+            headers = service_unavailable_headers(retry_after_s=self.admission.retry_after_s())
+            raise Rejection(503, "shed", f"Shedding {identity.tier} traffic under load.", "shed", headers)
         return pressure
 
     async def _choose_target(self, route: RouteSpec) -> tuple[str, Permit | None]:
         """The next target in turn whose breaker admits the request (SPEC 2.9: skip open ones)."""
         if not route.targets:
-            raise Rejection(503, "no_upstream", "This route has no targets.", "upstream_error")
+            headers = service_unavailable_headers(retry_after_s=NO_UPSTREAM_RETRY_AFTER_S)
+            raise Rejection(503, "no_upstream", "This route has no targets.", "upstream_error", headers)
         shortest_wait = None
         for target in route.targets_in_turn():
             try:
@@ -314,14 +322,9 @@ class Proxy:
                 return target, permit
             wait = permit.retry_after_ms
             shortest_wait = wait if shortest_wait is None else min(shortest_wait, wait)
-        retry = str(max(1, math.ceil((shortest_wait or 1000) / 1000))).encode()
-        raise Rejection(
-            503,
-            "breaker_open",
-            "The upstream is failing; its circuit is open.",
-            "breaker_open",
-            [(b"retry-after", retry)],
-        )
+        # The soonest any target's cooldown ends: then one of them lets a probe through.
+        headers = service_unavailable_headers(retry_after_s=(shortest_wait or 1000) / 1000)
+        raise Rejection(503, "breaker_open", "The upstream is failing; its circuit is open.", "breaker_open", headers)
 
     async def _record_outcome(self, target: str, permit: Permit | None, result: ForwardResult) -> None:
         if permit is None or result.outcome in ("client_disconnect", "body_too_large"):
@@ -410,6 +413,7 @@ def _header_map(scope: Scope) -> dict[str, str]:
 
 
 async def _send_error(send: Send, status: int, code: str, message: str, headers: list[Header]) -> None:
+    """The JSON error of SPEC 7 with ``headers`` (a Rejection's, after the correlation id)."""
     body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": response_headers})

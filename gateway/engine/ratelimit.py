@@ -49,17 +49,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.ratelimit_headers import LimitState, limit_headers, too_many_requests_headers
 from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError
 
 __all__ = [
+    "BURST_POLICY",
+    "WINDOW_POLICY",
     "BucketDecision",
     "LimiterUnavailable",
     "LocalTokenBuckets",
     "MemoryWindowLimiter",
     "RedisWindowLimiter",
     "WindowDecision",
+    "bucket_limit",
     "limiter_redis_client",
     "ratelimit_headers",
+    "window_limit",
 ]
 
 SLIDING_WINDOW_LUA = (Path(__file__).parent / "lua" / "sliding_window.lua").read_text(encoding="utf-8")
@@ -71,6 +76,10 @@ SLIDING_WINDOW_SHA = hashlib.sha1(SLIDING_WINDOW_LUA.encode(), usedforsecurity=F
 # request that should get the refilled token is refused (envoyproxy/envoy#16407 admitted
 # ~2,500/s of a 3,000/s limit through rounding in its refill math).
 _TOKEN_EPSILON = 1e-9
+
+# The policy names clients see in RateLimit-Policy and RateLimit (a Structured Field String each).
+BURST_POLICY = "burst"
+WINDOW_POLICY = "window"
 
 
 class LimiterUnavailable(Exception):
@@ -273,42 +282,36 @@ def _ms_until_leaves(log: deque[float], rank: int, now: float, window_ms: int) -
 
 
 # --- Response headers -----------------------------------------------------------------------
+# Built by core.ratelimit_headers, the one builder of every 429's and 503's headers (its docstring
+# lists the set and what each field means); these adapters state each limiter's policy in its terms.
 
 
-def ratelimit_headers(decision: WindowDecision, policy_name: str = "default") -> list[tuple[bytes, bytes]]:
+def window_limit(decision: WindowDecision, policy_name: str = WINDOW_POLICY) -> LimitState:
+    """The distributed window's policy: ``limit`` per ``window_ms`` (announced in whole seconds,
+    rounded up: the draft's ``w`` is a non-zero integer, so a 500 ms window is announced as 1)."""
+    window_s = max(1, _seconds_up(decision.window_ms)) if decision.window_ms > 0 else 0
+    return LimitState(policy_name, decision.limit, window_s, decision.remaining, decision.reset_ms / 1000)
+
+
+def bucket_limit(decision: BucketDecision, capacity: int, refill_per_second: float) -> LimitState:
+    """The local token bucket's policy: ``capacity`` requests per the time the bucket takes to
+    refill from empty (``capacity / refill_per_second``, rounded up; unknown when it never
+    refills). ``RateLimit-Reset`` is the time until the next token, like the window's."""
+    window_s = max(1, math.ceil(capacity / refill_per_second)) if refill_per_second > 0 else 0
+    return LimitState(BURST_POLICY, capacity, window_s, decision.remaining, decision.retry_after_s)
+
+
+def ratelimit_headers(decision: WindowDecision, policy_name: str = WINDOW_POLICY) -> list[tuple[bytes, bytes]]:
     """ASGI headers for a window decision: the legacy trio that deployed clients read, the
-    current IETF draft's ``RateLimit-Policy`` and ``RateLimit``, and ``Retry-After`` on refusal.
-
-    Seconds are rounded up, so a client that waits as told is never early.
+    current IETF draft's ``RateLimit-Policy`` and ``RateLimit``, and ``Retry-After`` on refusal
+    (``core.ratelimit_headers``). Seconds are rounded up, so a client that waits as told is
+    never early. Raises ValueError for a policy name that is not printable ASCII.
     """
-    name = _structured_string(policy_name)
-    remaining = str(decision.remaining).encode()
-    reset_s = str(_seconds_up(decision.reset_ms)).encode()
-    policy = f"{name};q={decision.limit}"
-    if decision.window_ms > 0:
-        # The draft's w is whole, non-zero seconds: a 500 ms window is announced as 1.
-        policy += f";w={max(1, _seconds_up(decision.window_ms))}"
-    headers = [
-        (b"x-ratelimit-remaining", remaining),
-        (b"ratelimit-limit", str(decision.limit).encode()),
-        (b"ratelimit-remaining", remaining),
-        (b"ratelimit-reset", reset_s),
-        (b"ratelimit-policy", policy.encode()),
-        (b"ratelimit", f"{name};r={decision.remaining};t={reset_s.decode()}".encode()),
-    ]
-    if not decision.allowed:
-        # At least 1: "Retry-After: 0" invites an immediate retry that would be refused again.
-        headers.append((b"retry-after", str(max(1, _seconds_up(decision.retry_after_ms))).encode()))
-    return headers
+    limit = window_limit(decision, policy_name)
+    if decision.allowed:
+        return limit_headers(limit)
+    return too_many_requests_headers(limit, retry_after_s=decision.retry_after_ms / 1000)
 
 
 def _seconds_up(milliseconds: int) -> int:
     return -(-milliseconds // 1000)
-
-
-def _structured_string(value: str) -> str:
-    """``value`` as a Structured Field String (RFC 8941 3.3.3): printable ASCII, quoted."""
-    if not all(" " <= char <= "~" for char in value):
-        raise ValueError(f"policy name must be printable ASCII: {value!r}")
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'

@@ -438,8 +438,8 @@ def test_headers_of_an_admitted_request() -> None:
         (b"ratelimit-limit", b"100"),
         (b"ratelimit-remaining", b"42"),
         (b"ratelimit-reset", b"17"),
-        (b"ratelimit-policy", b'"default";q=100;w=60'),
-        (b"ratelimit", b'"default";r=42;t=17'),
+        (b"ratelimit-policy", b'"window";q=100;w=60'),
+        (b"ratelimit", b'"window";r=42;t=17'),
     ]
 
 
