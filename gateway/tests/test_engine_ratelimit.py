@@ -22,13 +22,16 @@ from typing import TypeVar
 import pytest
 import redis
 
+from core.ratelimit_headers import LimitState
 from gateway.engine.ratelimit import (
     SLIDING_WINDOW_SHA,
+    BucketDecision,
     LimiterUnavailable,
     LocalTokenBuckets,
     MemoryWindowLimiter,
     RedisWindowLimiter,
     WindowDecision,
+    bucket_limit,
     limiter_redis_client,
     ratelimit_headers,
 )
@@ -457,6 +460,18 @@ def test_headers_of_a_refused_request() -> None:
     headers = dict(ratelimit_headers(WindowDecision(False, 3, 0, 400, 400, 500), policy_name="tenant"))
     assert headers[b"ratelimit-policy"] == b'"tenant";q=3;w=1'
     assert headers[b"ratelimit"] == b'"tenant";r=0;t=1'
+
+
+def test_the_burst_bucket_states_its_policy_like_the_window() -> None:
+    # Given a bucket of 20 refilling 10/s, refused with 0.25 s to wait for a token
+    refused = BucketDecision(False, 0, 0.25)
+
+    limit = bucket_limit(refused, 20, 10.0)
+
+    # Then the policy is 20 per 2 s (empty to full), due again in 0.25 s
+    assert limit == LimitState("burst", 20, 2, 0, 0.25)
+    # And a bucket that never refills has no window to announce
+    assert bucket_limit(BucketDecision(False, 0, math.inf), 5, 0.0).window_s == 0
 
 
 def test_header_policy_names_are_quoted_safely() -> None:
