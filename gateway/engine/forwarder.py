@@ -263,8 +263,7 @@ def _serialize_octet_headers(status_line: str, headers: CIMultiDict[str]) -> byt
     """
     if type(headers) is not _OctetHeaders:
         return _utf8_serialize_headers(status_line, headers)
-    lines = [status_line]
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    lines = [status_line, *[name + ": " + value for name, value in headers.items()]]
     if _FORBIDDEN_IN_HEAD.search("".join(lines)):
         raise ValueError("Forbidden control character detected in headers. Potential header injection attack.")
     lines.append("\r\n")
