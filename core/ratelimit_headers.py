@@ -69,6 +69,9 @@ RATELIMIT_HEADER_NAMES: Final = (
 )
 
 
+_SPELLING: Final = {name.lower().encode(): name for name in RATELIMIT_HEADER_NAMES}
+
+
 @dataclass(frozen=True, slots=True)
 class LimitState:
     """One quota policy as the client should see it in this response.
@@ -137,8 +140,9 @@ def service_unavailable_headers(*, retry_after_s: float) -> list[Header]:
 
 
 def as_text(headers: list[Header]) -> list[tuple[str, str]]:
-    """The same headers as ``str`` pairs (Django's ``HttpResponse[name] = value``)."""
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+    """The same headers as ``str`` pairs with their usual spelling (``RateLimit-Policy``), for
+    Django's ``HttpResponse[name] = value`` (names are case-insensitive; this is for readers)."""
+    return [(_SPELLING.get(name, name.decode("latin-1")), value.decode("latin-1")) for name, value in headers]
 
 
 def _structured_string(value: str) -> str:

@@ -94,7 +94,7 @@ class TooManyRequests(DomainError):
     def headers(self) -> list[tuple[str, str]]:
         """The response headers: the whole set with a ``limit``, else ``Retry-After``."""
         if self.limit is None:
-            return [("retry-after", str(retry_after_seconds(self.retry_after)))]
+            return [("Retry-After", str(retry_after_seconds(self.retry_after)))]
         return as_text(too_many_requests_headers(self.limit, retry_after_s=self.retry_after))
 
 
@@ -171,7 +171,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         )
         if isinstance(exc, exceptions.Throttled):
             body["error"]["code"] = "too_many_requests"
-            body["error"]["details"] = {"retry_after": int(headers["retry-after"])}
+            body["error"]["details"] = {"retry_after": int(headers["Retry-After"])}
     return Response(body, status=exc.status_code, headers=headers)
 
 
@@ -188,7 +188,7 @@ def _throttled_headers(exc: exceptions.Throttled, context: dict[str, Any]) -> li
     wait = float(seconds) if seconds is not None else float(DEFAULT_RETRY_AFTER_S)
     limit = _rate_throttle_limit(context.get("view"), wait)
     if limit is None:
-        return [("retry-after", str(retry_after_seconds(wait)))]
+        return [("Retry-After", str(retry_after_seconds(wait)))]
     return as_text(too_many_requests_headers(limit, retry_after_s=wait))
 
 

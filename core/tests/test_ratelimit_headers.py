@@ -93,7 +93,11 @@ def test_policy_names_are_structured_field_strings() -> None:
 
 
 def test_text_pairs_for_django() -> None:
-    assert as_text(service_unavailable_headers(retry_after_s=30)) == [("retry-after", "30")]
+    assert as_text(service_unavailable_headers(retry_after_s=30)) == [("Retry-After", "30")]
+    assert as_text([(b"ratelimit-policy", b'"w";q=1'), (b"x-other", b"1")]) == [
+        ("RateLimit-Policy", '"w";q=1'),
+        ("x-other", "1"),
+    ]
 
 
 def test_the_module_imports_no_django_and_no_sentinel_app() -> None:
