@@ -16,10 +16,8 @@ Errors, before the response has started:
 Exact proxying: the octets of the request line's target, of every header value and of the
 bodies pass unchanged in both directions; the rewrites are the documented ones (README, "What the
 proxy changes"): hop-by-hop headers and chunk framing, ``X-Forwarded-*``, the route's prefix, the
-credential Sentinel checked. aiohttp writes request heads as UTF-8 of ``str`` headers (its C
-writer silently drops lone surrogates, so surrogateescape loses bytes instead of keeping them);
-the forwarder hands it headers and target as Latin-1 text, one character per octet, in an
-``_OctetHeaders`` mapping that ``_serialize_octet_headers`` writes back as Latin-1.
+credential Sentinel checked. Header values and the target are handed to aiohttp as Latin-1 text,
+one character per octet, and written back as those octets by ``gateway.engine.octets``.
 
 After the response has started the status cannot change: if the upstream drops or goes silent for
 longer than the read timeout mid-body, the forwarder stops sending and leaves the response
@@ -32,17 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
-import aiohttp.http_writer
-from aiohttp.typedefs import LooseHeaders
-from multidict import CIMultiDict
 from yarl import URL
+
+from gateway.engine.octets import ExactRequest
 
 __all__ = ["HOP_BY_HOP_HEADERS", "OUTCOMES", "ForwardResult", "Forwarder", "upstream_url"]
 
@@ -98,10 +94,6 @@ CLIENT_CLOSED_REQUEST: Final = 499
 # What the upstream may fail with while we talk to it. aiohttp wraps most socket errors in
 # ClientError, but not all (a reset while writing can surface as a bare OSError).
 _UPSTREAM_ERRORS: Final = (aiohttp.ClientError, OSError, TimeoutError)
-
-# What may never be written into a request head (aiohttp's own rule, RFC 9110 5.5, RFC 9112 4):
-# controls other than HTAB, and DEL. CR and LF would let a value start a header of its own.
-_FORBIDDEN_IN_HEAD: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,43 +228,6 @@ class _Exchange:
         return ForwardResult(self.status, outcome, self.bytes_in, self.bytes_out, self.latency_ms, error)
 
 
-class _OctetHeaders(CIMultiDict[str]):
-    """A request's headers whose ``str`` names and values stand for octets, one character each
-    (Latin-1), written as such by ``_serialize_octet_headers``."""
-
-
-class _ExactRequest(aiohttp.ClientRequest):
-    """aiohttp's request, with its headers in an ``_OctetHeaders`` mapping (see the module
-    docstring); aiohttp adds its own (Host, Content-Length, Transfer-Encoding) to that same mapping."""
-
-    def update_headers(self, headers: LooseHeaders | None) -> None:
-        super().update_headers(headers)
-        self.headers = _OctetHeaders(self.headers)
-
-
-_utf8_serialize_headers = aiohttp.http_writer._serialize_headers
-
-
-def _serialize_octet_headers(status_line: str, headers: CIMultiDict[str]) -> bytes:
-    """aiohttp's request-head writer, Latin-1 for the forwarder's requests and unchanged for any
-    other aiohttp client in the process. Raises ValueError on a control character, as aiohttp does.
-
-    Installed as ``aiohttp.http_writer._serialize_headers`` (private, looked up by
-    ``StreamWriter.write_headers`` on every call; aiohttp is pinned and
-    ``test_exact_proxying_e2e.py`` fails if that stops being true).
-    """
-    if type(headers) is not _OctetHeaders:
-        return _utf8_serialize_headers(status_line, headers)
-    lines = [status_line, *[name + ": " + value for name, value in headers.items()]]
-    if _FORBIDDEN_IN_HEAD.search("".join(lines)):
-        raise ValueError("Forbidden control character detected in headers. Potential header injection attack.")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
-
-
-aiohttp.http_writer._serialize_headers = _serialize_octet_headers
-
-
 class Forwarder:
     """One pooled aiohttp client per process, created lazily in the running loop.
 
@@ -333,9 +288,8 @@ class Forwarder:
     ) -> ForwardResult:
         """Forward one HTTP request and stream the answer to the client; see the module docstring.
 
-        ``upstream_path`` is the path as it goes on the wire: percent-encoded as the client sent it
-        (the route's prefix removed), one character per octet; it is sent as it is, never quoted
-        again. ``extra_headers`` are added to the upstream request and
+        ``upstream_path`` is the percent-encoded path to request (``RouteSpec.upstream_path`` of
+        ``parse_path``'s result), sent as it is. ``extra_headers`` are added to the upstream request and
         ``response_headers`` to whatever the client gets, each replacing headers of the same name;
         ``hidden_headers`` (lower-case names) are not sent upstream.
         ``timeout_ms`` (> 0) bounds the time to the upstream's response headers.
@@ -433,7 +387,7 @@ class Forwarder:
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
             # Headers and target written as the client's octets (module docstring).
-            request_class=_ExactRequest,
+            request_class=ExactRequest,
         )
 
     def _client_timeout(self, timeout_ms: int) -> aiohttp.ClientTimeout:
@@ -451,11 +405,12 @@ class Forwarder:
 
 
 def upstream_url(target: str, upstream_path: str, query_string: bytes) -> URL:
-    """target + path + query, the path and the client's raw query passed on exactly as they came.
+    """target + the path + the client's raw query: the URL the upstream is asked for.
 
-    ``upstream_path`` is already percent-encoded (``Forwarder.forward``): quoting it again would
-    turn ``%7E`` into ``~`` and ``%c3%a9`` into ``%C3%A9``, and decoding it would turn ``%3F`` into a
-    query separator. ``encoded=True`` keeps yarl from doing either.
+    ``upstream_path`` is already percent-encoded (``RouteSpec.upstream_path``: the client's own
+    escapes, checked by ``parse_path``) and is sent exactly as given, like the query: decoding and
+    re-encoding it would turn a client's ``%3D`` into ``=``, which RFC 3986 2.2 says is not the
+    same URI, and would make the path routed and the path forwarded two different strings.
     """
     url = target.rstrip("/") + upstream_path
     if query_string:
