@@ -232,7 +232,7 @@ class Proxy:
         sizes = [len(name) + len(value) for name, value in scope.get("headers", [])]
         if sizes and (max(sizes) > MAX_HEADER_BYTES or sum(sizes) > MAX_HEADERS_TOTAL_BYTES):
             raise Rejection(431, "headers_too_large", "Request headers are too large.", "rejected")
-        raw = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        raw: str = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
         try:
             safe_path(raw)
         except (UnsafePath, UnicodeDecodeError) as exc:
@@ -242,7 +242,13 @@ class Proxy:
             raise Rejection(
                 405, "method_not_allowed", "Method not allowed on this route.", "rejected", [(b"allow", allow)]
             )
-        return _encoded_upstream_path(route, raw)
+        if not route.strip_prefix:
+            return raw
+        # The client's percent-encoded path minus the prefix's segments: safe_path refused encoded
+        # slashes, so the raw path has the segments of the decoded one the route matched.
+        segments = route.path_prefix.count("/") - 1
+        parts = raw.split("/", segments + 1)
+        return "/" + (parts[segments + 1] if len(parts) > segments + 1 else "")
 
     async def _authenticate(self, route: RouteSpec, headers: dict[str, str], client_ip: str) -> Identity:
         identity = await self.authenticator.authenticate(route, headers, client_ip, self.state.tenants)
@@ -389,17 +395,6 @@ class _RecordBuilder:
             reason=self.reason,
             limiter_unavailable=self.limiter_unavailable,
         )
-
-
-def _encoded_upstream_path(route: RouteSpec, raw_path: str) -> str:
-    """The client's percent-encoded path minus the route's prefix, by segments (the forwarder
-    sends it as it is). safe_path refused encoded slashes, so the raw path has as many segments
-    as the decoded one the route matched."""
-    if not route.strip_prefix:
-        return raw_path
-    segments = route.path_prefix.count("/") - 1
-    parts = raw_path.split("/", segments + 1)
-    return "/" + (parts[segments + 1] if len(parts) > segments + 1 else "")
 
 
 def _header_map(scope: Scope) -> dict[str, str]:
