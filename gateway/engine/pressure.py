@@ -17,18 +17,28 @@ timeout's business, never a reason to shed other tenants (issue 8 item 8)::
     S  = max(L, E)                                     strain, 0..1
     pressure = 100 · min(1, Ū · (1 + PRESSURE_STRAIN_WEIGHT · S))
 
+- `CAPACITY` (`GATEWAY_CAPACITY`, default 512): at the most one process serves on the 2-core
+  reference box (2,901 req/s, docs/benchmarks.md), 512 in flight means each request is held
+  ~176 ms on average (Little's law), just under the 200 ms SLO: past it, requests queue.
 - `U` is capped at 2 before smoothing, so a flood of twice the capacity or more reads 100 after
-  ~0.6 τ and falls back under 60 within ~1.2 τ once it is gone: no long tail after a blip.
+  ~0.7 τ and falls back under 60 within ~1.2 τ once it is gone: no long tail after a blip.
 - `τ` (default 1 s) lets a burst of a few hundred milliseconds pass (a 200 ms spike to full
   capacity reads 18) while a sustained overload crosses the economy line (70) in ~1.2 s and the
   standard line (90) in ~2.3 s — the "shed and restore slowly" advice of Stripe's load shedders,
   at the 250 ms-to-seconds scale of Envoy's overload manager.
+- `n, s, f` are kept in 10 buckets of PRESSURE_WINDOW_S/10 (default 10 s: 1 s each), O(1) per
+  request; the oldest bucket leaves whole, so the window spans the last 9 to 10 s.
+- The floors (`PRESSURE_MIN_SAMPLES` 50, as the request count of Envoy's adaptive concurrency
+  minRTT window; `PRESSURE_MIN_RATE` 10 req/s, under 0.4 % of what one process serves at most)
+  keep a handful of requests from judging anything: 2 slow calls of 22 are noise, not a trend.
 - `L` and `E` are zero inside a 5 % budget (the SLO read as a p95: 5 % of requests may be slow)
   and saturate at 50 % (the breaker's default failure ratio, `BREAKER_FAILURE_THRESHOLD`: past
   it the upstream's breaker opens and the strain is the breaker's to handle).
 - Strain multiplies concurrency instead of standing beside it: with nothing in flight, any number
   of slow or failed responses reads 0. With the default weight 1, full strain makes each request
-  in flight count double, so economy is shed at 35 % of capacity and standard at 45 %.
+  in flight count double, so economy is shed at 35 % of capacity and standard at 45 % (halving,
+  the most Envoy's adaptive concurrency lets latency take off its limit in one step: its gradient
+  is clamped to 0.5-2).
 - Requests counted in `n` are all that finished, the gateway's own fast rejections included.
 
 Each process measures its own; the fleet's figure is the mean of every process's recent report
@@ -109,11 +119,18 @@ class PressureGauge:
         self._smoothed = 0.0
         self._smoothed_at = clock()
         self._bucket_s = self.window_s / WINDOW_BUCKETS
-        # Ring of counters: which bucket (absolute index) each slot holds, and its counts.
-        self._epochs = [-1] * WINDOW_BUCKETS
+        # Ring of counters: which bucket (absolute index) each slot holds, and its counts; and the
+        # totals of the buckets inside the window as of bucket `_epoch`, kept up to date so that
+        # the per-request score is O(1) (they are re-summed once per bucket, when time moves on).
+        self._epoch = int(self._smoothed_at // self._bucket_s)
+        self._epochs = [self._epoch - WINDOW_BUCKETS] * WINDOW_BUCKETS  # all outside the window
         self._counts = [0] * WINDOW_BUCKETS
         self._slow = [0] * WINDOW_BUCKETS
         self._failed = [0] * WINDOW_BUCKETS
+        self._total = self._total_slow = self._total_failed = 0
+        self._strain_now = 0.0  # S for the current totals
+        # Below this many samples in the window, latency and errors count for nothing.
+        self._floor = max(self.min_samples, self.min_rate * self.window_s)
 
     def started(self) -> None:
         """A request entered the proxy (before admission: it counts itself)."""
@@ -125,48 +142,64 @@ class PressureGauge:
         now = self.clock()
         self._advance(now)
         self.in_flight = max(0, self.in_flight - 1)
-        epoch = math.floor(now / self._bucket_s)
+        epoch = int(now // self._bucket_s)
+        if epoch != self._epoch:
+            self._roll(epoch)
         slot = epoch % WINDOW_BUCKETS
-        if self._epochs[slot] != epoch:
+        if self._epochs[slot] != epoch:  # a bucket that left the window: already out of the totals
             self._epochs[slot] = epoch
             self._counts[slot] = self._slow[slot] = self._failed[slot] = 0
+        slow = latency_ms > self.slo_ms
         self._counts[slot] += 1
-        self._slow[slot] += latency_ms > self.slo_ms
+        self._slow[slot] += slow
         self._failed[slot] += failed
+        self._total += 1
+        self._total_slow += slow
+        self._total_failed += failed
+        if self._total >= self._floor:  # below it S stays 0: totals only grow between rolls
+            self._strain_now = _strain(max(self._total_slow, self._total_failed) / self._total)
 
     def score(self) -> float:
-        """The current pressure, 0..100 rounded to 0.1; cheap enough for every request."""
-        return self.reading().score
+        """The current pressure, 0..100 rounded to 0.1; O(1), cheap enough for every request."""
+        now = self.clock()
+        self._advance(now)
+        epoch = int(now // self._bucket_s)
+        if epoch != self._epoch:
+            self._roll(epoch)
+        # round(x * 10) / 10, not round(x, 1): the same tenths at a tenth of the cost.
+        return round(1000 * min(1.0, self._smoothed * (1 + self.strain_weight * self._strain_now))) / 10
 
     def reading(self) -> PressureReading:
         """The score with its terms, as of the clock's now."""
-        now = self.clock()
-        self._advance(now)
-        current = math.floor(now / self._bucket_s)
-        samples = slow = failed = 0
-        for slot in range(WINDOW_BUCKETS):
-            if 0 <= current - self._epochs[slot] < WINDOW_BUCKETS:
-                samples += self._counts[slot]
-                slow += self._slow[slot]
-                failed += self._failed[slot]
-        rate = samples / self.window_s
-        slow_share = slow / samples if samples else 0.0
-        error_rate = failed / samples if samples else 0.0
-        meaningful = samples >= self.min_samples and rate >= self.min_rate
-        latency = _strain(slow_share) if meaningful else 0.0
-        errors = _strain(error_rate) if meaningful else 0.0
-        weighed = self._smoothed * (1 + self.strain_weight * max(latency, errors))
+        score = self.score()
+        samples = self._total
+        meaningful = samples >= self._floor
+        slow_share = self._total_slow / samples if samples else 0.0
+        error_rate = self._total_failed / samples if samples else 0.0
         return PressureReading(
-            score=round(100 * min(1.0, weighed), 1),
+            score=score,
             concurrency=self._smoothed,
-            latency=latency,
-            errors=errors,
+            latency=_strain(slow_share) if meaningful else 0.0,
+            errors=_strain(error_rate) if meaningful else 0.0,
             in_flight=self.in_flight,
             samples=samples,
-            rate=rate,
+            rate=samples / self.window_s,
             slow_share=slow_share,
             error_rate=error_rate,
         )
+
+    def _roll(self, epoch: int) -> None:
+        """Moves the window to bucket `epoch`: re-sums the totals of the buckets still inside it,
+        and S with them (max(L, E) is the strain of the larger share: `_strain` is monotonic)."""
+        self._epoch = epoch
+        self._total = self._total_slow = self._total_failed = 0
+        for slot in range(WINDOW_BUCKETS):
+            if 0 <= epoch - self._epochs[slot] < WINDOW_BUCKETS:
+                self._total += self._counts[slot]
+                self._total_slow += self._slow[slot]
+                self._total_failed += self._failed[slot]
+        meaningful = self._total >= self._floor
+        self._strain_now = _strain(max(self._total_slow, self._total_failed) / self._total) if meaningful else 0.0
 
     def _advance(self, now: float) -> None:
         """Brings Ū to `now`: in_flight has been constant since the last event, so the EWMA of
@@ -177,7 +210,7 @@ class PressureGauge:
         utilisation = min(UTILISATION_CAP, self.in_flight / self.capacity)
         if self.smoothing_s <= 0:
             self._smoothed = utilisation
-        else:
+        elif utilisation != self._smoothed:
             self._smoothed += (1 - math.exp(-elapsed / self.smoothing_s)) * (utilisation - self._smoothed)
         self._smoothed_at = now
 
