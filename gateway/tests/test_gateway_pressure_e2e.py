@@ -323,3 +323,49 @@ def test_a_sustained_overload_sheds_economy_first_then_standard_never_vital(
     assert all(int(answer[2] or 0) >= 1 for answer in (at_80["economy"], over["standard"]))  # Retry-After
     assert held == Counter({200: 22})  # vital was never shed, even past the capacity
     assert after == {"economy": (200, None), "standard": (200, None), "vital": (200, None)}
+
+
+async def flood(
+    port: int, clients: dict[str, tuple[int, dict[str, str]]], path: str, calls: int
+) -> dict[str, Counter[tuple[int, str | None]]]:
+    """Closed-loop clients (`clients[tier]` = how many, their headers), each making `calls`
+    requests to `path` one after the other, all at once; (status, error code) counts per tier."""
+    owners = [(tier, headers) for tier, (count, headers) in clients.items() for _ in range(count)]
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300), connector=connector) as session:
+
+        async def client(headers: dict[str, str]) -> list[tuple[int, str | None]]:
+            outcomes = []
+            for _ in range(calls):
+                async with session.get(f"http://127.0.0.1:{port}{path}", headers=headers) as response:
+                    body = await response.read()
+                    outcomes.append((response.status, error_code(body) if response.status >= 400 else None))
+            return outcomes
+
+        results = await asyncio.gather(*(client(headers) for _, headers in owners))
+    counts: dict[str, Counter[tuple[int, str | None]]] = {tier: Counter() for tier in clients}
+    for (tier, _), outcomes in zip(owners, results, strict=True):
+        counts[tier].update(outcomes)
+    return counts
+
+
+def test_a_flood_of_slow_requests_past_capacity_sheds_standard_and_economy_never_vital(
+    vera: User, alice: User, mallory: User, healthy: str
+) -> None:
+    services.route_create(tenant=None, name="svc", path_prefix="/svc/", targets=[healthy], auth_mode="jwt_or_api_key")
+    env = {**GENEROUS, **shared_redis(), "GATEWAY_CAPACITY": "10"}
+    # 12 vital clients alone keep 120 % of the capacity in flight for 15 x 0.3 s at least.
+    clients = {"vital": (12, bearer(vera)), "standard": (8, bearer(alice)), "economy": (8, bearer(mallory))}
+
+    with web_process(**env) as port:
+        wait_until(
+            lambda: http_request(port, "GET", "/svc/x", headers=bearer(vera))[0] == 200,
+            timeout=30,
+            what="the routes to be loaded",
+        )
+        counts = asyncio.run(flood(port, clients, "/svc/delay/300", calls=15))
+
+    assert counts["vital"] == Counter({(200, None): 12 * 15}), counts
+    for tier in ("standard", "economy"):
+        assert set(counts[tier]) <= {(200, None), (503, "shed")}, counts
+        assert counts[tier][(503, "shed")] >= 1, counts
