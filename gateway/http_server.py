@@ -148,7 +148,7 @@ class SentinelHttpProtocol(HttpToolsProtocol):
     def refuse(self, refusal: RequestRefused) -> None:
         """Answers `refusal` as the JSON error, then closes; see the module docstring for when."""
         self._refusing = True
-        client = "%s:%d" % self.client if self.client else "unknown client"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
         self.logger.warning("Refused a request from %s: %d %s", client, refusal.status, refusal.message)
         cycle = self.cycle
         if self._in_body and cycle is not None:

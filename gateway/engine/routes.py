@@ -113,7 +113,7 @@ def parse_path(raw_path: str) -> RequestPath:
       ``%25%32%65``): a backend that decodes twice would find a dot segment or a separator there;
     * malformed escapes (``%``, ``%4``, ``%zz``) and bytes that are not UTF-8 (the overlong
       ``%c0%ae`` some old decoders read as "."), and Unicode that NFKC folds to a dot segment or
-      a separator (``%ef%bc%8e%ef%bc%8e``, fullwidth "．．").
+      a separator (``%ef%bc%8e%ef%bc%8e``, two FULLWIDTH FULL STOPs).
 
     ``raw_path`` must start with "/" (origin form). Cost: a few substring scans for an ordinary
     path; a per-segment pass when it holds "%", ";", "\\", "//" or "/.".

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from gateway.engine.routes import RouteSpec, RouteTable
 
 
