@@ -35,7 +35,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.engine.proxy import MAX_HEADER_BYTES, MAX_HEADERS_TOTAL_BYTES
-from gateway.engine.requestcheck import RequestRefused, check_head, error_body
+from gateway.engine.requestcheck import RequestRefused, check_head, error_body, headers_too_large
 
 # nginx's large_client_header_buffers (4 8k): the request line must fit in 8 KiB, else 414.
 MAX_REQUEST_TARGET_BYTES: Final = 8 * 1024
@@ -58,9 +58,6 @@ class SentinelHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_complete = False  # the current message's head has been parsed
-        self._in_body = False  # self.cycle is the current message's, and its body is being read
-        self._target_bytes = 0
-        self._header_bytes = 0
         self._unfinished_head_bytes = 0
         self._refusing = False  # answered with an error: what else arrives is dropped
         self._deferred: RequestRefused | None = None
@@ -88,7 +85,7 @@ class SentinelHttpProtocol(HttpToolsProtocol):
         if not self._head_complete:
             self._unfinished_head_bytes += len(data)
             if self._unfinished_head_bytes > MAX_UNFINISHED_HEAD_BYTES:
-                self.refuse(_too_large_head())
+                self.refuse(headers_too_large(MAX_HEADER_BYTES, MAX_HEADERS_TOTAL_BYTES))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
@@ -99,40 +96,33 @@ class SentinelHttpProtocol(HttpToolsProtocol):
     # --- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._head_complete = self._in_body = False
-        self._target_bytes = self._header_bytes = self._unfinished_head_bytes = 0
+        self._head_complete = False
+        self._unfinished_head_bytes = 0
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
         # Called for each piece of the target as it arrives: refused before it is all read.
-        self._target_bytes += len(url)
-        if self._target_bytes > MAX_REQUEST_TARGET_BYTES:
+        super().on_url(url)
+        if len(self.url) > MAX_REQUEST_TARGET_BYTES:
             raise RequestRefused(
                 414,
                 "uri_too_long",
                 f"The request target is longer than {MAX_REQUEST_TARGET_BYTES} bytes.",
                 {"max_bytes": MAX_REQUEST_TARGET_BYTES},
             )
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        size = len(name) + len(value)
-        self._header_bytes += size
-        if size > MAX_HEADER_BYTES or self._header_bytes > MAX_HEADERS_TOTAL_BYTES:
-            raise _too_large_head()
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._head_complete = True
         # Before uvicorn builds the scope and starts the application: a refused request reaches
         # neither the proxy nor Django, and its body is never read.
-        check_head(http_version=self.parser.get_http_version(), target=self.url, headers=self.headers)
+        check_head(
+            http_version=self.parser.get_http_version(),
+            target=self.url,
+            headers=self.headers,
+            max_header_bytes=MAX_HEADER_BYTES,
+            max_total_bytes=MAX_HEADERS_TOTAL_BYTES,
+        )
         super().on_headers_complete()
-        self._in_body = not (self.parser.should_upgrade() and self._should_upgrade())
-
-    def on_message_complete(self) -> None:
-        self._in_body = False
-        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -151,7 +141,9 @@ class SentinelHttpProtocol(HttpToolsProtocol):
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
         self.logger.warning("Refused a request from %s: %d %s", client, refusal.status, refusal.message)
         cycle = self.cycle
-        if self._in_body and cycle is not None:
+        # A cycle still expecting body is the current message's (uvicorn makes one per head and
+        # clears more_body when the message ends): its body is what failed.
+        if cycle is not None and cycle.more_body:
             # The request being answered has a malformed body: the application stops reading it.
             cycle.disconnected = True
             cycle.message_event.set()
@@ -201,12 +193,3 @@ def refusal_for(exc: httptools.HttpParserError, data: bytes) -> RequestRefused:
             505, "http_version_not_supported", "This HTTP version is not supported; use HTTP/1.1.", {"reason": reason}
         )
     return RequestRefused(400, "bad_request", "The request is not valid HTTP/1.1.", {"reason": reason})
-
-
-def _too_large_head() -> RequestRefused:
-    return RequestRefused(
-        431,
-        "headers_too_large",
-        "Request headers are too large.",
-        {"max_header_bytes": MAX_HEADER_BYTES, "max_total_bytes": MAX_HEADERS_TOTAL_BYTES},
-    )

@@ -53,11 +53,20 @@ def error_body(refusal: RequestRefused) -> bytes:
     return json.dumps({"error": error}).encode()
 
 
-def check_head(*, http_version: str, target: bytes, headers: Sequence[Header]) -> None:
-    """Raises RequestRefused unless the request head has one reading only.
+def check_head(
+    *,
+    http_version: str,
+    target: bytes,
+    headers: Sequence[Header],
+    max_header_bytes: int | None = None,
+    max_total_bytes: int | None = None,
+) -> None:
+    """Raises RequestRefused unless the request head has one reading only and fits the limits.
 
     ``http_version`` is "1.0", "1.1", ...; ``target`` the request target as received; ``headers``
     the header fields with lower-case names, in order, repeats included (as ASGI carries them).
+    ``max_header_bytes`` / ``max_total_bytes`` bound one header's and all headers' name + value
+    bytes (431 ``headers_too_large``); None means no limit.
     """
     if http_version not in SUPPORTED_VERSIONS:
         raise RequestRefused(
@@ -69,16 +78,36 @@ def check_head(*, http_version: str, target: bytes, headers: Sequence[Header]) -
     hosts: list[bytes] = []
     lengths: list[bytes] = []
     codings: list[bytes] = []
+    largest = total = 0
+    # One pass over the headers: this runs for every request the web process serves.
     for name, value in headers:
+        size = len(name) + len(value)
+        total += size
+        if size > largest:
+            largest = size
         if name == b"host":
             hosts.append(value)
         elif name == b"content-length":
             lengths.append(value)
         elif name == b"transfer-encoding":
             codings.append(value)
+    if (max_header_bytes is not None and largest > max_header_bytes) or (
+        max_total_bytes is not None and total > max_total_bytes
+    ):
+        raise headers_too_large(max_header_bytes, max_total_bytes)
     _check_host(http_version, target, hosts)
     if lengths or codings:
         _check_framing(http_version, lengths, codings)
+
+
+def headers_too_large(max_header_bytes: int | None, max_total_bytes: int | None) -> RequestRefused:
+    """The 431 of a head over its limits (RFC 6585 5)."""
+    return RequestRefused(
+        431,
+        "headers_too_large",
+        "Request headers are too large.",
+        {"max_header_bytes": max_header_bytes, "max_total_bytes": max_total_bytes},
+    )
 
 
 def _check_host(http_version: str, target: bytes, hosts: list[bytes]) -> None:

@@ -11,6 +11,7 @@ import itertools
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 AUTH_MODES = ("none", "jwt", "api_key", "jwt_or_api_key")
 
@@ -77,8 +78,7 @@ _FORBIDDEN_BYTES = frozenset({*range(0x20), 0x7F, 0x2F, 0x5C, 0x3B})
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
-@dataclass(frozen=True, slots=True)
-class RequestPath:
+class RequestPath(NamedTuple):
     """A request path checked and normalised once, so that routing and forwarding see one path.
 
     ``raw`` is the path as it is forwarded: the client's own percent-encoding, with runs of "/"
