@@ -325,12 +325,23 @@ def test_a_refusal_waits_for_the_pipelined_requests_before_it(recorder: _Recorde
     assert len(answers) == 3 and closed
 
 
-def test_django_paths_get_the_same_checks(alice: User) -> None:
+WEBSOCKET = (
+    b"GET /ws/nowhere/ HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://localhost\r\n\r\n"
+)
+
+
+def test_djangos_paths_and_websockets_get_the_same_checks(alice: User) -> None:
     with web_process() as port:
         dotted = exchange(port, b"GET /api/v1/..;/admin/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")[0]
         merged = exchange(port, b"GET //health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")[0]
         two_hosts = exchange(port, b"GET /health HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n")[0]
+        no_socket = exchange(port, WEBSOCKET)[0]
+        two_hosts_socket = exchange(port, WEBSOCKET.replace(b"Host: localhost", b"Host: localhost\r\nHost: evil"))[0]
 
     assert (dotted[0].status, dotted[0].error["code"]) == (400, "unsafe_path")
     assert merged[0].status == 200
     assert (two_hosts[0].status, two_hosts[0].error["code"]) == (400, "ambiguous_request")
+    # A handshake to a path no consumer serves was the server's 500 (Channels raises ValueError).
+    assert (no_socket[0].status, no_socket[0].error["code"]) == (404, "not_found")
+    assert (two_hosts_socket[0].status, two_hosts_socket[0].error["code"]) == (400, "ambiguous_request")
