@@ -12,6 +12,7 @@ shutdown, and changes only what happens before a request reaches the application
   proxy's own limits) → 431 ``headers_too_large``;
 * `check_head` (`gateway.engine.requestcheck`): ambiguous requests → 400 ``ambiguous_request``,
   HTTP versions other than 1.0/1.1 → 505;
+* trailer fields of a chunked request are dropped, not added to the request's headers;
 * the parser's own errors → 400 ``bad_request`` with llhttp's reason (malformed request line,
   obs-fold, whitespace before the colon, NUL/CR/LF in a value, invalid header name, duplicate
   Content-Length, bad chunked encoding ...), 505 for an invalid version, 501 for a method token
@@ -123,6 +124,13 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             max_total_bytes=MAX_HEADERS_TOTAL_BYTES,
         )
         super().on_headers_complete()
+        if not self.parser.should_upgrade():
+            # httptools reports the trailer fields of a chunked body through on_header too, and
+            # uvicorn appends them to the list the scope holds: an application that reads the
+            # headers after the body (Django does) would see them as headers, unchecked and unseen
+            # by any proxy in front (RFC 9110 6.5.1: never merged). They go to a list nobody reads.
+            # An upgrade keeps the list: uvicorn reads it again to hand the connection over.
+            self.headers = []
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from accounts.api.serializers import TokenSerializer
 from accounts.models import User
 from gateway import services
 from sentinel_site.testing import web_process
@@ -345,3 +346,19 @@ def test_djangos_paths_and_websockets_get_the_same_checks(alice: User) -> None:
     # A handshake to a path no consumer serves was the server's 500 (Channels raises ValueError).
     assert (no_socket[0].status, no_socket[0].error["code"]) == (404, "not_found")
     assert (two_hosts_socket[0].status, two_hosts_socket[0].error["code"]) == (400, "ambiguous_request")
+
+
+def test_trailer_fields_never_become_headers(alice: User) -> None:
+    # A chunked request carrying its credentials in a trailer, where no proxy or WAF in front
+    # looks: uvicorn used to append trailers to the scope's headers, and Django, which reads the
+    # headers after the body, authenticated the request with them (200 and alice's profile).
+    token = str(TokenSerializer.get_token(alice).access_token).encode()
+    request = (
+        b"GET /auth/me HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"0\r\nAuthorization: Bearer " + token + b"\r\n\r\n"
+    )
+
+    with web_process() as port:
+        answers, _ = exchange(port, request)
+
+    assert (answers[0].status, answers[0].error["code"]) == (401, "not_authenticated")
