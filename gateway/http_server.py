@@ -155,10 +155,12 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             # The request being answered has a malformed body: the application stops reading it.
             cycle.disconnected = True
             cycle.message_event.set()
-            if cycle.response_started:
-                self.transport.close()  # its status is sent; only a cut connection says it failed
-                return
-            self._answer(refusal)
+            if cycle.response_complete:
+                self._close_lingering()  # answered already (without reading the body): just end
+            elif cycle.response_started:
+                self.transport.close()  # its status is sent; only a cut response says it failed
+            else:
+                self._answer(refusal)
         elif cycle is not None and (self.pipeline or not cycle.response_complete):
             self._deferred = refusal
         else:
@@ -171,6 +173,9 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             head += [name, b": ", value, b"\r\n"]
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
         if self.transport.can_write_eof():
             # Lingering close: FIN after the answer, and keep reading (and dropping) for a while.
             # Closing at once would reset the connection if request bytes are still unread, and a
