@@ -18,7 +18,7 @@ import pytest
 from accounts.api.serializers import TokenSerializer
 from accounts.models import User
 from gateway import services
-from sentinel_site.testing import web_process
+from sentinel_site.testing import wait_until, web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,11 +31,25 @@ class _Recorder(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _RecordingHandler)
         self.received: list[bytes] = []  # each connection's bytes, as they came
         self.lock = threading.Lock()
+        self.active = 0
+
+    def settled(self) -> list[bytes]:
+        """What was received, once no connection is being read any more."""
+        wait_until(lambda: self.active == 0, timeout=15, what="the recording upstream's connections to end")
+        return list(self.received)
 
 
 class _RecordingHandler(socketserver.BaseRequestHandler):
     """Records what arrives (the head, and a body to its end, its framing's or the connection's)
     and answers with a small 200, then closes."""
+
+    def setup(self) -> None:
+        with self.server.lock:  # type: ignore[attr-defined]
+            self.server.active += 1  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        with self.server.lock:  # type: ignore[attr-defined]
+            self.server.active -= 1  # type: ignore[attr-defined]
 
     def handle(self) -> None:
         server: _Recorder = self.server  # type: ignore[assignment]
@@ -169,7 +183,7 @@ def test_a_public_route_never_leads_to_the_protected_one(recorder: _Recorder) ->
             path: exchange(port, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())[0]
             for path in ESCAPING_PATHS
         }
-        refused_upstream = list(recorder.received)
+        refused_upstream = recorder.settled()
         merged = exchange(port, b"GET /pub//orders//7 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")[0]
         escaped = exchange(port, b"GET /pub/a%3Db/caf%C3%A9 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")[
             0
@@ -180,7 +194,7 @@ def test_a_public_route_never_leads_to_the_protected_one(recorder: _Recorder) ->
     assert outcomes == dict.fromkeys(ESCAPING_PATHS, (400, "unsafe_path"))
     assert refused_upstream == []  # not one byte of them reached the backend
     # What is routed is what is forwarded: merged slashes, the client's escapes as they were.
-    forwarded = [request.split(b"\r\n", 1)[0] for request in recorder.received]
+    forwarded = [request.split(b"\r\n", 1)[0] for request in recorder.settled()]
     assert forwarded == [b"GET /svc/public/orders/7 HTTP/1.1", b"GET /svc/public/a%3Db/caf%C3%A9 HTTP/1.1"]
     assert [merged[0].status, escaped[0].status] == [200, 200]
     assert (protected[0].status, protected[0].error["code"]) == (401, "not_authenticated")
@@ -249,7 +263,7 @@ def test_ambiguous_requests_are_refused_before_anything_is_forwarded(recorder: _
     assert results["missing-host"][0][0].error["details"] == {"reason": "missing_host"}
     # Only the well-formed chunked request, sent last, reached the upstream.
     assert control[0].status == 200
-    assert [request.split(b"\r\n", 1)[0] for request in recorder.received] == [b"POST /svc/public/x HTTP/1.1"]
+    assert [request.split(b"\r\n", 1)[0] for request in recorder.settled()] == [b"POST /svc/public/x HTTP/1.1"]
 
 
 def test_an_http10_request_without_host_is_served(recorder: _Recorder) -> None:
@@ -310,8 +324,9 @@ def test_server_level_errors_are_the_json_error_with_the_right_status(recorder: 
     assert [name for name, (_, closed) in results.items() if not closed] == []
     assert after[0].status == 200  # and the process serves the next connection as usual
     # The chunked ones may have started a request to the upstream: none got a complete body.
-    assert all(not request.endswith(b"0\r\n\r\n") for request in recorder.received[:-1])
-    assert recorder.received[-1].startswith(b"GET /svc/public/x HTTP/1.1")
+    received = recorder.settled()
+    assert all(not request.endswith(b"0\r\n\r\n") for request in received)
+    assert [request.split(b"\r\n", 1)[0] for request in received if request] == [b"GET /svc/public/x HTTP/1.1"]
 
 
 def test_a_refusal_waits_for_the_pipelined_requests_before_it(recorder: _Recorder) -> None:
