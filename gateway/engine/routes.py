@@ -201,7 +201,8 @@ class RouteTable:
         self.prefixes = tuple(route.path_prefix for route in self.routes)
 
     def match(self, path: str) -> RouteSpec | None:
-        """The route for a decoded path. `/proxy` matches the route `/proxy/` too."""
+        """The route for a decoded path (`RequestPath.decoded`). `/proxy` matches the route `/proxy/`
+        too. Prefixes end in "/", so a match always ends on a segment boundary."""
         candidate = path if path.endswith("/") else path + "/"
         for route in self.routes:
             if candidate.startswith(route.path_prefix):
