@@ -28,7 +28,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
@@ -87,11 +86,6 @@ CLIENT_CLOSED_REQUEST: Final = 499
 # What the upstream may fail with while we talk to it. aiohttp wraps most socket errors in
 # ClientError, but not all (a reset while writing can surface as a bare OSError).
 _UPSTREAM_ERRORS: Final = (aiohttp.ClientError, OSError, TimeoutError)
-
-# Characters left as they are when the decoded path is percent-encoded again: RFC 3986 pchar and
-# "/". Everything else ("?", "#", "%", spaces, non-ASCII) is encoded, so a decoded "%3F" cannot turn
-# into a query separator on its way upstream.
-_PATH_SAFE: Final = "/:@!$&'()*+,;="
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +280,8 @@ class Forwarder:
     ) -> ForwardResult:
         """Forward one HTTP request and stream the answer to the client; see the module docstring.
 
-        ``upstream_path`` is a decoded path (``RouteSpec.upstream_path`` of ``safe_path``'s result);
-        it is percent-encoded here. ``extra_headers`` are added to the upstream request and
+        ``upstream_path`` is the percent-encoded path to request (``RouteSpec.upstream_path`` of
+        ``parse_path``'s result), sent as it is. ``extra_headers`` are added to the upstream request and
         ``response_headers`` to whatever the client gets, each replacing headers of the same name;
         ``hidden_headers`` (lower-case names) are not sent upstream.
         ``timeout_ms`` (> 0) bounds the time to the upstream's response headers.
@@ -401,8 +395,14 @@ class Forwarder:
 
 
 def upstream_url(target: str, upstream_path: str, query_string: bytes) -> URL:
-    """target + encoded path + the client's raw query, which is passed on exactly as it came."""
-    url = target.rstrip("/") + quote(upstream_path, safe=_PATH_SAFE)
+    """target + the path + the client's raw query: the URL the upstream is asked for.
+
+    ``upstream_path`` is already percent-encoded (``RouteSpec.upstream_path``: the client's own
+    escapes, checked by ``parse_path``) and is sent exactly as given, like the query: decoding and
+    re-encoding it would turn a client's ``%3D`` into ``=``, which RFC 3986 2.2 says is not the
+    same URI, and would make the path routed and the path forwarded two different strings.
+    """
+    url = target.rstrip("/") + upstream_path
     if query_string:
         url += "?" + query_string.decode("latin-1")
     return URL(url, encoded=True)
