@@ -11,12 +11,17 @@ WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"
 .PHONY: install run test lint format migrate seed check clean
 
 $(BIN)/python:
+	@echo "==> Creating the virtualenv in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip prints a line per package (no --quiet): a first install takes a minute or two, and a
+# silent screen for that long looks like a hang.
 $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@echo "==> Installing Python dependencies into $(VENV) (the first time takes a minute or two)"
+	$(BIN)/python -m pip install --progress-bar off -r requirements-dev.txt
 	touch $(STAMP)
+	@echo "==> Dependencies installed"
 
 var/secret_key:
 	mkdir -p var
@@ -26,23 +31,24 @@ var/secret_key:
 install: $(STAMP) var/secret_key
 
 migrate: install
+	@echo "==> Migrating the database"
 	$(WITH_KEY) $(BIN)/python manage.py migrate --noinput
 
+# Each app seeds its own demo objects: tenants, staff user and a demo key; the default route; a
+# webhook channel to the mock upstream's /sink and a rule that notifies it.
 seed: migrate
+	@echo "==> Seeding demo data"
 	$(WITH_KEY) $(BIN)/python manage.py seed_demo
+	$(WITH_KEY) $(BIN)/python manage.py seed_demo_routes
+	$(WITH_KEY) $(BIN)/python manage.py seed_demo_rules
 
 ## run: install, migrate, seed demo data, then every Procfile process together
+# await_ready runs beside honcho and prints the URLs and the first-run credentials again once
+# /health answers: honcho's output would scroll a banner printed before it away at once.
 run: seed
 	$(WITH_KEY) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@echo ""
-	@echo "Sentinel is starting (Ctrl-C stops every process):"
-	@echo "  home       http://127.0.0.1:$(PORT)/"
-	@echo "  API docs   http://127.0.0.1:$(PORT)/docs"
-	@echo "  admin      http://127.0.0.1:$(PORT)/admin/"
-	@echo "  health     http://127.0.0.1:$(PORT)/health"
-	@echo "  metrics    http://127.0.0.1:$(PORT)/metrics"
-	@echo "  upstream   http://127.0.0.1:$${UPSTREAM_PORT:-8080}/ (mock backend)"
-	@echo ""
+	@echo "==> Starting every process of the Procfile (Ctrl-C stops them all); the URLs follow once /health answers"
+	$(WITH_KEY) $(BIN)/python manage.py await_ready --port $(PORT) --upstream-port $${UPSTREAM_PORT:-8080} &
 	$(WITH_KEY) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
 
 ## test: install, lint, and the whole suite

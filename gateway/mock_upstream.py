@@ -13,7 +13,11 @@ Paths (any method):
 * ``/stall``: no response, ever, until the client goes away;
 * ``/bytes/<n>``: ``n`` bytes (capped at 10 GiB) where byte ``i`` is ``i % 256``, streamed in
   64 KiB chunks with a Content-Length, or chunked with ``?chunked=1``;
-* ``/health``: ``{"status": "ok"}``.
+* ``/health``: ``{"status": "ok"}``;
+* ``/sink``: a webhook receiver for the demo. ``POST`` (or ``PUT``) records the request (its
+  headers and body, the last ``SINK_KEEP`` of them, in memory) and answers 200 ``{"received": n}``;
+  ``GET`` lists what was received, newest first, so a new user sees the demo rule's notification
+  arrive (``make run`` seeds a webhook channel pointing here).
 
 Bodies are read and written as streams in bounded chunks, so a 200 MB upload or download through
 the gateway is verified with flat memory on both sides.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -30,6 +35,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
@@ -56,6 +62,12 @@ _PATTERN_BLOCK = bytes(range(256)) * (CHUNK_SIZE // 256)
 _NAME_KEY = web.AppKey("upstream_name", str)
 _FAIL_RATE_KEY = web.AppKey("upstream_fail_rate", float)
 _STOPPING_KEY = web.AppKey("upstream_stopping", asyncio.Event)
+_SINK_KEY: web.AppKey[collections.deque[SinkEntry]] = web.AppKey("upstream_sink", collections.deque)
+# Deliveries the /sink keeps for GET: enough to see a demo's notifications, bounded so a loop that
+# posts forever cannot grow the mock's memory.
+SINK_KEEP = 100
+# A sink entry keeps at most this much of each body (the demo's notifications are ~1 KiB).
+SINK_BODY_LIMIT = 64 * 1024
 
 
 class EchoPayload(TypedDict):
@@ -70,6 +82,16 @@ class EchoPayload(TypedDict):
     body: str
     body_bytes: int
     body_sha256: str
+
+
+class SinkEntry(TypedDict):
+    """One request the /sink received."""
+
+    received_at: float  # Unix time, seconds
+    method: str
+    headers: dict[str, str]
+    body: Any  # the parsed JSON body, or the text when it is not JSON
+    body_bytes: int
 
 
 # --- Helpers ------------------------------------------------------------------------------------
@@ -228,6 +250,32 @@ async def handle_bytes(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def handle_sink(request: web.Request) -> web.Response:
+    """``/sink``: POST/PUT records the request, GET lists the recorded ones (newest first)."""
+    entries = request.app[_SINK_KEY]
+    if request.method == "GET":
+        return web.json_response({"received": list(reversed(entries))})
+    if request.method not in ("POST", "PUT"):
+        return _error(405, "method_not_allowed", "The sink takes POST or PUT, and GET to list.")
+    body, total, _ = await _read_body(request)
+    text = body[:SINK_BODY_LIMIT].decode("utf-8", errors="replace")
+    try:
+        parsed: Any = json.loads(text)
+    except ValueError:
+        parsed = text
+    entries.append(
+        SinkEntry(
+            received_at=time.time(),
+            method=request.method,
+            headers=_joined_headers(request),
+            body=parsed,
+            body_bytes=total,
+        )
+    )
+    _log("sink_received", bytes=total, count=len(entries))
+    return web.json_response({"received": len(entries)})
+
+
 async def handle_health(request: web.Request) -> web.Response:
     """``/health``: the process serves requests."""
     return web.json_response({"status": "ok"})
@@ -264,6 +312,7 @@ def create_app(name: str = "upstream", fail_rate: float = 0.0) -> web.Applicatio
     app = web.Application()
     app[_NAME_KEY] = name
     app[_FAIL_RATE_KEY] = fail_rate
+    app[_SINK_KEY] = collections.deque(maxlen=SINK_KEEP)
     app.on_response_prepare.append(_stamp_name)
     app.on_startup.append(_init_stopping)
     app.on_shutdown.append(_set_stopping)
@@ -274,6 +323,7 @@ def create_app(name: str = "upstream", fail_rate: float = 0.0) -> web.Applicatio
     app.router.add_route("*", "/stall", handle_stall)
     app.router.add_route("*", "/bytes/{n}", handle_bytes)
     app.router.add_route("*", "/health", handle_health)
+    app.router.add_route("*", "/sink", handle_sink)
     app.router.add_route("*", "/{tail:.*}", handle_echo)
     return app
 

@@ -77,6 +77,19 @@ def gateway_config() -> GatewayConfig:
     )
 
 
+def pressure_gauge(conf: dict[str, Any]) -> PressureGauge:
+    """The pressure gauge SENTINEL_GATEWAY describes (the formula: gateway/engine/pressure.py)."""
+    return PressureGauge(
+        capacity=conf["CAPACITY"],
+        slo_ms=conf["SLO_LATENCY_THRESHOLD"],
+        smoothing_s=conf["PRESSURE_SMOOTHING_MS"] / 1000,
+        window_s=conf["PRESSURE_WINDOW_S"],
+        min_samples=conf["PRESSURE_MIN_SAMPLES"],
+        min_rate=conf["PRESSURE_MIN_RATE"],
+        strain_weight=conf["PRESSURE_STRAIN_WEIGHT"],
+    )
+
+
 def build_proxy(fallback: ASGIApp) -> Proxy:
     """The proxy wired for the current mode: Redis-backed state in production, in-process otherwise."""
     conf = settings.SENTINEL_GATEWAY
@@ -103,7 +116,7 @@ def build_proxy(fallback: ASGIApp) -> Proxy:
         window_limiter=window_limiter,
         breaker=breaker,
         forwarder=Forwarder(),
-        gauge=PressureGauge(capacity=conf["CAPACITY"], slo_ms=conf["SLO_LATENCY_THRESHOLD"]),
+        gauge=pressure_gauge(conf),
         admission=TierAdmission(
             standard_at=conf["SHED_STANDARD_AT"], economy_at=conf["SHED_ECONOMY_AT"], hysteresis=conf["SHED_HYSTERESIS"]
         ),

@@ -8,6 +8,7 @@ the proxy's runtime (its route table refresh and its upstream connection pool).
 from __future__ import annotations
 
 import gc
+import json
 import os
 from typing import Any
 
@@ -41,9 +42,19 @@ class SentinelApplication:
         if kind == "http":
             await self.proxy(scope, receive, send)
         elif kind == "websocket":
-            await self.websocket(scope, receive, send)
+            await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await self.websocket(scope, receive, send)
+        except ValueError as exc:
+            # Channels' URLRouter raises this for a path no consumer serves, before the handshake
+            # is answered: the client's mistake, so a 404 rather than the server's 500.
+            if not str(exc).startswith("No route found for path"):
+                raise
+            await deny_websocket(scope, send, 404, "not_found", "No websocket is served at this path.")
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -56,6 +67,18 @@ class SentinelApplication:
                 await self.runtime.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def deny_websocket(scope: dict[str, Any], send: Any, status: int, code: str, message: str) -> None:
+    """Refuses a websocket handshake with the JSON error of SPEC 7, where the server offers the
+    ASGI denial response extension (uvicorn does); otherwise with a close, which servers answer 403."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def settle_garbage_collector() -> None:

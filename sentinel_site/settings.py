@@ -339,6 +339,14 @@ SENTINEL_GATEWAY = {
     "SHED_STANDARD_AT": env_float("SHED_STANDARD_AT", 90.0, minimum=0.0, maximum=100.0),
     "SHED_ECONOMY_AT": env_float("SHED_ECONOMY_AT", 70.0, minimum=0.0, maximum=100.0),
     "SHED_HYSTERESIS": env_float("SHED_HYSTERESIS", 10.0, minimum=0.0, maximum=100.0),
+    # How pressure is measured (the formula and the source of each default: README "Load shedding"
+    # and gateway/engine/pressure.py): smoothing of in-flight/capacity, and the window and floors
+    # below which latency and errors say nothing, and how much they weigh on concurrency.
+    "PRESSURE_SMOOTHING_MS": env_int("PRESSURE_SMOOTHING_MS", 1000, minimum=0, maximum=60_000),
+    "PRESSURE_WINDOW_S": env_float("PRESSURE_WINDOW_S", 10.0, minimum=1.0, maximum=3600.0),
+    "PRESSURE_MIN_SAMPLES": env_int("PRESSURE_MIN_SAMPLES", 50, minimum=1),
+    "PRESSURE_MIN_RATE": env_float("PRESSURE_MIN_RATE", 10.0, minimum=0.0),
+    "PRESSURE_STRAIN_WEIGHT": env_float("PRESSURE_STRAIN_WEIGHT", 1.0, minimum=0.0, maximum=10.0),
     # Drills and tests: act as if pressure were this (0-100) instead of measuring it.
     "FORCED_PRESSURE": (
         env_float("GATEWAY_FORCED_PRESSURE", 0.0, minimum=0.0, maximum=100.0)

@@ -32,7 +32,7 @@ from gateway.engine.ratelimit import (
     bucket_limit,
     ratelimit_headers,
 )
-from gateway.engine.routes import RouteSpec, RouteTable, UnsafePath, safe_path
+from gateway.engine.routes import RequestPath, RouteSpec, RouteTable, UnsafePath, parse_path
 from gateway.engine.tracing import continue_trace, correlation_id
 
 logger = logging.getLogger("sentinel.gateway")
@@ -52,6 +52,8 @@ MAX_HEADERS_TOTAL_BYTES = 32 * 1024
 # `hide_credentials`). Upstreams learn the caller from the tenant header instead. On routes with
 # auth `none`, or a tenant named by header, the client's headers pass untouched.
 CREDENTIAL_HEADERS = {"jwt": frozenset({b"authorization"}), "api_key": frozenset({b"x-api-key"})}
+# Where `__call__` leaves the checked path for `_check_request` (an ASGI scope extension key).
+_PATH_KEY = "sentinel.path"
 # How the distributed limit scales with the caller's tier.
 TIER_FACTORS = {"vital": 2.0, "standard": 1.0, "economy": 0.5}
 # Retry-After of the limiter-unavailable 503 (fail mode closed): the limiter's Redis client stays
@@ -164,14 +166,33 @@ class Proxy:
         self.state = ProxyState()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Routes one ASGI request: proxied when a route matches its path, else Django's.
+
+        The path is checked and normalised once (`parse_path`) before anything else, and the
+        result is what the route is matched against and what `_check_request` forwards: one path
+        for both, so a request routed under one prefix cannot reach the upstream under another.
+        A path `parse_path` refuses gets the JSON 400 ``unsafe_path`` whoever would have served
+        it; it is recorded under the route its server-decoded path names, when one does.
+        """
         if scope["type"] != "http":
             await self.fallback(scope, receive, send)
             return
-        raw_path: str = scope["path"]
-        route = self.state.routes.match(raw_path)
+        try:
+            path = parse_path((scope.get("raw_path") or b"").decode("latin-1") or scope["path"])
+        except UnsafePath as exc:
+            route = self.state.routes.match(scope["path"])
+            if route is None:
+                await _send_error(send, 400, "unsafe_path", str(exc), [])
+            else:
+                await self.handle(route, scope, receive, send)  # refused (and recorded) there
+            return
+        route = self.state.routes.match(path.decoded)
         if route is None:
+            if path.changed:  # Django serves the merged path too
+                scope = {**scope, "path": path.decoded, "raw_path": path.raw.encode("latin-1")}
             await self.fallback(scope, receive, send)
             return
+        scope[_PATH_KEY] = path
         await self.handle(route, scope, receive, send)
 
     async def handle(self, route: RouteSpec, scope: Scope, receive: Receive, send: Send) -> None:
@@ -232,23 +253,18 @@ class Proxy:
         sizes = [len(name) + len(value) for name, value in scope.get("headers", [])]
         if sizes and (max(sizes) > MAX_HEADER_BYTES or sum(sizes) > MAX_HEADERS_TOTAL_BYTES):
             raise Rejection(431, "headers_too_large", "Request headers are too large.", "rejected")
-        raw: str = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-        try:
-            safe_path(raw)
-        except (UnsafePath, UnicodeDecodeError) as exc:
-            raise Rejection(400, "unsafe_path", str(exc), "rejected") from None
+        path: RequestPath | None = scope.get(_PATH_KEY)
+        if path is None:  # not through __call__, or a path it refused
+            try:
+                path = parse_path((scope.get("raw_path") or b"").decode("latin-1") or scope["path"])
+            except UnsafePath as exc:
+                raise Rejection(400, "unsafe_path", str(exc), "rejected") from None
         if not route.allows_method(scope["method"]):
             allow = ", ".join(sorted(route.methods)).encode()
             raise Rejection(
                 405, "method_not_allowed", "Method not allowed on this route.", "rejected", [(b"allow", allow)]
             )
-        if not route.strip_prefix:
-            return raw
-        # The client's percent-encoded path minus the prefix's segments: safe_path refused encoded
-        # slashes, so the raw path has the segments of the decoded one the route matched.
-        segments = route.path_prefix.count("/") - 1
-        parts = raw.split("/", segments + 1)
-        return "/" + (parts[segments + 1] if len(parts) > segments + 1 else "")
+        return route.upstream_path(path.raw)
 
     async def _authenticate(self, route: RouteSpec, headers: dict[str, str], client_ip: str) -> Identity:
         identity = await self.authenticator.authenticate(route, headers, client_ip, self.state.tenants)

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 
 class Command(BaseCommand):
-    help = "Serve Sentinel's ASGI application with uvicorn (uvloop + httptools)."
+    help = "Serve Sentinel's ASGI application with uvicorn (uvloop + httptools, Sentinel's error answers)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -29,7 +29,9 @@ class Command(BaseCommand):
             port=options["port"],
             workers=options["workers"],
             loop="uvloop",
-            http="httptools",
+            # uvicorn's httptools protocol, answering what it refuses (parser errors, oversized
+            # targets and heads, ambiguous requests) with Sentinel's JSON error: gateway/http_server.py.
+            http="gateway.http_server:SentinelHttpProtocol",
             # The sans-I/O implementation: the legacy one is deprecated in uvicorn 0.54.
             ws="websockets-sansio",
             # Django's LOGGING (JSON lines with correlation ids) applies, not uvicorn's own format;

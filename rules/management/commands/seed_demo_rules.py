@@ -1,0 +1,67 @@
+"""`python manage.py seed_demo_rules`: a demo webhook channel and a demo rule, so the rules engine
+does something out of the box.
+
+The channel `demo-sink` of the demo tenant posts to the mock upstream's `/sink` (DOWNSTREAM_URL +
+`/sink`), which lists what it received at `GET /sink`; the rule notifies it of orders over 500.
+Both are created once; later edits stay. Run after `seed_demo`, which creates the tenant.
+
+In production mode the egress policy refuses tenant channels to loopback addresses (SPEC 7): the
+channel is then skipped with the policy's reason, and the rule is still created (its deliveries
+wait, failed, until a channel named `demo-sink` exists).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from accounts.models import Tenant
+from rules.models import NotificationChannel, Rule
+from rules.services import channel_create, rule_create
+from sentinel_site.errors import DomainError
+
+DEMO_TENANT = "globex"
+DEMO_CHANNEL = "demo-sink"
+DEMO_RULE = "Big orders (demo)"
+DEMO_DSL = (
+    'when event.type == "order" and amount > 500\n'
+    f'then notify("webhook:{DEMO_CHANNEL}", "Big order {{event.id}}: {{amount}} {{currency}}")'
+)
+
+
+def demo_sink_url() -> str:
+    """The mock upstream's webhook sink, next to DOWNSTREAM_URL."""
+    return settings.SENTINEL_GATEWAY["DOWNSTREAM_URL"].rstrip("/") + "/sink"
+
+
+class Command(BaseCommand):
+    help = "Create the demo webhook channel (to the mock upstream's /sink) and the demo rule; safe to run again."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        tenant = Tenant.objects.filter(slug=DEMO_TENANT).first()
+        if tenant is None:
+            self.stderr.write(f"tenant {DEMO_TENANT!r} does not exist: run `manage.py seed_demo` first")
+            return
+        self._ensure_channel(tenant)
+        if Rule.objects.filter(tenant=tenant, name=DEMO_RULE).exists():
+            self.stdout.write(f"rule    {DEMO_RULE!r} exists")
+        else:
+            rule_create(tenant=tenant, name=DEMO_RULE, dsl=DEMO_DSL, cooldown_seconds=0)
+            self.stdout.write(f"rule    {DEMO_RULE!r} created for {DEMO_TENANT}")
+
+    def _ensure_channel(self, tenant: Tenant) -> None:
+        if NotificationChannel.objects.filter(tenant=tenant, kind="webhook", name=DEMO_CHANNEL).exists():
+            self.stdout.write(f"channel webhook:{DEMO_CHANNEL} exists")
+            return
+        target = demo_sink_url()
+        try:
+            channel_create(
+                tenant=tenant, kind="webhook", name=DEMO_CHANNEL, target=target, secret=secrets.token_urlsafe(24)
+            )
+        except DomainError as exc:
+            self.stderr.write(f"channel webhook:{DEMO_CHANNEL} -> {target} not created: {exc.message}")
+            return
+        self.stdout.write(f"channel webhook:{DEMO_CHANNEL} -> {target}")

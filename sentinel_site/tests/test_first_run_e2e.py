@@ -1,0 +1,122 @@
+"""The new user's first hour (`make run`): the demo seeds make the rules engine do something out
+of the box, and the ready banner repeats the URLs and the one-time credentials.
+
+Real processes: the mock upstream (whose /sink is the demo webhook's receiver), a web process, a
+Celery worker and `manage.py await_ready`, as `make run` starts them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from rules.models import Delivery, DeliveryStatus
+from sentinel_site.testing import (
+    celery_worker,
+    child_env,
+    free_port,
+    http_request,
+    python_command,
+    running_process,
+    wait_until,
+    web_process,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def upstream_port() -> Iterator[int]:
+    port = free_port()
+    command = python_command("-m", "gateway.mock_upstream", "--port", str(port), "--name", "demo")
+    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name="upstream"):
+        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=20, what="the mock upstream")
+        yield port
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, settings: Any, upstream_port: int) -> dict[str, str]:
+    """`make seed` against this test's database, with DOWNSTREAM_URL pointing at the mock."""
+    settings.VAR_DIR = tmp_path
+    settings.SENTINEL_GATEWAY = {**settings.SENTINEL_GATEWAY, "DOWNSTREAM_URL": f"http://127.0.0.1:{upstream_port}"}
+    for command in ("seed_demo", "seed_demo_routes", "seed_demo_rules"):
+        call_command(command, stdout=io.StringIO())
+    lines = (tmp_path / "first-run.txt").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def sink_entries(port: int) -> list[dict[str, Any]]:
+    status, _, body = http_request(port, "GET", "/sink")
+    assert status == 200, body
+    return list(json.loads(body)["received"])
+
+
+def test_the_seeded_rule_notifies_the_seeded_sink_of_a_big_order(
+    seeded: dict[str, str], upstream_port: int, tmp_path: Path
+) -> None:
+    env = {
+        "SENTINEL_VAR_DIR": str(tmp_path),
+        "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+        "CELERY_POLL_INTERVAL": "0.05",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    events = [
+        {"type": "order", "id": "o-1", "amount": 900, "currency": "EUR"},
+        {"type": "order", "id": "o-2", "amount": 20, "currency": "EUR"},
+    ]
+    with web_process(**env) as port, celery_worker(name="first-run", **env):
+        status, _, body = http_request(
+            port,
+            "POST",
+            "/events",
+            body=json.dumps(events).encode(),
+            headers={"X-API-Key": seeded["demo_api_key"], "Content-Type": "application/json"},
+        )
+        assert status == 202, body
+        wait_until(lambda: sink_entries(upstream_port), timeout=60, what="the demo webhook at the mock's /sink")
+        wait_until(
+            lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).exists(), timeout=20, what="a sent delivery"
+        )
+
+    received = sink_entries(upstream_port)
+    assert len(received) == 1  # the order of 20 notifies nobody
+    assert received[0]["body"]["message"] == "Big order o-1: 900 EUR"
+    assert received[0]["headers"]["x-sentinel-signature"].startswith("sha256=")
+
+
+def test_the_ready_banner_repeats_the_urls_and_the_one_time_credentials(
+    seeded: dict[str, str], upstream_port: int, tmp_path: Path
+) -> None:
+    with web_process(SENTINEL_VAR_DIR=str(tmp_path), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "m")) as port:
+        banner = subprocess.run(
+            python_command("manage.py", "await_ready", "--port", str(port), "--upstream-port", str(upstream_port)),
+            env=child_env(SENTINEL_VAR_DIR=str(tmp_path)),
+            capture_output=True,
+            timeout=120,
+            check=True,
+        ).stdout.decode()
+
+    assert "Sentinel is ready." in banner
+    assert f"http://127.0.0.1:{port}/admin/" in banner
+    assert f"{seeded['admin_username']} / {seeded['admin_password']}" in banner
+    assert seeded["demo_api_key"] in banner
+    assert f"http://127.0.0.1:{upstream_port}/sink" in banner
+
+
+def test_await_ready_says_so_when_nothing_answers(tmp_path: Path) -> None:
+    result = subprocess.run(
+        python_command("manage.py", "await_ready", "--port", str(free_port()), "--timeout", "1"),
+        env=child_env(SENTINEL_VAR_DIR=str(tmp_path)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert b"did not answer" in result.stderr
