@@ -1,7 +1,9 @@
 """The rules admin: events, rules (with DSL validation and a dry run), channels, matches, deliveries.
 
-A client of the services like the API: rules and channels are saved through them, actions call
-them, and the channel secret is write-only here as well.
+A client of the services like the API: rules and channels are saved and deleted through them,
+actions call them, and the channel secret is write-only here as well. Events, matches and
+deliveries are records the services write; staff may only delete them, which no invariant
+depends on (a deleted delivery's claim simply finds no row).
 """
 
 from __future__ import annotations
@@ -20,18 +22,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from accounts.admin_base import ServiceModelAdmin, copy_saved
 from rules import notifiers, services
 from rules.api.serializers import dry_run_result, event_problem
 from rules.models import Delivery, Event, NotificationChannel, Rule, RuleMatch
 from sentinel_site.errors import DomainError
-
-
-def _copy_saved(obj: Any, saved: Any) -> None:
-    """The admin keeps using the object it passed to save_model (log entry, redirect, message):
-    give it what the service stored."""
-    obj.pk = saved.pk
-    obj.__dict__.update({k: v for k, v in saved.__dict__.items() if not k.startswith("_")})
-
 
 # --- events ------------------------------------------------------------------------------------
 
@@ -168,7 +163,7 @@ DRY_RUN_TEMPLATE = """{% extends "admin/base_site.html" %}
 
 
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(ServiceModelAdmin):
     form = RuleAdminForm
     list_display = ["name", "tenant", "enabled", "cooldown_seconds", "version", "updated_at"]
     list_filter = ["enabled", "tenant__tier"]
@@ -192,7 +187,14 @@ class RuleAdmin(admin.ModelAdmin):
             saved = services.rule_update(rule=stored, **{k: v for k, v in data.items() if k in form.changed_data})
         else:
             saved = services.rule_create(tenant=form.cleaned_data["tenant"], **data)
-        _copy_saved(obj, saved)
+        copy_saved(obj, saved)
+
+    def delete_model(self, request: HttpRequest, obj: Rule) -> None:
+        services.rule_delete(rule=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
+        for rule in queryset:
+            services.rule_delete(rule=rule)
 
     @admin.display(description="dry run")
     def dry_run_link(self, obj: Rule | None) -> str:
@@ -289,7 +291,7 @@ class ChannelAdminForm(forms.ModelForm):
 
 
 @admin.register(NotificationChannel)
-class NotificationChannelAdmin(admin.ModelAdmin):
+class NotificationChannelAdmin(ServiceModelAdmin):
     form = ChannelAdminForm
     list_display = ["label", "tenant", "target", "has_secret", "active", "created_at"]
     list_filter = ["kind", "active", "tenant__tier"]
@@ -316,7 +318,14 @@ class NotificationChannelAdmin(admin.ModelAdmin):
             if not form.cleaned_data["active"]:
                 # channel_create takes no `active`: an inactive channel takes a second write.
                 saved = services.channel_update(channel=saved, active=False)
-        _copy_saved(obj, saved)
+        copy_saved(obj, saved)
+
+    def delete_model(self, request: HttpRequest, obj: NotificationChannel) -> None:
+        services.channel_delete(channel=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[NotificationChannel]) -> None:
+        for channel in queryset:
+            services.channel_delete(channel=channel)
 
     @admin.display(description="channel", ordering="name")
     def label(self, obj: NotificationChannel) -> str:
