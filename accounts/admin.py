@@ -11,9 +11,18 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts import services
-from accounts.admin_base import ServiceModelAdmin, changed_values, copy_saved
+from accounts.admin_base import (
+    ServiceModelAdmin,
+    changed_values,
+    copy_saved,
+    limits_text,
+    short_time,
+    site_configure,
+)
 from accounts.models import DEFAULT_SCOPES, ApiKey, Membership, Role, Scope, Tenant, Tier, User
 from sentinel_site.errors import DomainError
+
+site_configure(admin.site)
 
 TENANT_FIELDS = ("name", "slug", "tier", "active", *services.TENANT_OVERRIDE_FIELDS)
 
@@ -64,7 +73,7 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(User)
 class UserAdmin(ServiceModelAdmin, DjangoUserAdmin):
-    list_display = ["username", "email", "tenant_link", "role", "is_staff", "is_active", "last_login"]
+    list_display = ["username", "email", "tenant_link", "role", "is_staff", "is_active", "last_seen"]
     list_filter = ["is_staff", "is_superuser", "is_active", "membership__role", "membership__tenant__tier"]
     search_fields = ["username", "email", "first_name", "last_name", "membership__tenant__slug"]
     list_select_related = ["membership__tenant"]
@@ -81,6 +90,10 @@ class UserAdmin(ServiceModelAdmin, DjangoUserAdmin):
     def role(self, obj: User) -> str:
         membership = getattr(obj, "membership", None)
         return membership.role if membership else "—"
+
+    @admin.display(description="last login", ordering="last_login")
+    def last_seen(self, obj: User) -> Any:
+        return short_time(obj.last_login)
 
     def save_model(self, request: HttpRequest, obj: User, form: forms.ModelForm, change: bool) -> None:
         by = request.user if isinstance(request.user, User) else None
@@ -155,7 +168,7 @@ class OverridesFilter(admin.SimpleListFilter):
 
 @admin.register(Tenant)
 class TenantAdmin(ServiceModelAdmin):
-    list_display = ["name", "slug", "tier", "active", "members", "active_keys", "overrides", "created_at"]
+    list_display = ["name", "slug", "tier", "active", "members", "active_keys", "overrides", "created"]
     list_filter = ["tier", "active", OverridesFilter, "created_at"]
     search_fields = ["name", "slug", "uuid"]
     readonly_fields = ["uuid", "created_at", "updated_at"]
@@ -185,14 +198,23 @@ class TenantAdmin(ServiceModelAdmin):
     def members(self, obj: Tenant) -> int:
         return obj.member_total  # type: ignore[attr-defined]
 
-    @admin.display(description="active keys", ordering="active_key_total")
+    @admin.display(description="keys", ordering="active_key_total")
     def active_keys(self, obj: Tenant) -> int:
         return obj.active_key_total  # type: ignore[attr-defined]
 
-    @admin.display(description="overrides")
+    @admin.display(description="limits")
     def overrides(self, obj: Tenant) -> str:
-        values = obj.rate_limit_overrides()
-        return ", ".join(f"{name.lower()}={value}" for name, value in values.items()) or "—"
+        return limits_text(
+            burst=obj.burst_capacity,
+            refill=obj.refill_rate,
+            requests=obj.base_rate_limit,
+            window_ms=obj.window_ms,
+            inherited="settings",
+        )
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Tenant) -> Any:
+        return short_time(obj.created_at)
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: forms.ModelForm, change: bool) -> None:
         # Through the service: the running proxies pick up a new tier or limit within a second.
@@ -243,11 +265,19 @@ class TenantAdmin(ServiceModelAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(ServiceModelAdmin):
-    list_display = ["user", "tenant", "role", "created_at"]
+    list_display = ["user", "tenant_slug", "role", "created"]
     list_filter = ["role", "tenant__tier"]
     search_fields = ["user__username", "user__email", "tenant__name", "tenant__slug"]
     list_select_related = ["user", "tenant"]
     autocomplete_fields = ["user", "tenant"]
+
+    @admin.display(description="tenant", ordering="tenant__slug")
+    def tenant_slug(self, obj: Membership) -> str:
+        return obj.tenant.slug
+
+    @admin.display(description="since", ordering="created_at")
+    def created(self, obj: Membership) -> Any:
+        return short_time(obj.created_at)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Membership | None = None) -> list[str]:
         # A membership is one user's place: to move someone else in, add their own membership.
@@ -300,7 +330,7 @@ class ApiKeyCreationForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ServiceModelAdmin):
-    list_display = ["name", "tenant", "prefix", "scopes", "status", "last_used_at", "expires_at", "created_at"]
+    list_display = ["name", "tenant_slug", "prefix", "scope_list", "status", "last_used", "expires"]
     list_filter = [ApiKeyStatusFilter, "tenant__tier", "created_at"]
     search_fields = ["name", "prefix", "tenant__name", "tenant__slug"]
     list_select_related = ["tenant", "created_by"]
@@ -354,6 +384,22 @@ class ApiKeyAdmin(ServiceModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
             services.api_key_delete(api_key=key)
+
+    @admin.display(description="tenant", ordering="tenant__slug")
+    def tenant_slug(self, obj: ApiKey) -> str:
+        return obj.tenant.slug
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes) or "—"
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used(self, obj: ApiKey) -> Any:
+        return short_time(obj.last_used_at)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj: ApiKey) -> Any:
+        return short_time(obj.expires_at) if obj.expires_at else "never"
 
     @admin.display(description="status")
     def status(self, obj: ApiKey) -> str:

@@ -12,6 +12,7 @@ validation error instead of a 500, and keeps "nothing changed" true when it happ
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -19,10 +20,58 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from sentinel_site.errors import DomainError
 
 _REFUSAL = "_sentinel_service_refusal"
+
+
+def site_configure(site: admin.AdminSite) -> None:
+    """Sentinel's name on the admin, and no navigation sidebar: at 1280 px it takes a quarter of
+    the width from the changelists, and the home page and breadcrumbs already lead everywhere."""
+    site.site_header = "Sentinel"
+    site.site_title = "Sentinel admin"
+    site.index_title = "Administration"
+    site.enable_nav_sidebar = False
+
+
+# --- compact changelist columns (issue 8, item 12: the admin reads well at 1280 px) ---------------
+
+
+def short_time(value: datetime | None) -> SafeString | str:
+    """`30 Nov 15:43` in the current time zone (with the year when it is not this one), the full
+    time in the tooltip; "—" for no time."""
+    if value is None:
+        return "—"
+    local = timezone.localtime(value)
+    shape = "%d %b %H:%M" if local.year == timezone.localtime().year else "%d %b %Y"
+    return format_html('<span title="{}">{}</span>', local.isoformat(timespec="seconds"), local.strftime(shape))
+
+
+def shorten(text: str, limit: int) -> SafeString | str:
+    """`text` cut to `limit` characters with an ellipsis, the whole of it in the tooltip."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return format_html('<span title="{}">{}…</span>', text, text[: limit - 1])
+
+
+def limits_text(
+    *, burst: int | None, refill: float | None, requests: int | None, window_ms: int | None, inherited: str
+) -> str:
+    """Rate-limit overrides in one short column: `burst 40 @12.5/s · 1200/60s`; `inherited`
+    (what applies instead) when none is set."""
+    parts = []
+    if burst is not None or refill is not None:
+        rate = f" @{refill:g}/s" if refill is not None else ""
+        parts.append(f"burst {burst if burst is not None else '·'}{rate}")
+    if requests is not None or window_ms is not None:
+        window = f"/{window_ms / 1000:g}s" if window_ms is not None else "/window"
+        parts.append(f"{requests if requests is not None else '·'}{window}")
+    return " · ".join(parts) or inherited
 
 
 def copy_saved(obj: Any, saved: Any) -> None:

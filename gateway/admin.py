@@ -1,17 +1,22 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
-from accounts.admin_base import ServiceModelAdmin, changed_values, copy_saved
+from accounts.admin_base import ServiceModelAdmin, changed_values, copy_saved, limits_text, short_time
 from gateway import services
 from gateway.breakers import breaker_reset, breaker_states
 from gateway.models import ROUTE_FIELDS, Route, Upstream
 from sentinel_site.errors import DomainError
+
+# Short names for the changelist column; the form keeps the full ones.
+AUTH_LABELS = {"none": "public", "jwt": "JWT", "api_key": "key", "jwt_or_api_key": "JWT/key"}
 
 
 class RouteAdminForm(forms.ModelForm):
@@ -20,6 +25,12 @@ class RouteAdminForm(forms.ModelForm):
     targets = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="One URL per line, in round-robin order.",
+    )
+    methods = forms.MultipleChoiceField(
+        choices=[(method, method) for method in sorted(services.HTTP_METHODS)],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None ticked: every method is allowed.",
     )
 
     class Meta:
@@ -55,7 +66,7 @@ class RouteAdminForm(forms.ModelForm):
 @admin.register(Route)
 class RouteAdmin(ServiceModelAdmin):
     form = RouteAdminForm
-    list_display = ["name", "path_prefix", "tenant", "auth_mode", "target_list", "limits", "active", "updated_at"]
+    list_display = ["name", "path_prefix", "tenant_slug", "auth", "target_list", "limits", "active", "updated"]
     list_filter = ["active", "auth_mode", "strip_prefix", "allow_tenant_header", "tenant__tier"]
     search_fields = ["name", "path_prefix", "tenant__slug", "route_targets__upstream__url"]
     list_select_related = ["tenant"]
@@ -78,18 +89,35 @@ class RouteAdmin(ServiceModelAdmin):
         # A route stays in its tenant: its prefix lives under the tenant's slug.
         return ["tenant"] if obj is not None else []
 
+    @admin.display(description="tenant", ordering="tenant__slug")
+    def tenant_slug(self, obj: Route) -> str:
+        return obj.tenant.slug if obj.tenant else "platform"
+
+    @admin.display(description="auth", ordering="auth_mode")
+    def auth(self, obj: Route) -> str:
+        return AUTH_LABELS.get(obj.auth_mode, obj.auth_mode)
+
     @admin.display(description="targets")
-    def target_list(self, obj: Route) -> str:
-        return ", ".join(obj.targets) or "— none: requests get 503"
+    def target_list(self, obj: Route) -> Any:
+        targets = obj.targets
+        if not targets:
+            return "none: 503"
+        more = f" +{len(targets) - 1}" if len(targets) > 1 else ""
+        return format_html('<span title="{}">{}{}</span>', "\n".join(targets), urlsplit(targets[0]).netloc, more)
 
     @admin.display(description="limits")
     def limits(self, obj: Route) -> str:
-        parts = [
-            f"{name}={value}"
-            for name, value in (("burst", obj.burst_capacity), ("rate", obj.base_rate_limit), ("window", obj.window_ms))
-            if value is not None
-        ]
-        return ", ".join(parts) or "settings"
+        return limits_text(
+            burst=obj.burst_capacity,
+            refill=obj.refill_rate,
+            requests=obj.base_rate_limit,
+            window_ms=obj.window_ms,
+            inherited="tenant/settings",
+        )
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj: Route) -> Any:
+        return short_time(obj.updated_at)
 
     def save_model(self, request: HttpRequest, obj: Route, form: forms.ModelForm, change: bool) -> None:
         # Through the services: prefix and targets validated as the API's are, and the proxies
@@ -146,7 +174,7 @@ class UpstreamAdmin(ServiceModelAdmin):
     """Read-only: upstreams are made and changed as routes' targets (validated there). An unused
     one can be deleted; breakers can be reset."""
 
-    list_display = ["url", "breaker", "route_count", "created_at"]
+    list_display = ["url", "breaker", "route_count", "created"]
     actions = ["reset_breakers"]
     search_fields = ["url", "routes__path_prefix"]
     readonly_fields = ["url", "created_at"]
@@ -166,6 +194,10 @@ class UpstreamAdmin(ServiceModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Upstream]:
         return super().get_queryset(request).annotate(route_total=Count("routes", distinct=True))
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Upstream) -> Any:
+        return short_time(obj.created_at)
 
     @admin.display(description="routes", ordering="route_total")
     def route_count(self, obj: Upstream) -> int:

@@ -59,6 +59,7 @@ def test_a_route_made_in_the_admin_form_is_made_by_the_service(staff_client: Cli
             "path_prefix": ["/orders"],
             "targets": ["http://127.0.0.1:9001/\r\nhttp://127.0.0.1:9002"],
             "base_rate_limit": ["30"],
+            "methods": ["POST", "GET"],
         }
     )
 
@@ -69,6 +70,7 @@ def test_a_route_made_in_the_admin_form_is_made_by_the_service(staff_client: Cli
     assert route.path_prefix == "/orders/"
     assert route.targets == ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]
     assert route.base_rate_limit == 30
+    assert route.methods == ["GET", "POST"]
     page = staff_client.get(f"/admin/gateway/route/{route.pk}/change/").content.decode()
     assert "http://127.0.0.1:9001\nhttp://127.0.0.1:9002" in page
 
