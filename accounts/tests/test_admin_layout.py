@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts import services as accounts_services
-from accounts.models import User
+from accounts.models import Membership, User
 from accounts.tests.browser import CHROMIUM, staff_browser
 from gateway import services as gateway_services
 from observability.services import heartbeat_record
@@ -41,10 +41,11 @@ def showcase() -> None:
         name="Wonderland Payments International", slug="wonderland-payments", tier="vital", base_rate_limit=1200
     )
     other = accounts_services.tenant_create(name="Evil Corp", slug="evil", tier="economy", burst_capacity=5)
-    owner = accounts_services.user_create(username="alice.liddell", email="alice.liddell@wonderland.example")
-    accounts_services.membership_add(tenant=tenant, user=owner, role="admin")
-    member = accounts_services.user_create(username="bob", email="bob@evil.example")
-    accounts_services.membership_add(tenant=other, user=member, role="member")
+    # Plain rows, as the fixtures make them: the layout is under test here, not the services.
+    owner = User.objects.create_user(username="alice.liddell", email="alice.liddell@wonderland.example")
+    Membership.objects.create(tenant=tenant, user=owner, role="admin")
+    member = User.objects.create_user(username="bob", email="bob@evil.example")
+    Membership.objects.create(tenant=other, user=member, role="member")
     accounts_services.api_key_create(
         tenant=tenant,
         name="checkout service (production)",
