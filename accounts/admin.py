@@ -6,11 +6,41 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count, Q, QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts import services
-from accounts.models import DEFAULT_SCOPES, ApiKey, Membership, Scope, Tenant, Tier, User
+from accounts.admin_base import (
+    ServiceModelAdmin,
+    changed_values,
+    copy_saved,
+    limits_text,
+    short_time,
+    site_configure,
+)
+from accounts.models import DEFAULT_SCOPES, ApiKey, Membership, Role, Scope, Tenant, Tier, User
+from sentinel_site.errors import DomainError
+
+site_configure(admin.site)
+
+TENANT_FIELDS = ("name", "slug", "tier", "active", *services.TENANT_OVERRIDE_FIELDS)
+
+
+def memberships_save(formset: BaseInlineFormSet) -> None:  # type: ignore[type-arg]
+    """Saves a membership inline through the services, so the last-admin rule holds here too.
+
+    Additions and promotions first, then demotions and moves, then removals: "make B admin, make
+    A member" in one save keeps an admin at every step, as the services check at each one.
+    """
+    formset.save(commit=False)  # fills new_objects, changed_objects, deleted_objects; writes nothing
+    for membership in formset.new_objects:
+        services.membership_add(tenant=membership.tenant, user=membership.user, role=membership.role)
+    changed = sorted((obj for obj, _ in formset.changed_objects), key=lambda obj: obj.role != Role.ADMIN)
+    for membership in changed:
+        services.membership_update(membership=membership, role=membership.role, tenant=membership.tenant)
+    for membership in formset.deleted_objects:
+        services.membership_remove(membership=membership)
 
 
 class MembershipInline(admin.TabularInline):
@@ -42,13 +72,14 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
-    list_display = ["username", "email", "tenant_link", "role", "is_staff", "is_active", "last_login", "date_joined"]
+class UserAdmin(ServiceModelAdmin, DjangoUserAdmin):
+    list_display = ["username", "email", "tenant_link", "role", "is_staff", "is_active", "last_seen"]
     list_filter = ["is_staff", "is_superuser", "is_active", "membership__role", "membership__tenant__tier"]
     search_fields = ["username", "email", "first_name", "last_name", "membership__tenant__slug"]
     list_select_related = ["membership__tenant"]
+    readonly_fields = ("last_login", "date_joined")
     inlines = [UserMembershipInline]
-    actions = ["deactivate_users"]
+    actions = ["deactivate_users", "activate_users"]
 
     @admin.display(description="tenant", ordering="membership__tenant__name")
     def tenant_link(self, obj: User) -> str:
@@ -60,10 +91,58 @@ class UserAdmin(DjangoUserAdmin):
         membership = getattr(obj, "membership", None)
         return membership.role if membership else "—"
 
-    @admin.action(description="Deactivate the selected users (they can no longer log in)")
+    @admin.display(description="last login", ordering="last_login")
+    def last_seen(self, obj: User) -> Any:
+        return short_time(obj.last_login)
+
+    def save_model(self, request: HttpRequest, obj: User, form: forms.ModelForm, change: bool) -> None:
+        by = request.user if isinstance(request.user, User) else None
+        if not change:
+            data = form.cleaned_data
+            password = data.get("password1") if data.get("set_usable_password", True) else None
+            copy_saved(obj, services.user_create(username=data["username"], password=password))
+            return
+        stored = User.objects.get(pk=obj.pk)
+        saved = services.user_update(user=stored, **changed_values(form, services.USER_FIELDS))
+        if "is_active" in form.changed_data:
+            if form.cleaned_data["is_active"]:
+                saved = services.user_activate(user=saved)
+            else:
+                saved = services.user_deactivate(user=saved, by=by)
+        copy_saved(obj, saved)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is Membership:
+            memberships_save(formset)
+        else:
+            super().save_formset(request, form, formset, change)
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        services.user_delete(user=obj, by=request.user if isinstance(request.user, User) else None)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            self.delete_model(request, user)
+
+    @admin.action(description="Deactivate the selected users (logins, refresh tokens and sessions end)")
     def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        count = queryset.exclude(pk=request.user.pk).update(is_active=False)
-        self.message_user(request, f"Deactivated {count} user(s).", messages.SUCCESS)
+        by = request.user if isinstance(request.user, User) else None
+        done, refused = 0, []
+        for user in queryset:
+            try:
+                services.user_deactivate(user=user, by=by)
+                done += 1
+            except DomainError as exc:
+                refused.append(f"{user.username}: {exc.message}")
+        self.message_user(request, f"Deactivated {done} user(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Not deactivated: " + "; ".join(refused), messages.WARNING)
+
+    @admin.action(description="Activate the selected users")
+    def activate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            services.user_activate(user=user)
+        self.message_user(request, f"Activated {queryset.count()} user(s).", messages.SUCCESS)
 
 
 class OverridesFilter(admin.SimpleListFilter):
@@ -88,8 +167,8 @@ class OverridesFilter(admin.SimpleListFilter):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "tier", "active", "members", "active_keys", "overrides", "created_at"]
+class TenantAdmin(ServiceModelAdmin):
+    list_display = ["name", "slug", "tier", "active", "members", "active_keys", "overrides", "created"]
     list_filter = ["tier", "active", OverridesFilter, "created_at"]
     search_fields = ["name", "slug", "uuid"]
     readonly_fields = ["uuid", "created_at", "updated_at"]
@@ -119,14 +198,44 @@ class TenantAdmin(admin.ModelAdmin):
     def members(self, obj: Tenant) -> int:
         return obj.member_total  # type: ignore[attr-defined]
 
-    @admin.display(description="active keys", ordering="active_key_total")
+    @admin.display(description="keys", ordering="active_key_total")
     def active_keys(self, obj: Tenant) -> int:
         return obj.active_key_total  # type: ignore[attr-defined]
 
-    @admin.display(description="overrides")
+    @admin.display(description="limits")
     def overrides(self, obj: Tenant) -> str:
-        values = obj.rate_limit_overrides()
-        return ", ".join(f"{name.lower()}={value}" for name, value in values.items()) or "—"
+        return limits_text(
+            burst=obj.burst_capacity,
+            refill=obj.refill_rate,
+            requests=obj.base_rate_limit,
+            window_ms=obj.window_ms,
+            inherited="settings",
+        )
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Tenant) -> Any:
+        return short_time(obj.created_at)
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form: forms.ModelForm, change: bool) -> None:
+        # Through the service: the running proxies pick up a new tier or limit within a second.
+        if change:
+            saved = services.tenant_update(tenant=Tenant.objects.get(pk=obj.pk), **changed_values(form, TENANT_FIELDS))
+        else:
+            saved = services.tenant_create(**{name: form.cleaned_data[name] for name in TENANT_FIELDS})
+        copy_saved(obj, saved)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is Membership:
+            memberships_save(formset)
+        else:
+            super().save_formset(request, form, formset, change)
+
+    def delete_model(self, request: HttpRequest, obj: Tenant) -> None:
+        services.tenant_delete(tenant=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        for tenant in queryset:
+            services.tenant_delete(tenant=tenant)
 
     def _set(self, request: HttpRequest, queryset: QuerySet[Tenant], label: str, **changes: Any) -> None:
         for tenant in queryset:
@@ -155,12 +264,40 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["user", "tenant", "role", "created_at"]
+class MembershipAdmin(ServiceModelAdmin):
+    list_display = ["user", "tenant_slug", "role", "created"]
     list_filter = ["role", "tenant__tier"]
     search_fields = ["user__username", "user__email", "tenant__name", "tenant__slug"]
     list_select_related = ["user", "tenant"]
     autocomplete_fields = ["user", "tenant"]
+
+    @admin.display(description="tenant", ordering="tenant__slug")
+    def tenant_slug(self, obj: Membership) -> str:
+        return obj.tenant.slug
+
+    @admin.display(description="since", ordering="created_at")
+    def created(self, obj: Membership) -> Any:
+        return short_time(obj.created_at)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Membership | None = None) -> list[str]:
+        # A membership is one user's place: to move someone else in, add their own membership.
+        return ["user", "created_at"] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Membership, form: forms.ModelForm, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            stored = Membership.objects.get(pk=obj.pk)
+            saved = services.membership_update(membership=stored, role=data["role"], tenant=data["tenant"])
+        else:
+            saved = services.membership_add(tenant=data["tenant"], user=data["user"], role=data["role"])
+        copy_saved(obj, saved)
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        services.membership_remove(membership=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        for membership in queryset:
+            services.membership_remove(membership=membership)
 
 
 class ApiKeyStatusFilter(admin.SimpleListFilter):
@@ -192,8 +329,8 @@ class ApiKeyCreationForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "tenant", "prefix", "scopes", "status", "last_used_at", "expires_at", "created_at"]
+class ApiKeyAdmin(ServiceModelAdmin):
+    list_display = ["name", "tenant_slug", "prefix", "scope_list", "status", "last_used", "expires"]
     list_filter = [ApiKeyStatusFilter, "tenant__tier", "created_at"]
     search_fields = ["name", "prefix", "tenant__name", "tenant__slug"]
     list_select_related = ["tenant", "created_by"]
@@ -226,7 +363,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            stored = ApiKey.objects.get(pk=obj.pk)
+            copy_saved(obj, services.api_key_update(api_key=stored, **changed_values(form, ["name", "expires_at"])))
             return
         key, raw = services.api_key_create(
             tenant=form.cleaned_data["tenant"],
@@ -235,11 +373,33 @@ class ApiKeyAdmin(admin.ModelAdmin):
             created_by=request.user if isinstance(request.user, User) else None,
             expires_at=form.cleaned_data["expires_at"],
         )
-        obj.pk = key.pk
-        obj.__dict__.update({k: v for k, v in key.__dict__.items() if not k.startswith("_")})
+        copy_saved(obj, key)
         self.message_user(
             request, f"API key created. Copy the secret now, it is not shown again: {raw}", messages.WARNING
         )
+
+    def delete_model(self, request: HttpRequest, obj: ApiKey) -> None:
+        services.api_key_delete(api_key=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            services.api_key_delete(api_key=key)
+
+    @admin.display(description="tenant", ordering="tenant__slug")
+    def tenant_slug(self, obj: ApiKey) -> str:
+        return obj.tenant.slug
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes) or "—"
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used(self, obj: ApiKey) -> Any:
+        return short_time(obj.last_used_at)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj: ApiKey) -> Any:
+        return short_time(obj.expires_at) if obj.expires_at else "never"
 
     @admin.display(description="status")
     def status(self, obj: ApiKey) -> str:

@@ -59,16 +59,24 @@ class Tenant(models.Model):
 
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=64, unique=True)
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    uuid = models.UUIDField("UUID", default=uuid.uuid4, unique=True, editable=False)
     tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD, db_index=True)
     burst_capacity = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Local bucket size (BURST_CAPACITY)."
     )
     refill_rate = models.FloatField(
-        null=True, blank=True, validators=[MinValueValidator(0.0)], help_text="Tokens per second (REFILL_RATE)."
+        "refill rate (tokens/s)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0)],
+        help_text="Tokens per second (REFILL_RATE).",
     )
     window_ms = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Distributed window (WINDOW_MS)."
+        "window (ms)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Distributed window (WINDOW_MS).",
     )
     base_rate_limit = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Requests per window (BASE_RATE_LIMIT)."
@@ -80,6 +88,8 @@ class Tenant(models.Model):
     objects = TenantQuerySet.as_manager()
 
     class Meta:
+        verbose_name = "tenant"
+        verbose_name_plural = "tenants"
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -110,6 +120,8 @@ class Membership(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "membership"
+        verbose_name_plural = "memberships"
         ordering = ["tenant__name", "user__username"]
         indexes = [models.Index(fields=["tenant", "role"])]
 
@@ -168,6 +180,7 @@ class ApiKey(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API key"
+        verbose_name_plural = "API keys"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -1,4 +1,8 @@
-"""Writes of the accounts domain. Views, admin actions, commands and tests all call these."""
+"""Writes of the accounts domain. Views, admin pages and actions, commands, tasks and tests all
+call these, so the invariants hold whichever door a change comes through: the proxies learn of
+every tenant and key change within a second (the config version moves after the commit), a
+tenant keeps at least one admin, secrets are stored hashed, a deactivated user is stopped at once.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.sessions.models import Session
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.models import (
     API_KEY_PREFIX_MARK,
@@ -66,9 +72,17 @@ def user_signup(*, username: str, email: str, password: str, tenant_name: str | 
     return user
 
 
+# --- tenants -------------------------------------------------------------------------------------
+
+
 def tenant_create(
     *, name: str, slug: str | None = None, tier: str = Tier.STANDARD, active: bool = True, **overrides: Any
 ) -> Tenant:
+    """A new tenant; the running proxies learn of it within a second (config version).
+
+    `overrides` are rate-limit settings of TENANT_OVERRIDE_FIELDS. Raises DomainError for an
+    unknown field, Conflict (409) when the slug is taken.
+    """
     unknown = set(overrides) - set(TENANT_OVERRIDE_FIELDS)
     if unknown:
         raise DomainError(f"Unknown tenant fields: {', '.join(sorted(unknown))}.")
@@ -82,6 +96,12 @@ def tenant_create(
 
 
 def tenant_update(*, tenant: Tenant, **changes: Any) -> Tenant:
+    """Changes a tenant's name, slug, tier, active flag or rate-limit overrides (None: back to the
+    setting). Every running proxy applies the change within a second: the config version moves
+    once the transaction commits (SPEC 2.2).
+
+    Raises DomainError for an unknown field, Conflict (409) when the new slug is taken.
+    """
     allowed = {"name", "slug", "tier", "active", *TENANT_OVERRIDE_FIELDS}
     unknown = set(changes) - allowed
     if unknown:
@@ -96,40 +116,196 @@ def tenant_update(*, tenant: Tenant, **changes: Any) -> Tenant:
 
 
 def tenant_set_active(*, tenant: Tenant, active: bool) -> Tenant:
+    """`tenant_update` of the active flag: an inactive tenant's logins, tokens and keys stop."""
     return tenant_update(tenant=tenant, active=active)
 
 
 @transaction.atomic
-def member_add(*, tenant: Tenant, user: User, role: str = Role.MEMBER) -> Membership:
-    if Membership.objects.select_for_update().filter(user=user).exists():
-        raise Conflict(f"{user.username} already belongs to a tenant.")
-    return Membership.objects.create(user=user, tenant=tenant, role=role)
+def tenant_delete(*, tenant: Tenant) -> None:
+    """Deletes a tenant and all it owns (memberships, keys, routes, rules, channels, events); its
+    users stay, without a tenant. The proxies drop its routes, keys and limits within a second of
+    the commit. Raises nothing of its own."""
+    tenant.delete()
+    transaction.on_commit(gateway_config_changed)
 
 
-def _lock_admins(tenant: Tenant) -> list[Membership]:
+# --- memberships ---------------------------------------------------------------------------------
+
+LAST_ADMIN = "A tenant keeps at least one admin: make another member admin first."
+
+
+def _keep_an_admin(membership: Membership) -> None:
+    """Raises Conflict (`last_admin`) if `membership` is its tenant's last admin, which the caller
+    is about to demote, move or remove."""
+    if membership.role != Role.ADMIN:
+        return
     # Locks the tenant's admin rows: two admins demoting each other at once must not leave the
-    # tenant with none.
-    return list(Membership.objects.select_for_update().filter(tenant=tenant, role=Role.ADMIN))
+    # tenant with none (the second waits for the first and then sees one admin left).
+    admins = Membership.objects.select_for_update().filter(tenant_id=membership.tenant_id, role=Role.ADMIN)
+    if not any(admin.pk != membership.pk for admin in admins):
+        raise Conflict(LAST_ADMIN, details={"role": [LAST_ADMIN]}, code="last_admin")
+
+
+def _check_role(role: str) -> None:
+    if role not in Role.values:
+        message = f"One of: {', '.join(Role.values)}."
+        raise DomainError(f"Unknown role {role!r}.", details={"role": [message]}, code="validation_error")
 
 
 @transaction.atomic
-def member_set_role(*, membership: Membership, role: str) -> Membership:
-    if membership.role == Role.ADMIN and role != Role.ADMIN:
-        admins = _lock_admins(membership.tenant)
-        if len(admins) <= 1:
-            raise Conflict("A tenant keeps at least one admin.")
-    membership.role = role
-    membership.save(update_fields=["role"])
-    return membership
+def membership_add(*, tenant: Tenant, user: User, role: str = Role.MEMBER) -> Membership:
+    """Puts a user in a tenant with a role. Raises Conflict (409) if the user already belongs to
+    a tenant (one each, so "the caller's tenant" is never ambiguous), DomainError for a bad role."""
+    _check_role(role)
+    taken = f"{user.username} already belongs to a tenant."
+    if Membership.objects.select_for_update().filter(user=user).exists():
+        raise Conflict(taken, details={"user": [taken]})
+    try:
+        with transaction.atomic():
+            return Membership.objects.create(user=user, tenant=tenant, role=role)
+    except IntegrityError:  # a concurrent add for the same user won the one-to-one
+        raise Conflict(taken, details={"user": [taken]}) from None
 
 
 @transaction.atomic
-def member_remove(*, membership: Membership) -> None:
-    if membership.role == Role.ADMIN:
-        admins = _lock_admins(membership.tenant)
-        if len(admins) <= 1:
-            raise Conflict("A tenant keeps at least one admin.")
-    membership.delete()
+def membership_update(*, membership: Membership, role: str | None = None, tenant: Tenant | None = None) -> Membership:
+    """Changes a member's role, or moves them to another tenant (with the role given, or theirs).
+
+    Raises Conflict (409, code `last_admin`) when the member is their tenant's last admin and
+    would stop being its admin (demoted or moved away); DomainError for an unknown role.
+    """
+    stored = Membership.objects.select_for_update().select_related("user", "tenant").get(pk=membership.pk)
+    new_role = stored.role if role is None else role
+    new_tenant = stored.tenant if tenant is None else tenant
+    _check_role(new_role)
+    if new_tenant.pk != stored.tenant_id or new_role != Role.ADMIN:
+        _keep_an_admin(stored)
+    stored.role, stored.tenant = new_role, new_tenant
+    stored.save(update_fields=["role", "tenant"])
+    return stored
+
+
+def membership_set_role(*, membership: Membership, role: str) -> Membership:
+    """`membership_update` of the role alone (same errors)."""
+    return membership_update(membership=membership, role=role)
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    """Takes a user out of their tenant (the user stays). Raises Conflict (409, `last_admin`) for
+    the tenant's last admin; removing a membership that is gone already is not an error."""
+    stored = Membership.objects.select_for_update().filter(pk=membership.pk).first()
+    if stored is None:
+        return
+    _keep_an_admin(stored)
+    stored.delete()
+
+
+# --- users ---------------------------------------------------------------------------------------
+
+USER_FIELDS = ("username", "email", "first_name", "last_name", "is_staff", "is_superuser")
+
+
+def user_create(
+    *, username: str, email: str = "", password: str | None = None, is_staff: bool = False, is_superuser: bool = False
+) -> User:
+    """A user with the password hashed (BCryptSHA256 first, SPEC 1); None sets an unusable one.
+
+    Raises DomainError (`validation_error`) when the username or e-mail is taken, in any case.
+    """
+    if User.objects.filter(username__iexact=username).exists():
+        raise _taken("username", "This username is taken.")
+    if email and User.objects.filter(email__iexact=email).exists():
+        raise _taken("email", "This e-mail is already registered.")
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(
+                username=username, email=email, password=password, is_staff=is_staff, is_superuser=is_superuser
+            )
+    except IntegrityError:  # lost a race with an identical creation
+        raise _taken("username", "This username or e-mail is taken.") from None
+
+
+def user_update(*, user: User, **changes: Any) -> User:
+    """Changes a user's names, e-mail and staff flags (USER_FIELDS). `is_active` goes through
+    `user_deactivate`/`user_activate`, the password through `User.set_password` (Django's forms).
+
+    Raises DomainError for another field, or when the username or e-mail is taken.
+    """
+    unknown = set(changes) - set(USER_FIELDS)
+    if unknown:
+        raise DomainError(f"Unknown user fields: {', '.join(sorted(unknown))}.")
+    username = changes.get("username")
+    if username and User.objects.filter(username__iexact=username).exclude(pk=user.pk).exists():
+        raise _taken("username", "This username is taken.")
+    email = changes.get("email")
+    if email and User.objects.filter(email__iexact=email).exclude(pk=user.pk).exists():
+        raise _taken("email", "This e-mail is already registered.")
+    for field, value in changes.items():
+        setattr(user, field, value)
+    if changes:
+        user.save(update_fields=list(changes))
+    return user
+
+
+@transaction.atomic
+def user_deactivate(*, user: User, by: User | None = None) -> User:
+    """Stops a user at once; idempotent.
+
+    Guarantees: `is_active` is off, so password logins fail and the REST API refuses any token
+    they hold (its JWT authentication loads the user); every outstanding refresh token of theirs
+    is blacklisted, so no new access token can be minted; every session of theirs is deleted, so an
+    open admin page is logged out. Left as is: their tenant's API keys (they belong to the tenant,
+    not to the person), and an access token already issued, which the proxy verifies without the
+    database and accepts until it expires (SIMPLE_JWT ACCESS_TOKEN_LIFETIME, 15 min by default).
+
+    Raises Conflict (409, `self_deactivation`) when `by` is the user: no one locks themself out.
+    """
+    if by is not None and by.pk == user.pk:
+        raise Conflict("You cannot deactivate yourself.", code="self_deactivation")
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    user.is_active = False
+    live = OutstandingToken.objects.filter(user=user, blacklistedtoken__isnull=True)
+    BlacklistedToken.objects.bulk_create([BlacklistedToken(token=token) for token in live], ignore_conflicts=True)
+    _sessions_delete(user)
+    return user
+
+
+def user_activate(*, user: User) -> User:
+    """Lets a deactivated user log in again (refresh tokens blacklisted meanwhile stay dead)."""
+    User.objects.filter(pk=user.pk).update(is_active=True)
+    user.is_active = True
+    return user
+
+
+def _sessions_delete(user: User) -> int:
+    """Deletes the live database sessions logged in as `user` (Django's default SESSION_ENGINE).
+    Session data is signed and encoded, so each live session is decoded: an admin's occasional
+    action, not a hot path."""
+    mine = [
+        session.pk
+        for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
+        if str(session.get_decoded().get("_auth_user_id")) == str(user.pk)
+    ]
+    return Session.objects.filter(pk__in=mine).delete()[0] if mine else 0
+
+
+@transaction.atomic
+def user_delete(*, user: User, by: User | None = None) -> None:
+    """Deletes a user; their membership goes with them, keys they created stay (unattributed).
+
+    Raises Conflict (409, `last_admin`) when they are their tenant's last admin, and Conflict
+    (`self_deletion`) when `by` is the user.
+    """
+    if by is not None and by.pk == user.pk:
+        raise Conflict("You cannot delete yourself.", code="self_deletion")
+    membership = Membership.objects.select_for_update().filter(user=user).first()
+    if membership is not None:
+        _keep_an_admin(membership)
+    user.delete()
+
+
+# --- API keys ------------------------------------------------------------------------------------
 
 
 def _new_raw_key() -> tuple[str, str]:
@@ -172,11 +348,44 @@ def api_key_create(
     raise DomainError("Could not allocate a unique key prefix; try again.")
 
 
+def api_key_update(*, api_key: ApiKey, **changes: Any) -> ApiKey:
+    """Renames a key or changes its expiry (None: never). Scopes and the secret never change: make
+    a new key for that. The proxies drop their cached copy within a second.
+
+    Raises DomainError for another field, or for a new expiry in the past.
+    """
+    unknown = set(changes) - {"name", "expires_at"}
+    if unknown:
+        raise DomainError(f"Unknown API key fields: {', '.join(sorted(unknown))}.")
+    expires_at = changes.get("expires_at")
+    if expires_at is not None and expires_at != api_key.expires_at and expires_at <= timezone.now():
+        raise DomainError("expires_at is in the past.", details={"expires_at": ["Must be in the future."]})
+    for field, value in changes.items():
+        setattr(api_key, field, value)
+    if changes:
+        api_key.save(update_fields=list(changes))
+        transaction.on_commit(gateway_config_changed)
+    return api_key
+
+
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
-    """Revokes the key for good. Idempotent: revoking twice keeps the first revocation time."""
+    """Revokes the key for good. Idempotent: revoking twice keeps the first revocation time.
+
+    The proxies cache a resolved key for a few seconds; the config version moves on commit, so
+    they forget it within a second (the refresh of SPEC 2.2) rather than at the cache's expiry.
+    """
     ApiKey.objects.filter(pk=api_key.pk, revoked=False).update(revoked=True, revoked_at=timezone.now())
     api_key.refresh_from_db(fields=["revoked", "revoked_at"])
+    transaction.on_commit(gateway_config_changed)
     return api_key
+
+
+@transaction.atomic
+def api_key_delete(*, api_key: ApiKey) -> None:
+    """Deletes a key's row (the admin's clean-up; the API revokes instead, keeping the row for the
+    audit trail). The proxies forget the key within a second. Raises nothing of its own."""
+    api_key.delete()
+    transaction.on_commit(gateway_config_changed)
 
 
 def api_key_authenticate(*, raw_key: str) -> ApiKey | None:

@@ -99,13 +99,13 @@ SETUP_CODE = """
 import json, os
 from accounts.api.serializers import TokenSerializer
 from accounts.models import Role, User
-from accounts.services import member_add, tenant_create
+from accounts.services import membership_add, tenant_create
 from gateway.services import route_create
 
 spec = json.loads(os.environ["BENCH_SETUP"])
 tenant = tenant_create(name="Bench", slug="bench", tier="vital", **spec["limits"])
 user = User.objects.create_user(username="bench", email="bench@example.com", password=None)
-member_add(tenant=tenant, user=user, role=Role.MEMBER)
+membership_add(tenant=tenant, user=user, role=Role.MEMBER)
 route_create(
     tenant=None, name="Bench proxy", path_prefix="/proxy/", targets=[spec["upstream"]],
     auth_mode="jwt", strip_prefix=True,

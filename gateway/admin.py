@@ -1,37 +1,61 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import models, transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
+from accounts.admin_base import ServiceModelAdmin, changed_values, copy_saved, limits_text, short_time
 from gateway import services
 from gateway.breakers import breaker_reset, breaker_states
-from gateway.models import ROUTE_FIELDS, Route, RouteTarget, Upstream
+from gateway.models import ROUTE_FIELDS, Route, Upstream
 from sentinel_site.errors import DomainError
 
-
-class RouteTargetInline(admin.TabularInline):
-    model = RouteTarget
-    extra = 1
-    autocomplete_fields = ["upstream"]
-    fields = ["position", "upstream"]
-    ordering = ["position"]
+# Short names for the changelist column; the form keeps the full ones.
+AUTH_LABELS = {"none": "public", "jwt": "JWT", "api_key": "key", "jwt_or_api_key": "JWT/key"}
 
 
 class RouteAdminForm(forms.ModelForm):
+    # The targets as the API takes them (URLs, in round-robin order), not as rows of another
+    # table: the service validates and stores them, and tells the proxies.
+    targets = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="One URL per line, in round-robin order.",
+    )
+    methods = forms.MultipleChoiceField(
+        choices=[(method, method) for method in sorted(services.HTTP_METHODS)],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None ticked: every method is allowed.",
+    )
+
     class Meta:
         model = Route
         fields = ["tenant", *ROUTE_FIELDS]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.initial.setdefault("targets", "\n".join(self.instance.targets))
+
+    def clean_targets(self) -> list[str]:
+        urls = [line.strip() for line in self.cleaned_data["targets"].splitlines() if line.strip()]
+        try:
+            return services.normalize_targets(urls)
+        except DomainError as exc:
+            raise forms.ValidationError(exc.message) from None
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         try:
             if "path_prefix" in data:
-                data["path_prefix"] = services.normalize_path_prefix(data["path_prefix"], tenant=data.get("tenant"))
+                # On change the tenant is read-only, so not in the data: the route's own counts.
+                tenant = data.get("tenant", self.instance.tenant)
+                data["path_prefix"] = services.normalize_path_prefix(data["path_prefix"], tenant=tenant)
             data["methods"] = services.normalize_methods(data.get("methods") or [])
         except DomainError as exc:
             field = next(iter(exc.details or {"path_prefix": None}))
@@ -40,17 +64,18 @@ class RouteAdminForm(forms.ModelForm):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(ServiceModelAdmin):
     form = RouteAdminForm
-    list_display = ["name", "path_prefix", "tenant", "auth_mode", "target_list", "limits", "active", "updated_at"]
+    list_display = ["name", "path_prefix", "tenant_slug", "auth", "target_list", "limits", "active", "updated"]
     list_filter = ["active", "auth_mode", "strip_prefix", "allow_tenant_header", "tenant__tier"]
     search_fields = ["name", "path_prefix", "tenant__slug", "route_targets__upstream__url"]
     list_select_related = ["tenant"]
     autocomplete_fields = ["tenant"]
-    inlines = [RouteTargetInline]
     actions = ["activate", "deactivate", "test_live"]
     fieldsets = [
-        (None, {"fields": ["name", "tenant", "path_prefix", "methods", "auth_mode", "strip_prefix", "active"]}),
+        (None, {
+            "fields": ["name", "tenant", "path_prefix", "targets", "methods", "auth_mode", "strip_prefix", "active"]
+        }),
         ("Limits (empty: the tenant's override, then the setting)", {
             "fields": ["burst_capacity", "refill_rate", "window_ms", "base_rate_limit", "timeout_ms", "max_body_bytes"]
         }),
@@ -60,23 +85,55 @@ class RouteAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Route]:
         return super().get_queryset(request).prefetch_related("route_targets__upstream")
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Route | None = None) -> list[str]:
+        # A route stays in its tenant: its prefix lives under the tenant's slug.
+        return ["tenant"] if obj is not None else []
+
+    @admin.display(description="tenant", ordering="tenant__slug")
+    def tenant_slug(self, obj: Route) -> str:
+        return obj.tenant.slug if obj.tenant else "platform"
+
+    @admin.display(description="auth", ordering="auth_mode")
+    def auth(self, obj: Route) -> str:
+        return AUTH_LABELS.get(obj.auth_mode, obj.auth_mode)
+
     @admin.display(description="targets")
-    def target_list(self, obj: Route) -> str:
-        return ", ".join(obj.targets) or "— none: requests get 503"
+    def target_list(self, obj: Route) -> Any:
+        targets = obj.targets
+        if not targets:
+            return "none: 503"
+        more = f" +{len(targets) - 1}" if len(targets) > 1 else ""
+        return format_html('<span title="{}">{}{}</span>', "\n".join(targets), urlsplit(targets[0]).netloc, more)
 
     @admin.display(description="limits")
     def limits(self, obj: Route) -> str:
-        parts = [
-            f"{name}={value}"
-            for name, value in (("burst", obj.burst_capacity), ("rate", obj.base_rate_limit), ("window", obj.window_ms))
-            if value is not None
-        ]
-        return ", ".join(parts) or "settings"
+        return limits_text(
+            burst=obj.burst_capacity,
+            refill=obj.refill_rate,
+            requests=obj.base_rate_limit,
+            window_ms=obj.window_ms,
+            inherited="tenant/settings",
+        )
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        # The proxies reload their route table when this version moves.
-        transaction.on_commit(services.gateway_config_changed)
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj: Route) -> Any:
+        return short_time(obj.updated_at)
+
+    def save_model(self, request: HttpRequest, obj: Route, form: forms.ModelForm, change: bool) -> None:
+        # Through the services: prefix and targets validated as the API's are, and the proxies
+        # reload their route table once the config version moves after the commit.
+        data = form.cleaned_data
+        if change:
+            stored = Route.objects.get(pk=obj.pk)
+            fields = changed_values(form, [name for name in ROUTE_FIELDS if name != "path_prefix"])
+            if "path_prefix" in form.changed_data or data["path_prefix"] != stored.path_prefix:
+                fields["path_prefix"] = data["path_prefix"]
+            targets = data["targets"] if data["targets"] != stored.targets else None
+            saved = services.route_update(route=stored, targets=targets, **fields)
+        else:
+            fields = {name: data[name] for name in ROUTE_FIELDS if name in data}
+            saved = services.route_create(tenant=data.get("tenant"), targets=data["targets"], **fields)
+        copy_saved(obj, saved)
 
     def delete_model(self, request: HttpRequest, obj: Route) -> None:
         services.route_delete(route=obj)
@@ -113,15 +170,34 @@ class RouteAdmin(admin.ModelAdmin):
 
 
 @admin.register(Upstream)
-class UpstreamAdmin(admin.ModelAdmin):
-    list_display = ["url", "breaker", "route_count", "created_at"]
+class UpstreamAdmin(ServiceModelAdmin):
+    """Read-only: upstreams are made and changed as routes' targets (validated there). An unused
+    one can be deleted; breakers can be reset."""
+
+    list_display = ["url", "breaker", "route_count", "created"]
     actions = ["reset_breakers"]
-    # Internal upstreams are usually plain http; say so rather than let Django guess.
-    formfield_overrides = {models.URLField: {"assume_scheme": "http"}}
     search_fields = ["url", "routes__path_prefix"]
+    readonly_fields = ["url", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Upstream | None = None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: Upstream) -> None:
+        services.upstream_delete(upstream=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Upstream]) -> None:
+        for upstream in queryset:
+            services.upstream_delete(upstream=upstream)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Upstream]:
         return super().get_queryset(request).annotate(route_total=Count("routes", distinct=True))
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Upstream) -> Any:
+        return short_time(obj.created_at)
 
     @admin.display(description="routes", ordering="route_total")
     def route_count(self, obj: Upstream) -> int:

@@ -145,6 +145,17 @@ def route_delete(*, route: Route) -> None:
     transaction.on_commit(gateway_config_changed)
 
 
+def upstream_delete(*, upstream: Upstream) -> None:
+    """Deletes an upstream no route uses (its breaker state expires on its own).
+
+    Raises Conflict (409) while a route still forwards to it: change the route's targets first.
+    """
+    paths = sorted(upstream.routes.values_list("path_prefix", flat=True))
+    if paths:
+        raise Conflict(f"{upstream.url} is a target of {', '.join(paths)}.", details={"upstream": paths})
+    upstream.delete()
+
+
 def route_ensure_default(*, downstream_url: str) -> Route:
     """The default `/proxy/` route to DOWNSTREAM_URL (SPEC 2.2), created once; later edits stay."""
     existing = Route.objects.filter(path_prefix="/proxy/").first()

@@ -1,7 +1,9 @@
 """The rules admin: events, rules (with DSL validation and a dry run), channels, matches, deliveries.
 
-A client of the services like the API: rules and channels are saved through them, actions call
-them, and the channel secret is write-only here as well.
+A client of the services like the API: rules and channels are saved and deleted through them,
+actions call them, and the channel secret is write-only here as well. Events, matches and
+deliveries are records the services write; staff may only delete them, which no invariant
+depends on (a deleted delivery's claim simply finds no row).
 """
 
 from __future__ import annotations
@@ -20,17 +22,16 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from accounts.admin_base import ServiceModelAdmin, copy_saved, short_time, shorten
 from rules import notifiers, services
 from rules.api.serializers import dry_run_result, event_problem
-from rules.models import Delivery, Event, NotificationChannel, Rule, RuleMatch
+from rules.models import Delivery, DeliveryStatus, Event, NotificationChannel, Rule, RuleMatch
 from sentinel_site.errors import DomainError
 
 
-def _copy_saved(obj: Any, saved: Any) -> None:
-    """The admin keeps using the object it passed to save_model (log entry, redirect, message):
-    give it what the service stored."""
-    obj.pk = saved.pk
-    obj.__dict__.update({k: v for k, v in saved.__dict__.items() if not k.startswith("_")})
+@admin.display(description="tenant", ordering="tenant__slug")
+def tenant_slug(obj: Any) -> str:
+    return str(obj.tenant.slug)
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ def _pretty_json(value: Any) -> SafeString:
 class EventAdmin(admin.ModelAdmin):
     """Read-mostly: events arrive through the API or the stream; staff look and may delete."""
 
-    list_display = ["received_at", "tenant", "type", "source", "evaluated"]
+    list_display = ["received", tenant_slug, "type", "source", "evaluated"]
     list_filter = ["source", EvaluatedFilter, "tenant__tier"]
     # Exact type only: a LIKE over the biggest table of the app would scan it.
     search_fields = ["=type"]
@@ -70,6 +71,10 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="received", ordering="received_at")
+    def received(self, obj: Event) -> Any:
+        return short_time(obj.received_at)
 
     @admin.display(description="evaluated", boolean=True, ordering="evaluated_at")
     def evaluated(self, obj: Event) -> bool:
@@ -94,6 +99,7 @@ def _dsl_error_text(exc: DomainError) -> str:
 
 class RuleAdminForm(forms.ModelForm):
     dsl = forms.CharField(
+        label="DSL",
         widget=forms.Textarea(attrs={"rows": 6, "cols": 100, "style": "font-family: monospace"}),
         strip=False,  # the error's line and column point into the text as typed
         help_text='e.g. when type == "order" and amount > 500 then notify("slack:#big-orders")',
@@ -168,9 +174,9 @@ DRY_RUN_TEMPLATE = """{% extends "admin/base_site.html" %}
 
 
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(ServiceModelAdmin):
     form = RuleAdminForm
-    list_display = ["name", "tenant", "enabled", "cooldown_seconds", "version", "updated_at"]
+    list_display = ["name", tenant_slug, "enabled", "cooldown", "version", "updated"]
     list_filter = ["enabled", "tenant__tier"]
     search_fields = ["name", "tenant__slug", "dsl"]
     list_select_related = ["tenant"]
@@ -192,7 +198,22 @@ class RuleAdmin(admin.ModelAdmin):
             saved = services.rule_update(rule=stored, **{k: v for k, v in data.items() if k in form.changed_data})
         else:
             saved = services.rule_create(tenant=form.cleaned_data["tenant"], **data)
-        _copy_saved(obj, saved)
+        copy_saved(obj, saved)
+
+    @admin.display(description="cooldown", ordering="cooldown_seconds")
+    def cooldown(self, obj: Rule) -> str:
+        return f"{obj.cooldown_seconds} s"
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj: Rule) -> Any:
+        return short_time(obj.updated_at)
+
+    def delete_model(self, request: HttpRequest, obj: Rule) -> None:
+        services.rule_delete(rule=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
+        for rule in queryset:
+            services.rule_delete(rule=rule)
 
     @admin.display(description="dry run")
     def dry_run_link(self, obj: Rule | None) -> str:
@@ -289,9 +310,9 @@ class ChannelAdminForm(forms.ModelForm):
 
 
 @admin.register(NotificationChannel)
-class NotificationChannelAdmin(admin.ModelAdmin):
+class NotificationChannelAdmin(ServiceModelAdmin):
     form = ChannelAdminForm
-    list_display = ["label", "tenant", "target", "has_secret", "active", "created_at"]
+    list_display = ["label", tenant_slug, "short_target", "has_secret", "active", "created"]
     list_filter = ["kind", "active", "tenant__tier"]
     search_fields = ["name", "target", "tenant__slug"]
     list_select_related = ["tenant"]
@@ -316,11 +337,26 @@ class NotificationChannelAdmin(admin.ModelAdmin):
             if not form.cleaned_data["active"]:
                 # channel_create takes no `active`: an inactive channel takes a second write.
                 saved = services.channel_update(channel=saved, active=False)
-        _copy_saved(obj, saved)
+        copy_saved(obj, saved)
+
+    def delete_model(self, request: HttpRequest, obj: NotificationChannel) -> None:
+        services.channel_delete(channel=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[NotificationChannel]) -> None:
+        for channel in queryset:
+            services.channel_delete(channel=channel)
 
     @admin.display(description="channel", ordering="name")
     def label(self, obj: NotificationChannel) -> str:
         return f"{obj.kind}:{obj.name}"
+
+    @admin.display(description="target", ordering="target")
+    def short_target(self, obj: NotificationChannel) -> Any:
+        return shorten(obj.target, 60)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: NotificationChannel) -> Any:
+        return short_time(obj.created_at)
 
     @admin.display(description="secret", boolean=True)
     def has_secret(self, obj: NotificationChannel) -> bool:
@@ -334,7 +370,7 @@ class NotificationChannelAdmin(admin.ModelAdmin):
 class RuleMatchAdmin(admin.ModelAdmin):
     """Read-only: matches are facts recorded by the evaluation."""
 
-    list_display = ["matched_at", "rule", "tenant", "event_id", "group_key", "suppressed", "problem_list"]
+    list_display = ["matched", "rule", tenant_slug, "event_id", "group", "suppressed", "problem_list"]
     list_filter = ["suppressed", ("rule", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["=group_key", "rule__name"]
     list_select_related = ["rule", "tenant"]
@@ -348,14 +384,22 @@ class RuleMatchAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: RuleMatch | None = None) -> bool:
         return False
 
+    @admin.display(description="matched", ordering="matched_at")
+    def matched(self, obj: RuleMatch) -> Any:
+        return short_time(obj.matched_at)
+
+    @admin.display(description="group", ordering="group_key")
+    def group(self, obj: RuleMatch) -> Any:
+        return shorten(obj.group_key, 30) or "—"
+
     @admin.display(description="problems")
-    def problem_list(self, obj: RuleMatch) -> str:
-        return "; ".join(obj.problems) if obj.problems else "—"
+    def problem_list(self, obj: RuleMatch) -> Any:
+        return shorten("; ".join(obj.problems), 60) if obj.problems else "—"
 
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "status", "attempts", "channel", "tenant", "next_attempt_at", "short_error"]
+    list_display = ["created", "status", "attempts", "channel", tenant_slug, "next_attempt", "short_error"]
     list_filter = ["status", "channel__kind", "tenant__tier"]
     search_fields = ["channel__name", "last_error"]
     list_select_related = ["channel", "tenant"]
@@ -380,10 +424,20 @@ class DeliveryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Delivery) -> Any:
+        return short_time(obj.created_at)
+
+    @admin.display(description="next attempt", ordering="next_attempt_at")
+    def next_attempt(self, obj: Delivery) -> Any:
+        # Only a delivery that will be tried again has a next attempt worth showing.
+        if obj.status not in (DeliveryStatus.PENDING, DeliveryStatus.FAILED):
+            return "—"
+        return short_time(obj.next_attempt_at)
+
     @admin.display(description="last error")
-    def short_error(self, obj: Delivery) -> str:
-        text = obj.last_error.strip()
-        return text if len(text) <= 80 else text[:79] + "…"
+    def short_error(self, obj: Delivery) -> Any:
+        return shorten(obj.last_error, 60) or "—"
 
     @admin.action(description="Resend the selected deliveries (failed or dead ones)")
     def resend(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:

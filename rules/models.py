@@ -32,6 +32,8 @@ class Event(models.Model):
     source_ref = models.CharField(max_length=64, blank=True)
 
     class Meta:
+        verbose_name = "event"
+        verbose_name_plural = "events"
         ordering = ["-received_at", "-id"]
         indexes = [
             models.Index(fields=["tenant", "-received_at"], name="rules_event_tenant_time"),
@@ -57,9 +59,9 @@ class RuleQuerySet(models.QuerySet["Rule"]):
 class Rule(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="rules")
     name = models.CharField(max_length=120)
-    dsl = models.TextField()
+    dsl = models.TextField("DSL")
     enabled = models.BooleanField(default=True)
-    cooldown_seconds = models.PositiveIntegerField(default=300)
+    cooldown_seconds = models.PositiveIntegerField("cooldown (seconds)", default=300)
     # Bumped when the DSL changes: compiled rules and window state are keyed by it.
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -68,6 +70,8 @@ class Rule(models.Model):
     objects = RuleQuerySet.as_manager()
 
     class Meta:
+        verbose_name = "rule"
+        verbose_name_plural = "rules"
         ordering = ["tenant_id", "name"]
         constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="rules_rule_unique_name")]
 
@@ -93,6 +97,8 @@ class NotificationChannel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "notification channel"
+        verbose_name_plural = "notification channels"
         ordering = ["tenant_id", "kind", "name"]
         constraints = [
             models.UniqueConstraint(fields=["tenant", "kind", "name"], name="rules_channel_unique_name"),
@@ -114,6 +120,9 @@ class RuleMatch(models.Model):
     problems = models.JSONField(default=list, blank=True)
 
     class Meta:
+        # Django's default plural would be "rule matchs".
+        verbose_name = "rule match"
+        verbose_name_plural = "rule matches"
         ordering = ["-matched_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["rule", "event"], name="rules_match_once_per_event")]
         indexes = [models.Index(fields=["tenant", "-matched_at"], name="rules_match_tenant_time")]
@@ -145,8 +154,9 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-created_at", "-id"]
+        verbose_name = "delivery"
         verbose_name_plural = "deliveries"
+        ordering = ["-created_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["match", "channel"], name="rules_delivery_once")]
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="rules_delivery_tenant_time"),

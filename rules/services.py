@@ -240,6 +240,18 @@ def channel_update(*, channel: NotificationChannel, **fields: Any) -> Notificati
     return channel
 
 
+def rule_delete(*, rule: Rule) -> None:
+    """Deletes a rule with its matches and their deliveries (pending ones are never sent); its
+    window counts expire on their own. Raises nothing of its own."""
+    rule.delete()
+
+
+def channel_delete(*, channel: NotificationChannel) -> None:
+    """Deletes a channel with its deliveries; a rule naming it records the missing channel as a
+    problem on its next match. Raises nothing of its own."""
+    channel.delete()
+
+
 # --- Evaluation --------------------------------------------------------------------------------
 
 

@@ -1,9 +1,9 @@
 """The one tenant wall every tenant-owned REST resource stands behind.
 
-Subclass ``TenantScopedViewSet`` with a selector in ``get_base_queryset()`` and a service in
-``create_object()``; the base filters every list and lookup to the caller's tenant (staff see all,
-other tenants' objects answer 404 as if they did not exist), decides which tenant a new object
-belongs to, and checks roles and API-key scopes.
+Subclass ``TenantScopedViewSet`` with a selector in ``get_base_queryset()`` and services in
+``create_object()``, ``update_object()`` and ``delete_object()``; the base filters every list and
+lookup to the caller's tenant (staff see all, other tenants' objects answer 404 as if they did not
+exist), decides which tenant a new object belongs to, and checks roles and API-key scopes.
 """
 
 from __future__ import annotations
@@ -90,12 +90,19 @@ class TenantScopedViewSet(viewsets.ModelViewSet):
             raise exceptions.ValidationError({"tenant": ["An object cannot move to another tenant."]})
         serializer.instance = self.update_object(instance=serializer.instance, data=data)
 
+    def perform_destroy(self, instance: Model) -> None:
+        self.delete_object(instance=instance)
+
+    # Writes go through the app's services (CONVENTIONS 1), whichever door they come through: a
+    # resource that forgets to name its service fails loudly instead of writing behind its back.
     def create_object(self, *, tenant: Tenant, data: dict[str, Any]) -> Model:
-        """Creates through the app's service. The default suits models without a service."""
-        return self.get_serializer().Meta.model.objects.create(tenant=tenant, **data)
+        """Creates through the app's service."""
+        raise NotImplementedError(f"{type(self).__name__} must create through a service")
 
     def update_object(self, *, instance: Model, data: dict[str, Any]) -> Model:
-        for field, value in data.items():
-            setattr(instance, field, value)
-        instance.save()
-        return instance
+        """Updates through the app's service."""
+        raise NotImplementedError(f"{type(self).__name__} must update through a service")
+
+    def delete_object(self, *, instance: Model) -> None:
+        """Deletes through the app's service."""
+        raise NotImplementedError(f"{type(self).__name__} must delete through a service")

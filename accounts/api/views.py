@@ -157,6 +157,9 @@ class TenantViewSet(viewsets.ModelViewSet):
     def perform_update(self, serializer: TenantSerializer) -> None:
         serializer.instance = services.tenant_update(tenant=serializer.instance, **serializer.validated_data)
 
+    def perform_destroy(self, instance: Tenant) -> None:
+        services.tenant_delete(tenant=instance)
+
     @extend_schema(request=MemberSerializer, responses={200: MemberSerializer(many=True), 201: MemberSerializer})
     @action(detail=True, methods=["get", "post"], url_path="members")
     def members(self, request: Request, pk: str | None = None) -> Response:
@@ -171,7 +174,7 @@ class TenantViewSet(viewsets.ModelViewSet):
         user = User.objects.filter(username__iexact=username).first()
         if user is None:
             raise exceptions.ValidationError({"username": [f"No user is named {username!r}."]})
-        membership = services.member_add(tenant=tenant, user=user, role=serializer.validated_data["role"])
+        membership = services.membership_add(tenant=tenant, user=user, role=serializer.validated_data["role"])
         return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=MemberRoleSerializer, responses={200: MemberSerializer})
@@ -183,11 +186,11 @@ class TenantViewSet(viewsets.ModelViewSet):
         if membership is None:
             raise exceptions.NotFound(f"{username!r} is not a member of this tenant.")
         if request.method == "DELETE":
-            services.member_remove(membership=membership)
+            services.membership_remove(membership=membership)
             return Response(status=status.HTTP_204_NO_CONTENT)
         serializer = MemberRoleSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        membership = services.member_set_role(membership=membership, role=serializer.validated_data["role"])
+        membership = services.membership_set_role(membership=membership, role=serializer.validated_data["role"])
         return Response(MemberSerializer(membership).data)
 
 

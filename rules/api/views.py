@@ -135,6 +135,10 @@ class RuleViewSet(TenantScopedViewSet):
         assert isinstance(instance, Rule)
         return services.rule_update(rule=instance, **data)
 
+    def delete_object(self, *, instance: Model) -> None:
+        assert isinstance(instance, Rule)
+        services.rule_delete(rule=instance)
+
     @extend_schema(request=DryRunSerializer, responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"], url_path="dry-run")
     def dry_run(self, request: Request, pk: str | None = None) -> Response:
@@ -175,6 +179,10 @@ class ChannelViewSet(TenantScopedViewSet):
     def update_object(self, *, instance: Model, data: dict[str, Any]) -> Model:
         assert isinstance(instance, NotificationChannel)
         return services.channel_update(channel=instance, **data)
+
+    def delete_object(self, *, instance: Model) -> None:
+        assert isinstance(instance, NotificationChannel)
+        services.channel_delete(channel=instance)
 
 
 class ReadOnlyBaseViewSet(TenantScopedViewSet):
