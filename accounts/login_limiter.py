@@ -31,6 +31,8 @@ from django.core.cache import caches
 from django_redis import get_redis_connection
 from django_redis.cache import RedisCache
 
+from core.ratelimit_headers import LimitState
+
 logger = logging.getLogger("sentinel.accounts")
 
 Clock = Callable[[], float]  # wall-clock seconds (time.time); injectable for tests
@@ -40,6 +42,13 @@ Clock = Callable[[], float]  # wall-clock seconds (time.time); injectable for te
 class Lockout:
     subject: str  # "username" or "ip"
     retry_after: int  # whole seconds until enough counted failures have left the window
+    limit: int = 0  # the subject's quota of failures per window
+    window: int = 0  # the window, in whole seconds
+
+    def state(self) -> LimitState:
+        """The refusing policy as the 429's RateLimit headers state it (`core.ratelimit_headers`):
+        `"login-username"` or `"login-ip"`, nothing remaining until `retry_after`."""
+        return LimitState(f"login-{self.subject}", self.limit, self.window, 0, self.retry_after)
 
 
 class FailureLog(Protocol):
@@ -189,7 +198,9 @@ class LoginLimiter:
             return None
         # Locked on both: the client must wait for the later of the two.
         subject = max(locked, key=lambda name: locked[name])
-        return Lockout(subject=subject, retry_after=locked[subject])
+        return Lockout(
+            subject=subject, retry_after=locked[subject], limit=self.limits[subject], window=math.ceil(self.window)
+        )
 
     def failure(self, *, username: str, ip: str) -> None:
         """Counts one failed login against both the username and the IP."""

@@ -77,6 +77,7 @@ class TokenView(APIView):
                 "Too many failed logins; try again later.",
                 retry_after=lockout.retry_after,
                 code="too_many_failed_logins",
+                limit=lockout.state(),
             )
         serializer = TokenSerializer(data=request.data)
         try:

@@ -154,6 +154,11 @@ def test_failed_logins_are_limited_per_username(alice: User, settings: object) -
     assert locked.status_code == 429
     assert int(locked["Retry-After"]) >= 1
     assert locked.json()["error"]["code"] == "too_many_failed_logins"
+    # The same header set as every other 429 (issue 8 item 7): the policy, nothing left, the reset.
+    assert locked["RateLimit-Policy"] == '"login-username";q=3;w=900'
+    assert locked["RateLimit-Remaining"] == "0"
+    assert locked["x-ratelimit-remaining"] == "0"
+    assert int(locked["RateLimit-Reset"]) <= int(locked["Retry-After"])
 
 
 def test_failed_logins_are_limited_per_ip_across_usernames(alice: User, settings: object) -> None:
@@ -169,6 +174,7 @@ def test_failed_logins_are_limited_per_ip_across_usernames(alice: User, settings
 
     assert locked.status_code == 429
     assert "Retry-After" in locked
+    assert locked["RateLimit-Policy"] == '"login-ip";q=4;w=900'
     assert elsewhere.status_code == 200
 
 
