@@ -22,8 +22,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from accounts.models import Membership, Role, Scope, Tenant, Tier, User
-from accounts.services import api_key_create
+from accounts.models import Role, Scope, Tenant, Tier, User
+from accounts.services import api_key_create, membership_add, tenant_create, user_create
 
 DEMO_TENANTS = [
     ("Acme Payments", "acme", Tier.VITAL),
@@ -49,15 +49,18 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
+        # Through the services, like every other write: the running proxies learn of the tenants.
         for name, slug, tier in DEMO_TENANTS:
-            tenant, created = Tenant.objects.get_or_create(slug=slug, defaults={"name": name, "tier": tier})
+            tenant = Tenant.objects.filter(slug=slug).first()
+            created = tenant is None
+            if tenant is None:
+                tenant = tenant_create(name=name, slug=slug, tier=tier)
             self.stdout.write(f"tenant {tenant.slug:<10} tier={tenant.tier:<9} {'created' if created else 'exists'}")
             owner_name = f"{slug}-admin"
             if not User.objects.filter(username=owner_name).exists():
-                owner = User.objects.create_user(username=owner_name, email=f"{owner_name}@example.com")
-                owner.set_unusable_password()  # demo owners exist for the data; log in as staff
-                owner.save(update_fields=["password"])
-                Membership.objects.create(user=owner, tenant=tenant, role=Role.ADMIN)
+                # No password (unusable): demo owners exist for the data; log in as staff.
+                owner = user_create(username=owner_name, email=f"{owner_name}@example.com")
+                membership_add(tenant=tenant, user=owner, role=Role.ADMIN)
 
         username = options["admin_username"]
         if User.objects.filter(username=username).exists():
@@ -66,7 +69,9 @@ class Command(BaseCommand):
             )
             return
         password = secrets.token_urlsafe(12)
-        User.objects.create_superuser(username=username, email=options["admin_email"], password=password)
+        user_create(
+            username=username, email=options["admin_email"], password=password, is_staff=True, is_superuser=True
+        )
         _, key = api_key_create(
             tenant=Tenant.objects.get(slug=DEMO_KEY_TENANT), name="demo (first run)", scopes=DEMO_KEY_SCOPES
         )
