@@ -255,9 +255,9 @@ def user_deactivate(*, user: User, by: User | None = None) -> User:
     Guarantees: `is_active` is off, so password logins fail and the REST API refuses any token
     they hold (its JWT authentication loads the user); every outstanding refresh token of theirs
     is blacklisted, so no new access token can be minted; every session of theirs is deleted, so an
-    open admin page is logged out. Left as is: their tenant's API keys (they belong to the tenant,
-    not to the person), and an access token already issued, which the proxy verifies without the
-    database and accepts until it expires (SIMPLE_JWT ACCESS_TOKEN_LIFETIME, 15 min by default).
+    open admin page is logged out; the config version moves after the commit, so the running
+    proxies refuse their unexpired access tokens within a second. Left as is: their tenant's API
+    keys (they belong to the tenant, not to the person).
 
     Raises Conflict (409, `self_deactivation`) when `by` is the user: no one locks themself out.
     """
@@ -268,13 +268,16 @@ def user_deactivate(*, user: User, by: User | None = None) -> User:
     live = OutstandingToken.objects.filter(user=user, blacklistedtoken__isnull=True)
     BlacklistedToken.objects.bulk_create([BlacklistedToken(token=token) for token in live], ignore_conflicts=True)
     _sessions_delete(user)
+    transaction.on_commit(gateway_config_changed)
     return user
 
 
 def user_activate(*, user: User) -> User:
-    """Lets a deactivated user log in again (refresh tokens blacklisted meanwhile stay dead)."""
+    """Lets a deactivated user log in again (refresh tokens blacklisted meanwhile stay dead); the
+    proxies accept their tokens again once the config version moves."""
     User.objects.filter(pk=user.pk).update(is_active=True)
     user.is_active = True
+    transaction.on_commit(gateway_config_changed)
     return user
 
 

@@ -28,7 +28,7 @@ from gateway.engine.pressure import PressureGauge, TierAdmission, combine
 from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy
 from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter, limiter_redis_client
 from gateway.engine.routes import RouteTable
-from gateway.selectors import api_key_info, route_specs, tenant_infos
+from gateway.selectors import api_key_info, inactive_user_ids, route_specs, tenant_infos
 from gateway.services import CONFIG_VERSION_KEY
 from observability.services import gateway_gauges_set, request_observe
 from sentinel_site.prometheus_setup import forget_dead_processes, process_identifier
@@ -55,6 +55,7 @@ def _with_connection_cleanup(function: Any) -> Any:
 
 _load_routes = _with_connection_cleanup(route_specs)
 _load_tenants = _with_connection_cleanup(tenant_infos)
+_load_inactive_users = _with_connection_cleanup(inactive_user_ids)
 _load_key = _with_connection_cleanup(lambda digest: api_key_info(key_hash=digest))
 _load_version = sync_to_async(lambda: cache.get(CONFIG_VERSION_KEY, 0), thread_sensitive=False)
 
@@ -166,12 +167,12 @@ class GatewayRuntime:
         if version == self.version:
             return False
         try:
-            routes, tenants = await _load_routes(), await _load_tenants()
+            routes, tenants, inactive = await _load_routes(), await _load_tenants(), await _load_inactive_users()
         except Exception:  # the database is down or not migrated yet: try again next tick
             logger.warning("gateway config could not be loaded; retrying", exc_info=True)
             return False
         self.proxy.state.routes = RouteTable(routes, version=int(version or 0))
-        self.proxy.state.tenants = TenantDirectory(tenants, version=int(version or 0))
+        self.proxy.state.tenants = TenantDirectory(tenants, version=int(version or 0), inactive_users=inactive)
         self.proxy.authenticator.keys.forget()
         self.version = version
         logger.info("gateway config loaded", extra={"routes": len(routes), "tenants": len(tenants), "version": version})

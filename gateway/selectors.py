@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from accounts.models import ApiKey, Tenant
+from accounts.models import ApiKey, Tenant, User
 from gateway.engine.auth import KeyInfo, TenantInfo
 from gateway.engine.routes import RouteSpec
 from gateway.models import Route, RouteTarget, Upstream
@@ -58,6 +58,12 @@ def tenant_infos() -> list[TenantInfo]:
         )
         for tenant in Tenant.objects.all()
     ]
+
+
+def inactive_user_ids() -> list[str]:
+    """Ids (as text, like the JWT's `user_id` claim) of deactivated users, whose unexpired access
+    tokens the proxy refuses."""
+    return [str(pk) for pk in User.objects.filter(is_active=False).values_list("pk", flat=True)]
 
 
 def api_key_info(*, key_hash: str) -> KeyInfo | None:

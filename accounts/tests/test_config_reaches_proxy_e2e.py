@@ -174,3 +174,33 @@ def test_a_revoked_api_key_stops_at_the_running_proxy_within_the_deadline(
 
         wait_until(lambda: by_key() == 401, timeout=REFRESH_DEADLINE_S, what="the revoked key to be refused")
     assert ApiKey.objects.get(pk=key.pk).revoked
+
+
+def test_a_user_deactivated_in_the_admin_is_refused_by_the_running_proxy(
+    staff: User, alice: User, bob: User, proxied: None
+) -> None:
+    with web_process() as port:
+        # Given bob calling through the proxy with an access token that is valid for 15 more minutes
+        headers = bearer(bob)
+        assert http_request(port, "GET", "/proxy/orders", headers=headers)[0] == 200
+
+        # When staff deactivate him with the admin's action
+        browser = admin_session(port, "staff")
+        changelist = browser.get("/admin/accounts/user/")
+        token = changelist.cookies.get("csrftoken") or browser.cookies.get("csrftoken")
+        response = browser.post(
+            "/admin/accounts/user/",
+            data={"action": "deactivate_users", "_selected_action": [str(bob.pk)], "csrfmiddlewaretoken": token},
+        )
+        assert response.status_code == 302, response.text[:2000]
+
+        # Then the proxy refuses his unexpired token within the refresh deadline, as the REST API
+        # does, while alice of the same tenant is still served
+        wait_until(
+            lambda: http_request(port, "GET", "/proxy/orders", headers=headers)[0] == 401,
+            timeout=REFRESH_DEADLINE_S,
+            what="the proxy to refuse the deactivated user's token",
+        )
+        status, _, body = http_request(port, "GET", "/proxy/orders", headers=headers)
+        assert json.loads(body)["error"]["code"] == "user_inactive"
+        assert call(port, alice)[0] == 200

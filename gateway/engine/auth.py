@@ -61,12 +61,20 @@ class AuthFailure:
 
 
 class TenantDirectory:
-    """Tenants by uuid and slug, swapped whole when they change."""
+    """Tenants by uuid and slug, swapped whole when they change.
 
-    def __init__(self, tenants: Iterable[TenantInfo] = (), version: int = 0) -> None:
+    `inactive_users`: ids (as text) of deactivated users. Their access tokens stay valid JWTs until
+    they expire, but a deactivation moves the config version, so within a second of it the proxy
+    refuses them like the REST API does.
+    """
+
+    def __init__(
+        self, tenants: Iterable[TenantInfo] = (), version: int = 0, inactive_users: Iterable[str] = ()
+    ) -> None:
         self.by_uuid = {tenant.uuid: tenant for tenant in tenants}
         self.by_slug = {tenant.slug: tenant for tenant in self.by_uuid.values()}
         self.version = version
+        self.inactive_users = frozenset(inactive_users)
 
     def find(self, reference: str) -> TenantInfo | None:
         return self.by_uuid.get(reference) or self.by_slug.get(reference)
@@ -210,6 +218,8 @@ class Authenticator:
         claims = self.jwt_verifier.verify(token)
         if isinstance(claims, AuthFailure):
             return claims
+        if str(claims["user_id"]) in tenants.inactive_users:
+            return AuthFailure(401, "user_inactive", "This user is deactivated.")
         user = f"user:{claims['user_id']}"
         tenant_ref = claims.get("tenant")
         if not tenant_ref:
