@@ -377,7 +377,13 @@ def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery
 
 
 def delivery_attempt(*, delivery_id: int) -> Delivery | None:
-    """One send attempt: sent, failed (with the next attempt's time) or dead after the last."""
+    """One send attempt: sent, failed (with the next attempt's time) or dead.
+
+    Dead at once when the receiver refused for good (`DeliveryFailed.permanent`), or after the
+    last of DELIVERY_MAX_ATTEMPTS; `last_error` says which and why. What counts as permanent,
+    transient or a request to wait is decided in `rules.notifiers` (README, "Rules and
+    notifications"). Counted in notifications_sent_total{channel, outcome=sent|failed|dead}.
+    """
     delivery = delivery_claim(delivery_id=delivery_id)
     if delivery is None:
         return None
@@ -385,7 +391,7 @@ def delivery_attempt(*, delivery_id: int) -> Delivery | None:
     try:
         notifiers.send(channel, delivery)
     except notifiers.DeliveryFailed as exc:
-        return _delivery_failed(delivery, str(exc))
+        return _delivery_failed(delivery, exc)
     Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
         status=DeliveryStatus.SENT, sent_at=timezone.now(), lease_until=None, last_error=""
     )
@@ -394,19 +400,42 @@ def delivery_attempt(*, delivery_id: int) -> Delivery | None:
     return delivery
 
 
-def _delivery_failed(delivery: Delivery, error: str) -> Delivery:
-    max_attempts = _rules_setting("DELIVERY_MAX_ATTEMPTS")
-    if delivery.attempts >= max_attempts:
-        status, next_at = DeliveryStatus.DEAD, timezone.now()
-        metrics.notifications_sent.labels(delivery.channel.kind, "dead").inc()
-    else:
-        status, next_at = DeliveryStatus.FAILED, timezone.now() + timedelta(seconds=retry_delay(delivery.attempts))
-        metrics.notifications_sent.labels(delivery.channel.kind, "failed").inc()
+def _delivery_failed(delivery: Delivery, failure: notifiers.DeliveryFailed) -> Delivery:
+    now = timezone.now()
+    status, next_at, error = DeliveryStatus.DEAD, now, f"{failure}: permanent, not retried"
+    if not failure.permanent:
+        max_attempts = _rules_setting("DELIVERY_MAX_ATTEMPTS")
+        if delivery.attempts >= max_attempts:
+            error = f"{failure}: attempt {delivery.attempts} of {max_attempts} was the last"
+        else:
+            delay, plan = next_attempt_delay(attempts=delivery.attempts, failure=failure)
+            status, next_at, error = DeliveryStatus.FAILED, now + timedelta(seconds=delay), f"{failure}: {plan}"
+    outcome = "dead" if status == DeliveryStatus.DEAD else "failed"
+    metrics.notifications_sent.labels(delivery.channel.kind, outcome).inc()
     Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
         status=status, next_attempt_at=next_at, lease_until=None, last_error=error[:2000]
     )
     delivery.refresh_from_db()
     return delivery
+
+
+def next_attempt_delay(*, attempts: int, failure: notifiers.DeliveryFailed) -> tuple[float, str]:
+    """Seconds until the next attempt after a transient failure, and the plan in words.
+
+    The receiver's own delay when it asked for one (Retry-After, Discord's retry_after),
+    never more than DELIVERY_MAX_RETRY_AFTER_SECONDS; otherwise `retry_delay(attempts)`.
+    A receiver's delay is taken as asked, without jitter: it is the receiver's schedule.
+    """
+    if failure.retry_after is None:
+        return retry_delay(attempts), "transient, retried with backoff"
+    cap = float(_rules_setting("DELIVERY_MAX_RETRY_AFTER_SECONDS"))
+    asked = failure.retry_after
+    if asked > cap:
+        return cap, (
+            f"the receiver asked to wait {asked:g} s ({failure.retry_source}); "
+            f"waiting the maximum of {cap:g} s (DELIVERY_MAX_RETRY_AFTER_SECONDS)"
+        )
+    return asked, f"the receiver asked to wait {asked:g} s ({failure.retry_source}); retried then"
 
 
 def retry_delay(attempts: int) -> float:
