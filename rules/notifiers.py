@@ -114,7 +114,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
     timeout = float(conf["DELIVERY_TIMEOUT_SECONDS"])
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is no HTTPError
         raise classify_transport_error(exc) from exc
     refusal = classify_answer(response.status_code, response.headers, response.content)
     if refusal is not None:
@@ -301,7 +301,7 @@ def _phrase(status: int) -> str:
         return "(no standard meaning)"
 
 
-def classify_transport_error(exc: httpx.HTTPError) -> DeliveryFailed:
+def classify_transport_error(exc: httpx.HTTPError | httpx.InvalidURL) -> DeliveryFailed:
     """An attempt that got no HTTP answer.
 
     Permanent: a TLS certificate the client cannot verify (expired, self-signed, wrong name:
