@@ -91,11 +91,12 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def send(channel: NotificationChannel, delivery: Delivery) -> None:
-    """Sends or raises DeliveryFailed."""
+def send(channel: NotificationChannel, delivery: Delivery) -> float | None:
+    """Sends or raises DeliveryFailed. Returns, after a success, how many seconds the receiver
+    said it will refuse further messages (`bucket_empty_for`), else None."""
     if channel.kind == "email":
         _send_email(channel, delivery)
-        return
+        return None
     if channel.kind == "slack":
         body = {"text": delivery.message}
     elif channel.kind == "discord":
@@ -106,10 +107,10 @@ def send(channel: NotificationChannel, delivery: Delivery) -> None:
     headers = {"content-type": "application/json", IDEMPOTENCY_HEADER: delivery.idempotency_key}
     if channel.kind == "webhook" and channel.secret:
         headers[SIGNATURE_HEADER] = sign(channel.secret, raw)
-    _post(channel.target, raw, headers)
+    return _post(channel.target, raw, headers)
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
+def _post(url: str, body: bytes, headers: dict[str, str]) -> float | None:
     conf: dict[str, Any] = settings.SENTINEL_RULES
     timeout = float(conf["DELIVERY_TIMEOUT_SECONDS"])
     try:
@@ -119,6 +120,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
     refusal = classify_answer(response.status_code, response.headers, response.content)
     if refusal is not None:
         raise refusal
+    return bucket_empty_for(response.headers)
 
 
 def _send_email(channel: NotificationChannel, delivery: Delivery) -> None:
@@ -245,10 +247,20 @@ def receiver_delay(headers: Mapping[str, str], body: bytes, *, now: datetime | N
     if isinstance(asked, int | float) and not isinstance(asked, bool) and 0 <= asked < 1e12:
         scope = headers.get("x-ratelimit-scope") or ("global" if discord.get("global") else "")
         found.append((float(asked), f"retry_after {asked:g} s in the body" + (f", scope {scope}" if scope else "")))
+    empty_for = bucket_empty_for(headers)
+    if empty_for is not None:
+        found.append((empty_for, f"X-RateLimit-Reset-After: {empty_for:g}"))
+    return max(found, key=lambda item: item[0]) if found else None
+
+
+def bucket_empty_for(headers: Mapping[str, str]) -> float | None:
+    """After an accepted message: the seconds until the receiver takes another, when it said its
+    allowance is used up (`X-RateLimit-Remaining: 0` with `X-RateLimit-Reset-After`, Discord
+    developer docs, "Rate Limits", "Header Format"); else None."""
     reset_after = (headers.get("x-ratelimit-reset-after") or "").strip()
     if (headers.get("x-ratelimit-remaining") or "").strip() == "0" and _DELAY_SECONDS.fullmatch(reset_after):
-        found.append((float(reset_after), f"X-RateLimit-Reset-After: {reset_after}"))
-    return max(found, key=lambda item: item[0]) if found else None
+        return float(reset_after)
+    return None
 
 
 def _retry_after_seconds(value: str, date_header: str | None, now: datetime | None) -> float | None:

@@ -25,7 +25,7 @@ from accounts.models import Tenant, User
 from rules import services
 from rules.models import Delivery, DeliveryStatus, Event, NotificationChannel
 from rules.tests.sinks import Answer, http_sink, self_signed_tls, smtp_sink
-from sentinel_site.testing import free_port
+from sentinel_site.testing import free_port, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -41,10 +41,10 @@ def one_delivery(tenant: Tenant, target: str, kind: str = "webhook") -> Delivery
     """A delivery waiting for its first attempt, to a channel of `kind` at `target`."""
     name = NAMES[kind]
     services.channel_create(tenant=tenant, kind=kind, name=name, target=target)
-    services.rule_create(tenant=tenant, name="big", dsl=f'when type == "order" then notify("{kind}:{name}")')
+    services.rule_create(tenant=tenant, name=f"to {name}", dsl=f'when type == "order" then notify("{kind}:{name}")')
     event = Event.objects.create(tenant=tenant, type="order", payload={"type": "order", "amount": 900})
     services.events_evaluate(event_ids=[event.pk])
-    return Delivery.objects.get()
+    return Delivery.objects.get(channel__name=name, match__event=event)
 
 
 @dataclass
@@ -507,3 +507,78 @@ def test_an_accepted_email_is_sent(tenant: Tenant, smtp_settings: Any) -> None:
 
     assert result.delivery.status == DeliveryStatus.SENT
     assert len(smtp.messages) == 1
+
+
+# --- A receiver's pause holds every delivery to it ----------------------------------------------
+
+
+def two_deliveries(tenant: Tenant, target: str, kind: str = "webhook") -> tuple[Delivery, Delivery]:
+    """Two deliveries to one channel (two matches of a rule without cooldown)."""
+    name = NAMES[kind]
+    services.channel_create(tenant=tenant, kind=kind, name=name, target=target)
+    services.rule_create(
+        tenant=tenant, name="big", dsl=f'when type == "order" then notify("{kind}:{name}")', cooldown_seconds=0
+    )
+    events = [Event.objects.create(tenant=tenant, type="order", payload={"type": "order", "n": n}) for n in (1, 2)]
+    services.events_evaluate(event_ids=[event.pk for event in events])
+    first, second = Delivery.objects.order_by("pk")
+    return first, second
+
+
+def test_a_rate_limit_holds_the_other_deliveries_to_the_same_receiver_without_using_their_attempts(
+    tenant: Tenant,
+) -> None:
+    with http_sink(answers=[Answer(429, headers={"Retry-After": "30"}, body=b"rate_limited"), Answer(200)]) as sink:
+        first, second = two_deliveries(tenant, sink.url + "/services/T0/B0/x", kind="slack")
+        limited = attempt(first).delivery
+
+        held = attempt(second).delivery
+
+    assert sink.count() == 1  # the second message was not sent into the rate limit
+    assert (held.status, held.attempts) == (DeliveryStatus.PENDING, 0)
+    assert held.next_attempt_at == limited.next_attempt_at
+    assert held.last_error.startswith("not sent: the receiver asked for a pause until ")
+
+
+def test_an_empty_bucket_announced_with_a_success_holds_the_next_delivery(tenant: Tenant) -> None:
+    # Discord announces on each answer what is left of the webhook's allowance.
+    empty = Answer(
+        204, headers={"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "4.5"}
+    )
+    with http_sink(answers=[empty, Answer(204)]) as sink:
+        first, second = two_deliveries(tenant, sink.url + "/api/webhooks/1/x", kind="discord")
+        sent = attempt(first)
+
+        held = attempt(second).delivery
+
+    assert sent.delivery.status == DeliveryStatus.SENT
+    assert sink.count() == 1
+    assert (held.status, held.attempts) == (DeliveryStatus.PENDING, 0)
+    wait = timedelta(seconds=4.5)
+    assert sent.started + wait <= held.next_attempt_at <= sent.finished + wait
+
+
+def test_a_pause_holds_only_its_own_receiver_and_ends(tenant: Tenant) -> None:
+    with http_sink(answers=[Answer(503, headers={"Retry-After": "1"}), Answer(200)]) as sink, http_sink() as other:
+        first, second = two_deliveries(tenant, sink.url + "/hook")
+        elsewhere = one_delivery(tenant, other.url, kind="slack")
+        attempt(first)
+
+        assert attempt(elsewhere).delivery.status == DeliveryStatus.SENT
+        assert attempt(second).delivery.status == DeliveryStatus.PENDING
+        wait_until(
+            lambda: services.receiver_paused_until(target=sink.url + "/hook") is None, timeout=10, what="the end"
+        )
+        resumed = attempt(second).delivery
+
+    assert (resumed.status, resumed.attempts) == (DeliveryStatus.SENT, 1)
+    assert (sink.count(), other.count()) == (2, 1)
+
+
+def test_a_pause_is_never_longer_than_the_maximum(tenant: Tenant, settings: Any) -> None:
+    settings.SENTINEL_RULES = {**settings.SENTINEL_RULES, "DELIVERY_MAX_RETRY_AFTER_SECONDS": 60.0}
+    now = timezone.now()
+
+    end = services.receiver_pause(target="https://hooks.example/x", seconds=10**9, now=now)
+
+    assert end == now + timedelta(seconds=60)

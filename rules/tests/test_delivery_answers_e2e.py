@@ -99,3 +99,29 @@ def test_a_429_with_retry_after_is_retried_no_earlier_than_asked_and_delivered(
     assert delivery.last_error == ""
     assert 'notifications_sent_total{channel="webhook",outcome="failed"} 1.0' in metrics
     assert 'notifications_sent_total{channel="webhook",outcome="sent"} 1.0' in metrics
+
+
+def test_a_delivery_made_while_its_receiver_asked_for_a_pause_waits_for_the_end_of_it(
+    alice: User, isolated: dict[str, str]
+) -> None:
+    tenant = alice.membership.tenant
+    answers = [Answer(429, headers={"Retry-After": "6"}, body=b"rate_limited"), Answer(200, body=b"ok")]
+    with http_sink(answers=answers) as sink:
+        services.channel_create(tenant=tenant, kind="slack", name="#orders", target=sink.url)
+        dsl = 'when event.type == "order" then notify("slack:#orders")'
+        services.rule_create(tenant=tenant, name="every order", dsl=dsl, cooldown_seconds=0)
+        with web_process(**isolated) as port, celery_worker(name="paused", **isolated):
+            post_order(port, alice)
+            wait_until(lambda: sink.count() == 1, timeout=60, what="the rate-limited first message")
+            post_order(port, alice)  # a second alert while Slack asked for 6 s of quiet
+            wait_until(
+                lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 2, timeout=60, what="both sent"
+            )
+
+    limited, later = Delivery.objects.order_by("pk")
+    pause_end = limited.next_attempt_at
+    assert sink.count() == 3  # the 429, then each message once
+    assert all(request.wall >= pause_end for request in sink.received[1:])
+    # The later delivery was held to the same instant without spending an attempt.
+    assert (later.next_attempt_at, later.attempts) == (pause_end, 1)
+    assert limited.attempts == 2
