@@ -352,6 +352,16 @@ def classify_smtp_error(exc: BaseException) -> DeliveryFailed:
     return DeliveryFailed(reason)
 
 
+def classify_unexpected_error(exc: BaseException) -> DeliveryFailed:
+    """An error no classifier above knows. A DomainError is Sentinel refusing the target itself
+    (e.g. `validate_target`, or a policy that forbids the address): permanent. Anything else is
+    transient, so it is retried, and bounded by DELIVERY_MAX_ATTEMPTS."""
+    reason = f"{type(exc).__name__}: {exc}"[:500]
+    if isinstance(exc, DomainError):
+        return DeliveryFailed(f"invalid target ({reason})", permanent=True)
+    return DeliveryFailed(reason)
+
+
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     """Whether `kind` is `exc` or anywhere in its chain of causes (httpx wraps httpcore, which
     wraps the ssl or socket error)."""

@@ -401,6 +401,11 @@ def delivery_attempt(*, delivery_id: int) -> Delivery | None:
         empty_for = notifiers.send(channel, delivery)
     except notifiers.DeliveryFailed as exc:
         return _delivery_failed(delivery, exc)
+    except Exception as exc:
+        # Escaping here would leave the row `sending` to be claimed again after every lease,
+        # its attempts counting past the maximum: record it like any other failure.
+        logger.exception("delivery %s: unexpected error while sending", delivery.pk)
+        return _delivery_failed(delivery, notifiers.classify_unexpected_error(exc))
     if empty_for:
         receiver_pause(target=channel.target, seconds=empty_for)
     Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(

@@ -582,3 +582,17 @@ def test_a_pause_is_never_longer_than_the_maximum(tenant: Tenant, settings: Any)
     end = services.receiver_pause(target="https://hooks.example/x", seconds=10**9, now=now)
 
     assert end == now + timedelta(seconds=60)
+
+
+def test_an_error_no_classifier_knows_is_transient_unless_sentinel_refused_the_target() -> None:
+    from rules import notifiers
+    from sentinel_site.errors import DomainError
+
+    refused = notifiers.classify_unexpected_error(DomainError("The target must be an http or https URL."))
+    unknown = notifiers.classify_unexpected_error(RuntimeError("boom"))
+
+    assert (refused.permanent, str(refused)) == (
+        True,
+        "invalid target (DomainError: The target must be an http or https URL.)",
+    )
+    assert (unknown.permanent, unknown.retry_after, str(unknown)) == (False, None, "RuntimeError: boom")
