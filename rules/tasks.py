@@ -24,7 +24,8 @@ def deliver(delivery_id: int) -> str:
     delivery = services.delivery_attempt(delivery_id=delivery_id)
     if delivery is None:
         return "not-due"  # sent already, another worker holds it, or dead: nothing to do
-    if delivery.status == DeliveryStatus.FAILED:
+    # Failed, or handed back unsent while its receiver asked for a pause: next attempt then.
+    if delivery.status in (DeliveryStatus.FAILED, DeliveryStatus.PENDING):
         countdown = max(0.0, (delivery.next_attempt_at - timezone.now()).total_seconds())
         deliver.apply_async((delivery_id,), countdown=countdown)
     return str(delivery.status)

@@ -226,6 +226,12 @@ SENTINEL_RULES: dict[str, Any] = {
     "DELIVERY_BACKOFF_SECONDS": env_float("DELIVERY_BACKOFF_SECONDS", 5.0, minimum=0.0),
     "DELIVERY_BACKOFF_MAX_SECONDS": env_float("DELIVERY_BACKOFF_MAX_SECONDS", 3600.0, minimum=0.0),
     "DELIVERY_TIMEOUT_SECONDS": env_float("DELIVERY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+    # The longest wait a receiver's Retry-After (or Discord's retry_after) can impose before the
+    # next attempt; a longer request is cut to this. One hour: Sentinel's own longest backoff
+    # (DELIVERY_BACKOFF_MAX_SECONDS), above the longest wait in Discord's published examples
+    # (1,337 s), and no longer than the Redis broker's visibility timeout, past which a
+    # countdown task would be handed out again.
+    "DELIVERY_MAX_RETRY_AFTER_SECONDS": env_float("DELIVERY_MAX_RETRY_AFTER_SECONDS", 3600.0, minimum=0.0),
     # A send in progress is a worker's for this long; after it, another worker may take it over.
     "DELIVERY_LEASE_SECONDS": env_float("DELIVERY_LEASE_SECONDS", 60.0, minimum=0.5),
     "EVENTS_STREAM": env_str("EVENTS_STREAM", "sentinel:events") or "sentinel:events",
