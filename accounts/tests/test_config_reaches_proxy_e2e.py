@@ -201,6 +201,6 @@ def test_a_user_deactivated_in_the_admin_is_refused_by_the_running_proxy(
             timeout=REFRESH_DEADLINE_S,
             what="the proxy to refuse the deactivated user's token",
         )
-        status, _, body = http_request(port, "GET", "/proxy/orders", headers=headers)
+        _, _, body = http_request(port, "GET", "/proxy/orders", headers=headers)
         assert json.loads(body)["error"]["code"] == "user_inactive"
         assert call(port, alice)[0] == 200
