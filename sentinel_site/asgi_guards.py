@@ -3,6 +3,11 @@
 Django's ASGI handler reads the whole request body into a spooled file before any middleware
 runs, so a chunked upload without Content-Length would otherwise be read to the end, however big.
 This guard stops reading at the limit and answers 413 itself.
+
+A chunked body has no Content-Length, and Django REST framework reads a request's body only up to
+CONTENT_LENGTH (absent: 0), so a chunked JSON POST to the API was parsed as an empty body. The
+guard reads such a body first (it is bounded by the limit anyway) and hands Django the request
+with the Content-Length it had, as a proxy that de-chunks would.
 """
 
 from __future__ import annotations
@@ -40,10 +45,15 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chunked = False
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await self._reject(send)
                 return
+            chunked = chunked or name == b"transfer-encoding"
+        if chunked:
+            await self._dechunked(scope, receive, send)
+            return
         received = 0
         exceeded = False
         started = False
@@ -68,6 +78,36 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, tracking_send)
         if exceeded and not started:
             await self._reject(send)
+
+    async def _dechunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Reads a chunked body whole (up to the limit), then passes the request on with a
+        Content-Length instead of its Transfer-Encoding."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away: nothing to answer
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._reject(send)
+                return
+            parts.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+        headers = [(name, value) for name, value in scope["headers"] if name != b"transfer-encoding"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: only the disconnect is left to wait for
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app({**scope, "headers": headers}, replay, send)
 
     async def _reject(self, send: Send) -> None:
         body = _too_large(self.limit)
