@@ -83,6 +83,29 @@ def compiled_summary(rule: CompiledRule) -> dict[str, Any]:
     }
 
 
+class _ActionSummarySerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    target = serializers.CharField()
+    template = serializers.CharField(allow_null=True)
+
+
+class _WindowSummarySerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    seconds = serializers.IntegerField()
+    by = serializers.CharField(allow_null=True)
+
+
+class DslSummarySerializer(serializers.Serializer):
+    """Documentation of `compiled_summary`'s answer."""
+
+    valid = serializers.BooleanField()
+    event_types = serializers.ListField(
+        child=serializers.CharField(), allow_null=True, help_text="null: the rule looks at every type."
+    )
+    actions = _ActionSummarySerializer(many=True)
+    windows = _WindowSummarySerializer(many=True)
+
+
 class DryRunSerializer(serializers.Serializer):
     event = serializers.JSONField()
 
@@ -91,6 +114,20 @@ class DryRunSerializer(serializers.Serializer):
         if problem is not None:
             raise serializers.ValidationError(problem)
         return value
+
+
+class _DryRunActionSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    target = serializers.CharField()
+    message = serializers.CharField()
+
+
+class DryRunResultSerializer(serializers.Serializer):
+    """Documentation of `dry_run_result`'s answer."""
+
+    matched = serializers.BooleanField()
+    actions = _DryRunActionSerializer(many=True)
+    group = serializers.CharField(allow_null=True)
 
 
 def dry_run_result(match: Match | None) -> dict[str, Any]:
