@@ -80,7 +80,9 @@ class TokenSerializer(TokenObtainPairSerializer):
 
 
 class TenantSerializer(serializers.ModelSerializer):
-    member_count = serializers.IntegerField(read_only=True, required=False)
+    # Always present: the list's annotation when there is one, else counted (a created or updated
+    # tenant comes back from a service without the annotation).
+    member_count = serializers.SerializerMethodField()
 
     class Meta:
         model = Tenant
@@ -101,6 +103,10 @@ class TenantSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "uuid", "created_at", "updated_at"]
         extra_kwargs = {"slug": {"required": False, "validators": []}}
+
+    def get_member_count(self, tenant: Tenant) -> int:
+        annotated = getattr(tenant, "member_count", None)
+        return annotated if annotated is not None else tenant.memberships.count()
 
 
 class MemberSerializer(serializers.ModelSerializer):
