@@ -46,9 +46,18 @@ def _query_int(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii(): str.isdigit() accepts "²", which int() refuses; 18 digits stay within bigint.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise exceptions.ValidationError({name: ["Must be a positive integer."]})
     return int(raw)
+
+
+def _query_text(request: Request, name: str) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is not None and "\x00" in raw:
+        # PostgreSQL cannot compare text with NUL in it: a 400, not the database's error.
+        raise exceptions.ValidationError({name: ["Null characters are not allowed."]})
+    return raw
 
 
 def _query_bool(request: Request, name: str) -> bool | None:
@@ -87,7 +96,7 @@ class EventViewSet(TenantScopedViewSet):
     api_key_scopes = {"POST": (Scope.EVENTS_WRITE.value,)}
 
     def get_base_queryset(self) -> QuerySet[Event]:
-        return selectors.event_list(event_type=self.request.query_params.get("type"))
+        return selectors.event_list(event_type=_query_text(self.request, "type"))
 
     @extend_schema(
         request={"application/json": EVENT_BATCH_SCHEMA},

@@ -122,6 +122,53 @@ def test_both_auth_schemes_are_documented(built_schema: dict[str, Any]) -> None:
     assert schemes["ApiKeyAuth"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
 
 
+# --- what fuzzing found: input the database cannot take is a 400, never a 500 ----------------------
+# PostgreSQL refuses NUL in text and integers past bigint; `int()` refuses the non-ASCII digits
+# that `str.isdigit()` accepts ("²"). Each reached a query before and answered 500.
+
+UNSTORABLE_REFERENCES = ["bad\x00slug", "\x00", "²", "99999999999999999999999", "\uff11\uff12"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("reference", UNSTORABLE_REFERENCES)
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/api-keys", {"name": "k"}),
+        ("/api/v1/routes", {"name": "r", "path_prefix": "/x/", "targets": ["http://127.0.0.1:9/"]}),
+        ("/api/v1/rules", {"name": "r", "dsl": 'when type == "a" then notify("webhook:x")'}),
+        ("/api/v1/channels", {"kind": "webhook", "name": "c", "target": "http://127.0.0.1:9/"}),
+    ],
+)
+def test_a_tenant_reference_no_database_can_look_up_is_a_400(
+    api: Any, staff: Any, path: str, body: dict[str, Any], reference: str
+) -> None:
+    response = api(staff).post(path, {**body, "tenant": reference}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert "tenant" in response.json()["error"]["details"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/events?type=%00"),
+        ("get", "/api/v1/events?type=a%00b"),
+        ("get", "/api/v1/matches?rule=%C2%B2"),
+        ("get", "/api/v1/matches?rule=99999999999999999999999"),
+        ("post", "/events?tenant=%00"),
+        ("post", "/events?tenant=%C2%B2"),
+    ],
+)
+def test_a_query_parameter_no_database_can_compare_is_a_400(api: Any, staff: Any, method: str, path: str) -> None:
+    response = getattr(api(staff), method)(path, {"type": "x"} if method == "post" else None, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+
+
 # --- fuzzing a real server -------------------------------------------------------------------------
 
 
