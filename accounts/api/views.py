@@ -204,7 +204,9 @@ class TenantViewSet(viewsets.ModelViewSet):
         serializer.instance = services.tenant_update(tenant=serializer.instance, **serializer.validated_data)
 
     @extend_schema(methods=["GET"], request=None, responses={200: MemberSerializer(many=True)})
-    @extend_schema(methods=["POST"], request=MemberSerializer, responses={201: MemberSerializer, **error_responses(409)})
+    @extend_schema(
+        methods=["POST"], request=MemberSerializer, responses={201: MemberSerializer, **error_responses(409)}
+    )
     @action(detail=True, methods=["get", "post"], url_path="members")
     def members(self, request: Request, pk: str | None = None) -> Response:
         """List the tenant's members, or add an existing user to it with a role."""
