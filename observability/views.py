@@ -19,7 +19,7 @@ from observability.health import health_report
 
 
 class HealthComponentSerializer(serializers.Serializer):
-    """Documentation only: one component's check (observability.health); checks add their own keys."""
+    """One component's check; each check may add keys of its own (observability.health)."""
 
     status = serializers.ChoiceField(choices=["ok", "down", "skipped", "unknown", "stale"])
     latency_ms = serializers.FloatField(required=False, help_text="How long the check took.")
@@ -28,7 +28,7 @@ class HealthComponentSerializer(serializers.Serializer):
 
 
 class HealthSerializer(serializers.Serializer):
-    """Documentation only: the body of `GET /health`, with either status code."""
+    """The body of `GET /health`, with either status code."""
 
     status = serializers.ChoiceField(choices=["ok", "unhealthy"])
     mode = serializers.ChoiceField(choices=["embedded", "production"])

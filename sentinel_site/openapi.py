@@ -50,7 +50,9 @@ class TenantRefFieldSchema(OpenApiSerializerFieldExtension):
 
 
 class ErrorBodySerializer(serializers.Serializer):
-    """Documentation only: the inside of every error (sentinel_site.errors.error_body)."""
+    """What went wrong: a stable code, a message for humans, and details when there are any."""
+
+    # Documentation only: sentinel_site.errors.error_body builds the body.
 
     code = serializers.CharField(help_text="Machine-readable, e.g. `validation_error`, `not_found`.")
     message = serializers.CharField(help_text="For humans.")
@@ -60,7 +62,7 @@ class ErrorBodySerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """Documentation only: `{"error": {"code", "message", "details"}}`, the body of every 4xx and 5xx."""
+    """The body of every error Sentinel answers, 4xx and 5xx alike (SPEC 7)."""
 
     error = ErrorBodySerializer()
 

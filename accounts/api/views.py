@@ -71,7 +71,7 @@ class SignupView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "signup"
 
-    @extend_schema(request=SignupSerializer, responses={201: MeSerializer, **error_responses(409, 429)})
+    @extend_schema(request=SignupSerializer, responses={201: MeSerializer, **error_responses(429)})
     def post(self, request: Request) -> Response:
         serializer = SignupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -24,6 +24,11 @@ from gateway.selectors import route_list, upstream_list
 from sentinel_site.openapi import error_responses
 
 
+@extend_schema_view(
+    create=extend_schema(responses={201: RouteSerializer, **error_responses(409)}),
+    update=extend_schema(responses={200: RouteSerializer, **error_responses(409)}),
+    partial_update=extend_schema(responses={200: RouteSerializer, **error_responses(409)}),
+)
 class RouteViewSet(TenantScopedViewSet):
     """`/api/v1/routes`: staff manage platform routes (no tenant) and any tenant's; tenant admins
     manage their own tenant's routes, whose prefixes live under `/<tenant slug>/`."""

@@ -43,7 +43,7 @@ class EventSerializer(serializers.ModelSerializer):
 
 
 class IngestResultSerializer(serializers.Serializer):
-    """The 202 answer to an ingest (documentation only)."""
+    """The ids of the stored events, in the order they were sent."""
 
     ids = serializers.ListField(child=serializers.IntegerField())
     count = serializers.IntegerField()
@@ -96,7 +96,7 @@ class _WindowSummarySerializer(serializers.Serializer):
 
 
 class DslSummarySerializer(serializers.Serializer):
-    """Documentation of `compiled_summary`'s answer."""
+    """A valid rule: the event types it listens to, what it does, its windows (compiled_summary)."""
 
     valid = serializers.BooleanField()
     event_types = serializers.ListField(
@@ -123,7 +123,7 @@ class _DryRunActionSerializer(serializers.Serializer):
 
 
 class DryRunResultSerializer(serializers.Serializer):
-    """Documentation of `dry_run_result`'s answer."""
+    """Whether the rule matched the sample event, and the notifications it would send (dry_run_result)."""
 
     matched = serializers.BooleanField()
     actions = _DryRunActionSerializer(many=True)
