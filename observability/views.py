@@ -9,7 +9,10 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -37,6 +40,19 @@ class HealthSerializer(serializers.Serializer):
     )
 
 
+class AlwaysJson(BaseContentNegotiation):
+    """JSON whatever the client's Accept says: a probe that asks for text/plain still gets the
+    report rather than a 406 (as before /health was a DRF view)."""
+
+    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], renderers[0].media_type
+
+
 class HealthView(APIView):
     """`GET /health`: every component's state; 200 when all critical ones work, else 503."""
 
@@ -45,6 +61,8 @@ class HealthView(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
     throttle_classes: list[Any] = []
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = AlwaysJson
     serializer_class = HealthSerializer
 
     @extend_schema(

@@ -37,6 +37,7 @@ import requests
 import schemathesis
 from django.core.management import call_command
 from django.db import connection
+from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -122,6 +123,17 @@ def test_both_auth_schemes_are_documented(built_schema: dict[str, Any]) -> None:
 
     assert schemes["jwtAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     assert schemes["ApiKeyAuth"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("accept", ["text/plain", "text/html", "application/json", "*/*"])
+def test_health_stays_json_whatever_the_probe_accepts(accept: str) -> None:
+    # /health became a DRF view so the schema documents it; a probe's Accept must not make it a 406.
+    response = Client().get("/health", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["components"]["database"]["status"] == "ok"
 
 
 # --- what fuzzing found: input the database cannot take is a 400, never a 500 ----------------------
