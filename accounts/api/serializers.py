@@ -6,7 +6,9 @@ from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer as SimpleTokenRefreshSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.api.scoping import TenantOwnedSerializer
@@ -77,6 +79,17 @@ class TokenSerializer(TokenObtainPairSerializer):
         token["role"] = membership.role if membership else None
         token["staff"] = user.is_staff
         return token
+
+
+class TokenRefreshSerializer(SimpleTokenRefreshSerializer):
+    """A refresh token for a new pair. simplejwt looks its user up with `.get()`: a token whose
+    user was deleted since would be a 500 there, and is a 401 here."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        try:
+            return super().validate(attrs)
+        except User.DoesNotExist:
+            raise AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account") from None
 
 
 class TenantSerializer(serializers.ModelSerializer):

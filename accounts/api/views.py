@@ -25,6 +25,7 @@ from accounts.api.serializers import (
     SignupSerializer,
     TenantSerializer,
     TenantSummarySerializer,
+    TokenRefreshSerializer,
     TokenSerializer,
 )
 from accounts.login_limiter import login_failure_record, login_lockout, login_success_record
@@ -132,6 +133,7 @@ class TokenRefreshView(SimpleTokenRefreshView):
     """`POST /auth/token/refresh`: a new pair for a refresh token, which then stops working."""
 
     authentication_classes: list[Any] = []
+    serializer_class = TokenRefreshSerializer
 
 
 class MeView(APIView):

@@ -183,6 +183,33 @@ def test_a_query_parameter_no_database_can_compare_is_a_400(api: Any, staff: Any
     assert response.json()["error"]["code"] == "validation_error"
 
 
+# Found while documenting /auth/token/refresh's answers: credentials whose user is gone or
+# disabled since they were issued. simplejwt looks the refresh token's user up with `.get()`.
+@pytest.mark.django_db
+@pytest.mark.parametrize("change", ["deleted", "deactivated"])
+@pytest.mark.parametrize("credential", ["refresh", "access"])
+def test_tokens_of_a_user_deleted_or_deactivated_since_are_a_json_401(
+    api: Any, alice: Any, change: str, credential: str
+) -> None:
+    from accounts.api.serializers import TokenSerializer
+
+    refresh = TokenSerializer.get_token(alice)
+    access = str(refresh.access_token)
+    if change == "deleted":
+        alice.delete()
+    else:
+        alice.is_active = False
+        alice.save(update_fields=["is_active"])
+
+    if credential == "refresh":
+        response = api().post("/auth/token/refresh", {"refresh": str(refresh)}, format="json")
+    else:
+        response = api().get("/auth/me", HTTP_AUTHORIZATION=f"Bearer {access}")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] in ("no_active_account", "user_not_found", "user_inactive")
+
+
 # --- fuzzing a real server -------------------------------------------------------------------------
 
 
