@@ -10,11 +10,15 @@ Two parts:
   `not_a_server_error`, `status_code_conformance`, `content_type_conformance` and
   `response_schema_conformance`. A failure prints the reproducing request as a curl command.
 
-The fuzzed server runs on a database of its own (created and dropped here), a var directory of
-its own and a Redis key prefix of its own, so what fuzzing creates, deletes or queues reaches no
-other test. Generation is derandomised (a fixed seed per operation) and bounded (FUZZ_EXAMPLES
-per operation and identity), so a run is the same run every time; about a minute on a quiet
-2-core machine.
+A real process rather than schemathesis' ASGI integration: in-process, the app would run on the
+test transaction with the ORM in threads, and skip the server's parser and the ASGI guards a
+client meets first. The fuzzed server runs on a database of its own (created and dropped here),
+a var directory of its own and a Redis key prefix of its own, so what fuzzing creates, deletes or
+queues reaches no other test. Generation is derandomised (Hypothesis' derandomize: the same
+examples on every run) and bounded (FUZZ_EXAMPLES per operation and identity, about 20-40 s an
+identity on a busy 2-core machine).
+
+Between the two parts, the regressions of what fuzzing (and documenting) found, in-process.
 """
 
 from __future__ import annotations
