@@ -53,6 +53,7 @@ run: seed
 
 ## test: install, lint, and the whole suite
 test: install lint
+	$(WITH_KEY) $(BIN)/python manage.py spectacular --fail-on-warn --validate --file /dev/null
 	$(BIN)/python -m pytest
 
 # Type checks (CONVENTIONS 10): strict on the hot paths, which import no Django; the plugins'

@@ -1,21 +1,82 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from observability.collectors import BreakerStateCollector
 from observability.health import health_report
 
 
-@never_cache
-@require_safe
-def health(request: HttpRequest) -> JsonResponse:
+class HealthComponentSerializer(serializers.Serializer):
+    """One component's check; each check may add keys of its own (observability.health)."""
+
+    status = serializers.ChoiceField(choices=["ok", "down", "skipped", "unknown", "stale"])
+    latency_ms = serializers.FloatField(required=False, help_text="How long the check took.")
+    error = serializers.CharField(required=False, help_text="Why it is down.")
+    detail = serializers.CharField(required=False)
+
+
+class HealthSerializer(serializers.Serializer):
+    """The body of `GET /health`, with either status code."""
+
+    status = serializers.ChoiceField(choices=["ok", "unhealthy"])
+    mode = serializers.ChoiceField(choices=["embedded", "production"])
+    components = serializers.DictField(
+        child=HealthComponentSerializer(), help_text="database, redis, broker (critical) and worker."
+    )
+
+
+class AlwaysJson(BaseContentNegotiation):
+    """JSON whatever the client's Accept says: a probe that asks for text/plain still gets the
+    report rather than a 406 (as before /health was a DRF view)."""
+
+    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], renderers[0].media_type
+
+
+class HealthView(APIView):
     """`GET /health`: every component's state; 200 when all critical ones work, else 503."""
-    healthy, report = health_report()
-    return JsonResponse(report, status=200 if healthy else 503)
+
+    # A DRF view only so that the schema documents it: no authentication, permission or
+    # throttle stands in front of it, so probes reach it however the API is configured.
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    throttle_classes: list[Any] = []
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = AlwaysJson
+    serializer_class = HealthSerializer
+
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(HealthSerializer, description="Every critical component works."),
+            503: OpenApiResponse(HealthSerializer, description="A critical component is down; it says which."),
+        }
+    )
+    def get(self, request: Request) -> Response:
+        healthy, report = health_report()
+        return Response(report, status=200 if healthy else 503)
+
+
+health = never_cache(HealthView.as_view())
 
 
 @never_cache

@@ -311,6 +311,8 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sentinel_site.openapi.strip_trailing_slashes",
+        # Every operation's 4xx with the SPEC 7 error body (after the paths are final).
+        "sentinel_site.openapi.document_errors",
     ],
 }
 

@@ -19,6 +19,16 @@ from accounts.permissions import ApiKeyScopePermission, TenantRolePermission
 from accounts.selectors import Caller, caller_from_request
 
 
+def _storable_reference(text: str) -> bool:
+    """Whether a query can even look the reference up. PostgreSQL refuses NUL in text and ids
+    past bigint, and `int()` refuses the non-ASCII digits `str.isdigit()` accepts ("²"): each
+    would be a 500 where the client deserves "no such tenant"."""
+    text = text.strip()
+    if len(text) > 64 or "\x00" in text:
+        return False
+    return not text.isdigit() or (text.isascii() and len(text) <= 18)
+
+
 class TenantRefField(serializers.Field):
     """A tenant named by id, uuid or slug on input; its id on output."""
 
@@ -28,7 +38,7 @@ class TenantRefField(serializers.Field):
         return value.pk
 
     def to_internal_value(self, data: Any) -> Tenant:
-        if not isinstance(data, (str, int)) or isinstance(data, bool) or len(str(data)) > 64:
+        if not isinstance(data, (str, int)) or isinstance(data, bool) or not _storable_reference(str(data)):
             self.fail("unknown", reference=str(data)[:64])
         tenant = Tenant.objects.by_reference(data).first()
         if tenant is None:

@@ -6,7 +6,9 @@ from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer as SimpleTokenRefreshSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.api.scoping import TenantOwnedSerializer
@@ -79,8 +81,21 @@ class TokenSerializer(TokenObtainPairSerializer):
         return token
 
 
+class TokenRefreshSerializer(SimpleTokenRefreshSerializer):
+    """A refresh token for a new pair. simplejwt looks its user up with `.get()`: a token whose
+    user was deleted since would be a 500 there, and is a 401 here."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        try:
+            return super().validate(attrs)
+        except User.DoesNotExist:
+            raise AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account") from None
+
+
 class TenantSerializer(serializers.ModelSerializer):
-    member_count = serializers.IntegerField(read_only=True, required=False)
+    # Always present: the list's annotation when there is one, else counted (a created or updated
+    # tenant comes back from a service without the annotation).
+    member_count = serializers.SerializerMethodField()
 
     class Meta:
         model = Tenant
@@ -101,6 +116,10 @@ class TenantSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "uuid", "created_at", "updated_at"]
         extra_kwargs = {"slug": {"required": False, "validators": []}}
+
+    def get_member_count(self, tenant: Tenant) -> int:
+        annotated = getattr(tenant, "member_count", None)
+        return annotated if annotated is not None else tenant.memberships.count()
 
 
 class MemberSerializer(serializers.ModelSerializer):

@@ -4,8 +4,8 @@ import logging
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, status, viewsets
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_view, inline_serializer
+from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -25,6 +25,7 @@ from accounts.api.serializers import (
     SignupSerializer,
     TenantSerializer,
     TenantSummarySerializer,
+    TokenRefreshSerializer,
     TokenSerializer,
 )
 from accounts.login_limiter import login_failure_record, login_lockout, login_success_record
@@ -32,8 +33,35 @@ from accounts.models import ApiKey, Membership, Role, Tenant, User
 from accounts.selectors import api_key_list, caller_from_request, membership_list, tenant_list
 from sentinel_site.errors import TooManyRequests
 from sentinel_site.http import client_ip
+from sentinel_site.openapi import error_responses
 
 security_logger = logging.getLogger("sentinel.security")
+
+# Documentation of answers that have no serializer of their own.
+TokenPairSerializer = inline_serializer(
+    "TokenPair",
+    fields={
+        "access": serializers.CharField(help_text="JWT for `Authorization: Bearer`."),
+        "refresh": serializers.CharField(help_text="For `POST /auth/token/refresh`, once."),
+    },
+)
+ApiKeyMeSerializer = inline_serializer(
+    "ApiKeyMe",
+    fields={
+        "api_key": inline_serializer(
+            "ApiKeyIdentity",
+            fields={
+                "id": serializers.IntegerField(),
+                "name": serializers.CharField(),
+                "prefix": serializers.CharField(),
+                "scopes": serializers.ListField(child=serializers.CharField()),
+            },
+        ),
+        "tenant": TenantSummarySerializer(),
+        "role": serializers.CharField(allow_null=True),
+        "is_staff": serializers.BooleanField(),
+    },
+)
 
 
 class SignupView(APIView):
@@ -44,7 +72,7 @@ class SignupView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "signup"
 
-    @extend_schema(request=SignupSerializer, responses={201: MeSerializer})
+    @extend_schema(request=SignupSerializer, responses={201: MeSerializer, **error_responses(429)})
     def post(self, request: Request) -> Response:
         serializer = SignupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -62,7 +90,7 @@ class TokenView(APIView):
         # Without credentials classes DRF would turn a wrong password's 401 into a 403.
         return 'Bearer realm="api"'
 
-    @extend_schema(request=TokenSerializer, responses={200: TokenSerializer})
+    @extend_schema(request=TokenSerializer, responses={200: TokenPairSerializer, **error_responses(401, 429)})
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise exceptions.ValidationError({"non_field_errors": ["Send a JSON object."]})
@@ -96,16 +124,31 @@ class TokenView(APIView):
         return Response(serializer.validated_data)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=inline_serializer("TokenRefreshRequest", fields={"refresh": serializers.CharField()}),
+        responses={200: TokenPairSerializer, **error_responses(401)},
+    )
+)
 class TokenRefreshView(SimpleTokenRefreshView):
     """`POST /auth/token/refresh`: a new pair for a refresh token, which then stops working."""
 
     authentication_classes: list[Any] = []
+    serializer_class = TokenRefreshSerializer
 
 
 class MeView(APIView):
     """`GET /auth/me`: who the credentials belong to."""
 
-    @extend_schema(responses={200: MeSerializer})
+    @extend_schema(
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="Identity",
+                serializers=[MeSerializer, ApiKeyMeSerializer],
+                resource_type_field_name=None,
+            )
+        }
+    )
     def get(self, request: Request) -> Response:
         caller = caller_from_request(request)
         if caller.api_key is not None:
@@ -137,6 +180,11 @@ class TenantPermission(BasePermission):
         return False
 
 
+@extend_schema_view(
+    create=extend_schema(responses={201: TenantSerializer, **error_responses(409)}),
+    update=extend_schema(responses={200: TenantSerializer, **error_responses(409)}),
+    partial_update=extend_schema(responses={200: TenantSerializer, **error_responses(409)}),
+)
 class TenantViewSet(viewsets.ModelViewSet):
     """`/api/v1/tenants`: staff manage tenants; members see their own."""
 
@@ -158,10 +206,17 @@ class TenantViewSet(viewsets.ModelViewSet):
     def perform_update(self, serializer: TenantSerializer) -> None:
         serializer.instance = services.tenant_update(tenant=serializer.instance, **serializer.validated_data)
 
+<<<<<<< HEAD
     def perform_destroy(self, instance: Tenant) -> None:
         services.tenant_delete(tenant=instance)
 
     @extend_schema(request=MemberSerializer, responses={200: MemberSerializer(many=True), 201: MemberSerializer})
+=======
+    @extend_schema(methods=["GET"], request=None, responses={200: MemberSerializer(many=True)})
+    @extend_schema(
+        methods=["POST"], request=MemberSerializer, responses={201: MemberSerializer, **error_responses(409)}
+    )
+>>>>>>> h8-schema
     @action(detail=True, methods=["get", "post"], url_path="members")
     def members(self, request: Request, pk: str | None = None) -> Response:
         """List the tenant's members, or add an existing user to it with a role."""
@@ -178,7 +233,10 @@ class TenantViewSet(viewsets.ModelViewSet):
         membership = services.membership_add(tenant=tenant, user=user, role=serializer.validated_data["role"])
         return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=MemberRoleSerializer, responses={200: MemberSerializer})
+    @extend_schema(
+        methods=["PATCH"], request=MemberRoleSerializer, responses={200: MemberSerializer, **error_responses(409)}
+    )
+    @extend_schema(methods=["DELETE"], request=None, responses={204: None, **error_responses(409)})
     @action(detail=True, methods=["patch", "delete"], url_path=r"members/(?P<username>[\w.@+-]+)")
     def member_detail(self, request: Request, pk: str | None = None, username: str = "") -> Response:
         """Change a member's role, or remove them. A tenant always keeps one admin."""

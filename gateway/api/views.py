@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, serializers
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import exceptions
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,12 +12,23 @@ from accounts.api.scoping import TenantScopedViewSet
 from accounts.models import Role, Tenant
 from accounts.selectors import caller_from_request
 from gateway import services
-from gateway.api.serializers import RouteSerializer
+from gateway.api.serializers import (
+    CircuitResetResultSerializer,
+    CircuitResetSerializer,
+    CircuitStatusSerializer,
+    RouteSerializer,
+)
 from gateway.breakers import breaker_reset, breaker_states
 from gateway.models import Route
 from gateway.selectors import route_list, upstream_list
+from sentinel_site.openapi import error_responses
 
 
+@extend_schema_view(
+    create=extend_schema(responses={201: RouteSerializer, **error_responses(409)}),
+    update=extend_schema(responses={200: RouteSerializer, **error_responses(409)}),
+    partial_update=extend_schema(responses={200: RouteSerializer, **error_responses(409)}),
+)
 class RouteViewSet(TenantScopedViewSet):
     """`/api/v1/routes`: staff manage platform routes (no tenant) and any tenant's; tenant admins
     manage their own tenant's routes, whose prefixes live under `/<tenant slug>/`."""
@@ -52,6 +63,9 @@ class CircuitStatusView(APIView):
     """`GET /circuit/status`: every upstream's breaker. Staff see all; others the upstreams of
     their tenant's routes. Later issues add the fraud brain's breaker here."""
 
+    serializer_class = CircuitStatusSerializer
+
+    @extend_schema(responses={200: CircuitStatusSerializer})
     def get(self, request: Request) -> Response:
         caller = caller_from_request(request)
         upstreams = upstream_list()
@@ -65,16 +79,16 @@ class CircuitStatusView(APIView):
         return Response({"breakers": breakers})
 
 
-class CircuitResetSerializer(serializers.Serializer):
-    upstream = serializers.URLField(max_length=500)
-
-
 class CircuitResetView(APIView):
     """`POST /circuit/reset {"upstream": url}`: staff force a breaker closed."""
 
     permission_classes = [IsAdminUser]
+    serializer_class = CircuitResetSerializer
 
-    @extend_schema(request=CircuitResetSerializer)
+    @extend_schema(
+        request=CircuitResetSerializer,
+        responses={200: CircuitResetResultSerializer, **error_responses(404)},
+    )
     def post(self, request: Request) -> Response:
         serializer = CircuitResetSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -43,7 +43,7 @@ class EventSerializer(serializers.ModelSerializer):
 
 
 class IngestResultSerializer(serializers.Serializer):
-    """The 202 answer to an ingest (documentation only)."""
+    """The ids of the stored events, in the order they were sent."""
 
     ids = serializers.ListField(child=serializers.IntegerField())
     count = serializers.IntegerField()
@@ -83,6 +83,29 @@ def compiled_summary(rule: CompiledRule) -> dict[str, Any]:
     }
 
 
+class _ActionSummarySerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    target = serializers.CharField()
+    template = serializers.CharField(allow_null=True)
+
+
+class _WindowSummarySerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    seconds = serializers.IntegerField()
+    by = serializers.CharField(allow_null=True)
+
+
+class DslSummarySerializer(serializers.Serializer):
+    """A valid rule: the event types it listens to, what it does, its windows (compiled_summary)."""
+
+    valid = serializers.BooleanField()
+    event_types = serializers.ListField(
+        child=serializers.CharField(), allow_null=True, help_text="null: the rule looks at every type."
+    )
+    actions = _ActionSummarySerializer(many=True)
+    windows = _WindowSummarySerializer(many=True)
+
+
 class DryRunSerializer(serializers.Serializer):
     event = serializers.JSONField()
 
@@ -91,6 +114,20 @@ class DryRunSerializer(serializers.Serializer):
         if problem is not None:
             raise serializers.ValidationError(problem)
         return value
+
+
+class _DryRunActionSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    target = serializers.CharField()
+    message = serializers.CharField()
+
+
+class DryRunResultSerializer(serializers.Serializer):
+    """Whether the rule matched the sample event, and the notifications it would send (dry_run_result)."""
+
+    matched = serializers.BooleanField()
+    actions = _DryRunActionSerializer(many=True)
+    group = serializers.CharField(allow_null=True)
 
 
 def dry_run_result(match: Match | None) -> dict[str, Any]:

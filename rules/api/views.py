@@ -11,8 +11,7 @@ import logging
 from typing import Any
 
 from django.db.models import Model, QuerySet
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -24,8 +23,10 @@ from rules import selectors, services
 from rules.api.serializers import (
     ChannelSerializer,
     DeliverySerializer,
+    DryRunResultSerializer,
     DryRunSerializer,
     DslSerializer,
+    DslSummarySerializer,
     EventSerializer,
     IngestResultSerializer,
     MatchSerializer,
@@ -36,6 +37,7 @@ from rules.api.serializers import (
 )
 from rules.models import DeliveryStatus, Event, NotificationChannel, Rule
 from sentinel_site.errors import DomainError
+from sentinel_site.openapi import error_responses
 
 logger = logging.getLogger("sentinel.rules")
 
@@ -44,9 +46,18 @@ def _query_int(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii(): str.isdigit() accepts "²", which int() refuses; 18 digits stay within bigint.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise exceptions.ValidationError({name: ["Must be a positive integer."]})
     return int(raw)
+
+
+def _query_text(request: Request, name: str) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is not None and "\x00" in raw:
+        # PostgreSQL cannot compare text with NUL in it: a 400, not the database's error.
+        raise exceptions.ValidationError({name: ["Null characters are not allowed."]})
+    return raw
 
 
 def _query_bool(request: Request, name: str) -> bool | None:
@@ -58,6 +69,17 @@ def _query_bool(request: Request, name: str) -> bool | None:
     if raw.lower() in ("false", "0", "no"):
         return False
     raise exceptions.ValidationError({name: ["Must be true or false."]})
+
+
+# One event (any JSON object, `type` a string when present) or a list of 1..1,000 of them.
+_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {"type": {"type": "string", "description": "What the rules match on `event.type`."}},
+    "additionalProperties": True,
+}
+EVENT_BATCH_SCHEMA = {
+    "oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1, "maxItems": 1000}],
+}
 
 
 class EventViewSet(TenantScopedViewSet):
@@ -74,10 +96,10 @@ class EventViewSet(TenantScopedViewSet):
     api_key_scopes = {"POST": (Scope.EVENTS_WRITE.value,)}
 
     def get_base_queryset(self) -> QuerySet[Event]:
-        return selectors.event_list(event_type=self.request.query_params.get("type"))
+        return selectors.event_list(event_type=_query_text(self.request, "type"))
 
     @extend_schema(
-        request=OpenApiTypes.OBJECT,
+        request={"application/json": EVENT_BATCH_SCHEMA},
         responses={202: IngestResultSerializer},
         parameters=[OpenApiParameter("tenant", str, description="Staff only: the tenant (id, uuid or slug).")],
     )
@@ -107,6 +129,22 @@ class EventViewSet(TenantScopedViewSet):
 _READ_LIKE_ACTIONS = ("dry_run", "validate")
 
 
+_CONFLICTS = {
+    "create": (201, 409),
+    "update": (200, 409),
+    "partial_update": (200, 409),
+}
+
+
+def _with_conflicts(serializer: type[Any]) -> dict[str, Any]:
+    """extend_schema_view() arguments: create and update also answer 409 (a name already taken)."""
+    return {
+        action: extend_schema(responses={ok: serializer, **error_responses(conflict)})
+        for action, (ok, conflict) in _CONFLICTS.items()
+    }
+
+
+@extend_schema_view(**_with_conflicts(RuleSerializer))
 class RuleViewSet(TenantScopedViewSet):
     """`/api/v1/rules`: tenant admins manage rules, members read them. A DSL that does not compile
     is a 400 whose details give its line, column and what was expected."""
@@ -139,7 +177,7 @@ class RuleViewSet(TenantScopedViewSet):
         assert isinstance(instance, Rule)
         services.rule_delete(rule=instance)
 
-    @extend_schema(request=DryRunSerializer, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=DryRunSerializer, responses={200: DryRunResultSerializer})
     @action(detail=True, methods=["post"], url_path="dry-run")
     def dry_run(self, request: Request, pk: str | None = None) -> Response:
         """Evaluates the rule against a sample event with fresh windows; nothing is recorded."""
@@ -154,7 +192,7 @@ class RuleViewSet(TenantScopedViewSet):
             raise DomainError("The rule failed while evaluating this event.", code="evaluation_failed") from None
         return Response(dry_run_result(match))
 
-    @extend_schema(request=DslSerializer, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=DslSerializer, responses={200: DslSummarySerializer})
     @action(detail=False, methods=["post"], url_path="validate")
     def validate(self, request: Request) -> Response:
         """Compiles a DSL text without saving it: what it listens to and does, or where it is wrong."""
@@ -163,6 +201,7 @@ class RuleViewSet(TenantScopedViewSet):
         return Response(compiled_summary(services.rule_validate(serializer.validated_data["dsl"])))
 
 
+@extend_schema_view(**_with_conflicts(ChannelSerializer))
 class ChannelViewSet(TenantScopedViewSet):
     """`/api/v1/channels`: tenant admins manage notification channels, members read them. The
     secret is write-only; responses say `has_secret` instead."""
