@@ -206,17 +206,13 @@ class TenantViewSet(viewsets.ModelViewSet):
     def perform_update(self, serializer: TenantSerializer) -> None:
         serializer.instance = services.tenant_update(tenant=serializer.instance, **serializer.validated_data)
 
-<<<<<<< HEAD
     def perform_destroy(self, instance: Tenant) -> None:
         services.tenant_delete(tenant=instance)
 
-    @extend_schema(request=MemberSerializer, responses={200: MemberSerializer(many=True), 201: MemberSerializer})
-=======
     @extend_schema(methods=["GET"], request=None, responses={200: MemberSerializer(many=True)})
     @extend_schema(
         methods=["POST"], request=MemberSerializer, responses={201: MemberSerializer, **error_responses(409)}
     )
->>>>>>> h8-schema
     @action(detail=True, methods=["get", "post"], url_path="members")
     def members(self, request: Request, pk: str | None = None) -> Response:
         """List the tenant's members, or add an existing user to it with a role."""
