@@ -204,6 +204,7 @@ class Proxy:
                 extra_headers=extra,
                 response_headers=base_headers + limit_headers,
                 hidden_headers=CREDENTIAL_HEADERS.get(identity.kind, frozenset()),
+                tenant_uuid=route.tenant_uuid,
             )
             failed = result.counts_as_failure
             await self._record_outcome(target, permit, result)
@@ -323,7 +324,7 @@ class Proxy:
         )
 
     async def _record_outcome(self, target: str, permit: Permit | None, result: ForwardResult) -> None:
-        if permit is None or result.outcome in ("client_disconnect", "body_too_large"):
+        if permit is None or result.outcome in ("client_disconnect", "body_too_large", "egress_denied"):
             return  # neither says anything about the upstream's health
         try:
             transition = await self.breaker.record(target, permit, success=not result.counts_as_failure)

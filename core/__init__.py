@@ -1,0 +1,1 @@
+"""Sentinel's ground floor: helpers that import no Sentinel app (see docs/architecture.md, issue 9)."""
