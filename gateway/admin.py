@@ -14,8 +14,26 @@ from gateway.models import ROUTE_FIELDS, Route, RouteTarget, Upstream
 from sentinel_site.errors import DomainError
 
 
+class RouteTargetFormSet(forms.BaseInlineFormSet):
+    """The route's targets as the admin edits them, held to the egress policy like the API's."""
+
+    def clean(self) -> None:
+        super().clean()
+        urls = [
+            form.cleaned_data["upstream"].url
+            for form in self.forms
+            if form.cleaned_data.get("upstream") is not None and not form.cleaned_data.get("DELETE")
+        ]
+        # The route the formset belongs to carries the tenant chosen in this very form.
+        try:
+            services.route_targets_check(tenant=self.instance.tenant, targets=urls)
+        except DomainError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
 class RouteTargetInline(admin.TabularInline):
     model = RouteTarget
+    formset = RouteTargetFormSet
     extra = 1
     autocomplete_fields = ["upstream"]
     fields = ["position", "upstream"]
