@@ -20,6 +20,8 @@ from django.core.mail import EmailMessage
 from django.core.validators import validate_email
 from django.forms import ValidationError as FormValidationError
 
+from core.egress import EgressDenied, guarded_transport
+from core.egress_django import egress_policy, egress_refusal_record
 from sentinel_site.errors import DomainError
 
 if TYPE_CHECKING:
@@ -30,7 +32,12 @@ IDEMPOTENCY_HEADER = "X-Sentinel-Idempotency-Key"
 
 
 class DeliveryFailed(Exception):
-    """The channel did not accept the message; the text says why (kept as `last_error`)."""
+    """The channel did not accept the message; the text says why (kept as `last_error`).
+    ``permanent``: sending again cannot succeed, so the delivery is dead at once."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
 
 
 def validate_target(kind: str, target: str) -> None:
@@ -78,14 +85,28 @@ def send(channel: NotificationChannel, delivery: Delivery) -> None:
     headers = {"content-type": "application/json", IDEMPOTENCY_HEADER: delivery.idempotency_key}
     if channel.kind == "webhook" and channel.secret:
         headers[SIGNATURE_HEADER] = sign(channel.secret, raw)
-    _post(channel.target, raw, headers)
+    try:
+        _post(channel.target, raw, headers)
+    except EgressDenied as denied:
+        tenant = str(channel.tenant.uuid)
+        egress_refusal_record(kind="channel", stage="connect", tenant=tenant, target=channel.target, denied=denied)
+        raise DeliveryFailed(str(denied), permanent=True) from denied
+
+
+def _client(timeout: float) -> httpx.Client:
+    """The HTTP client of one send: every connection held to the egress policy (channels always
+    belong to a tenant), checked against the address actually connected to (core.egress), and
+    redirects never followed, so a receiver cannot bounce a delivery somewhere the policy refuses."""
+    return httpx.Client(timeout=timeout, follow_redirects=False, transport=guarded_transport(egress_policy()))
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
+    """POSTs ``body``; raises DeliveryFailed, or EgressDenied when the policy refuses the address."""
     conf: dict[str, Any] = settings.SENTINEL_RULES
     timeout = float(conf["DELIVERY_TIMEOUT_SECONDS"])
     try:
-        response = httpx.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False)
+        with _client(timeout) as client:
+            response = client.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
     if not 200 <= response.status_code < 300:

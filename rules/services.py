@@ -404,7 +404,7 @@ def delivery_attempt(*, delivery_id: int) -> Delivery | None:
     try:
         notifiers.send(channel, delivery)
     except notifiers.DeliveryFailed as exc:
-        return _delivery_failed(delivery, str(exc))
+        return _delivery_failed(delivery, str(exc), permanent=exc.permanent)
     Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
         status=DeliveryStatus.SENT, sent_at=timezone.now(), lease_until=None, last_error=""
     )
@@ -413,9 +413,9 @@ def delivery_attempt(*, delivery_id: int) -> Delivery | None:
     return delivery
 
 
-def _delivery_failed(delivery: Delivery, error: str) -> Delivery:
+def _delivery_failed(delivery: Delivery, error: str, *, permanent: bool = False) -> Delivery:
     max_attempts = _rules_setting("DELIVERY_MAX_ATTEMPTS")
-    if delivery.attempts >= max_attempts:
+    if permanent or delivery.attempts >= max_attempts:
         status, next_at = DeliveryStatus.DEAD, timezone.now()
         metrics.notifications_sent.labels(delivery.channel.kind, "dead").inc()
     else:
