@@ -232,3 +232,32 @@ def test_an_httpx_client_under_an_allowing_policy_connects(listener: _Listener) 
 
     assert response.status_code == 200
     assert listener.accepted == 1
+
+
+def test_even_a_client_that_follows_redirects_cannot_be_bounced_to_a_refused_address(listener: _Listener) -> None:
+    # Sentinel's clients never follow redirects; the transport would refuse the hop all the same.
+    class Bounce(_Listener):
+        def _serve(self) -> None:
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.recv(65536)
+                    location = f"http://127.0.0.2:{listener.port}/internal"
+                    conn.sendall(f"HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n".encode())
+
+    bounce = Bounce()
+    policy = EgressPolicy.from_strings(["127.0.0.1/32"], allow_loopback=False)
+    try:
+        with (
+            httpx.Client(transport=guarded_transport(policy), follow_redirects=True) as client,
+            pytest.raises(EgressDenied) as refused,
+        ):
+            client.get(f"http://127.0.0.1:{bounce.port}/")
+    finally:
+        bounce.sock.close()
+
+    assert refused.value.address == "127.0.0.2"
+    assert listener.accepted == 0
