@@ -359,6 +359,9 @@ class _RecordBuilder:
 
     def forwarded(self, target: str, result: ForwardResult) -> None:
         self.upstream, self.result = target, result
+        if result.outcome == "egress_denied":  # Sentinel's own refusal: nothing reached the upstream
+            self.finish(result.status, "rejected", "egress_denied")
+            return
         self.finish(
             result.status, "upstream_error" if result.counts_as_failure or result.status >= 500 else "forwarded"
         )
