@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.hashers import BCryptSHA256PasswordHasher
 from django.core.cache import cache
 from rest_framework.test import APIClient
@@ -36,6 +37,14 @@ def _forget_counters() -> None:
             cache.delete_pattern(pattern)
     else:
         cache.clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _egress_allows_loopback() -> None:
+    """The egress policy allows loopback in tests, in both modes (production mode would refuse it):
+    tests point tenant routes and channels at local servers. A test of the production policy sets
+    ``settings.EGRESS_ALLOW_LOOPBACK = False`` (or ``EGRESS_ALLOW_LOOPBACK="false"`` for a child)."""
+    settings.EGRESS_ALLOW_LOOPBACK = True
 
 
 @pytest.fixture(autouse=True)

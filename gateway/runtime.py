@@ -20,6 +20,8 @@ from django.core.cache import cache
 from django.db import close_old_connections
 from prometheus_client import multiprocess
 
+from core.egress import EgressDenied
+from core.egress_django import egress_policy, egress_refusal_record
 from gateway.engine.auth import ApiKeyResolver, Authenticator, JwtVerifier, KeyInfo, TenantDirectory
 from gateway.engine.breaker import BreakerConfig, MemoryBreaker, RedisBreaker
 from gateway.engine.fleet import FleetPressure
@@ -91,6 +93,10 @@ def pressure_gauge(conf: dict[str, Any]) -> PressureGauge:
     )
 
 
+def _egress_refused(tenant_uuid: str | None, target: str, denied: EgressDenied) -> None:
+    egress_refusal_record(kind="route", stage="connect", tenant=tenant_uuid, target=target, denied=denied)
+
+
 def build_proxy(fallback: ASGIApp) -> Proxy:
     """The proxy wired for the current mode: Redis-backed state in production, in-process otherwise."""
     conf = settings.SENTINEL_GATEWAY
@@ -116,7 +122,7 @@ def build_proxy(fallback: ASGIApp) -> Proxy:
         ),
         window_limiter=window_limiter,
         breaker=breaker,
-        forwarder=Forwarder(),
+        forwarder=Forwarder(egress=egress_policy(), on_egress_refusal=_egress_refused),
         gauge=pressure_gauge(conf),
         admission=TierAdmission(
             standard_at=conf["SHED_STANDARD_AT"], economy_at=conf["SHED_ECONOMY_AT"], hysteresis=conf["SHED_HYSTERESIS"]

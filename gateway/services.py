@@ -13,6 +13,8 @@ from django.core.cache import cache
 from django.db import transaction
 
 from accounts.models import Tenant
+from core.egress import EgressDenied, guarded_transport
+from core.egress_django import egress_policy, egress_refusal_record
 from gateway.models import ROUTE_FIELDS, Route, RouteTarget, Upstream
 from sentinel_site.errors import Conflict, DomainError
 
@@ -78,6 +80,26 @@ def normalize_targets(targets: list[str]) -> list[str]:
     return cleaned
 
 
+def route_targets_check(*, tenant: Tenant | None, targets: list[str]) -> None:
+    """The egress policy's save-time check (SPEC 7, core.egress) of a tenant's route targets.
+
+    Every address each target resolves to must be public unicast or in EGRESS_ALLOWED_NETWORKS;
+    platform routes (no tenant) are exempt. A name that does not resolve now passes (the proxy
+    checks what it connects to). Raises DomainError ``egress_denied`` (400) naming the address and
+    the rule; the refusal is logged and counted."""
+    if tenant is None:
+        return
+    policy = egress_policy()
+    for target in targets:
+        try:
+            policy.check_target(target)
+        except EgressDenied as denied:
+            egress_refusal_record(kind="route", stage="save", tenant=str(tenant.uuid), target=target, denied=denied)
+            raise DomainError(
+                denied.message, details={"field": "targets", **denied.details()}, code="egress_denied"
+            ) from None
+
+
 def normalize_methods(methods: list[str]) -> list[str]:
     upper = sorted({str(method).upper() for method in methods})
     unknown = [method for method in upper if method not in HTTP_METHODS]
@@ -117,8 +139,10 @@ def route_create(*, tenant: Tenant | None, name: str, path_prefix: str, targets:
     prefix = normalize_path_prefix(path_prefix, tenant=tenant)
     if Route.objects.filter(path_prefix=prefix).exists():
         raise Conflict(f"A route already serves {prefix}.", details={"path_prefix": ["Already in use."]})
+    cleaned = normalize_targets(targets)
+    route_targets_check(tenant=tenant, targets=cleaned)
     route = Route.objects.create(tenant=tenant, name=name, path_prefix=prefix, **_check_fields(fields))
-    _set_targets(route, normalize_targets(targets))
+    _set_targets(route, cleaned)
     transaction.on_commit(gateway_config_changed)
     return route
 
@@ -134,7 +158,9 @@ def route_update(*, route: Route, targets: list[str] | None = None, **fields: An
         setattr(route, field, value)
     route.save()
     if targets is not None:
-        _set_targets(route, normalize_targets(targets))
+        cleaned = normalize_targets(targets)
+        route_targets_check(tenant=route.tenant, targets=cleaned)
+        _set_targets(route, cleaned)
     transaction.on_commit(gateway_config_changed)
     return route
 
@@ -189,14 +215,16 @@ class TargetProbe:
 def route_probe(*, route: Route, path: str = "/", timeout_s: float = 5.0) -> list[TargetProbe]:
     """GETs `path` on each of the route's targets directly, as the proxy would after stripping
     the prefix: an operator's check that the targets answer, without the gateway's limits or
-    breaker in the way (and without counting towards either)."""
+    breaker in the way (and without counting towards either). A tenant's route is probed under the
+    egress policy, as the proxy would connect: a refused target reports the refusal."""
     probes = []
-    with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
+    transport = guarded_transport(egress_policy()) if route.tenant_id is not None else None
+    with httpx.Client(timeout=timeout_s, follow_redirects=False, transport=transport) as client:
         for target in route.targets:
             started = time.perf_counter()
             try:
                 response = client.get(target.rstrip("/") + path, headers={"user-agent": "sentinel-route-test"})
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, EgressDenied) as exc:
                 elapsed = (time.perf_counter() - started) * 1000
                 probes.append(TargetProbe(target, None, round(elapsed, 1), f"{type(exc).__name__}: {exc}"[:200]))
                 continue

@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts.admin_base import ServiceModelAdmin, copy_saved, short_time, shorten
-from rules import notifiers, services
+from rules import services
 from rules.api.serializers import dry_run_result, event_problem
 from rules.models import Delivery, DeliveryStatus, Event, NotificationChannel, Rule, RuleMatch
 from sentinel_site.errors import DomainError
@@ -301,9 +301,11 @@ class ChannelAdminForm(forms.ModelForm):
             )
             if taken.exclude(pk=self.instance.pk).exists():
                 self.add_error("name", "This tenant already has a channel of this kind with this name.")
-        if data.get("kind") and data.get("target"):
+        tenant = self.instance.tenant if self.instance.pk is not None else data.get("tenant")
+        if data.get("kind") and data.get("target") and tenant is not None:
             try:
-                notifiers.validate_target(data["kind"], data["target"])
+                # The services' own check (shape, then egress policy), so the form says what they would.
+                services.channel_target_check(tenant=tenant, kind=data["kind"], target=data["target"])
             except DomainError as exc:
                 self.add_error("target", exc.message)
         return data

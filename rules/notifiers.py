@@ -33,6 +33,8 @@ from django.core.mail import EmailMessage
 from django.core.validators import validate_email
 from django.forms import ValidationError as FormValidationError
 
+from core.egress import EgressDenied, guarded_transport
+from core.egress_django import egress_policy, egress_refusal_record
 from sentinel_site.errors import DomainError
 
 if TYPE_CHECKING:
@@ -107,14 +109,29 @@ def send(channel: NotificationChannel, delivery: Delivery) -> float | None:
     headers = {"content-type": "application/json", IDEMPOTENCY_HEADER: delivery.idempotency_key}
     if channel.kind == "webhook" and channel.secret:
         headers[SIGNATURE_HEADER] = sign(channel.secret, raw)
-    return _post(channel.target, raw, headers)
+    try:
+        return _post(channel.target, raw, headers)
+    except EgressDenied as denied:
+        tenant = str(channel.tenant.uuid)
+        egress_refusal_record(kind="channel", stage="connect", tenant=tenant, target=channel.target, denied=denied)
+        raise DeliveryFailed(str(denied), permanent=True) from denied
+
+
+def _client(timeout: float) -> httpx.Client:
+    """The HTTP client of one send: every connection held to the egress policy (channels always
+    belong to a tenant), checked against the address actually connected to (core.egress), and
+    redirects never followed, so a receiver cannot bounce a delivery somewhere the policy refuses."""
+    return httpx.Client(timeout=timeout, follow_redirects=False, transport=guarded_transport(egress_policy()))
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> float | None:
+    """POSTs ``body``; returns how long the receiver asked to pause after a success (or None).
+    Raises DeliveryFailed as the answer means it, or EgressDenied when the policy refuses the address."""
     conf: dict[str, Any] = settings.SENTINEL_RULES
     timeout = float(conf["DELIVERY_TIMEOUT_SECONDS"])
     try:
-        response = httpx.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False)
+        with _client(timeout) as client:
+            response = client.post(url, content=body, headers=headers)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is no HTTPError
         raise classify_transport_error(exc) from exc
     refusal = classify_answer(response.status_code, response.headers, response.content)

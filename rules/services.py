@@ -22,6 +22,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Tenant
+from core.egress import EgressDenied
+from core.egress_django import egress_policy, egress_refusal_record
 from observability import metrics
 from rules import notifiers
 from rules.dsl import CompiledRule, DslError, DslSyntaxError, EvalContext, Match, RuleIndex, compile_rule
@@ -223,11 +225,28 @@ def rule_set_enabled(*, rules: Iterable[Rule], enabled: bool) -> int:
 _CHANNEL_TAKEN = "A channel of this kind with this name exists."
 
 
+def channel_target_check(*, tenant: Tenant, kind: str, target: str) -> None:
+    """A channel's target as the channel services accept it: the kind's shape (notifiers), then, for
+    the HTTP kinds, the egress policy's save-time check (SPEC 7, core.egress): every address the URL
+    resolves to must be public unicast or in EGRESS_ALLOWED_NETWORKS. Channels always belong to a
+    tenant, so none is exempt. Raises DomainError (``egress_denied`` naming the address and the rule)."""
+    notifiers.validate_target(kind, target)
+    if kind == "email":
+        return  # mail goes to the configured SMTP server, not to an address the tenant chose
+    try:
+        egress_policy().check_target(target)
+    except EgressDenied as denied:
+        egress_refusal_record(kind="channel", stage="save", tenant=str(tenant.uuid), target=target, denied=denied)
+        raise DomainError(
+            denied.message, details={"field": "target", **denied.details()}, code="egress_denied"
+        ) from None
+
+
 def channel_create(
     *, tenant: Tenant, kind: str, name: str, target: str, secret: str = "", active: bool = True
 ) -> NotificationChannel:
     channel = NotificationChannel(tenant=tenant, kind=kind, name=name, target=target, secret=secret, active=active)
-    notifiers.validate_target(kind, target)
+    channel_target_check(tenant=tenant, kind=kind, target=target)
     with _unique_name(_CHANNEL_TAKEN, "kind", "name"):
         channel.save()
     return channel
@@ -236,7 +255,7 @@ def channel_create(
 def channel_update(*, channel: NotificationChannel, **fields: Any) -> NotificationChannel:
     for field, value in fields.items():
         setattr(channel, field, value)
-    notifiers.validate_target(channel.kind, channel.target)
+    channel_target_check(tenant=channel.tenant, kind=channel.kind, target=channel.target)
     with _unique_name(_CHANNEL_TAKEN, "kind", "name"):
         channel.save()
     return channel

@@ -9,6 +9,7 @@ differs from a laptop only by its environment (see the README's settings table).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import sys
@@ -383,6 +384,25 @@ SENTINEL_API_PREFIXES = (
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+
+
+# --- Egress policy (SPEC 7, core.egress) -----------------------------------------------------
+def _env_networks(name: str) -> list[str]:
+    """Comma-separated CIDRs (``10.0.0.0/8, fd00::/8``), each checked now so a typo fails at start-up."""
+    networks = env_list(name, [])
+    for network in networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {network!r} is not a network in CIDR notation ({exc})") from None
+    return networks
+
+
+# Networks tenant-owned targets (routes, channels, monitors) may reach besides public unicast.
+EGRESS_ALLOWED_NETWORKS = _env_networks("EGRESS_ALLOWED_NETWORKS")
+# Loopback for tenant-owned targets: on in embedded mode (the demo's upstream and sinks run on this
+# machine), off in production mode, where 127.0.0.1 is the gateway's own host.
+EGRESS_ALLOW_LOOPBACK = env_bool("EGRESS_ALLOW_LOOPBACK", EMBEDDED_MODE)
 
 # --- Static files, i18n --------------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -88,6 +88,9 @@ def child_env(**overrides: str | None) -> dict[str, str]:
     from django.db import connection
 
     env = dict(os.environ)
+    # Tests point tenant routes and channels at servers on 127.0.0.1; a test of the production
+    # egress policy passes EGRESS_ALLOW_LOOPBACK="false" (shared decision 2).
+    env.setdefault("EGRESS_ALLOW_LOOPBACK", "true")
     env.update(
         {
             "DATABASE_URL": database_url_of(connection.settings_dict),

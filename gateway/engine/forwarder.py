@@ -11,7 +11,10 @@ Errors, before the response has started:
 
 * body over ``max_body_bytes`` (declared, or counted while streaming) → 413 ``payload_too_large``;
 * connection refused, DNS failure, reset or a malformed answer before the headers → 502 ``bad_gateway``;
-* no response headers within ``timeout_ms`` → 504 ``gateway_timeout``.
+* no response headers within ``timeout_ms`` → 504 ``gateway_timeout``;
+* a tenant route's target resolves to, or connects to, an address the egress policy refuses
+  (``core.egress``) → 502 ``egress_denied``, before a byte is sent. Not a breaker failure: it says
+  nothing about the upstream's health.
 
 Exact proxying: the octets of the request line's target, of every header value and of the
 bodies pass unchanged in both directions; the rewrites are the documented ones (README, "What the
@@ -36,8 +39,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
+from aiohappyeyeballs import AddrInfoType
+from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
+from core.egress import EgressDenied, EgressPolicy
 from gateway.engine.octets import ExactRequest
 
 __all__ = ["HOP_BY_HOP_HEADERS", "OUTCOMES", "ForwardResult", "Forwarder", "upstream_url"]
@@ -77,6 +83,7 @@ OUTCOMES: Final = (
     "body_too_large",
     "client_disconnect",
     "upstream_aborted",
+    "egress_denied",
 )
 # What the circuit breaker counts against the upstream. Body limits and client disconnects are the
 # client's doing, not the upstream's.
@@ -87,6 +94,8 @@ _ERRORS: Final = {
     "connect_error": (502, "bad_gateway", "The upstream service could not be reached."),
     "timeout": (504, "gateway_timeout", "The upstream service did not answer in time."),
     "body_too_large": (413, "payload_too_large", "The request body is larger than this route accepts."),
+    # The client is not told the address: the operator's log has it (Forwarder's on_egress_refusal).
+    "egress_denied": (502, "egress_denied", "The route's target is an address this gateway may not connect to."),
 }
 # nginx's convention for "the client closed the connection before a response was sent".
 CLIENT_CLOSED_REQUEST: Final = 499
@@ -228,11 +237,56 @@ class _Exchange:
         return ForwardResult(self.status, outcome, self.bytes_in, self.bytes_out, self.latency_ms, error)
 
 
+# Called with (tenant uuid, route target, refusal) when the egress policy stops a forward.
+EgressObserver = Callable[[str | None, str, EgressDenied], None]
+
+
+class _GuardedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that connects only to addresses the egress policy allows.
+
+    aiohttp resolves the host, then hands every address it will try to ``_wrap_create_connection``
+    (private, aiohttp >= 3.10; numeric IP hosts skip the resolver but arrive here too). Every one is
+    judged before any is tried, and the connected socket's peer again before a byte is sent, so a
+    name re-pointed after the route was saved cannot lead anywhere the policy refuses.
+    """
+
+    def __init__(self, policy: EgressPolicy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._policy = policy
+
+    async def _wrap_create_connection(
+        self,
+        *args: Any,
+        addr_infos: list[AddrInfoType],
+        req: aiohttp.ClientRequest,
+        timeout: aiohttp.ClientTimeout,
+        client_error: type[Exception] = aiohttp.ClientConnectorError,
+        **kwargs: Any,
+    ) -> tuple[asyncio.Transport, ResponseHandler]:
+        target = f"{req.url.raw_host}:{req.port}"
+        for info in addr_infos:
+            self._policy.check_address(str(info[4][0]), target=target)
+        transport, protocol = await super()._wrap_create_connection(
+            *args, addr_infos=addr_infos, req=req, timeout=timeout, client_error=client_error, **kwargs
+        )
+        peer = transport.get_extra_info("peername")
+        rule = self._policy.refusal(str(peer[0])) if peer else "an address the socket does not report"
+        if rule is not None:
+            transport.close()
+            raise EgressDenied(target=target, address=str(peer[0]) if peer else None, rule=rule)
+        return transport, protocol
+
+
 class Forwarder:
     """One pooled aiohttp client per process, created lazily in the running loop.
 
     Create one at import or start-up, call ``forward`` from any request of that loop, and
     ``await close()`` at shutdown (ASGI lifespan).
+
+    With an ``egress`` policy, forwards for a tenant's route go through a second pool whose
+    connector enforces it (``_GuardedConnector``); platform routes (no tenant) use the plain pool.
+    Two pools, so a connection opened for a platform route is never reused for a tenant's.
+    ``on_egress_refusal`` hears of every refusal (the runtime logs and counts them).
     """
 
     def __init__(
@@ -243,6 +297,8 @@ class Forwarder:
         keepalive_timeout: float = 4.0,
         ttl_dns_cache: int = 10,
         read_timeout_ms: int | None = None,
+        egress: EgressPolicy | None = None,
+        on_egress_refusal: EgressObserver | None = None,
     ) -> None:
         """``keepalive_timeout`` stays under the 5 s idle timeout of uvicorn and Node servers, so
         the pool drops an idle connection before the upstream does (reusing one the upstream is
@@ -253,15 +309,17 @@ class Forwarder:
         self._keepalive_timeout = keepalive_timeout
         self._ttl_dns_cache = ttl_dns_cache
         self._read_timeout_ms = read_timeout_ms
-        self._session: aiohttp.ClientSession | None = None
-        self._connector: aiohttp.TCPConnector | None = None
+        self._egress = egress
+        self._on_egress_refusal = on_egress_refusal
+        # Pools by "guarded": True for tenant routes under the egress policy.
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     async def close(self) -> None:
         """Close the pool; a later ``forward`` opens a new one."""
-        session, self._session, self._connector, self._loop = self._session, None, None, None
-        if session is not None:
+        sessions, self._sessions, self._loop = self._sessions, {}, None
+        for session in sessions.values():
             await session.close()
 
     def connections_in_use(self) -> int:
@@ -269,7 +327,8 @@ class Forwarder:
 
         aiohttp exposes no public counter; its connector's acquired set is what "checked out" means.
         """
-        return len(self._connector._acquired) if self._connector is not None else 0
+        connectors = (session.connector for session in self._sessions.values())
+        return sum(len(connector._acquired) for connector in connectors if isinstance(connector, aiohttp.TCPConnector))
 
     async def forward(
         self,
@@ -285,6 +344,7 @@ class Forwarder:
         extra_headers: Sequence[Header] = (),
         response_headers: Sequence[Header] = (),
         hidden_headers: frozenset[bytes] = frozenset(),
+        tenant_uuid: str | None = None,
     ) -> ForwardResult:
         """Forward one HTTP request and stream the answer to the client; see the module docstring.
 
@@ -292,7 +352,8 @@ class Forwarder:
         ``parse_path``'s result), sent as it is. ``extra_headers`` are added to the upstream request and
         ``response_headers`` to whatever the client gets, each replacing headers of the same name;
         ``hidden_headers`` (lower-case names) are not sent upstream.
-        ``timeout_ms`` (> 0) bounds the time to the upstream's response headers.
+        ``timeout_ms`` (> 0) bounds the time to the upstream's response headers. ``tenant_uuid`` is
+        the route's owner: a tenant's route is held to the egress policy, a platform route (None) is not.
         """
         watch = _DisconnectWatch(receive)
         exchange = _Exchange(send, watch, timeout_ms, max_body_bytes, response_headers)
@@ -302,7 +363,8 @@ class Forwarder:
             error = f"declared Content-Length {declared} exceeds {max_body_bytes}"
             return await _answer_error(exchange, "body_too_large", error)
 
-        session = self._session_in_loop()
+        guarded = self._egress is not None and tenant_uuid is not None
+        session = self._session_in_loop(guarded)
         body: AsyncIterator[bytes] | None = None
         if _has_body(scope["headers"], declared):
             body = _request_body(receive, exchange)
@@ -312,6 +374,10 @@ class Forwarder:
         headers = _upstream_headers(scope, client_ip, extra_headers, hidden_headers)
         try:
             return await self._exchange(session, exchange, scope["method"], url, headers, body)
+        except EgressDenied as denied:
+            if self._on_egress_refusal is not None:
+                self._on_egress_refusal(tenant_uuid, target, denied)
+            return await _answer_error(exchange, "egress_denied", str(denied))
         except asyncio.CancelledError:
             # Our own watch cancelled us: swallow exactly that one cancellation. Any other (server
             # shutdown, the caller's own timeout) is still counted after uncancel() and propagates.
@@ -357,25 +423,31 @@ class Forwarder:
             else:
                 upstream.close()
 
-    def _session_in_loop(self) -> aiohttp.ClientSession:
+    def _session_in_loop(self, guarded: bool) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed:
-            self._session = self._new_session()
-            self._loop = loop
-        elif self._loop is not loop:
+        if self._sessions and self._loop is not loop:
             # An aiohttp pool belongs to the loop that made it; sharing one fails in obscure ways.
             raise RuntimeError("this Forwarder's pool belongs to another event loop")
-        return self._session
+        session = self._sessions.get(guarded)
+        if session is None or session.closed:
+            session = self._sessions[guarded] = self._new_session(guarded)
+            self._loop = loop
+        return session
 
-    def _new_session(self) -> aiohttp.ClientSession:
-        self._connector = aiohttp.TCPConnector(
-            limit=self._limit,
-            limit_per_host=self._limit_per_host,
-            ttl_dns_cache=self._ttl_dns_cache,
-            keepalive_timeout=self._keepalive_timeout,
+    def _new_session(self, guarded: bool) -> aiohttp.ClientSession:
+        options: dict[str, Any] = {
+            "limit": self._limit,
+            "limit_per_host": self._limit_per_host,
+            "ttl_dns_cache": self._ttl_dns_cache,
+            "keepalive_timeout": self._keepalive_timeout,
+        }
+        connector = (
+            _GuardedConnector(self._egress, **options)
+            if guarded and self._egress is not None
+            else aiohttp.TCPConnector(**options)
         )
         return aiohttp.ClientSession(
-            connector=self._connector,
+            connector=connector,
             # Bodies pass byte for byte, with their Content-Encoding.
             auto_decompress=False,
             # Cookies belong to the client and the upstream, never to a pool shared by all clients.

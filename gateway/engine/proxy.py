@@ -237,6 +237,7 @@ class Proxy:
                 extra_headers=extra,
                 response_headers=base_headers + limit_headers,
                 hidden_headers=CREDENTIAL_HEADERS.get(identity.kind, frozenset()),
+                tenant_uuid=route.tenant_uuid,
             )
             failed = result.counts_as_failure
             await self._record_outcome(target, permit, result)
@@ -349,7 +350,7 @@ class Proxy:
         raise Rejection(503, "breaker_open", "The upstream is failing; its circuit is open.", "breaker_open", headers)
 
     async def _record_outcome(self, target: str, permit: Permit | None, result: ForwardResult) -> None:
-        if permit is None or result.outcome in ("client_disconnect", "body_too_large"):
+        if permit is None or result.outcome in ("client_disconnect", "body_too_large", "egress_denied"):
             return  # neither says anything about the upstream's health
         try:
             transition = await self.breaker.record(target, permit, success=not result.counts_as_failure)
@@ -384,6 +385,9 @@ class _RecordBuilder:
 
     def forwarded(self, target: str, result: ForwardResult) -> None:
         self.upstream, self.result = target, result
+        if result.outcome == "egress_denied":  # Sentinel's own refusal: nothing reached the upstream
+            self.finish(result.status, "rejected", "egress_denied")
+            return
         self.finish(
             result.status, "upstream_error" if result.counts_as_failure or result.status >= 500 else "forwarded"
         )
