@@ -16,8 +16,9 @@ from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from accounts.models import Tenant, User
+from accounts.tests.htmlforms import form_data
 from gateway import services
-from gateway.models import Route, Upstream
+from gateway.models import Route
 from sentinel_site.testing import http_request, web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -117,31 +118,25 @@ def test_an_allowed_network_lets_a_tenant_route_in(api: Api, alice: User, produc
     assert still_refused.status_code == 400
 
 
-def test_the_admin_refuses_a_tenant_route_to_a_refused_upstream(
+def test_the_admin_refuses_a_tenant_route_to_a_refused_target(
     staff: User, tenant_a: Tenant, production_policy: SettingsWrapper
 ) -> None:
     client = Client()
     client.force_login(staff)
-    upstream = Upstream.objects.create(url="http://169.254.169.254")
-    form = {
-        "name": "meta",
-        "tenant": tenant_a.pk,
-        "path_prefix": "/wonderland/meta/",
-        "methods": "[]",
-        "auth_mode": "none",
-        "strip_prefix": "on",
-        "active": "on",
-        "max_body_bytes": 1024,
-        "route_targets-TOTAL_FORMS": 1,
-        "route_targets-INITIAL_FORMS": 0,
-        "route_targets-MIN_NUM_FORMS": 0,
-        "route_targets-MAX_NUM_FORMS": 1000,
-        "route_targets-0-position": 0,
-        "route_targets-0-upstream": upstream.pk,
-    }
+    url = "/admin/gateway/route/add/"
+    form = form_data(client.get(url).content.decode(), "route_form")
+    form.update(
+        {
+            "name": ["meta"],
+            "tenant": [str(tenant_a.pk)],
+            "path_prefix": ["/wonderland/meta/"],
+            "auth_mode": ["none"],
+            "targets": ["http://169.254.169.254"],
+        }
+    )
 
-    refused = client.post("/admin/gateway/route/add/", form)
-    platform = client.post("/admin/gateway/route/add/", {**form, "tenant": "", "path_prefix": "/meta/"})
+    refused = client.post(url, form)
+    platform = client.post(url, {**form, "tenant": [""], "path_prefix": ["/meta/"]})
 
     assert refused.status_code == 200  # the form again, with the error
     assert "169.254.169.254" in refused.content.decode() and "cloud metadata" in refused.content.decode()
