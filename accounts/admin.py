@@ -71,8 +71,18 @@ class ApiKeyInline(admin.TabularInline):
         return False  # keys are made through the API-key page, which shows the secret once
 
 
+class MembershipsThroughServices(ServiceModelAdmin):
+    """Saves a membership inline through the membership services (last admin kept)."""
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is Membership:
+            memberships_save(formset)
+        else:
+            super().save_formset(request, form, formset, change)
+
+
 @admin.register(User)
-class UserAdmin(ServiceModelAdmin, DjangoUserAdmin):
+class UserAdmin(MembershipsThroughServices, DjangoUserAdmin):
     list_display = ["username", "email", "tenant_link", "role", "is_staff", "is_active", "last_seen"]
     list_filter = ["is_staff", "is_superuser", "is_active", "membership__role", "membership__tenant__tier"]
     search_fields = ["username", "email", "first_name", "last_name", "membership__tenant__slug"]
@@ -110,12 +120,6 @@ class UserAdmin(ServiceModelAdmin, DjangoUserAdmin):
             else:
                 saved = services.user_deactivate(user=saved, by=by)
         copy_saved(obj, saved)
-
-    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
-        if formset.model is Membership:
-            memberships_save(formset)
-        else:
-            super().save_formset(request, form, formset, change)
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:
         services.user_delete(user=obj, by=request.user if isinstance(request.user, User) else None)
@@ -167,7 +171,7 @@ class OverridesFilter(admin.SimpleListFilter):
 
 
 @admin.register(Tenant)
-class TenantAdmin(ServiceModelAdmin):
+class TenantAdmin(MembershipsThroughServices):
     list_display = ["name", "slug", "tier", "active", "members", "active_keys", "overrides", "created"]
     list_filter = ["tier", "active", OverridesFilter, "created_at"]
     search_fields = ["name", "slug", "uuid"]
@@ -223,12 +227,6 @@ class TenantAdmin(ServiceModelAdmin):
         else:
             saved = services.tenant_create(**{name: form.cleaned_data[name] for name in TENANT_FIELDS})
         copy_saved(obj, saved)
-
-    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
-        if formset.model is Membership:
-            memberships_save(formset)
-        else:
-            super().save_formset(request, form, formset, change)
 
     def delete_model(self, request: HttpRequest, obj: Tenant) -> None:
         services.tenant_delete(tenant=obj)

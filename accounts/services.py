@@ -57,18 +57,11 @@ def user_signup(*, username: str, email: str, password: str, tenant_name: str | 
     The caller has validated the password against the validators; uniqueness is enforced by the
     database constraints, so two signups racing for one name cannot both succeed.
     """
-    if User.objects.filter(username__iexact=username).exists():
-        raise _taken("username", "This username is taken.")
-    if email and User.objects.filter(email__iexact=email).exists():
-        raise _taken("email", "This e-mail is already registered.")
-    try:
-        with transaction.atomic():
-            user = User.objects.create_user(username=username, email=email, password=password)
-    except IntegrityError:  # lost a race with an identical signup
-        raise _taken("username", "This username or e-mail is taken.") from None
-    name = tenant_name or username
-    tenant = Tenant.objects.create(name=name, slug=_unique_slug(name))
-    Membership.objects.create(user=user, tenant=tenant, role=Role.ADMIN)
+    with transaction.atomic():
+        user = user_create(username=username, email=email, password=password)
+        # Through the tenant service, so the running proxies know the new tenant within a second.
+        tenant = tenant_create(name=tenant_name or username)
+        membership_add(tenant=tenant, user=user, role=Role.ADMIN)
     return user
 
 

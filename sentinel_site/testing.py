@@ -131,6 +131,19 @@ def running_process(args: list[str], *, env: Mapping[str, str], name: str) -> It
                 process.wait(timeout=5)
 
 
+@contextlib.contextmanager
+def mock_upstream_process(name: str = "upstream", *, timeout: float = 30) -> Iterator[int]:
+    """Runs `python -m gateway.mock_upstream` on a free port for the block; yields the port once
+    its /health answers."""
+    port = free_port()
+    command = python_command("-m", "gateway.mock_upstream", "--port", str(port), "--name", name)
+    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name=f"mock upstream {name}"):
+        wait_until(
+            lambda: http_request(port, "GET", "/health")[0] == 200, timeout=timeout, what=f"mock upstream {name}"
+        )
+        yield port
+
+
 def python_command(*args: str) -> list[str]:
     return [sys.executable, *args]
 

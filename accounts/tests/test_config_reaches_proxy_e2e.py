@@ -21,7 +21,12 @@ from accounts.services import api_key_create
 from accounts.tests.htmlforms import FormData, form_data
 from conftest import PASSWORD
 from gateway import services
-from sentinel_site.testing import free_port, http_request, python_command, running_process, wait_until, web_process
+from sentinel_site.testing import (
+    http_request,
+    mock_upstream_process,
+    wait_until,
+    web_process,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,10 +37,7 @@ REFRESH_DEADLINE_S = 2.0
 
 @pytest.fixture
 def upstream_port() -> Iterator[int]:
-    port = free_port()
-    command = python_command("-m", "gateway.mock_upstream", "--port", str(port), "--name", "e2e")
-    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name="mock upstream"):
-        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=15, what="the mock upstream")
+    with mock_upstream_process("e2e") as port:
         yield port
 
 

@@ -12,18 +12,17 @@ from accounts.models import User
 from accounts.tests.htmlforms import form_data
 from gateway import services
 from gateway.models import Route, Upstream
-from sentinel_site.testing import free_port, http_request, python_command, running_process, wait_until
+from sentinel_site.testing import (
+    free_port,
+    mock_upstream_process,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    port = free_port()
-    with running_process(
-        python_command("-m", "gateway.mock_upstream", "--port", str(port)), env={"PATH": "/usr/bin:/bin"}, name="up"
-    ):
-        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=15, what="the mock upstream")
+    with mock_upstream_process("upstream") as port:
         yield f"http://127.0.0.1:{port}"
 
 

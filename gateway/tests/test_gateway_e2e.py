@@ -19,9 +19,8 @@ from gateway import services
 from sentinel_site.testing import (
     free_port,
     http_request,
-    python_command,
+    mock_upstream_process,
     require_redis,
-    running_process,
     wait_until,
     web_process,
 )
@@ -31,10 +30,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def upstream_port() -> Iterator[int]:
-    port = free_port()
-    command = python_command("-m", "gateway.mock_upstream", "--port", str(port), "--name", "e2e")
-    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name="mock upstream"):
-        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=15, what="the mock upstream")
+    with mock_upstream_process("e2e") as port:
         yield port
 
 

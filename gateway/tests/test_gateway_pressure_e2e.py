@@ -37,9 +37,8 @@ from gateway import services
 from sentinel_site.testing import (
     free_port,
     http_request,
-    python_command,
+    mock_upstream_process,
     require_redis,
-    running_process,
     wait_until,
     web_process,
 )
@@ -74,10 +73,7 @@ def error_code(body: bytes) -> str | None:
 
 
 def mock_upstream(name: str) -> Iterator[str]:
-    port = free_port()
-    command = python_command("-m", "gateway.mock_upstream", "--port", str(port), "--name", name)
-    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name=f"mock upstream {name}"):
-        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=30, what=f"mock upstream {name}")
+    with mock_upstream_process(name) as port:
         yield f"http://127.0.0.1:{port}"
 
 

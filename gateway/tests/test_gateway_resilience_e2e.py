@@ -23,9 +23,8 @@ from gateway import services
 from sentinel_site.testing import (
     free_port,
     http_request,
-    python_command,
+    mock_upstream_process,
     require_redis,
-    running_process,
     tcp_relay,
     wait_until,
     web_process,
@@ -40,10 +39,7 @@ GENEROUS = {"BURST_CAPACITY": "100000", "REFILL_RATE": "100000", "BASE_RATE_LIMI
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    port = free_port()
-    command = python_command("-m", "gateway.mock_upstream", "--port", str(port), "--name", "resilience")
-    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name="mock upstream"):
-        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=15, what="the mock upstream")
+    with mock_upstream_process("resilience") as port:
         yield f"http://127.0.0.1:{port}"
 
 

@@ -11,12 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import services
 from sentinel_site.testing import (
-    free_port,
     http_request,
-    python_command,
+    mock_upstream_process,
     require_redis,
-    running_process,
-    wait_until,
     web_process,
 )
 
@@ -25,10 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    port = free_port()
-    command = python_command("-m", "gateway.mock_upstream", "--port", str(port))
-    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name="mock upstream"):
-        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=15, what="the mock upstream")
+    with mock_upstream_process("upstream") as port:
         yield f"http://127.0.0.1:{port}"
 
 

@@ -24,8 +24,8 @@ from sentinel_site.testing import (
     child_env,
     free_port,
     http_request,
+    mock_upstream_process,
     python_command,
-    running_process,
     wait_until,
     web_process,
 )
@@ -35,10 +35,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def upstream_port() -> Iterator[int]:
-    port = free_port()
-    command = python_command("-m", "gateway.mock_upstream", "--port", str(port), "--name", "demo")
-    with running_process(command, env={"PATH": "/usr/bin:/bin"}, name="upstream"):
-        wait_until(lambda: http_request(port, "GET", "/health")[0] == 200, timeout=20, what="the mock upstream")
+    with mock_upstream_process("demo") as port:
         yield port
 
 
