@@ -4,6 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
+# The mock upstream's port (`make run UPSTREAM_PORT=8180`); the demo route and webhook channel
+# point at it unless DOWNSTREAM_URL says otherwise. Only `run` and `seed` see these: the tests
+# keep the settings' own defaults.
+UPSTREAM_PORT ?= 8080
+run seed: export UPSTREAM_PORT := $(UPSTREAM_PORT)
+run seed: export DOWNSTREAM_URL ?= http://127.0.0.1:$(UPSTREAM_PORT)
 # In production mode (DATABASE_URL or REDIS_URL set) settings demand SECRET_KEY; locally the
 # one kept in var/secret_key is used when none is given.
 WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"
@@ -23,12 +29,16 @@ $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 	touch $(STAMP)
 	@echo "==> Dependencies installed"
 
+# var/ holds the embedded database (webhook secrets, sessions), the key and the first-run
+# credentials: readable by its owner only.
 var/secret_key:
 	mkdir -p var
+	chmod 700 var
 	umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 
 ## install: virtualenv in .venv with every dependency
 install: $(STAMP) var/secret_key
+	@chmod 700 var
 
 migrate: install
 	@echo "==> Migrating the database"
@@ -48,7 +58,7 @@ seed: migrate
 run: seed
 	$(WITH_KEY) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo "==> Starting every process of the Procfile (Ctrl-C stops them all); the URLs follow once /health answers"
-	$(WITH_KEY) $(BIN)/python manage.py await_ready --port $(PORT) --upstream-port $${UPSTREAM_PORT:-8080} &
+	$(WITH_KEY) $(BIN)/python manage.py await_ready --port $(PORT) --upstream-port $(UPSTREAM_PORT) &
 	$(WITH_KEY) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
 
 ## test: install, lint, and the whole suite

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from rules.models import Delivery, DeliveryStatus
+from accounts.models import User
+from observability.management.commands.await_ready import Command
+from rules.models import Delivery, DeliveryStatus, NotificationChannel, Rule
 from sentinel_site.testing import (
     celery_worker,
     child_env,
@@ -117,3 +119,34 @@ def test_await_ready_says_so_when_nothing_answers(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert b"did not answer" in result.stderr
+
+
+def test_under_the_production_egress_policy_the_demo_rule_is_skipped_with_its_channel(
+    tmp_path: Path, settings: Any
+) -> None:
+    settings.VAR_DIR = tmp_path
+    settings.EGRESS_ALLOW_LOOPBACK = False  # production mode's default
+    call_command("seed_demo", stdout=io.StringIO())
+    errors = io.StringIO()
+
+    call_command("seed_demo_rules", stdout=io.StringIO(), stderr=errors)
+
+    assert "not created" in errors.getvalue() and "loopback" in errors.getvalue()
+    assert not NotificationChannel.objects.exists()
+    assert not Rule.objects.exists()  # a demo that cannot deliver would only confuse
+    lines = Command._credentials("http://127.0.0.1:8000")
+    assert any("demo channel was not created" in line for line in lines)
+    assert not any("curl" in line for line in lines)
+
+
+def test_the_banner_says_so_when_the_first_run_file_belongs_to_another_database(tmp_path: Path, settings: Any) -> None:
+    settings.VAR_DIR = tmp_path
+    call_command("seed_demo", stdout=io.StringIO())
+    admin = User.objects.get(username="admin")  # as if another database's admin
+    admin.set_password("changed-since-the-first-run")
+    admin.save(update_fields=["password"])
+
+    lines = Command._credentials("http://127.0.0.1:8000")
+
+    assert "another database" in lines[0]
+    assert not any("demo_api_key" in line or "snl_" in line for line in lines)

@@ -15,5 +15,12 @@ class Command(BaseCommand):
     help = "Create the default /proxy/ route to DOWNSTREAM_URL; safe to run again."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        route = route_ensure_default(downstream_url=settings.SENTINEL_GATEWAY["DOWNSTREAM_URL"])
+        downstream = settings.SENTINEL_GATEWAY["DOWNSTREAM_URL"]
+        route = route_ensure_default(downstream_url=downstream)
         self.stdout.write(f"route  {route.path_prefix:<10} -> {', '.join(route.targets)}")
+        if downstream.rstrip("/") not in [target.rstrip("/") for target in route.targets]:
+            # Kept on purpose (later edits stay), but a changed DOWNSTREAM_URL is easy to miss.
+            self.stderr.write(
+                f"note: DOWNSTREAM_URL is {downstream}, but the existing {route.path_prefix} route keeps its "
+                "targets; change them in the admin or with PATCH /api/v1/routes/<id>"
+            )

@@ -80,11 +80,37 @@ class Command(BaseCommand):
             )
         except OSError:
             return [f"  log in with the staff user you created (no {path.name} found)"]
+        username, password = values.get("admin_username", "admin"), values.get("admin_password", "")
+        if not first_run_still_valid(username=username, password=password):
+            # The file belongs to the checkout, the user to the database: after a switch between
+            # embedded and production mode it may describe another database's admin.
+            return [
+                f"  {path} holds credentials of another database (the password does not match):",
+                f"  reset it with `.venv/bin/python manage.py changepassword {username}`",
+            ]
+        lines = [f"  log in     {username} / {password}  (kept in {path}, mode 0600)"]
+        if not demo_channel_exists():
+            return [*lines, "  the demo channel was not created (see `manage.py seed_demo_rules`'s message above)"]
         key = values.get("demo_api_key", "<key>")
         return [
-            f"  log in     {values.get('admin_username', 'admin')} / {values.get('admin_password', '?')}"
-            f"  (kept in {path}, mode 0600)",
+            *lines,
             "  try the demo rule (an order over 500 notifies the sink):",
             f"    curl -s -X POST {base}/events -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\",
             """      -d '{"type": "order", "id": "o-1", "amount": 900, "currency": "EUR"}'""",
         ]
+
+
+def first_run_still_valid(*, username: str, password: str) -> bool:
+    """Whether the first-run file's password is still the staff user's in this database."""
+    from accounts.models import User
+
+    user = User.objects.filter(username=username).first()
+    return user is not None and bool(password) and user.check_password(password)
+
+
+def demo_channel_exists() -> bool:
+    """Whether `seed_demo_rules` could create the demo channel (the egress policy may refuse it)."""
+    from rules.management.commands.seed_demo_rules import DEMO_CHANNEL
+    from rules.models import NotificationChannel
+
+    return NotificationChannel.objects.filter(kind="webhook", name=DEMO_CHANNEL).exists()

@@ -6,8 +6,8 @@ The channel `demo-sink` of the demo tenant posts to the mock upstream's `/sink` 
 Both are created once; later edits stay. Run after `seed_demo`, which creates the tenant.
 
 In production mode the egress policy refuses tenant channels to loopback addresses (SPEC 7): the
-channel is then skipped with the policy's reason, and the rule is still created (its deliveries
-wait, failed, until a channel named `demo-sink` exists).
+channel is then skipped with the policy's reason, and so is the rule (a demo that cannot deliver
+would only confuse); allow the network (`EGRESS_ALLOWED_NETWORKS=127.0.0.0/8`) and run it again.
 """
 
 from __future__ import annotations
@@ -45,17 +45,20 @@ class Command(BaseCommand):
         if tenant is None:
             self.stderr.write(f"tenant {DEMO_TENANT!r} does not exist: run `manage.py seed_demo` first")
             return
-        self._ensure_channel(tenant)
+        if not self._ensure_channel(tenant):
+            self.stderr.write(f"rule    {DEMO_RULE!r} not created either: it would have no channel to notify")
+            return
         if Rule.objects.filter(tenant=tenant, name=DEMO_RULE).exists():
             self.stdout.write(f"rule    {DEMO_RULE!r} exists")
         else:
             rule_create(tenant=tenant, name=DEMO_RULE, dsl=DEMO_DSL, cooldown_seconds=0)
             self.stdout.write(f"rule    {DEMO_RULE!r} created for {DEMO_TENANT}")
 
-    def _ensure_channel(self, tenant: Tenant) -> None:
+    def _ensure_channel(self, tenant: Tenant) -> bool:
+        """True when the demo channel exists (now or already)."""
         if NotificationChannel.objects.filter(tenant=tenant, kind="webhook", name=DEMO_CHANNEL).exists():
             self.stdout.write(f"channel webhook:{DEMO_CHANNEL} exists")
-            return
+            return True
         target = demo_sink_url()
         try:
             channel_create(
@@ -63,5 +66,6 @@ class Command(BaseCommand):
             )
         except DomainError as exc:
             self.stderr.write(f"channel webhook:{DEMO_CHANNEL} -> {target} not created: {exc.message}")
-            return
+            return False
         self.stdout.write(f"channel webhook:{DEMO_CHANNEL} -> {target}")
+        return True
