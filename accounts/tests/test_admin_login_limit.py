@@ -6,6 +6,7 @@ success clearing the username's count."""
 from __future__ import annotations
 
 import http.client
+import logging
 import re
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
@@ -136,28 +137,33 @@ def test_the_admin_reads_the_client_ip_as_the_api_does_behind_a_trusted_proxy(st
     assert other[0] == 302  # the proxy's own address is not what was locked
 
 
+def attempt(client: Client, door: str, username: str, password: str) -> int:
+    """One login at `door` ("admin" or "token"); the status: 200/302 admin, 200/401 token, 429."""
+    if door == "admin":
+        return admin_login(client, username, password)[0]
+    return token_login(client, username, password)
+
+
+SIGNED_IN = {"admin": 302, "token": 200}
+REFUSED = {"admin": 200, "token": 401}
+
+
+@pytest.mark.parametrize(("door", "other"), [("admin", "token"), ("token", "admin")])
 @pytest.mark.django_db
-def test_a_staff_login_at_the_admin_clears_the_usernames_count(staff: User) -> None:
+def test_a_login_at_either_door_clears_the_usernames_count_for_both(staff: User, door: str, other: str) -> None:
     client = Client()
     for _ in range(4):
-        assert token_login(client, staff.username, WRONG) == 401
-    assert admin_login(client, staff.username, PASSWORD)[0] == 302  # signed in: the count is cleared
+        assert attempt(client, door, staff.username, WRONG) == REFUSED[door]
+    assert attempt(client, other, staff.username, PASSWORD) == SIGNED_IN[other]  # clears the four
 
-    for _ in range(4):  # four more: eight in the window had the admin's success not cleared them
-        assert token_login(client, staff.username, WRONG) == 401
-    assert token_login(client, staff.username, PASSWORD) == 200
+    for _ in range(4):  # eight in the window, had the login at the other door not cleared them
+        assert attempt(client, door, staff.username, WRONG) == REFUSED[door]
+    assert attempt(client, door, staff.username, PASSWORD) == SIGNED_IN[door]
 
-
-@pytest.mark.django_db
-def test_a_login_at_the_api_clears_the_count_for_the_admin(staff: User) -> None:
-    client = Client()
-    for _ in range(4):
-        assert admin_login(client, staff.username, WRONG)[0] == 200
-    assert token_login(client, staff.username, PASSWORD) == 200
-
-    for _ in range(4):
-        assert admin_login(client, staff.username, WRONG)[0] == 200
-    assert admin_login(client, staff.username, PASSWORD)[0] == 302
+    # And the count starts again from zero: five more lock both doors.
+    for _ in range(5):
+        assert attempt(client, door, staff.username, WRONG) == REFUSED[door]
+    assert attempt(Client(), other, staff.username, PASSWORD) == 429
 
 
 @pytest.mark.django_db
@@ -168,6 +174,16 @@ def test_a_right_password_without_staff_status_is_refused_but_not_counted(alice:
         assert status == 200 and "for a staff account" in page
 
     assert token_login(client, alice.username, PASSWORD) == 200
+
+
+@pytest.mark.django_db
+def test_an_admin_failure_is_logged_as_the_apis_are(staff: User, caplog: pytest.LogCaptureFixture) -> None:
+    # The insight engine's brute-force detector reads these lines: the admin's must be among them.
+    with caplog.at_level(logging.WARNING, logger="sentinel.security"):
+        admin_login(Client(), staff.username, WRONG, REMOTE_ADDR="203.0.113.7")
+
+    failed = [record for record in caplog.records if getattr(record, "event", None) == "login_failed"]
+    assert [(r.username, r.client_ip, r.door) for r in failed] == [(staff.username, "203.0.113.7", "admin")]  # type: ignore[attr-defined]
 
 
 # --- through a real web process ------------------------------------------------------------------
