@@ -12,11 +12,14 @@ validation error instead of a 500, and keeps "nothing changed" true when it happ
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -24,9 +27,13 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from sentinel_site.errors import DomainError
+from accounts.login_limiter import Lockout, login_failure_record, login_lockout, login_success_record
+from sentinel_site.errors import DomainError, TooManyRequests
+from sentinel_site.http import client_ip
 
 _REFUSAL = "_sentinel_service_refusal"
+
+security_logger = logging.getLogger("sentinel.security")
 
 
 def site_configure(site: admin.AdminSite) -> None:
@@ -36,6 +43,86 @@ def site_configure(site: admin.AdminSite) -> None:
     site.site_title = "Sentinel admin"
     site.index_title = "Administration"
     site.enable_nav_sidebar = False
+
+
+# --- the admin's login door, under the failed-login limiter of `POST /auth/token` -----------------
+
+
+class LimitedAdminLoginForm(AdminAuthenticationForm):
+    """The admin's login form, counted by the same failed-login limiter as `POST /auth/token`
+    (SPEC 1, `accounts.login_limiter`): one budget per username and per client IP across both doors.
+
+    - A username or IP that is locked is refused *before* the password is checked, with the wait
+      in whole seconds in the message (`lockout` is then set, for the view's 429).
+    - A wrong password (or an unknown or inactive user: `authenticate` returned nobody) is one
+      failure against the username and the IP, and logged like the API's failures (`login_failed`
+      on `sentinel.security`, which the insight engine's brute-force detector reads).
+    - A successful staff login clears the username's count, as the API's does.
+    - A right password of a user who is not staff is refused by the admin but is no guess: it is
+      neither counted nor does it clear anything (like the API's refusal of a deactivated tenant).
+
+    The username is taken as the client sent it (cut to 150 characters), as `TokenView` takes it,
+    so that both doors key the same counts; the limiter folds case and surrounding spaces.
+    """
+
+    lockout: Lockout | None = None
+
+    def clean(self) -> dict[str, Any]:
+        username = str(self.data.get("username", ""))[:150]
+        ip = client_ip(self.request) if self.request is not None else "unknown"
+        lockout = login_lockout(username=username, ip=ip)
+        if lockout is not None:
+            self.lockout = lockout
+            security_logger.warning(
+                "login refused: too many failures",
+                extra={"username": username, "client_ip": ip, "by": lockout.subject, "door": "admin"},
+            )
+            raise ValidationError(
+                "Too many failed logins from this account or address; try again in %(seconds)d seconds.",
+                code="too_many_failed_logins",
+                params={"seconds": lockout.retry_after},
+            )
+        try:
+            cleaned = super().clean()
+        except ValidationError:
+            if self.user_cache is None:  # the password did not match (confirm_login_allowed did not refuse)
+                login_failure_record(username=username, ip=ip)
+                security_logger.warning(
+                    "login failed",
+                    extra={"event": "login_failed", "username": username, "client_ip": ip, "door": "admin"},
+                )
+            raise
+        if self.user_cache is not None:
+            login_success_record(username=username)
+        return cleaned
+
+
+class SentinelAdminSite(admin.AdminSite):
+    """Django's admin site with the limited login form (`AdminSite.login_form`), and a refused
+    login answered `429 Too Many Requests` with the same `Retry-After` and RateLimit headers as the
+    API's (`TooManyRequests.headers`), the login page still shown with the error on it.
+
+    Installed as the default site (`admin.site`) by `accounts.apps.SentinelAdminConfig`
+    (`AdminConfig.default_site`), so every app's `@admin.register` lands on it.
+    """
+
+    login_form = LimitedAdminLoginForm
+
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().login(request, extra_context)
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        lockout = getattr(form, "lockout", None)
+        if request.method == "POST" and isinstance(lockout, Lockout):
+            refusal = TooManyRequests(
+                "Too many failed logins; try again later.",
+                retry_after=lockout.retry_after,
+                code="too_many_failed_logins",
+                limit=lockout.state(),
+            )
+            response.status_code = refusal.status_code
+            for name, value in refusal.headers():
+                response[name] = value
+        return response
 
 
 # --- compact changelist columns (issue 8, item 12: the admin reads well at 1280 px) ---------------

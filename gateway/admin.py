@@ -169,6 +169,13 @@ class RouteAdmin(ServiceModelAdmin):
                 )
 
 
+def breaker_text(state: str, *, failures: int, total: int) -> str:
+    """A breaker as a person reads it: `closed, 1 of 20 calls failed`, `half-open, no calls yet`,
+    from the breaker's state name (`closed`, `open`, `half_open`) and its window's counts."""
+    counts = f"{failures} of {total} calls failed" if total else "no calls yet"
+    return f"{state.replace('_', '-')}, {counts}"
+
+
 @admin.register(Upstream)
 class UpstreamAdmin(ServiceModelAdmin):
     """Read-only: upstreams are made and changed as routes' targets (validated there). An unused
@@ -215,7 +222,7 @@ class UpstreamAdmin(ServiceModelAdmin):
         state = getattr(self, "_states", {}).get(obj.url)
         if state is None:
             return "?"
-        return f"{state['state']} ({state['failures']}/{state['total']} failed)"
+        return breaker_text(state["state"], failures=state["failures"], total=state["total"])
 
     @admin.action(description="Reset the breakers of the selected upstreams (force closed)")
     def reset_breakers(self, request: HttpRequest, queryset: QuerySet[Upstream]) -> None:

@@ -18,7 +18,7 @@ class AuthMode(models.TextChoices):
 class Upstream(models.Model):
     """One target URL. Its circuit breaker is keyed by the URL and shared by every route using it."""
 
-    url = models.URLField(max_length=500, unique=True)
+    url = models.URLField("URL", max_length=500, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -67,13 +67,39 @@ class Route(models.Model):
     methods = models.JSONField(default=list, blank=True, help_text="Allowed HTTP methods; empty allows all.")
     auth_mode = models.CharField(max_length=16, choices=AuthMode.choices, default=AuthMode.JWT_OR_API_KEY)
     strip_prefix = models.BooleanField(default=True, help_text="Forward the path without the prefix.")
-    timeout_ms = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    burst_capacity = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    refill_rate = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
-    window_ms = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    base_rate_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    # The limit fields read as the tenant's (accounts.Tenant): same names, units in the label.
+    timeout_ms = models.PositiveIntegerField(
+        "timeout (ms)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="No upstream response headers within it: 504 (REQUEST_TIMEOUT_MS).",
+    )
+    burst_capacity = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Local bucket size (BURST_CAPACITY)."
+    )
+    refill_rate = models.FloatField(
+        "refill rate (tokens/s)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0)],
+        help_text="Tokens per second (REFILL_RATE).",
+    )
+    window_ms = models.PositiveIntegerField(
+        "window (ms)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Distributed window (WINDOW_MS).",
+    )
+    base_rate_limit = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Requests per window (BASE_RATE_LIMIT)."
+    )
     max_body_bytes = models.PositiveBigIntegerField(
-        default=10 * 1024 * 1024, validators=[MinValueValidator(0)], help_text="Larger request bodies get 413."
+        "max body size (bytes)",
+        default=10 * 1024 * 1024,
+        validators=[MinValueValidator(0)],
+        help_text="Larger request bodies get 413.",
     )
     allow_tenant_header = models.BooleanField(
         default=False, help_text="Let unauthenticated callers name their tenant in TENANT_HEADER."

@@ -372,7 +372,7 @@ class NotificationChannelAdmin(ServiceModelAdmin):
 class RuleMatchAdmin(admin.ModelAdmin):
     """Read-only: matches are facts recorded by the evaluation."""
 
-    list_display = ["matched", "rule", tenant_slug, "event_id", "group", "suppressed", "problem_list"]
+    list_display = ["matched", "rule", tenant_slug, "event_ref", "group", "suppressed", "problem_list"]
     list_filter = ["suppressed", ("rule", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["=group_key", "rule__name"]
     list_select_related = ["rule", "tenant"]
@@ -389,6 +389,10 @@ class RuleMatchAdmin(admin.ModelAdmin):
     @admin.display(description="matched", ordering="matched_at")
     def matched(self, obj: RuleMatch) -> Any:
         return short_time(obj.matched_at)
+
+    @admin.display(description="event", ordering="event_id")
+    def event_ref(self, obj: RuleMatch) -> str:
+        return f"#{obj.event_id}"
 
     @admin.display(description="group", ordering="group_key")
     def group(self, obj: RuleMatch) -> Any:

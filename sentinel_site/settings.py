@@ -71,7 +71,7 @@ if env_bool("SECURE_PROXY_SSL", False):
 INSTALLED_APPS = [
     # daphne first: it makes `manage.py runserver` an ASGI server that also serves websockets.
     "daphne",
-    "django.contrib.admin",
+    "accounts.apps.SentinelAdminConfig",  # django.contrib.admin, its login under the login limiter
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

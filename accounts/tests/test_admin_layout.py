@@ -9,7 +9,9 @@ Set SENTINEL_ADMIN_SCREENSHOTS=<folder> to also save a 1280x900 screenshot of ev
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from accounts import services as accounts_services
 from accounts.models import Membership, User
 from accounts.tests.browser import CHROMIUM, staff_browser
 from gateway import services as gateway_services
+from gateway.admin import breaker_text
 from observability.services import heartbeat_record
 from rules import services as rules_services
 from rules.models import Delivery, DeliveryStatus, Event, RuleMatch
@@ -168,3 +171,109 @@ def test_every_admin_page_has_sentinels_header_and_favicon(staff: User) -> None:
     favicon = client.get("/static/sentinel/favicon.svg")
     assert favicon.status_code == 200
     assert b"<svg" in b"".join(favicon.streaming_content)  # type: ignore[attr-defined]
+
+
+# Every label a user reads on an admin page of these apps: column headers, form labels, filter titles.
+OUR_APPS = ("accounts", "gateway", "rules", "observability")
+# An acronym spelled as a word, the way Django capitalises a field name
+# ("url" -> "Url", "event_id" -> "Event id"): any case but all capitals is a raw one.
+ACRONYM = re.compile(r"\b(urls?|uuid|ips?|jwt|dsl|api|id|https?|json|ttl|slo|cidr|sql)\b", re.IGNORECASE)
+# A unit left as a field name's suffix ("window ms", "max body bytes") instead of "(ms)", "(bytes)".
+RAW_UNIT = re.compile(r"\b(ms|s|bytes|seconds)\s*:?$", re.IGNORECASE)
+# Numbers that count things (requests, tokens, attempts, versions): the count is the unit.
+COUNTS = {"Burst capacity", "Base rate limit", "Attempts", "Version"}
+
+
+def raw_acronym(label: str) -> bool:
+    return any(not word.isupper() for word in ACRONYM.findall(label))
+
+
+def _text(fragment: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).split())
+
+
+def page_labels(page: str) -> dict[str, list[str]]:
+    """What the page says where a label goes: headers, form labels, filter titles."""
+    return {
+        "header": [_text(h) for h in re.findall(r'<th scope="col"[^>]*>(.*?)</th>', page, re.S)],
+        "label": [_text(label) for label in re.findall(r"<label[^>]*>(.*?)</label>", page, re.S)],
+        "filter": [_text(title) for title in re.findall(r"<summary>\s*By (.*?)\s*</summary>", page, re.S)],
+    }
+
+
+def number_labels(page: str) -> list[str]:
+    """The labels of the page's number inputs."""
+    ids = re.findall(r'<input type="number"[^>]*\bid="([^"]+)"', page)
+    return [_text(match) for id_ in ids for match in re.findall(rf'<label[^>]*for="{id_}"[^>]*>(.*?)</label>', page)]
+
+
+def our_admin_pages() -> list[str]:
+    """Changelist, a change form and the add form of every model of our apps."""
+    pages = [page for page in admin_pages() if page.split("/")[2] in OUR_APPS]
+    for model in admin.site._registry:
+        if model._meta.app_label in OUR_APPS:
+            pages.append(reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_add"))
+    return pages
+
+
+@pytest.mark.django_db
+def test_no_admin_label_is_a_raw_field_name(staff: User) -> None:
+    showcase()
+    client = Client()
+    client.force_login(staff)
+
+    raw = []
+    for path in our_admin_pages():
+        response = client.get(path)
+        if response.status_code == 403:  # read-only models have no add form
+            continue
+        page = response.content.decode()
+        for kind, labels in page_labels(page).items():
+            raw += [f"{path} {kind} {label!r}" for label in labels if raw_acronym(label) or RAW_UNIT.search(label)]
+        for label in number_labels(page):
+            if "(" not in label and label.rstrip(":") not in COUNTS:
+                raw.append(f"{path} number without a unit {label!r}")
+
+    assert not raw, "\n".join(raw)
+
+
+@pytest.mark.django_db
+def test_the_route_form_names_its_limits_as_the_tenant_form_does(staff: User) -> None:
+    client = Client()
+    client.force_login(staff)
+
+    route = page_labels(client.get(reverse("admin:gateway_route_add")).content.decode())["label"]
+    tenant = page_labels(client.get(reverse("admin:accounts_tenant_add")).content.decode())["label"]
+
+    limits = ["Burst capacity:", "Refill rate (tokens/s):", "Window (ms):", "Base rate limit:"]
+    assert [label for label in route if label in limits] == limits
+    assert [label for label in tenant if label in limits] == limits
+    assert "Timeout (ms):" in route
+    assert "Max body size (bytes):" in route
+
+
+@pytest.mark.django_db
+def test_the_upstreams_list_says_url_and_reads_its_breakers_as_words(staff: User) -> None:
+    showcase()
+    client = Client()
+    client.force_login(staff)
+
+    page = client.get(reverse("admin:gateway_upstream_changelist")).content.decode()
+
+    assert page_labels(page)["header"][1:3] == ["URL", "Breaker"]
+    assert "closed, no calls yet" in page  # a fresh upstream's breaker
+    assert "failed)" not in page
+
+
+@pytest.mark.parametrize(
+    ("state", "failures", "total", "text"),
+    [
+        ("closed", 0, 0, "closed, no calls yet"),
+        ("closed", 1, 20, "closed, 1 of 20 calls failed"),
+        ("open", 12, 20, "open, 12 of 20 calls failed"),
+        ("half_open", 0, 0, "half-open, no calls yet"),
+        ("half_open", 1, 3, "half-open, 1 of 3 calls failed"),
+    ],
+)
+def test_a_breaker_reads_as_words(state: str, failures: int, total: int, text: str) -> None:
+    assert breaker_text(state, failures=failures, total=total) == text
