@@ -16,8 +16,9 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.core.exceptions import DisallowedHost, RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import BadRequest, DisallowedHost, PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views.defaults import bad_request
 
 from core.ratelimit_headers import RATELIMIT_HEADER_NAMES
@@ -36,6 +37,8 @@ host_logger = logging.getLogger("django.security.DisallowedHost")
 MAX_ECHOED_HOST_CHARS = 100
 
 GetResponse = Callable[[HttpRequest], Any]
+# What django.core.handlers.exception.response_for_exception answers with a 4xx, not a 500.
+_CLIENT_ERRORS = (Http404, PermissionDenied, BadRequest, SuspiciousOperation, MultiPartParserError)
 
 
 class _DualModeMiddleware:
@@ -159,6 +162,9 @@ class ApiErrorMiddleware(_DualModeMiddleware):
             return None
         if isinstance(exception, RequestDataTooBig):
             return too_large_response()
+        if isinstance(exception, _CLIENT_ERRORS):
+            # Django turns these into their 4xx (404, 403, 400) itself; `after` makes that JSON.
+            return None
         error_logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "Internal error; the correlation id identifies it in the logs.")
 

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.test import Client
 
+from accounts.models import User
 from gateway.tests.test_gateway_frontdoor_e2e import POST, Answer, _Recorder, recorder, routes_on_one_backend
 from sentinel_site.testing import BASE_DIR, child_env, free_port, http_request, python_command, wait_until
 
@@ -199,9 +201,11 @@ def request_line(path: str, *headers: str, host: str = "localhost") -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def test_every_error_is_json_unless_a_browser_asks(tmp_path: Path) -> None:
+def test_every_error_is_json_unless_a_browser_asks(staff: User, tmp_path: Path) -> None:
     log_path = tmp_path / "web.log"
-    long_host = "a" * 300 + ".example"
+    browser = Client()
+    browser.force_login(staff)  # a session the web process reads from the same database
+    session = f"Cookie: sessionid={browser.cookies['sessionid'].value}"
 
     with logged_web_process(log_path) as port:
         json_404 = {
@@ -213,39 +217,53 @@ def test_every_error_is_json_unless_a_browser_asks(tmp_path: Path) -> None:
             "/PUB/x no-accept": one(port, request_line("/PUB/x")),
             "/static/nope no-accept": one(port, request_line("/static/nope.css")),
             "/nope json-over-html": one(port, request_line("/nope", "Accept: text/html;q=0.5, application/json")),
+            "/nope html-tie": one(port, request_line("/nope", "Accept: text/html, application/json")),
         }
         browser_nope = one(port, request_line("/nope", f"Accept: {BROWSER_ACCEPT}"))
-        browser_admin = one(port, request_line("/admin/nope", f"Accept: {BROWSER_ACCEPT}"))
-        evil = {
-            "/nope": one(port, request_line("/nope", host="evil.example")),
-            "/api/v1/routes": one(port, request_line("/api/v1/routes", host="evil.example")),
-            "/admin/": one(port, request_line("/admin/", host="evil.example:8000")),
-            "long": one(port, request_line("/nope", host=long_host)),
-        }
-        browser_evil = one(port, request_line("/admin/", f"Accept: {BROWSER_ACCEPT}", host="evil.example"))
+        browser_admin = one(port, request_line("/admin/nope", f"Accept: {BROWSER_ACCEPT}", session))
+        script_admin = one(port, request_line("/admin/nope", "Accept: application/json", session))
+        browser_api = one(port, request_line("/api/v1/nope", f"Accept: {BROWSER_ACCEPT}"))
 
     assert {name: (a.status, a.error["code"]) for name, a in json_404.items()} == dict.fromkeys(
         json_404, (404, "not_found")
     )
     assert json_404["/nope json"].headers["x-correlation-id"] == CLIENT_ID
-    # A browser keeps Django's pages.
+    # A browser keeps Django's pages; the API is JSON for everyone.
     assert (browser_nope.status, browser_nope.headers["content-type"][:9]) == (404, "text/html")
-    assert browser_admin.status in (302, 404)  # the admin sends a visitor to its login
-    assert not browser_admin.headers.get("content-type", "").startswith("application/json")
-    # A Host not in ALLOWED_HOSTS: the JSON 400 naming it, bounded, on every kind of path.
-    assert {name: (a.status, a.error["code"]) for name, a in evil.items()} == dict.fromkeys(evil, (400, "bad_request"))
-    assert "The Host header 'evil.example' is not allowed" in str(evil["/nope"].error["message"])
-    assert "evil.example:8000" in str(evil["/admin/"].error["message"])
-    assert long_host not in evil["long"].body.decode() and len(evil["long"].body) < 600
-    assert (browser_evil.status, browser_evil.headers["content-type"][:9]) == (400, "text/html")
-
-    output = log_path.read_text(errors="replace")
-    assert "Traceback" not in output
-    lines = log_lines(log_path)
-    host_lines = [line for line in lines if line.get("logger") == "django.security.DisallowedHost"]
-    assert len(host_lines) == len(evil) + 1
-    assert {line["level"] for line in host_lines} == {"warning"}
+    assert (browser_admin.status, browser_admin.headers["content-type"][:9]) == (404, "text/html")
+    assert (browser_api.status, browser_api.error["code"]) == (404, "not_found")
+    assert (script_admin.status, script_admin.error["code"]) == (404, "not_found")
     # Django's own "Not Found: /nope" line carries the id the client was given.
-    not_found = [line for line in lines if line.get("logger") == "django.request" and "/nope" in str(line["message"])]
+    lines = log_lines(log_path)
+    not_found = [line for line in lines if line.get("logger") == "django.request"]
+    assert len(not_found) >= len(json_404), not_found
     assert CLIENT_ID in [line.get("correlation_id") for line in not_found], not_found
     assert all(line.get("correlation_id") for line in not_found), not_found
+
+
+def test_a_host_not_allowed_is_a_json_400_and_a_warning(tmp_path: Path) -> None:
+    log_path = tmp_path / "web.log"
+    long_host = "a" * 300 + ".example"
+
+    with logged_web_process(log_path) as port:
+        evil = {
+            "/nope": one(port, request_line("/nope", host="evil.example")),
+            "/api/v1/routes": one(port, request_line("/api/v1/routes", host="evil.example")),
+            "/admin/": one(port, request_line("/admin/", host="evil.example:8000")),
+            "ip": one(port, request_line("/nope", host="10.1.2.3")),
+            "long": one(port, request_line("/nope", host=long_host)),
+        }
+        browser_evil = one(port, request_line("/admin/", f"Accept: {BROWSER_ACCEPT}", host="evil.example"))
+
+    # The JSON 400 naming the problem, on every kind of path, never echoing more than a bounded part.
+    assert {name: (a.status, a.error["code"]) for name, a in evil.items()} == dict.fromkeys(evil, (400, "bad_request"))
+    assert "The Host header 'evil.example' is not allowed" in str(evil["/nope"].error["message"])
+    assert "'evil.example:8000'" in str(evil["/admin/"].error["message"])
+    assert long_host not in evil["long"].body.decode() and len(evil["long"].body) < 600
+    assert (browser_evil.status, browser_evil.headers["content-type"][:9]) == (400, "text/html")
+    # The client's mistake is a warning line, without a traceback.
+    output = log_path.read_text(errors="replace")
+    assert "Traceback" not in output
+    host_lines = [line for line in log_lines(log_path) if line.get("logger") == "django.security.DisallowedHost"]
+    assert [line["level"] for line in host_lines] == ["warning"] * (len(evil) + 1)
+    assert all(line.get("correlation_id") for line in host_lines)
