@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from typing import Any, Final
 
 import httptools
@@ -190,7 +191,7 @@ class SentinelHttpProtocol(HttpToolsProtocol):
         start); once a head is complete they live on in its cycle's scope only (see
         `on_headers_complete`), which is where a body error finds them.
         """
-        headers: list[tuple[bytes, bytes]] = self.headers
+        headers: Iterable[tuple[bytes, bytes]] = self.headers
         cycle = self.cycle
         if cycle is not None and cycle.more_body:
             headers = cycle.scope["headers"]
