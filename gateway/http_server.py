@@ -13,12 +13,16 @@ shutdown, and changes only what happens before a request reaches the application
 * `check_head` (`gateway.engine.requestcheck`): ambiguous requests → 400 ``ambiguous_request``,
   HTTP versions other than 1.0/1.1 → 505;
 * trailer fields of a chunked request are dropped, not added to the request's headers;
-* the parser's own errors → 400 ``bad_request`` with llhttp's reason (malformed request line,
-  obs-fold, whitespace before the colon, NUL/CR/LF in a value, invalid header name, duplicate
-  Content-Length, bad chunked encoding ...), 505 for an invalid version, 501 for a method token
-  llhttp does not know.
+* the parser's own errors about the message's framing or Host (duplicate, listed or non-numeric
+  Content-Length, Transfer-Encoding with Content-Length or other than ``chunked``) → 400
+  ``ambiguous_request``, since that is what they are, with llhttp's reason in ``details``;
+  its other errors → 400 ``bad_request`` with llhttp's reason (malformed request line, obs-fold,
+  whitespace before the colon, NUL/CR/LF in a value, invalid header name, bad chunked encoding
+  ...), 505 for an invalid version, 501 for a method token llhttp does not know.
 
-Every refusal is the JSON error of SPEC 7 with ``connection: close``. The connection is then
+Every refusal is the JSON error of SPEC 7 with ``connection: close`` and an ``x-correlation-id``
+(SPEC 2.1: the client's when valid and already read, else a new one, by the proxy's own rule
+`gateway.engine.tracing.correlation_id`), which the "Refused a request" log line carries too. The connection is then
 half-closed and drained for up to `LINGER_SECONDS` (nginx's lingering close), so a client still
 sending the rest of a long request reads the answer instead of a reset. A refusal found while
 earlier pipelined requests are being answered waits for them; a malformed body of a request being
@@ -30,13 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from typing import Any, Final
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.engine.proxy import MAX_HEADER_BYTES, MAX_HEADERS_TOTAL_BYTES
-from gateway.engine.requestcheck import RequestRefused, check_head, error_body, headers_too_large
+from gateway.engine.requestcheck import RequestRefused, ambiguous, check_head, error_body, headers_too_large
+from gateway.engine.tracing import correlation_id
 
 # nginx's large_client_header_buffers (4 8k): the request line must fit in 8 KiB, else 414.
 MAX_REQUEST_TARGET_BYTES: Final = 8 * 1024
@@ -51,6 +57,11 @@ LINGER_SECONDS: Final = 2.0
 LINGER_MAX_BYTES: Final = 1024 * 1024
 # An RFC 9110 token followed by a space: a well-formed method that llhttp does not know (501).
 _METHOD_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+# llhttp's reasons that are about how long the body is or which host is meant ("Duplicate
+# Content-Length", "Transfer-Encoding can't be present with Content-Length", "Invalid
+# `Transfer-Encoding` header value", ...): the requests RFC 9112 6.1/6.3 call ambiguous.
+_AMBIGUOUS_REASON: Final = re.compile(r"content-length|transfer-encoding|\bhost\b", re.IGNORECASE)
+_CORRELATION_HEADER: Final = b"x-correlation-id"
 
 
 class SentinelHttpProtocol(HttpToolsProtocol):
@@ -61,7 +72,7 @@ class SentinelHttpProtocol(HttpToolsProtocol):
         self._head_complete = False  # the current message's head has been parsed
         self._unfinished_head_bytes = 0
         self._refusing = False  # answered with an error: what else arrives is dropped
-        self._deferred: RequestRefused | None = None
+        self._deferred: tuple[RequestRefused, str] | None = None
         self._dropped_bytes = 0
         self._linger: asyncio.TimerHandle | None = None
 
@@ -138,7 +149,7 @@ class SentinelHttpProtocol(HttpToolsProtocol):
         if self._deferred is not None and not self.pipeline and self.cycle.response_complete:
             if not self.transport.is_closing():
                 self._unset_keepalive_if_required()
-                self._answer(self._deferred)
+                self._answer(*self._deferred)
             self._deferred = None
 
     # --- refusals -----------------------------------------------------------------------------
@@ -146,9 +157,16 @@ class SentinelHttpProtocol(HttpToolsProtocol):
     def refuse(self, refusal: RequestRefused) -> None:
         """Answers `refusal` as the JSON error, then closes; see the module docstring for when."""
         self._refusing = True
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
-        self.logger.warning("Refused a request from %s: %d %s", client, refusal.status, refusal.message)
         cycle = self.cycle
+        cid = self._correlation_id()
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
+        self.logger.warning(
+            "Refused a request from %s: %d %s",
+            client,
+            refusal.status,
+            refusal.message,
+            extra={"correlation_id": cid, "status": refusal.status, "code": refusal.code},
+        )
         # A cycle still expecting body is the current message's (uvicorn makes one per head and
         # clears more_body when the message ends): its body is what failed.
         if cycle is not None and cycle.more_body:
@@ -160,17 +178,35 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             elif cycle.response_started:
                 self.transport.close()  # its status is sent; only a cut response says it failed
             else:
-                self._answer(refusal)
+                self._answer(refusal, cid)
         elif cycle is not None and (self.pipeline or not cycle.response_complete):
-            self._deferred = refusal
+            self._deferred = (refusal, cid)
         else:
-            self._answer(refusal)
+            self._answer(refusal, cid)
 
-    def _answer(self, refusal: RequestRefused) -> None:
+    def _correlation_id(self) -> str:
+        """The refused request's ``x-correlation-id`` if valid and already parsed, else a new one.
+
+        The headers read so far are the current head's (uvicorn empties the list at each message
+        start); once a head is complete they live on in its cycle's scope only (see
+        `on_headers_complete`), which is where a body error finds them.
+        """
+        headers: Iterable[tuple[bytes, bytes]] = self.headers
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body:
+            headers = cycle.scope["headers"]
+        for name, value in headers:
+            if name == _CORRELATION_HEADER:
+                return correlation_id(value.decode("latin-1"))
+        return correlation_id(None)
+
+    def _answer(self, refusal: RequestRefused, cid: str) -> None:
         body = error_body(refusal)
         head = [STATUS_LINE[refusal.status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
+        # `cid` is ASCII: `correlation_id` returns only [A-Za-z0-9._-].
+        head += [b"x-correlation-id: ", cid.encode("ascii"), b"\r\n"]
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
         self._close_lingering()
@@ -204,5 +240,9 @@ def refusal_for(exc: httptools.HttpParserError, data: bytes) -> RequestRefused:
     if reason == "Invalid HTTP version":
         return RequestRefused(
             505, "http_version_not_supported", "This HTTP version is not supported; use HTTP/1.1.", {"reason": reason}
+        )
+    if _AMBIGUOUS_REASON.search(reason):
+        return ambiguous(
+            reason, "The request's Content-Length, Transfer-Encoding or Host can be read more than one way."
         )
     return RequestRefused(400, "bad_request", "The request is not valid HTTP/1.1.", {"reason": reason})

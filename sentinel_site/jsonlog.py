@@ -19,11 +19,19 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 class CorrelationIdFilter(logging.Filter):
-    """Stamps each record with the correlation id of the request or task that logged it."""
+    """Stamps each record with the correlation id of the request or task that logged it.
+
+    The context variable holds it while the middleware chain runs. Django writes its
+    ``django.request`` lines ("Not Found: ...", "Bad Request: ...") after the chain has returned
+    and the variable is reset, but passes the request as ``extra={"request": ...}``: the id the
+    correlation middleware put on that request is taken from there.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "correlation_id", None):
-            record.correlation_id = current_correlation_id.get()
+            record.correlation_id = current_correlation_id.get() or getattr(
+                getattr(record, "request", None), "correlation_id", None
+            )
         return True
 
 

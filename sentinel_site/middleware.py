@@ -1,6 +1,10 @@
 """Cross-cutting middleware for every non-proxy request: correlation ids and JSON errors.
 
 Both are sync- and async-capable, so under ASGI they add no thread hop of their own.
+
+SPEC 7, every error is JSON: an error is answered with ``{"error": {...}}`` on every path, except
+to a client that ranks ``text/html`` above ``application/json`` in its ``Accept`` (a browser on
+the admin or a page), which keeps Django's HTML page. No ``Accept``, ``*/*`` or a tie is JSON.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import BadRequest, DisallowedHost, PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
+from django.views.defaults import bad_request
 
 from core.ratelimit_headers import RATELIMIT_HEADER_NAMES
 from observability.services import request_metrics_observe
@@ -23,8 +29,16 @@ from sentinel_site.http import client_ip
 
 access_logger = logging.getLogger("sentinel.access")
 error_logger = logging.getLogger("sentinel.errors")
+# Django's own logger for this event, so filters and alerts written for it keep working.
+host_logger = logging.getLogger("django.security.DisallowedHost")
+
+# How much of a refused Host is echoed in the answer and the log: enough to recognise it
+# (DNS names are at most 253 characters, RFC 1035 2.3.4), never whatever length a client sends.
+MAX_ECHOED_HOST_CHARS = 100
 
 GetResponse = Callable[[HttpRequest], Any]
+# What django.core.handlers.exception.response_for_exception answers with a 4xx, not a 500.
+_CLIENT_ERRORS = (Http404, PermissionDenied, BadRequest, SuspiciousOperation, MultiPartParserError)
 
 
 class _DualModeMiddleware:
@@ -101,14 +115,22 @@ class CorrelationIdMiddleware(_DualModeMiddleware):
 
 
 class ApiErrorMiddleware(_DualModeMiddleware):
-    """On API paths: refuses oversized bodies up front and makes every error the JSON of SPEC 7.
-    On every path: gives a 429 or 503 without ``Retry-After`` one (``ensure_retry_after``).
+    """Makes every error the JSON of SPEC 7 (on API paths always; elsewhere unless the client
+    prefers HTML, `prefers_html`), refuses oversized bodies on API paths up front, answers a
+    Host not in ``ALLOWED_HOSTS`` with a 400 naming it, and gives a 429 or 503 without
+    ``Retry-After`` one (``ensure_retry_after``).
 
     Django renders its own 404/405/500 pages as HTML (a debug page when DEBUG is on); a client of
     the API must get the same JSON shape whatever layer failed, and never a stack trace.
     """
 
     def before(self, request: HttpRequest) -> HttpResponse | None:
+        try:
+            # Checked here, before any later middleware asks: Django would log the client's
+            # mistake as an error with a traceback and answer an HTML "Bad Request (400)".
+            request.get_host()
+        except DisallowedHost as exc:
+            return _disallowed_host_response(request, exc)
         if not is_api_path(request.path):
             return None
         declared = request.META.get("CONTENT_LENGTH") or "0"
@@ -125,7 +147,7 @@ class ApiErrorMiddleware(_DualModeMiddleware):
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         # On every path: a 429 or 503 always says when to come back (shared decision 3).
         ensure_retry_after(response)
-        if response.status_code < 400 or not is_api_path(request.path):
+        if response.status_code < 400 or _keeps_html(request):
             return response
         if response.get("Content-Type", "").startswith("application/json"):
             return response
@@ -136,12 +158,76 @@ class ApiErrorMiddleware(_DualModeMiddleware):
         return replacement
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not is_api_path(request.path):
+        if _keeps_html(request):
             return None
         if isinstance(exception, RequestDataTooBig):
             return too_large_response()
+        if isinstance(exception, _CLIENT_ERRORS):
+            # Django turns these into their 4xx (404, 403, 400) itself; `after` makes that JSON.
+            return None
         error_logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "Internal error; the correlation id identifies it in the logs.")
+
+
+def prefers_html(accept: str | None) -> bool:
+    """Whether an ``Accept`` header value ranks ``text/html`` strictly above ``application/json``.
+
+    Each type takes the q of the most specific range matching it (RFC 9110 12.5.1: ``text/html``
+    over ``text/*`` over ``*/*``; q defaults to 1, a malformed q counts as 0). A browser's
+    ``text/html,...,*/*;q=0.8`` → True; none, ``*/*``, ``application/json`` or a tie → False.
+    """
+    if not accept:
+        return False
+    html = _quality(accept, "text", "html")
+    json = _quality(accept, "application", "json")
+    return html > json
+
+
+def _quality(accept: str, main: str, sub: str) -> float:
+    best_specificity, best_q = -1, 0.0
+    for media_range in accept.split(",")[:64]:  # bounded: a client may send thousands
+        kind, *params = media_range.split(";")
+        range_main, _, range_sub = kind.strip().lower().partition("/")
+        if (range_main, range_sub) == (main, sub):
+            specificity = 2
+        elif (range_main, range_sub) == (main, "*"):
+            specificity = 1
+        elif (range_main, range_sub) == ("*", "*"):
+            specificity = 0
+        else:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value.strip()), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        if specificity > best_specificity:
+            best_specificity, best_q = specificity, q
+    return best_q
+
+
+def _keeps_html(request: HttpRequest) -> bool:
+    """An error on this request keeps Django's HTML page: a page (not API) path, for a browser."""
+    return not is_api_path(request.path) and prefers_html(request.headers.get("Accept"))
+
+
+def _disallowed_host_response(request: HttpRequest, exc: DisallowedHost) -> HttpResponse:
+    """The 400 for a Host not in ``ALLOWED_HOSTS``: a warning line (the client's mistake, no
+    traceback) and the JSON error naming the problem, or Django's 400 page for a browser."""
+    host = request.META.get("HTTP_HOST", request.META.get("SERVER_NAME", ""))
+    shown = host if len(host) <= MAX_ECHOED_HOST_CHARS else host[:MAX_ECHOED_HOST_CHARS] + "…"
+    host_logger.warning("Refused a request for a host not in ALLOWED_HOSTS: %r", shown, extra={"host": shown})
+    if _keeps_html(request):
+        return bad_request(request, exc)
+    return error_response(
+        400,
+        f"The Host header {shown!r} is not allowed: this server does not serve that host (ALLOWED_HOSTS).",
+        code="bad_request",
+        details={"host": shown},
+    )
 
 
 def _code_for(response: HttpResponse) -> str:

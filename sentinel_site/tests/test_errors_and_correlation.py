@@ -47,8 +47,9 @@ def test_an_unexpected_exception_on_an_api_path_is_a_json_500_without_a_trace() 
     assert "secret internals" not in response.content.decode()
 
 
-def test_html_pages_keep_html_errors() -> None:
-    response = Client().get("/no-such-page")
+def test_html_pages_keep_html_errors_for_a_browser() -> None:
+    # Issue 8 (SPEC 7): only a client preferring HTML keeps Django's page; others get the JSON.
+    response = Client().get("/no-such-page", HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")
 
     assert response.status_code == 404
     assert not response["Content-Type"].startswith("application/json")
