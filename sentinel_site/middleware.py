@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest, DisallowedHost, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
+from django.template.response import SimpleTemplateResponse
 from django.views.defaults import bad_request
 
 from core.ratelimit_headers import RATELIMIT_HEADER_NAMES
@@ -148,6 +149,10 @@ class ApiErrorMiddleware(_DualModeMiddleware):
         # On every path: a 429 or 503 always says when to come back (shared decision 3).
         ensure_retry_after(response)
         if response.status_code < 400 or _keeps_html(request):
+            return response
+        if isinstance(response, SimpleTemplateResponse) and not is_api_path(request.path):
+            # A page a view rendered for people with the status it chose (the admin's login page
+            # answering 429 with its form and the wait): not an error page to replace.
             return response
         if response.get("Content-Type", "").startswith("application/json"):
             return response
