@@ -1,0 +1,1 @@
+"""Project-wide test support (``tests.support``), outside every production package."""
