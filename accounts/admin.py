@@ -20,7 +20,7 @@ from accounts.admin_base import (
     site_configure,
 )
 from accounts.models import DEFAULT_SCOPES, ApiKey, Membership, Role, Scope, Tenant, Tier, User
-from sentinel_site.errors import DomainError
+from core.errors import DomainError
 
 site_configure(admin.site)
 

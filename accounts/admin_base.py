@@ -28,8 +28,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts.login_limiter import Lockout, login_failure_record, login_lockout, login_success_record
-from sentinel_site.errors import DomainError, TooManyRequests
-from sentinel_site.http import client_ip
+from core.errors import DomainError, TooManyRequests
+from core.http import client_ip
 
 _REFUSAL = "_sentinel_service_refusal"
 

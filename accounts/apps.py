@@ -19,4 +19,4 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the OpenAPI descriptions of the auth classes and fields defined here.
-        import sentinel_site.openapi  # noqa: F401
+        import core.openapi  # noqa: F401

@@ -30,8 +30,8 @@ from accounts.models import (
     User,
     hash_api_key,
 )
-from gateway.services import gateway_config_changed
-from sentinel_site.errors import Conflict, DomainError
+from core.config_version import config_version_bump
+from core.errors import Conflict, DomainError
 
 TENANT_OVERRIDE_FIELDS = ("burst_capacity", "refill_rate", "window_ms", "base_rate_limit")
 
@@ -84,7 +84,7 @@ def tenant_create(
         raise Conflict("A tenant with this slug exists.", details={"slug": ["A tenant with this slug exists."]})
     tenant = Tenant.objects.create(name=name, slug=slug, tier=tier, active=active, **overrides)
     # The proxies hold tenants (tier, overrides, active) in memory, like routes.
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
     return tenant
 
 
@@ -104,7 +104,7 @@ def tenant_update(*, tenant: Tenant, **changes: Any) -> Tenant:
     for field, value in changes.items():
         setattr(tenant, field, value)
     tenant.save()
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
     return tenant
 
 
@@ -119,7 +119,7 @@ def tenant_delete(*, tenant: Tenant) -> None:
     users stay, without a tenant. The proxies drop its routes, keys and limits within a second of
     the commit. Raises nothing of its own."""
     tenant.delete()
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
 
 
 # --- memberships ---------------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def user_deactivate(*, user: User, by: User | None = None) -> User:
     live = OutstandingToken.objects.filter(user=user, blacklistedtoken__isnull=True)
     BlacklistedToken.objects.bulk_create([BlacklistedToken(token=token) for token in live], ignore_conflicts=True)
     _sessions_delete(user)
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
     return user
 
 
@@ -270,7 +270,7 @@ def user_activate(*, user: User) -> User:
     proxies accept their tokens again once the config version moves."""
     User.objects.filter(pk=user.pk).update(is_active=True)
     user.is_active = True
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
     return user
 
 
@@ -360,7 +360,7 @@ def api_key_update(*, api_key: ApiKey, **changes: Any) -> ApiKey:
         setattr(api_key, field, value)
     if changes:
         api_key.save(update_fields=list(changes))
-        transaction.on_commit(gateway_config_changed)
+        transaction.on_commit(config_version_bump)
     return api_key
 
 
@@ -372,7 +372,7 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     """
     ApiKey.objects.filter(pk=api_key.pk, revoked=False).update(revoked=True, revoked_at=timezone.now())
     api_key.refresh_from_db(fields=["revoked", "revoked_at"])
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
     return api_key
 
 
@@ -381,7 +381,7 @@ def api_key_delete(*, api_key: ApiKey) -> None:
     """Deletes a key's row (the admin's clean-up; the API revokes instead, keeping the row for the
     audit trail). The proxies forget the key within a second. Raises nothing of its own."""
     api_key.delete()
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
 
 
 def api_key_authenticate(*, raw_key: str) -> ApiKey | None:

@@ -23,7 +23,7 @@ Kind = Literal["route", "channel", "monitor"]
 Stage = Literal["save", "connect"]
 
 # Declared here, next to the one function that counts it; multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
-# sentinel_site.prometheus_setup) sums it over every web and worker process like the others.
+# core.prometheus) sums it over every web and worker process like the others.
 egress_refusals = Counter(
     "sentinel_egress_refusals",
     "Tenant-configured targets refused by the egress policy, by object kind (route, channel, monitor) and "

@@ -10,10 +10,10 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from accounts.admin_base import ServiceModelAdmin, changed_values, copy_saved, limits_text, short_time
+from core.errors import DomainError
 from gateway import services
 from gateway.breakers import breaker_reset, breaker_states
 from gateway.models import ROUTE_FIELDS, Route, Upstream
-from sentinel_site.errors import DomainError
 
 # Short names for the changelist column; the form keeps the full ones.
 AUTH_LABELS = {"none": "public", "jwt": "JWT", "api_key": "key", "jwt_or_api_key": "JWT/key"}

@@ -22,7 +22,7 @@ shutdown, and changes only what happens before a request reaches the application
 
 Every refusal is the JSON error of SPEC 7 with ``connection: close`` and an ``x-correlation-id``
 (SPEC 2.1: the client's when valid and already read, else a new one, by the proxy's own rule
-`gateway.engine.tracing.correlation_id`), which the "Refused a request" log line carries too. The connection is then
+`core.correlation.accept_correlation_id`), which the "Refused a request" log line carries too. The connection is then
 half-closed and drained for up to `LINGER_SECONDS` (nginx's lingering close), so a client still
 sending the rest of a long request reads the answer instead of a reset. A refusal found while
 earlier pipelined requests are being answered waits for them; a malformed body of a request being
@@ -40,9 +40,9 @@ from typing import Any, Final
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from core.correlation import accept_correlation_id as correlation_id
 from gateway.engine.proxy import MAX_HEADER_BYTES, MAX_HEADERS_TOTAL_BYTES
 from gateway.engine.requestcheck import RequestRefused, ambiguous, check_head, error_body, headers_too_large
-from gateway.engine.tracing import correlation_id
 
 # nginx's large_client_header_buffers (4 8k): the request line must fit in 8 KiB, else 414.
 MAX_REQUEST_TARGET_BYTES: Final = 8 * 1024

@@ -16,12 +16,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
 from django.db import close_old_connections
 from prometheus_client import multiprocess
 
+from core.config_version import config_version_read
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
+from core.prometheus import forget_dead_processes, process_identifier
 from gateway.engine.auth import ApiKeyResolver, Authenticator, JwtVerifier, KeyInfo, TenantDirectory
 from gateway.engine.breaker import BreakerConfig, MemoryBreaker, RedisBreaker
 from gateway.engine.fleet import FleetPressure
@@ -31,9 +32,7 @@ from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy
 from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter, limiter_redis_client
 from gateway.engine.routes import RouteTable
 from gateway.selectors import api_key_info, inactive_user_ids, route_specs, tenant_infos
-from gateway.services import CONFIG_VERSION_KEY
 from observability.services import gateway_gauges_set, request_observe
-from sentinel_site.prometheus_setup import forget_dead_processes, process_identifier
 
 logger = logging.getLogger("sentinel.gateway")
 
@@ -59,7 +58,7 @@ _load_routes = _with_connection_cleanup(route_specs)
 _load_tenants = _with_connection_cleanup(tenant_infos)
 _load_inactive_users = _with_connection_cleanup(inactive_user_ids)
 _load_key = _with_connection_cleanup(lambda digest: api_key_info(key_hash=digest))
-_load_version = sync_to_async(lambda: cache.get(CONFIG_VERSION_KEY, 0), thread_sensitive=False)
+_load_version = sync_to_async(config_version_read, thread_sensitive=False)
 
 
 async def lookup_key(digest: str) -> KeyInfo | None:

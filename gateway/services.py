@@ -9,35 +9,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from django.core.cache import cache
 from django.db import transaction
 
 from accounts.models import Tenant
+from core.config_version import config_version_bump
 from core.egress import EgressDenied, guarded_transport
 from core.egress_django import egress_policy, egress_refusal_record
+from core.errors import Conflict, DomainError
+from core.paths import reserved_prefixes
 from gateway.models import ROUTE_FIELDS, Route, RouteTarget, Upstream
-from sentinel_site.errors import Conflict, DomainError
 
-# Sentinel's own paths: a route must never capture the admin, the API or the health check.
-RESERVED_PREFIXES = (
-    "/admin",
-    "/api",
-    "/auth",
-    "/docs",
-    "/health",
-    "/metrics",
-    "/static",
-    "/ws",
-    "/events",
-    "/transaction",
-    "/circuit",
-    "/stats",
-    "/ai",
-    "/dashboard",
-)
 _PREFIX_CHARS = re.compile(r"/[A-Za-z0-9._~\-/]*")
 MAX_TARGETS = 16
-CONFIG_VERSION_KEY = "gateway:config_version"
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
@@ -55,7 +38,7 @@ def normalize_path_prefix(prefix: str, *, tenant: Tenant | None) -> str:
         raise _invalid("path_prefix", "No empty, '.' or '..' segments.")
     if not prefix.endswith("/"):
         prefix += "/"
-    if prefix == "/" or any(prefix == f"{r}/" or prefix.startswith(f"{r}/") for r in RESERVED_PREFIXES):
+    if prefix == "/" or any(prefix == f"{r}/" or prefix.startswith(f"{r}/") for r in reserved_prefixes()):
         raise _invalid("path_prefix", f"{prefix} is one of Sentinel's own paths.")
     if tenant is not None and not prefix.startswith(f"/{tenant.slug}/"):
         raise _invalid("path_prefix", f"A route of tenant {tenant.slug} must start with /{tenant.slug}/.")
@@ -115,16 +98,6 @@ def _set_targets(route: Route, targets: list[str]) -> None:
         RouteTarget.objects.create(route=route, upstream=upstream, position=position)
 
 
-def gateway_config_changed() -> None:
-    """Tells every gateway process to reload its routes and tenants (they poll this version)."""
-    try:
-        if cache.add(CONFIG_VERSION_KEY, 1, timeout=None):
-            return
-        cache.incr(CONFIG_VERSION_KEY)
-    except Exception:  # noqa: BLE001 - a dead cache must not fail the admin's save
-        cache.set(CONFIG_VERSION_KEY, int(time.time() * 1000), timeout=None)
-
-
 def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
     unknown = set(fields) - set(ROUTE_FIELDS)
     if unknown:
@@ -143,7 +116,7 @@ def route_create(*, tenant: Tenant | None, name: str, path_prefix: str, targets:
     route_targets_check(tenant=tenant, targets=cleaned)
     route = Route.objects.create(tenant=tenant, name=name, path_prefix=prefix, **_check_fields(fields))
     _set_targets(route, cleaned)
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
     return route
 
 
@@ -161,14 +134,14 @@ def route_update(*, route: Route, targets: list[str] | None = None, **fields: An
         cleaned = normalize_targets(targets)
         route_targets_check(tenant=route.tenant, targets=cleaned)
         _set_targets(route, cleaned)
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
     return route
 
 
 @transaction.atomic
 def route_delete(*, route: Route) -> None:
     route.delete()
-    transaction.on_commit(gateway_config_changed)
+    transaction.on_commit(config_version_bump)
 
 
 def upstream_delete(*, upstream: Upstream) -> None:

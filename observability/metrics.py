@@ -1,6 +1,6 @@
 """Sentinel's own Prometheus metrics (SPEC 3), declared once for every app.
 
-The process writes them to PROMETHEUS_MULTIPROC_DIR (see `sentinel_site.prometheus_setup`), so
+The process writes them to PROMETHEUS_MULTIPROC_DIR (see `core.prometheus`), so
 `/metrics` sums every web and worker process of the host. Gauges say how to combine processes:
 `livesum` for counts of things in flight, `livemax` for a fleet-wide reading every process holds.
 

@@ -50,12 +50,6 @@ def request_observe(record: RequestRecord, *, slo_ms: float) -> None:
         metrics.limiter_unavailable.inc()
 
 
-def request_metrics_observe(*, method: str, route: str, status: int, seconds: float) -> None:
-    """Counts one request Django answered (the API, the admin, /health) with the proxy's metrics."""
-    metrics.http_requests.labels(_method(method), route, str(status)).inc()
-    metrics.http_request_duration.labels(route).observe(seconds)
-
-
 def gateway_gauges_set(*, in_flight: int, pressure: float) -> None:
     """This process's sampled gauges (the gateway runtime calls it every refresh tick)."""
     metrics.active_requests.set(in_flight)

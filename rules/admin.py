@@ -23,10 +23,10 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts.admin_base import ServiceModelAdmin, copy_saved, short_time, shorten
+from core.errors import DomainError
 from rules import services
 from rules.api.serializers import dry_run_result, event_problem
 from rules.models import Delivery, DeliveryStatus, Event, NotificationChannel, Rule, RuleMatch
-from sentinel_site.errors import DomainError
 
 
 @admin.display(description="tenant", ordering="tenant__slug")

@@ -35,7 +35,7 @@ from django.forms import ValidationError as FormValidationError
 
 from core.egress import EgressDenied, guarded_transport
 from core.egress_django import egress_policy, egress_refusal_record
-from sentinel_site.errors import DomainError
+from core.errors import DomainError
 
 if TYPE_CHECKING:
     from rules.models import Delivery, NotificationChannel

@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.models import Tenant
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
+from core.errors import Conflict, DomainError
 from observability import metrics
 from rules import notifiers
 from rules.dsl import CompiledRule, DslError, DslSyntaxError, EvalContext, Match, RuleIndex, compile_rule
@@ -38,7 +39,6 @@ from rules.models import (
     RuleMatch,
 )
 from rules.windows import window_store
-from sentinel_site.errors import Conflict, DomainError
 
 logger = logging.getLogger("sentinel.rules")
 

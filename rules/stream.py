@@ -24,9 +24,9 @@ from typing import Any
 import redis
 
 from accounts.models import Tenant
+from core.errors import DomainError
 from rules import services
 from rules.models import EventSource
-from sentinel_site.errors import DomainError
 
 logger = logging.getLogger("sentinel.rules.stream")
 

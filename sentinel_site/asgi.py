@@ -8,7 +8,6 @@ the proxy's runtime (its route table refresh and its upstream connection pool).
 from __future__ import annotations
 
 import gc
-import json
 import os
 from typing import Any
 
@@ -23,8 +22,9 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from core.asgi_guards import BodySizeLimit  # noqa: E402
+from core.errors import error_json  # noqa: E402
 from gateway.runtime import GatewayRuntime, build_proxy  # noqa: E402
-from sentinel_site.asgi_guards import BodySizeLimit  # noqa: E402
 from sentinel_site.routing import websocket_urlpatterns  # noqa: E402
 
 # Allocations (minus deallocations) between young collections; CPython's default is 700.
@@ -75,7 +75,7 @@ async def deny_websocket(scope: dict[str, Any], send: Any, status: int, code: st
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
+    body = error_json(code, message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})

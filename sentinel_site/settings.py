@@ -20,8 +20,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from sentinel_site.env import env_bool, env_choice, env_float, env_int, env_list, env_str
-from sentinel_site.prometheus_setup import configure_multiprocess
+from core.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from core.prometheus import configure_multiprocess
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SENTINEL_VAR_DIR") or BASE_DIR / "var").resolve()
@@ -93,8 +93,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "sentinel_site.middleware.CorrelationIdMiddleware",
-    "sentinel_site.middleware.ApiErrorMiddleware",
+    "core.middleware.CorrelationIdMiddleware",
+    "core.middleware.AccessLogMiddleware",
+    "core.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -277,10 +278,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    "DEFAULT_PARSER_CLASSES": ["sentinel_site.parsers.BoundedJSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "sentinel_site.pagination.StandardPagination",
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.BoundedJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.StandardPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "sentinel_site.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.api_errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"signup": env_str("SIGNUP_RATE", "20/hour")},
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -311,9 +312,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "sentinel_site.openapi.strip_trailing_slashes",
+        "core.openapi.strip_trailing_slashes",
         # Every operation's 4xx with the SPEC 7 error body (after the paths are final).
-        "sentinel_site.openapi.document_errors",
+        "core.openapi.document_errors",
     ],
 }
 
@@ -369,17 +370,6 @@ SENTINEL_OBSERVABILITY = {
     "OTLP_ENDPOINT": env_str("OTLP_ENDPOINT"),
 }
 
-# Paths whose errors are always the JSON error of SPEC 7, whatever Django would render.
-SENTINEL_API_PREFIXES = (
-    "/api/",
-    "/auth/",
-    "/events",
-    "/transaction",
-    "/health",
-    "/circuit/",
-    "/stats/",
-    "/ai/",
-)
 # Largest request body accepted by the REST API (the proxy has per-route limits of its own).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
@@ -421,8 +411,8 @@ LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"correlation": {"()": "sentinel_site.jsonlog.CorrelationIdFilter"}},
-    "formatters": {"json": {"()": "sentinel_site.jsonlog.JsonFormatter"}},
+    "filters": {"correlation": {"()": "core.jsonlog.CorrelationIdFilter"}},
+    "formatters": {"json": {"()": "core.jsonlog.JsonFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["correlation"]},
     },

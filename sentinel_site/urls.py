@@ -27,10 +27,10 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
 ]
 
-handler400 = "sentinel_site.errors.handler400"
-handler403 = "sentinel_site.errors.handler403"
-handler404 = "sentinel_site.errors.handler404"
-handler500 = "sentinel_site.errors.handler500"
+handler400 = "core.api_errors.handler400"
+handler403 = "core.api_errors.handler403"
+handler404 = "core.api_errors.handler404"
+handler500 = "core.api_errors.handler500"
 
 admin.site.site_header = "Sentinel administration"
 admin.site.site_title = "Sentinel"

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from accounts.api.views import ApiKeyViewSet, TenantViewSet
-from sentinel_site.routers import OptionalSlashRouter
+from core.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
 router.register("tenants", TenantViewSet, basename="tenant")

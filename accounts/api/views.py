@@ -31,9 +31,9 @@ from accounts.api.serializers import (
 from accounts.login_limiter import login_failure_record, login_lockout, login_success_record
 from accounts.models import ApiKey, Membership, Role, Tenant, User
 from accounts.selectors import api_key_list, caller_from_request, membership_list, tenant_list
-from sentinel_site.errors import TooManyRequests
-from sentinel_site.http import client_ip
-from sentinel_site.openapi import error_responses
+from core.errors import TooManyRequests
+from core.http import client_ip
+from core.openapi import error_responses
 
 security_logger = logging.getLogger("sentinel.security")
 

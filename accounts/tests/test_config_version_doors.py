@@ -20,9 +20,9 @@ from accounts.api.serializers import TokenSerializer
 from accounts.models import ApiKey, Tenant, User
 from accounts.services import api_key_create
 from accounts.tests.htmlforms import form_data
+from core.config_version import CONFIG_VERSION_KEY
 from gateway import services as gateway_services
 from gateway.models import Route
-from gateway.services import CONFIG_VERSION_KEY
 
 pytestmark = pytest.mark.django_db
 

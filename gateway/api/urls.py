@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from core.routers import OptionalSlashRouter
 from gateway.api.views import RouteViewSet
-from sentinel_site.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
 router.register("routes", RouteViewSet, basename="route")

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from accounts.api.scoping import TenantScopedViewSet
 from accounts.models import Role, Tenant
 from accounts.selectors import caller_from_request
+from core.openapi import error_responses
 from gateway import services
 from gateway.api.serializers import (
     CircuitResetResultSerializer,
@@ -21,7 +22,6 @@ from gateway.api.serializers import (
 from gateway.breakers import breaker_reset, breaker_states
 from gateway.models import Route
 from gateway.selectors import route_list, upstream_list
-from sentinel_site.openapi import error_responses
 
 
 @extend_schema_view(

@@ -32,7 +32,6 @@ unfinished, the ASGI server closes the connection and the client sees the trunca
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
 from core.egress import EgressDenied, EgressPolicy
+from core.errors import error_json
 from gateway.engine.octets import ExactRequest
 
 __all__ = ["HOP_BY_HOP_HEADERS", "OUTCOMES", "ForwardResult", "Forwarder", "upstream_url"]
@@ -639,7 +639,7 @@ async def _answer_error(exchange: _Exchange, outcome: str, error: str) -> Forwar
         details = {"max_body_bytes": exchange.max_body_bytes}
     elif outcome == "timeout":
         details = {"timeout_ms": exchange.timeout_ms}
-    body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
+    body = error_json(code, message, details)
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     headers.extend(exchange.response_headers)
     exchange.status = status

@@ -11,13 +11,14 @@ directory are handed in, and swapped whole by the runtime when they change.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.correlation import accept_correlation_id as correlation_id
+from core.errors import error_json
 from core.ratelimit_headers import service_unavailable_headers, too_many_requests_headers
 from gateway.engine.auth import Authenticator, AuthFailure, Identity, TenantDirectory
 from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
@@ -33,7 +34,7 @@ from gateway.engine.ratelimit import (
     ratelimit_headers,
 )
 from gateway.engine.routes import RequestPath, RouteSpec, RouteTable, UnsafePath, parse_path
-from gateway.engine.tracing import continue_trace, correlation_id
+from gateway.engine.tracing import continue_trace
 
 logger = logging.getLogger("sentinel.gateway")
 
@@ -429,7 +430,7 @@ def _header_map(scope: Scope) -> dict[str, str]:
 
 async def _send_error(send: Send, status: int, code: str, message: str, headers: list[Header]) -> None:
     """The JSON error of SPEC 7 with ``headers`` (a Rejection's, after the correlation id)."""
-    body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
+    body = error_json(code, message)
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": body})

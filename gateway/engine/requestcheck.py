@@ -14,10 +14,11 @@ Plain Python: no Django, no server import.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any, Final
+
+from core.errors import error_json
 
 Header = tuple[bytes, bytes]
 
@@ -49,8 +50,7 @@ def ambiguous(reason: str, message: str) -> RequestRefused:
 
 def error_body(refusal: RequestRefused) -> bytes:
     """The JSON body of SPEC 7: ``{"error": {"code", "message", "details"}}``."""
-    error = {"code": refusal.code, "message": refusal.message, "details": refusal.details}
-    return json.dumps({"error": error}).encode()
+    return error_json(refusal.code, refusal.message, refusal.details)
 
 
 def check_head(

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
 
-# SPEC 2.1: at most 128 characters of [A-Za-z0-9._-]; anything else is replaced, never echoed.
-_CORRELATION = re.compile(r"[A-Za-z0-9._-]{1,128}")
+from core.correlation import random_hex as _random_hex
+
 # W3C trace context, version 00: version-traceid-parentid-flags, lower-case hex only.
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
-
-
-def _random_hex(bits: int) -> str:
-    """Random ids from the process's Mersenne Twister, not os.urandom: they must be unique, not
-    unguessable (nothing is authorised by them), and urandom's system call cost 8-17 µs per
-    request in bench/gateway.py's profile. `random` reseeds itself in a forked child."""
-    return f"{random.getrandbits(bits):0{bits // 4}x}"
-
-
-def correlation_id(candidate: str | None) -> str:
-    """The client's id when valid, otherwise a fresh one."""
-    if candidate and _CORRELATION.fullmatch(candidate):
-        return candidate
-    return _random_hex(128)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import Tenant, User
+from core.config_version import CONFIG_VERSION_KEY
 from gateway import services
 from gateway.models import Route, Upstream
 
@@ -145,11 +146,11 @@ class TestTenantWall:
 
 
 def test_every_change_moves_the_routes_version(api: Api, alice: User) -> None:
-    before = cache.get(services.CONFIG_VERSION_KEY) or 0
+    before = cache.get(CONFIG_VERSION_KEY) or 0
     created = api(alice).post("/api/v1/routes", route_body(), format="json").json()
-    after_create = cache.get(services.CONFIG_VERSION_KEY)
+    after_create = cache.get(CONFIG_VERSION_KEY)
     api(alice).patch(f"/api/v1/routes/{created['id']}", {"active": False}, format="json")
-    after_update = cache.get(services.CONFIG_VERSION_KEY)
+    after_update = cache.get(CONFIG_VERSION_KEY)
 
     assert after_create > before
     assert after_update > after_create
@@ -197,8 +198,8 @@ def test_tenants_and_keys_load_for_the_engine(tenant_a: Tenant, tenant_b: Tenant
 
 
 def test_tenant_changes_move_the_config_version(tenant_a: Tenant) -> None:
-    before = cache.get(services.CONFIG_VERSION_KEY) or 0
+    before = cache.get(CONFIG_VERSION_KEY) or 0
 
     account_services.tenant_update(tenant=tenant_a, tier="vital")
 
-    assert cache.get(services.CONFIG_VERSION_KEY) > before
+    assert cache.get(CONFIG_VERSION_KEY) > before

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.engine.tracing import continue_trace, correlation_id
+from core.correlation import accept_correlation_id as correlation_id
+from gateway.engine.tracing import continue_trace
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from django.urls import path
 
+from core.routers import OptionalSlashRouter
 from rules.api.views import ChannelViewSet, DeliveryViewSet, EventViewSet, MatchViewSet, RuleViewSet
-from sentinel_site.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
 router.register("events", EventViewSet, basename="event")

@@ -19,6 +19,8 @@ from rest_framework.response import Response
 
 from accounts.api.scoping import TenantRefField, TenantScopedViewSet
 from accounts.models import Role, Scope, Tenant
+from core.errors import DomainError
+from core.openapi import error_responses
 from rules import selectors, services
 from rules.api.serializers import (
     ChannelSerializer,
@@ -36,8 +38,6 @@ from rules.api.serializers import (
     validated_events,
 )
 from rules.models import DeliveryStatus, Event, NotificationChannel, Rule
-from sentinel_site.errors import DomainError
-from sentinel_site.openapi import error_responses
 
 logger = logging.getLogger("sentinel.rules")
 

@@ -585,8 +585,8 @@ def test_a_pause_is_never_longer_than_the_maximum(tenant: Tenant, settings: Any)
 
 
 def test_an_error_no_classifier_knows_is_transient_unless_sentinel_refused_the_target() -> None:
+    from core.errors import DomainError
     from rules import notifiers
-    from sentinel_site.errors import DomainError
 
     refused = notifiers.classify_unexpected_error(DomainError("The target must be an http or https URL."))
     unknown = notifiers.classify_unexpected_error(RuntimeError("boom"))

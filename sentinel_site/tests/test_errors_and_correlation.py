@@ -9,7 +9,7 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, RequestFactory
 
-from sentinel_site.middleware import ApiErrorMiddleware
+from core.middleware import ApiErrorMiddleware
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +80,7 @@ def test_an_invalid_correlation_id_is_replaced(bad: str) -> None:
 
 
 def test_log_lines_are_json_and_carry_the_correlation_id(caplog: pytest.LogCaptureFixture) -> None:
-    from sentinel_site.jsonlog import CorrelationIdFilter, JsonFormatter
+    from core.jsonlog import CorrelationIdFilter, JsonFormatter
 
     with caplog.at_level(logging.INFO, logger="sentinel.access"):
         Client().get("/health", HTTP_X_CORRELATION_ID="trace-me-1")

@@ -12,9 +12,10 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from core.api_errors import api_exception_handler
+from core.errors import ServiceUnavailable, TooManyRequests
+from core.middleware import ApiErrorMiddleware
 from core.ratelimit_headers import LimitState
-from sentinel_site.errors import ServiceUnavailable, TooManyRequests, api_exception_handler
-from sentinel_site.middleware import ApiErrorMiddleware
 
 
 def handled(exc: Exception, view: Any = None) -> Response:

@@ -19,9 +19,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from accounts.models import Tenant
+from core.errors import DomainError
 from rules.models import NotificationChannel, Rule
 from rules.services import channel_create, rule_create
-from sentinel_site.errors import DomainError
 
 DEMO_TENANT = "globex"
 DEMO_CHANNEL = "demo-sink"

@@ -52,7 +52,7 @@ class TenantRefFieldSchema(OpenApiSerializerFieldExtension):
 class ErrorBodySerializer(serializers.Serializer):
     """What went wrong: a stable code, a message for humans, and details when there are any."""
 
-    # Documentation only: sentinel_site.errors.error_body builds the body.
+    # Documentation only: core.errors.error_body builds the body.
 
     code = serializers.CharField(help_text="Machine-readable, e.g. `validation_error`, `not_found`.")
     message = serializers.CharField(help_text="For humans.")

@@ -1,18 +1,12 @@
-"""The one JSON error shape of SPEC 7, and the places that turn failures into it.
+"""SPEC 7's JSON error on Django's side: DRF's exception handler, Django's error views, and the
+helpers the API error middleware uses. The shape itself is ``core.errors``.
 
-``{"error": {"code": "...", "message": "...", "details": ...}}`` with the right status. Services
-raise ``DomainError`` subclasses; the DRF exception handler and the API error middleware turn
-everything (DRF errors, Django's 404/405/413, unexpected exceptions) into this shape.
-
-429s and 503s carry the headers of ``core.ratelimit_headers`` (README, "Rejections"): a
-``TooManyRequests`` with its ``limit`` and a DRF ``Throttled`` get the whole RateLimit set and
-``Retry-After``; a ``ServiceUnavailable`` gets ``Retry-After``; and ``ensure_retry_after`` (called by
-the API error middleware on every Django response) gives any other 429 or 503 a ``Retry-After``.
+``ensure_retry_after`` (called by the API error middleware on every Django response) gives any
+429 or 503 that has none a ``Retry-After``; a DRF ``Throttled`` gets the whole RateLimit set.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.conf import settings
@@ -24,96 +18,16 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 
-from core.ratelimit_headers import (
-    LimitState,
-    as_text,
-    retry_after_seconds,
-    service_unavailable_headers,
-    too_many_requests_headers,
+from core.errors import (
+    DEFAULT_RETRY_AFTER_S,
+    STATUS_CODES,
+    DomainError,
+    ServiceUnavailable,
+    TooManyRequests,
+    error_body,
 )
-
-logger = logging.getLogger("sentinel.errors")
-
-# The code a bare status gets when nothing more precise is known.
-STATUS_CODES: dict[int, str] = {
-    400: "bad_request",
-    401: "not_authenticated",
-    403: "permission_denied",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    500: "server_error",
-    502: "bad_gateway",
-    503: "service_unavailable",
-    504: "gateway_timeout",
-}
-# Retry-After for a 429 or 503 that reached the response without one (``ensure_retry_after``):
-# the gateway's shed wait, a pace at which retrying a struggling service does it no harm.
-DEFAULT_RETRY_AFTER_S = 5
-
-
-class DomainError(Exception):
-    """A business rule said no. Subclasses set the status and code; the message is for humans."""
-
-    status_code = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-        if code:
-            self.code = code
-
-
-class Conflict(DomainError):
-    status_code = 409
-    code = "conflict"
-
-
-class TooManyRequests(DomainError):
-    """429: the caller went past a limit. ``retry_after``: whole seconds until a retry can pass;
-    ``limit``: the policy that refused (its quota, window, what is left), which the response
-    states in the RateLimit headers (``core.ratelimit_headers``). Without ``limit`` only
-    ``Retry-After`` is sent: every 429 Sentinel produces is expected to pass one."""
-
-    status_code = 429
-    code = "too_many_requests"
-
-    def __init__(
-        self, message: str, *, retry_after: int, code: str | None = None, limit: LimitState | None = None
-    ) -> None:
-        super().__init__(message, details={"retry_after": retry_after}, code=code)
-        self.retry_after = retry_after
-        self.limit = limit
-
-    def headers(self) -> list[tuple[str, str]]:
-        """The response headers: the whole set with a ``limit``, else ``Retry-After``."""
-        if self.limit is None:
-            return [("Retry-After", str(retry_after_seconds(self.retry_after)))]
-        return as_text(too_many_requests_headers(self.limit, retry_after_s=self.retry_after))
-
-
-class ServiceUnavailable(DomainError):
-    """503: something this request needs is down or overloaded; retry after ``retry_after`` s."""
-
-    status_code = 503
-    code = "service_unavailable"
-
-    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
-        super().__init__(message, details={"retry_after": retry_after_seconds(retry_after)}, code=code)
-        self.retry_after = retry_after
-
-    def headers(self) -> list[tuple[str, str]]:
-        return as_text(service_unavailable_headers(retry_after_s=self.retry_after))
-
-
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details}}
+from core.paths import API_PREFIXES
+from core.ratelimit_headers import LimitState, as_text, retry_after_seconds, too_many_requests_headers
 
 
 def error_response(
@@ -135,7 +49,7 @@ def ensure_retry_after(response: HttpResponse) -> HttpResponse:
 
 
 def is_api_path(path: str) -> bool:
-    return path.startswith(settings.SENTINEL_API_PREFIXES)
+    return path.startswith(API_PREFIXES)
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -22,11 +22,11 @@ from django.http.multipartparser import MultiPartParserError
 from django.template.response import SimpleTemplateResponse
 from django.views.defaults import bad_request
 
+from core.api_errors import ensure_retry_after, error_response, is_api_path, too_large_response
+from core.correlation import HEADER, accept_correlation_id, current_correlation_id
+from core.errors import STATUS_CODES
+from core.http import client_ip
 from core.ratelimit_headers import RATELIMIT_HEADER_NAMES
-from observability.services import request_metrics_observe
-from sentinel_site.correlation import HEADER, accept_correlation_id, current_correlation_id
-from sentinel_site.errors import STATUS_CODES, ensure_retry_after, error_response, is_api_path, too_large_response
-from sentinel_site.http import client_ip
 
 access_logger = logging.getLogger("sentinel.access")
 error_logger = logging.getLogger("sentinel.errors")
@@ -76,21 +76,34 @@ class _DualModeMiddleware:
 
 
 class CorrelationIdMiddleware(_DualModeMiddleware):
-    """Keeps a valid incoming ``x-correlation-id`` or makes one, returns it, and logs the request.
+    """Keeps a valid incoming ``x-correlation-id`` or makes one, and returns it on the response.
 
-    The id is also put in a context variable, so every log line written while serving the
-    request carries it (``sentinel_site.jsonlog.CorrelationIdFilter``).
+    The id is also put in a context variable while the request is served, so every log line
+    written meanwhile carries it (``core.jsonlog.CorrelationIdFilter``).
     """
 
     def before(self, request: HttpRequest) -> HttpResponse | None:
         correlation_id = accept_correlation_id(request.headers.get(HEADER))
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
-        request._sentinel_started = time.perf_counter()  # type: ignore[attr-defined]
         request._sentinel_token = current_correlation_id.set(correlation_id)  # type: ignore[attr-defined]
         return None
 
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         response[HEADER] = request.correlation_id  # type: ignore[attr-defined]
+        current_correlation_id.reset(request._sentinel_token)  # type: ignore[attr-defined]
+        return response
+
+
+class AccessLogMiddleware(_DualModeMiddleware):
+    """One JSON line per request Django answers (``sentinel.access``): method, path, status,
+    duration in ms and client IP. Runs inside ``CorrelationIdMiddleware``, so the line carries the
+    request's id. (Counting requests is django-prometheus' middleware's job.)"""
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        request._sentinel_started = time.perf_counter()  # type: ignore[attr-defined]
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         elapsed_ms = (time.perf_counter() - request._sentinel_started) * 1000  # type: ignore[attr-defined]
         access_logger.info(
             "%s %s %s",
@@ -105,13 +118,6 @@ class CorrelationIdMiddleware(_DualModeMiddleware):
                 "client_ip": client_ip(request),
             },
         )
-        match = request.resolver_match
-        # The URL pattern, not the path: label values must stay few whatever clients send.
-        route = f"django:{match.route}" if match is not None else "django:unmatched"
-        request_metrics_observe(
-            method=request.method or "", route=route, status=response.status_code, seconds=elapsed_ms / 1000
-        )
-        current_correlation_id.reset(request._sentinel_token)  # type: ignore[attr-defined]
         return response
 
 

@@ -7,7 +7,7 @@ import logging
 import traceback
 from datetime import UTC, datetime
 
-from sentinel_site.correlation import current_correlation_id
+from core.correlation import current_correlation_id
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged.
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

@@ -12,11 +12,12 @@ with the Content-Length it had, as a proxy that de-chunks would.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from django.conf import settings
+
+from core.errors import error_json
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,12 +27,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _too_large(limit: int) -> bytes:
-    error = {
-        "code": "payload_too_large",
-        "message": f"The request body is larger than {limit} bytes.",
-        "details": {"max_bytes": limit},
-    }
-    return json.dumps({"error": error}).encode()
+    return error_json("payload_too_large", f"The request body is larger than {limit} bytes.", {"max_bytes": limit})
 
 
 class BodySizeLimit:
