@@ -36,7 +36,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 from aiohttp import web
@@ -375,26 +375,24 @@ async def serve(host: str, port: int, name: str, fail_rate: float) -> None:
         _log("upstream.stopped", name=name, port=bound_port)
 
 
-def _fail_rate(raw: str) -> float:
-    """argparse type for --fail-rate: a float from 0 to 1."""
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+def _bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a ``kind`` (int or float) from ``low`` to ``high`` inclusive."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(raw: str) -> float:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {raw!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {value}")
+        return value
+
+    return parse
 
 
-def _port(raw: str) -> int:
-    """argparse type for --port: 0 (any free port) to 65535."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {raw!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
-    return value
+_fail_rate = _bounded(float, 0.0, 1.0)  # --fail-rate: a share of requests
+_port = _bounded(int, 0, 65535)  # --port: 0 asks for any free port
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,14 +33,19 @@ local function int(n)
   return string.format('%.0f', n)
 end
 
-local function clear_window()
+-- The window's hash fields, bucket by bucket: e<i> its epoch, f<i> failures, t<i> total.
+local function window_fields()
   local fields = {}
   for i = 0, buckets - 1 do
     fields[#fields + 1] = 'e' .. i
     fields[#fields + 1] = 'f' .. i
     fields[#fields + 1] = 't' .. i
   end
-  redis.call('HDEL', key, unpack(fields))
+  return fields
+end
+
+local function clear_window()
+  redis.call('HDEL', key, unpack(window_fields()))
 end
 
 local function clear_probes()

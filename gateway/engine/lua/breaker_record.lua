@@ -58,13 +58,7 @@ if not success then
 end
 
 -- The window: the current bucket and the buckets-1 before it (a fixed number of fields, O(1)).
-local fields = {}
-for i = 0, buckets - 1 do
-  fields[#fields + 1] = 'e' .. i
-  fields[#fields + 1] = 'f' .. i
-  fields[#fields + 1] = 't' .. i
-end
-local v = redis.call('HMGET', key, unpack(fields))
+local v = redis.call('HMGET', key, unpack(window_fields()))
 local failures, total = 0, 0
 for i = 0, buckets - 1 do
   local e = tonumber(v[3 * i + 1])
