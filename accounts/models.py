@@ -53,14 +53,10 @@ class TenantQuerySet(models.QuerySet["Tenant"]):
             return self.filter(slug=text)
 
 
-class Tenant(models.Model):
-    """A customer of the platform. Its tier decides who is shed first; nullable fields override
-    the gateway's rate-limit settings for this tenant alone (null: use the setting)."""
+class RateLimitOverrides(models.Model):
+    """The gateway's rate-limit settings that a tenant, or one route, may override: each field null
+    means "use the next level" (route, then tenant, then the setting named in its help text)."""
 
-    name = models.CharField(max_length=120)
-    slug = models.SlugField(max_length=64, unique=True)
-    uuid = models.UUIDField("UUID", default=uuid.uuid4, unique=True, editable=False)
-    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD, db_index=True)
     burst_capacity = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Local bucket size (BURST_CAPACITY)."
     )
@@ -81,6 +77,29 @@ class Tenant(models.Model):
     base_rate_limit = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Requests per window (BASE_RATE_LIMIT)."
     )
+
+    class Meta:
+        abstract = True
+
+    def rate_limit_overrides(self) -> dict[str, Any]:
+        """The overrides that are set, keyed by the name of the setting they replace."""
+        fields = {
+            "BURST_CAPACITY": self.burst_capacity,
+            "REFILL_RATE": self.refill_rate,
+            "WINDOW_MS": self.window_ms,
+            "BASE_RATE_LIMIT": self.base_rate_limit,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+class Tenant(RateLimitOverrides):
+    """A customer of the platform. Its tier decides who is shed first; nullable fields override
+    the gateway's rate-limit settings for this tenant alone (null: use the setting)."""
+
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=64, unique=True)
+    uuid = models.UUIDField("UUID", default=uuid.uuid4, unique=True, editable=False)
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD, db_index=True)
     active = models.BooleanField(default=True, help_text="Inactive tenants cannot log in or use their keys.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -94,16 +113,6 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.slug})"
-
-    def rate_limit_overrides(self) -> dict[str, Any]:
-        """The overrides that are set, keyed by the name of the setting they replace."""
-        fields = {
-            "BURST_CAPACITY": self.burst_capacity,
-            "REFILL_RATE": self.refill_rate,
-            "WINDOW_MS": self.window_ms,
-            "BASE_RATE_LIMIT": self.base_rate_limit,
-        }
-        return {name: value for name, value in fields.items() if value is not None}
 
 
 class Role(models.TextChoices):

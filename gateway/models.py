@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from accounts.models import Tenant
+from accounts.models import RateLimitOverrides, Tenant
 
 
 class AuthMode(models.TextChoices):
@@ -52,7 +52,7 @@ class RouteQuerySet(models.QuerySet["Route"]):
         return self.filter(active=True)
 
 
-class Route(models.Model):
+class Route(RateLimitOverrides):
     """A path prefix the proxy serves, and how: auth, limits, body size, targets.
 
     `tenant` empty: a platform route, managed by staff. Otherwise the tenant's own route, managed
@@ -67,33 +67,13 @@ class Route(models.Model):
     methods = models.JSONField(default=list, blank=True, help_text="Allowed HTTP methods; empty allows all.")
     auth_mode = models.CharField(max_length=16, choices=AuthMode.choices, default=AuthMode.JWT_OR_API_KEY)
     strip_prefix = models.BooleanField(default=True, help_text="Forward the path without the prefix.")
-    # The limit fields read as the tenant's (accounts.Tenant): same names, units in the label.
+    # The limit fields are RateLimitOverrides (shared with accounts.Tenant); units in the labels.
     timeout_ms = models.PositiveIntegerField(
         "timeout (ms)",
         null=True,
         blank=True,
         validators=[MinValueValidator(1)],
         help_text="No upstream response headers within it: 504 (REQUEST_TIMEOUT_MS).",
-    )
-    burst_capacity = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Local bucket size (BURST_CAPACITY)."
-    )
-    refill_rate = models.FloatField(
-        "refill rate (tokens/s)",
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(0.0)],
-        help_text="Tokens per second (REFILL_RATE).",
-    )
-    window_ms = models.PositiveIntegerField(
-        "window (ms)",
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(1)],
-        help_text="Distributed window (WINDOW_MS).",
-    )
-    base_rate_limit = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Requests per window (BASE_RATE_LIMIT)."
     )
     max_body_bytes = models.PositiveBigIntegerField(
         "max body size (bytes)",
