@@ -17,7 +17,7 @@ from django.conf import settings
 
 from gateway import runtime
 from gateway.engine.breaker import STATE_CODES, Breaker, BreakerConfig, MemoryBreaker, RedisBreaker, Transition
-from gateway.engine.ratelimit import limiter_redis_client
+from gateway.engine.resp import gateway_redis_client
 
 
 @contextlib.asynccontextmanager
@@ -25,7 +25,7 @@ async def _breaker() -> AsyncIterator[Breaker]:
     conf = settings.SENTINEL_GATEWAY
     if settings.REDIS_URL:
         # A client of this event loop's own: the proxy's clients belong to the server's loop.
-        redis = limiter_redis_client(settings.REDIS_URL)
+        redis = gateway_redis_client(settings.REDIS_URL)
         try:
             yield RedisBreaker(redis, f"{settings.CACHE_KEY_PREFIX}:gw:", BreakerConfig.from_settings(conf))
         finally:

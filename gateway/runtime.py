@@ -29,7 +29,8 @@ from gateway.engine.fleet import FleetPressure
 from gateway.engine.forwarder import Forwarder
 from gateway.engine.pressure import PressureGauge, TierAdmission, combine
 from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy
-from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter, limiter_redis_client
+from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter
+from gateway.engine.resp import gateway_redis_client
 from gateway.engine.routes import RouteTable
 from gateway.selectors import api_key_info, inactive_user_ids, route_specs, tenant_infos
 from observability.services import gateway_gauges_set, request_observe
@@ -101,7 +102,7 @@ def build_proxy(fallback: ASGIApp) -> Proxy:
     conf = settings.SENTINEL_GATEWAY
     breaker_config = BreakerConfig.from_settings(conf)
     if settings.REDIS_URL:
-        redis = limiter_redis_client(settings.REDIS_URL)
+        redis = gateway_redis_client(settings.REDIS_URL)
         prefix = f"{settings.CACHE_KEY_PREFIX}:gw:"
         window_limiter: RedisWindowLimiter | MemoryWindowLimiter = RedisWindowLimiter(redis, prefix)
         breaker: RedisBreaker | MemoryBreaker = RedisBreaker(
@@ -144,7 +145,7 @@ class GatewayRuntime:
         forget_dead_processes(settings.PROMETHEUS_MULTIPROC_DIR)
         if settings.REDIS_URL:
             # A client of the server's loop, created here (lifespan runs in it).
-            redis = limiter_redis_client(settings.REDIS_URL)
+            redis = gateway_redis_client(settings.REDIS_URL)
             self.fleet = FleetPressure(redis, f"{settings.CACHE_KEY_PREFIX}:gw:")
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_forever(), name="gateway-config-refresh")

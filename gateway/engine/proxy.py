@@ -58,7 +58,7 @@ _PATH_KEY = "sentinel.path"
 # How the distributed limit scales with the caller's tier.
 TIER_FACTORS = {"vital": 2.0, "standard": 1.0, "economy": 0.5}
 # Retry-After of the limiter-unavailable 503 (fail mode closed): the limiter's Redis client stays
-# "down" for 1 s after a failure before it tries again (`limiter_redis_client`'s down_for_s).
+# "down" for 1 s after a failure before it tries again (`gateway_redis_client`'s down_for_s).
 LIMITER_DOWN_RETRY_AFTER_S = 1
 # Retry-After of the no-upstream 503: a route without targets waits for an operator, and changes
 # reach every process within a second, so this is only a polite pace for retries; it is the
