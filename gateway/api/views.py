@@ -19,7 +19,7 @@ from gateway.api.serializers import (
     CircuitStatusSerializer,
     RouteSerializer,
 )
-from gateway.breakers import breaker_reset, breaker_states
+from gateway.breaker_state import breaker_reset, breaker_states
 from gateway.models import Route
 from gateway.selectors import route_list, upstream_list
 
