@@ -19,7 +19,7 @@ from accounts.admin_base import (
     short_time,
     site_configure,
 )
-from accounts.models import DEFAULT_SCOPES, ApiKey, Membership, Role, Scope, Tenant, Tier, User
+from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyQuerySet, Membership, Role, Scope, Tenant, Tier, User
 from core.errors import DomainError
 
 site_configure(admin.site)
@@ -306,13 +306,13 @@ class ApiKeyStatusFilter(admin.SimpleListFilter):
         return [("active", "Active"), ("revoked", "Revoked"), ("expired", "Expired")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
-        now = timezone.now()
         if self.value() == "active":
-            return queryset.filter(revoked=False).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+            assert isinstance(queryset, ApiKeyQuerySet)  # ApiKey's manager makes every one of its querysets one
+            return queryset.active()
         if self.value() == "revoked":
             return queryset.filter(revoked=True)
         if self.value() == "expired":
-            return queryset.filter(revoked=False, expires_at__lte=now)
+            return queryset.filter(revoked=False, expires_at__lte=timezone.now())
         return queryset
 
 

@@ -162,11 +162,17 @@ def hash_api_key(raw_key: str) -> str:
 
 
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
-    def usable(self) -> ApiKeyQuerySet:
-        now = timezone.now()
-        return self.filter(revoked=False, tenant__active=True).filter(
-            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+    def active(self) -> ApiKeyQuerySet:
+        """Keys whose own `status` is "active": neither revoked nor expired (their tenant may be
+        inactive; the admin's status filter lists them)."""
+        return self.filter(revoked=False).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=timezone.now())
         )
+
+    def usable(self) -> ApiKeyQuerySet:
+        """Keys that authenticate now: active, of an active tenant (the API's authentication and the
+        gateway's key lookup)."""
+        return self.active().filter(tenant__active=True)
 
 
 class ApiKey(models.Model):

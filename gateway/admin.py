@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from accounts.admin_base import ServiceModelAdmin, changed_values, copy_saved, limits_text, short_time
 from core.errors import DomainError
 from gateway import services
-from gateway.breakers import breaker_reset, breaker_states
+from gateway.breaker_state import breaker_reset, breaker_states
 from gateway.models import ROUTE_FIELDS, Route, Upstream
 
 # Short names for the changelist column; the form keeps the full ones.

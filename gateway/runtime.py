@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -23,23 +23,48 @@ from core.config_version import config_version_read
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
 from core.prometheus import forget_dead_processes, process_identifier
+from gateway.breaker_state import process_breaker
 from gateway.engine.auth import ApiKeyResolver, Authenticator, JwtVerifier, KeyInfo, TenantDirectory
 from gateway.engine.breaker import BreakerConfig, MemoryBreaker, RedisBreaker
 from gateway.engine.fleet import FleetPressure
 from gateway.engine.forwarder import Forwarder
 from gateway.engine.pressure import PressureGauge, TierAdmission, combine
-from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy
-from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter, limiter_redis_client
+from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy, RequestRecord
+from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter
+from gateway.engine.resp import gateway_redis_client
 from gateway.engine.routes import RouteTable
 from gateway.selectors import api_key_info, inactive_user_ids, route_specs, tenant_infos
-from observability.services import gateway_gauges_set, request_observe
 
 logger = logging.getLogger("sentinel.gateway")
 
 REFRESH_SECONDS = 0.5
-# The proxy this process serves with, if any: in embedded mode its breakers live in it.
-active_proxy: Proxy | None = None
 _NEVER_LOADED = object()
+
+# What the site hands in (sentinel_site/asgi.py): the gateway counts nothing by itself.
+RequestSink = Callable[[RequestRecord], None]
+
+
+class GaugeSink(Protocol):
+    """Takes this process's sampled gauges: requests in flight, and pressure 0-100."""
+
+    def __call__(self, *, in_flight: int, pressure: float) -> None: ...
+
+
+def request_sinks(*sinks: RequestSink) -> RequestSink:
+    """One `on_complete` that hands each record to every sink in turn (the metrics, the request
+    log). A sink that raises is logged and the next ones still run: one observer failing must not
+    cost another its record. One sink is returned as it is (no extra call per request)."""
+    if len(sinks) == 1:
+        return sinks[0]
+
+    def fan_out(record: RequestRecord) -> None:
+        for sink in sinks:
+            try:
+                sink(record)
+            except Exception:
+                logger.exception("request sink %r failed", sink)
+
+    return fan_out
 
 
 def _with_connection_cleanup(function: Any) -> Any:
@@ -96,12 +121,17 @@ def _egress_refused(tenant_uuid: str | None, target: str, denied: EgressDenied) 
     egress_refusal_record(kind="route", stage="connect", tenant=tenant_uuid, target=target, denied=denied)
 
 
-def build_proxy(fallback: ASGIApp) -> Proxy:
-    """The proxy wired for the current mode: Redis-backed state in production, in-process otherwise."""
+def build_proxy(fallback: ASGIApp, *, on_complete: RequestSink) -> Proxy:
+    """The proxy wired for the current mode: Redis-backed state in production, in-process otherwise
+    (its breakers are then `breaker_state.process_breaker()`, which the admin and the API read).
+
+    `fallback` serves the paths no route matches; `on_complete` receives every proxied request's
+    record, rejections included (`request_sinks` makes one of several).
+    """
     conf = settings.SENTINEL_GATEWAY
     breaker_config = BreakerConfig.from_settings(conf)
     if settings.REDIS_URL:
-        redis = limiter_redis_client(settings.REDIS_URL)
+        redis = gateway_redis_client(settings.REDIS_URL)
         prefix = f"{settings.CACHE_KEY_PREFIX}:gw:"
         window_limiter: RedisWindowLimiter | MemoryWindowLimiter = RedisWindowLimiter(redis, prefix)
         breaker: RedisBreaker | MemoryBreaker = RedisBreaker(
@@ -109,9 +139,8 @@ def build_proxy(fallback: ASGIApp) -> Proxy:
         )
     else:
         window_limiter = MemoryWindowLimiter()
-        breaker = MemoryBreaker(breaker_config, probe_ttl_ms=conf["REQUEST_TIMEOUT_MS"])
-    global active_proxy
-    active_proxy = Proxy(
+        breaker = process_breaker()
+    return Proxy(
         config=gateway_config(),
         fallback=fallback,
         authenticator=Authenticator(
@@ -126,16 +155,19 @@ def build_proxy(fallback: ASGIApp) -> Proxy:
         admission=TierAdmission(
             standard_at=conf["SHED_STANDARD_AT"], economy_at=conf["SHED_ECONOMY_AT"], hysteresis=conf["SHED_HYSTERESIS"]
         ),
-        on_complete=functools.partial(request_observe, slo_ms=conf["SLO_LATENCY_THRESHOLD"]),
+        on_complete=on_complete,
     )
-    return active_proxy
 
 
 class GatewayRuntime:
-    """Starts with the server (ASGI lifespan), reloads configuration on change, stops cleanly."""
+    """Starts with the server (ASGI lifespan), reloads configuration on change, stops cleanly.
 
-    def __init__(self, proxy: Proxy) -> None:
+    Every refresh tick it hands the proxy's gauges (in flight, pressure) to `gauges`.
+    """
+
+    def __init__(self, proxy: Proxy, *, gauges: GaugeSink) -> None:
         self.proxy = proxy
+        self.gauges = gauges
         self.version: object = _NEVER_LOADED
         self._task: asyncio.Task[None] | None = None
         self.fleet: FleetPressure | None = None
@@ -144,7 +176,7 @@ class GatewayRuntime:
         forget_dead_processes(settings.PROMETHEUS_MULTIPROC_DIR)
         if settings.REDIS_URL:
             # A client of the server's loop, created here (lifespan runs in it).
-            redis = limiter_redis_client(settings.REDIS_URL)
+            redis = gateway_redis_client(settings.REDIS_URL)
             self.fleet = FleetPressure(redis, f"{settings.CACHE_KEY_PREFIX}:gw:")
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_forever(), name="gateway-config-refresh")
@@ -195,7 +227,7 @@ class GatewayRuntime:
         pressure = self.proxy.config.forced_pressure
         if pressure is None:
             pressure = combine(gauge.score(), self.proxy.state.fleet_pressure)
-        gateway_gauges_set(in_flight=gauge.in_flight, pressure=pressure)
+        self.gauges(in_flight=gauge.in_flight, pressure=pressure)
 
     async def _refresh_forever(self) -> None:
         while True:

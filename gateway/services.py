@@ -30,7 +30,9 @@ def _invalid(field: str, message: str) -> DomainError:
 
 def normalize_path_prefix(prefix: str, *, tenant: Tenant | None) -> str:
     """A clean prefix ending in "/", outside Sentinel's own paths, and for a tenant's route inside
-    `/<tenant slug>/`, so one tenant cannot capture the paths another tenant's clients call."""
+    `/<tenant slug>/`, so one tenant cannot capture the paths another tenant's clients call.
+
+    Raises DomainError (400 `validation_error`, field `path_prefix`) for any other prefix."""
     prefix = prefix.strip()
     if not _PREFIX_CHARS.fullmatch(prefix):
         raise _invalid("path_prefix", "Start with / and use letters, digits and . _ ~ - / only.")
@@ -46,6 +48,10 @@ def normalize_path_prefix(prefix: str, *, tenant: Tenant | None) -> str:
 
 
 def normalize_targets(targets: list[str]) -> list[str]:
+    """The target URLs without trailing "/" or repeats, in their round-robin order.
+
+    Raises DomainError (400 `validation_error`, field `targets`) for none, more than MAX_TARGETS,
+    or a URL that is not plain http(s) (no credentials, query or fragment)."""
     if not targets:
         raise _invalid("targets", "Name at least one target URL.")
     if len(targets) > MAX_TARGETS:
@@ -84,6 +90,9 @@ def route_targets_check(*, tenant: Tenant | None, targets: list[str]) -> None:
 
 
 def normalize_methods(methods: list[str]) -> list[str]:
+    """The HTTP methods upper-cased, sorted, without repeats (empty: every method is allowed).
+
+    Raises DomainError (400 `validation_error`, field `methods`) for a method not in HTTP_METHODS."""
     upper = sorted({str(method).upper() for method in methods})
     unknown = [method for method in upper if method not in HTTP_METHODS]
     if unknown:
@@ -109,6 +118,11 @@ def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 @transaction.atomic
 def route_create(*, tenant: Tenant | None, name: str, path_prefix: str, targets: list[str], **fields: Any) -> Route:
+    """A route of `tenant` (None: a platform route) to `targets`, with any of ROUTE_FIELDS in
+    `fields`; every proxy loads it within a second of the commit.
+
+    Raises DomainError (400) for a bad prefix, target, method or unknown field, or a target the
+    egress policy refuses (`egress_denied`); Conflict (409) when a route already serves the prefix."""
     prefix = normalize_path_prefix(path_prefix, tenant=tenant)
     if Route.objects.filter(path_prefix=prefix).exists():
         raise Conflict(f"A route already serves {prefix}.", details={"path_prefix": ["Already in use."]})
@@ -122,6 +136,11 @@ def route_create(*, tenant: Tenant | None, name: str, path_prefix: str, targets:
 
 @transaction.atomic
 def route_update(*, route: Route, targets: list[str] | None = None, **fields: Any) -> Route:
+    """Changes the given ROUTE_FIELDS and, when `targets` is given, replaces the targets; every
+    proxy loads the change within a second of the commit. A route keeps its tenant.
+
+    Raises DomainError (400) as `route_create` does; Conflict (409) when another route serves the
+    new prefix."""
     fields = _check_fields(fields)
     if "path_prefix" in fields:
         fields["path_prefix"] = normalize_path_prefix(fields["path_prefix"], tenant=route.tenant)
@@ -140,6 +159,8 @@ def route_update(*, route: Route, targets: list[str] | None = None, **fields: An
 
 @transaction.atomic
 def route_delete(*, route: Route) -> None:
+    """Deletes the route (its upstreams stay, see `upstream_delete`); every proxy stops serving it
+    within a second of the commit."""
     route.delete()
     transaction.on_commit(config_version_bump)
 

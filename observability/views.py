@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -8,6 +9,7 @@ from django.views.decorators.http import require_safe
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
@@ -17,7 +19,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from observability.collectors import BreakerStateCollector
 from observability.health import health_report
 
 
@@ -79,11 +80,21 @@ class HealthView(APIView):
 health = never_cache(HealthView.as_view())
 
 
-@never_cache
-@require_safe
-def metrics(request: HttpRequest) -> HttpResponse:
-    """`GET /metrics`: every process's samples (multiprocess files) and the fleet-wide gauges."""
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)
-    registry.register(BreakerStateCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+def metrics_view(*, collectors: Sequence[Collector] = ()) -> Callable[[HttpRequest], HttpResponse]:
+    """The `GET /metrics` view: every process's samples (the multiprocess files), then what
+    `collectors` read at scrape time (fleet-wide gauges such as the gateway's breaker states; the
+    site names them in its URLconf, so observability needs to know no app).
+
+    A collector that raises makes the scrape a 500: each must catch its own failures.
+    """
+
+    @never_cache
+    @require_safe
+    def metrics(request: HttpRequest) -> HttpResponse:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        for collector in collectors:
+            registry.register(collector)
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    return metrics

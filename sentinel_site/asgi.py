@@ -3,6 +3,9 @@
 HTTP goes first to the gateway's proxy, which serves the paths its routes match and hands every
 other path to Django; websockets go to Channels consumers; the lifespan protocol starts and stops
 the proxy's runtime (its route table refresh and its upstream connection pool).
+
+This is where the gateway's observers are wired in: the proxy's `on_complete` sink (the gateway's
+metrics; later the request log too, through `request_sinks`) and the runtime's gauge sink.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from core.asgi_guards import BodySizeLimit  # noqa: E402
 from core.errors import error_json  # noqa: E402
-from gateway.runtime import GatewayRuntime, build_proxy  # noqa: E402
+from gateway.metrics import gateway_gauges_set, request_observer  # noqa: E402
+from gateway.runtime import GatewayRuntime, build_proxy, request_sinks  # noqa: E402
 from sentinel_site.routing import websocket_urlpatterns  # noqa: E402
 
 # Allocations (minus deallocations) between young collections; CPython's default is 700.
@@ -33,8 +37,8 @@ GC_YOUNG_THRESHOLD = 10_000
 
 class SentinelApplication:
     def __init__(self) -> None:
-        self.proxy = build_proxy(fallback=BodySizeLimit(django_http_app))
-        self.runtime = GatewayRuntime(self.proxy)
+        self.proxy = build_proxy(fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(request_observer()))
+        self.runtime = GatewayRuntime(self.proxy, gauges=gateway_gauges_set)
         self.websocket = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

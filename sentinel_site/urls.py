@@ -6,7 +6,8 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway.api.views import CircuitResetView, CircuitStatusView
-from observability.views import health, metrics
+from gateway.metrics import BreakerStateCollector
+from observability.views import health, metrics_view
 from rules.api.urls import event_urlpatterns
 
 urlpatterns = [
@@ -23,8 +24,9 @@ urlpatterns = [
     path("health", health, name="health"),
     path("circuit/status", CircuitStatusView.as_view(), name="circuit-status"),
     path("circuit/reset", CircuitResetView.as_view(), name="circuit-reset"),
-    # django-prometheus' metrics and Sentinel's, summed over every process (multiprocess mode).
-    path("metrics", metrics, name="metrics"),
+    # django-prometheus' metrics and Sentinel's, summed over every process (multiprocess mode),
+    # and the apps' fleet-wide gauges read at scrape time.
+    path("metrics", metrics_view(collectors=[BreakerStateCollector()]), name="metrics"),
 ]
 
 handler400 = "core.api_errors.handler400"

@@ -22,7 +22,7 @@ class RouteSerializer(TenantOwnedSerializer):
 
 
 class BreakerSerializer(serializers.Serializer):
-    """One upstream's breaker, as gateway.breakers.breaker_states reports it."""
+    """One upstream's breaker, as gateway.breaker_state.breaker_states reports it."""
 
     upstream = serializers.CharField(help_text="The upstream's base URL.")
     routes = serializers.ListField(child=serializers.CharField(), help_text="Path prefixes of the routes using it.")

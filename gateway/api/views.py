@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from typing import Any
+
+from django.db.models import Model, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions
 from rest_framework.permissions import IsAdminUser
@@ -19,7 +21,7 @@ from gateway.api.serializers import (
     CircuitStatusSerializer,
     RouteSerializer,
 )
-from gateway.breakers import breaker_reset, breaker_states
+from gateway.breaker_state import breaker_reset, breaker_states
 from gateway.models import Route
 from gateway.selectors import route_list, upstream_list
 
@@ -44,18 +46,15 @@ class RouteViewSet(TenantScopedViewSet):
             return requested  # None: a platform route
         return super().target_tenant(requested)
 
-    def perform_create(self, serializer: RouteSerializer) -> None:
-        data = dict(serializer.validated_data)
-        tenant = self.target_tenant(data.pop("tenant", None))
-        serializer.instance = services.route_create(tenant=tenant, **data)
+    def create_object(self, *, tenant: Tenant | None, data: dict[str, Any]) -> Model:
+        return services.route_create(tenant=tenant, **data)
 
-    def perform_update(self, serializer: RouteSerializer) -> None:
-        data = dict(serializer.validated_data)
-        if "tenant" in data and data.pop("tenant") != serializer.instance.tenant:
-            raise exceptions.ValidationError({"tenant": ["A route cannot move to another tenant."]})
-        serializer.instance = services.route_update(route=serializer.instance, **data)
+    def update_object(self, *, instance: Model, data: dict[str, Any]) -> Model:
+        assert isinstance(instance, Route)
+        return services.route_update(route=instance, **data)
 
-    def perform_destroy(self, instance: Route) -> None:
+    def delete_object(self, *, instance: Model) -> None:
+        assert isinstance(instance, Route)
         services.route_delete(route=instance)
 
 

@@ -42,8 +42,8 @@ the breaker moved on (the late-outcome race, see ``breaker_record.lua``) changes
 
 Failures are whatever the caller reports (the forwarder: connect errors, timeouts, 5xx). Any Redis
 error, connection error or timeout raises ``BreakerUnavailable`` at once, never retried here: the
-gateway fails open and counts it. The client (``RespClient``, built by the rate limiter's
-``limiter_redis_client``) fails fast and never retries: a retried EVALSHA after a lost reply
+gateway fails open and counts it. The client (``RespClient``, built by
+``resp.gateway_redis_client``) fails fast and never retries: a retried EVALSHA after a lost reply
 would count an outcome twice or take two probe tokens.
 
 Keys: ``{prefix}breaker:{upstream}``, one hash per upstream with a TTL refreshed on every write,

@@ -35,7 +35,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 import aiohttp
 from aiohappyeyeballs import AddrInfoType
@@ -46,7 +46,7 @@ from core.egress import EgressDenied, EgressPolicy
 from core.errors import error_json
 from gateway.engine.octets import ExactRequest
 
-__all__ = ["HOP_BY_HOP_HEADERS", "OUTCOMES", "ForwardResult", "Forwarder", "upstream_url"]
+__all__ = ["HOP_BY_HOP_HEADERS", "OUTCOMES", "ForwardResult", "Forwarder", "Outcome", "upstream_url"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -75,7 +75,8 @@ _REQUEST_REWRITTEN: Final = frozenset(
     {b"host", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 )
 
-OUTCOMES: Final = (
+# What happened to a forwarded request (ForwardResult.outcome).
+Outcome: TypeAlias = Literal[
     "ok",
     "upstream_5xx",
     "connect_error",
@@ -84,7 +85,8 @@ OUTCOMES: Final = (
     "client_disconnect",
     "upstream_aborted",
     "egress_denied",
-)
+]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 # What the circuit breaker counts against the upstream. Body limits and client disconnects are the
 # client's doing, not the upstream's.
 _FAILURE_OUTCOMES: Final = frozenset({"connect_error", "timeout", "upstream_5xx", "upstream_aborted"})
@@ -116,7 +118,7 @@ class ForwardResult:
     """
 
     status: int
-    outcome: str
+    outcome: Outcome
     bytes_in: int
     bytes_out: int
     upstream_latency_ms: float
@@ -233,7 +235,7 @@ class _Exchange:
     def mark_upstream_answered(self) -> None:
         self.latency_ms = (time.perf_counter() - self.started_at) * 1000
 
-    def result(self, outcome: str, error: str | None = None) -> ForwardResult:
+    def result(self, outcome: Outcome, error: str | None = None) -> ForwardResult:
         return ForwardResult(self.status, outcome, self.bytes_in, self.bytes_out, self.latency_ms, error)
 
 
@@ -593,7 +595,7 @@ async def _relay(upstream: aiohttp.ClientResponse, exchange: _Exchange) -> Forwa
             chunk = await content.readany()
         except _UPSTREAM_ERRORS as exc:
             # Too late for an error status: leave the response unfinished (module docstring).
-            outcome = "timeout" if isinstance(exc, TimeoutError) else "upstream_aborted"
+            outcome: Outcome = "timeout" if isinstance(exc, TimeoutError) else "upstream_aborted"
             return exchange.result(outcome, _describe(exc))
         last = content.at_eof()
         if last:
@@ -629,7 +631,7 @@ async def _fail_before_response(exchange: _Exchange, exc: BaseException) -> Forw
     return await _answer_error(exchange, "connect_error", _describe(exc))
 
 
-async def _answer_error(exchange: _Exchange, outcome: str, error: str) -> ForwardResult:
+async def _answer_error(exchange: _Exchange, outcome: Outcome, error: str) -> ForwardResult:
     """Send the spec's JSON error for ``outcome`` and return its result."""
     # The response is about to complete: stop watching first (see _DisconnectWatch).
     exchange.watch.stop()

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from core.correlation import accept_correlation_id as correlation_id
 from core.errors import error_json
@@ -44,6 +44,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Header = tuple[bytes, bytes]
+# What the proxy did with a request (RequestRecord.decision, the metrics' `decision` label).
+Decision: TypeAlias = Literal[
+    "forwarded", "limited", "shed", "breaker_open", "auth_failed", "upstream_error", "rejected"
+]
 
 # Header limits of the proxied requests, as nginx's defaults (large_client_header_buffers 4 8k):
 # one header line over 8 KiB, or all of them over 32 KiB, is refused with 431.
@@ -58,7 +62,7 @@ _PATH_KEY = "sentinel.path"
 # How the distributed limit scales with the caller's tier.
 TIER_FACTORS = {"vital": 2.0, "standard": 1.0, "economy": 0.5}
 # Retry-After of the limiter-unavailable 503 (fail mode closed): the limiter's Redis client stays
-# "down" for 1 s after a failure before it tries again (`limiter_redis_client`'s down_for_s).
+# "down" for 1 s after a failure before it tries again (`gateway_redis_client`'s down_for_s).
 LIMITER_DOWN_RETRY_AFTER_S = 1
 # Retry-After of the no-upstream 503: a route without targets waits for an operator, and changes
 # reach every process within a second, so this is only a polite pace for retries; it is the
@@ -92,7 +96,7 @@ class RequestRecord:
     method: str
     path: str
     status: int
-    decision: str  # forwarded | limited | shed | breaker_open | auth_failed | upstream_error | rejected
+    decision: Decision
     latency_ms: float
     upstream: str | None = None
     upstream_latency_ms: float | None = None
@@ -129,7 +133,7 @@ class Rejection(Exception):
         status: int,
         code: str,
         message: str,
-        decision: str,
+        decision: Decision,
         headers: list[Header] | None = None,
         *,
         reason: str = "",
@@ -371,7 +375,7 @@ class _RecordBuilder:
         self.identity: Identity | None = None
         self.pressure = 0.0
         self.status = 0
-        self.decision = ""
+        self.decision: Decision | None = None
         self.upstream: str | None = None
         self.result: ForwardResult | None = None
         self.reason = ""
@@ -379,9 +383,9 @@ class _RecordBuilder:
 
     @property
     def done(self) -> bool:
-        return bool(self.decision)
+        return self.decision is not None
 
-    def finish(self, status: int, decision: str, reason: str = "") -> None:
+    def finish(self, status: int, decision: Decision, reason: str = "") -> None:
         self.status, self.decision, self.reason = status, decision, reason
 
     def forwarded(self, target: str, result: ForwardResult) -> None:
@@ -394,6 +398,7 @@ class _RecordBuilder:
         )
 
     def build(self, started: float) -> RequestRecord:
+        assert self.decision is not None, "build() before finish()"
         result = self.result
         return RequestRecord(
             correlation_id=self.correlation,

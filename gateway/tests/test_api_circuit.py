@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import async_to_sync
 from rest_framework.test import APIClient
 
 from accounts.models import Tenant, User
-from gateway import breakers, runtime, services
+from gateway import breaker_state, services
 from gateway.engine.breaker import BreakerConfig, MemoryBreaker
 from gateway.models import Upstream
 
@@ -22,20 +21,22 @@ Api = Callable[..., APIClient]
 
 @pytest.fixture(autouse=True)
 def embedded_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
-    # In embedded mode the breakers live in the serving process's proxy; stand one in.
-    monkeypatch.setattr(runtime, "active_proxy", SimpleNamespace(breaker=MemoryBreaker(BreakerConfig(min_volume=2))))
+    # In embedded mode the breakers live in the process's memory, shared with its proxy; stand in
+    # one that trips after two failures.
+    breaker = MemoryBreaker(BreakerConfig(min_volume=2))
+    monkeypatch.setattr(breaker_state, "process_breaker", lambda: breaker)
 
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
     url = f"http://{uuid.uuid4().hex[:12]}.internal:8080"
     yield url
-    breakers.breaker_reset(upstream=url)  # leaves no open breaker in a shared Redis
+    breaker_state.breaker_reset(upstream=url)  # leaves no open breaker in a shared Redis
 
 
 def trip(url: str) -> None:
     async def fail_until_open() -> None:
-        async with breakers._breaker() as breaker:
+        async with breaker_state.breaker_store() as breaker:
             for _ in range(50):
                 permit = await breaker.acquire(url)
                 if not permit.allowed:
@@ -101,4 +102,4 @@ def test_the_upstream_admin_shows_breaker_state_and_resets(staff: User, upstream
     client.post("/admin/gateway/upstream/", {"action": "reset_breakers", "_selected_action": [pk]})
 
     assert "open, " in page  # e.g. "open, 5 of 5 calls failed"
-    assert breakers.breaker_states([upstream])[upstream]["state"] == "closed"
+    assert breaker_state.breaker_states([upstream])[upstream]["state"] == "closed"

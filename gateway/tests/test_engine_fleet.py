@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from gateway.engine.fleet import FleetPressure
-from gateway.engine.ratelimit import limiter_redis_client
+from gateway.engine.resp import gateway_redis_client
 from sentinel_site.testing import free_port, require_redis
 
 
@@ -15,7 +15,7 @@ def test_processes_see_each_others_pressure_and_forget_the_dead() -> None:
     prefix = f"test-fleet-{uuid.uuid4().hex}:"
 
     async def scenario() -> tuple[list[float] | None, list[float] | None]:
-        redis = limiter_redis_client(url)
+        redis = gateway_redis_client(url)
         try:
             a = FleetPressure(redis, prefix, me="a", stale_ms=1000)
             b = FleetPressure(redis, prefix, me="b", stale_ms=1000)
@@ -37,7 +37,7 @@ def test_processes_see_each_others_pressure_and_forget_the_dead() -> None:
 
 def test_an_unreachable_redis_gives_none() -> None:
     async def scenario() -> list[float] | None:
-        redis = limiter_redis_client(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.3)
+        redis = gateway_redis_client(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.3)
         try:
             return await FleetPressure(redis, "x:").exchange(10.0)
         finally:

@@ -32,10 +32,9 @@ from gateway.engine.ratelimit import (
     RedisWindowLimiter,
     WindowDecision,
     bucket_limit,
-    limiter_redis_client,
     ratelimit_headers,
 )
-from gateway.engine.resp import RespClient
+from gateway.engine.resp import RespClient, gateway_redis_client
 from sentinel_site.testing import BASE_DIR, free_port, require_redis, wait_until
 
 T = TypeVar("T")
@@ -63,7 +62,7 @@ def run_with_limiter(space: RedisSpace, scenario: Callable[[RedisWindowLimiter, 
     """Runs ``scenario`` on a fresh event loop with its own client (clients are bound to a loop)."""
 
     async def main() -> T:
-        client = limiter_redis_client(space.url, timeout_s=2.0)
+        client = gateway_redis_client(space.url, timeout_s=2.0)
         try:
             return await scenario(RedisWindowLimiter(client, space.prefix), client)
         finally:
@@ -89,11 +88,12 @@ class FakeClock:
 BURST_CHILD = """
 import asyncio, json, sys
 from redis.asyncio import Redis
-from gateway.engine.ratelimit import RedisWindowLimiter, limiter_redis_client
+from gateway.engine.ratelimit import RedisWindowLimiter
+from gateway.engine.resp import gateway_redis_client
 
 async def main(url, prefix, n):
     control = Redis.from_url(url)
-    client = limiter_redis_client(url, timeout_s=10.0)
+    client = gateway_redis_client(url, timeout_s=10.0)
     limiter = RedisWindowLimiter(client, prefix)
     await control.incr(prefix + "barrier:ready")
     if await control.blpop([prefix + "barrier:go"], timeout=20) is None:
@@ -238,7 +238,7 @@ def test_unreachable_redis_raises_limiter_unavailable_quickly() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
 
     async def scenario() -> None:
-        client = limiter_redis_client(url, timeout_s=0.5)
+        client = gateway_redis_client(url, timeout_s=0.5)
         try:
             # The outer deadline turns a hang (e.g. redis-py's default retries) into a failure
             await asyncio.wait_for(RedisWindowLimiter(client, "x:").check("k", 5, 1000), timeout=5)
@@ -259,7 +259,7 @@ def test_a_redis_that_never_answers_raises_limiter_unavailable() -> None:
         url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
 
         async def scenario() -> None:
-            client = limiter_redis_client(url, timeout_s=0.3)
+            client = gateway_redis_client(url, timeout_s=0.3)
             try:
                 await asyncio.wait_for(RedisWindowLimiter(client, "x:").check("k", 5, 1000), timeout=5)
             finally:

@@ -1,0 +1,75 @@
+"""Circuit-breaker state for the admin, the API and the metrics (the Django side of the breakers).
+
+In production the state lives in Redis, so any process reads and resets it with a client of its
+own. In embedded mode it lives in this process's memory (`process_breaker()`): the proxy records
+into that breaker, and the admin and the API of the same process read and reset it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+
+from gateway.engine.breaker import STATE_CODES, Breaker, BreakerConfig, MemoryBreaker, RedisBreaker, Transition
+from gateway.engine.resp import gateway_redis_client
+
+
+@functools.cache
+def process_breaker() -> MemoryBreaker:
+    """This process's breakers when there is no Redis (embedded mode), one instance per process:
+    the proxy built here records into it, and `breaker_store()` hands it to the admin and the API.
+    Nothing trips it in a process that serves no proxy (a shell, a test client): all closed."""
+    conf = settings.SENTINEL_GATEWAY
+    return MemoryBreaker(BreakerConfig.from_settings(conf), probe_ttl_ms=conf["REQUEST_TIMEOUT_MS"])
+
+
+@contextlib.asynccontextmanager
+async def breaker_store() -> AsyncIterator[Breaker]:
+    """The deployment's breakers, for use on the running event loop.
+
+    With REDIS_URL: a `RedisBreaker` on a client of this loop's own, closed on exit (the proxy's
+    clients belong to the server's loop). Without: `process_breaker()`. Opening it does no I/O;
+    the breaker's calls raise `BreakerUnavailable` when Redis does not answer.
+    """
+    if settings.REDIS_URL:
+        conf = settings.SENTINEL_GATEWAY
+        redis = gateway_redis_client(settings.REDIS_URL)
+        try:
+            yield RedisBreaker(redis, f"{settings.CACHE_KEY_PREFIX}:gw:", BreakerConfig.from_settings(conf))
+        finally:
+            await redis.aclose()
+    else:
+        yield process_breaker()
+
+
+def breaker_states(upstreams: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Each upstream URL's breaker, in one round trip, as JSON-ready dicts: `{url: {"state":
+    "closed" | "open" | "half_open", "state_code": 0 | 1 | 2, "failures": int, "total": int (the
+    window's calls), "opened_at_ms": int | None (epoch ms), "probes_in_flight": int}}`. An upstream
+    never seen reads as closed. Raises `BreakerUnavailable` when Redis does not answer."""
+
+    async def read() -> dict[str, dict[str, Any]]:
+        async with breaker_store() as breaker:
+            states = await breaker.states(list(upstreams))
+        return {url: {**asdict(state), "state_code": STATE_CODES[state.state]} for url, state in states.items()}
+
+    return async_to_sync(read)()
+
+
+def breaker_reset(*, upstream: str) -> Transition | None:
+    """Forces the upstream's breaker closed (an operator's decision after fixing the upstream).
+
+    Empties its window either way; returns the transition, or None when it was closed already.
+    Raises `BreakerUnavailable` when Redis does not answer."""
+
+    async def reset() -> Transition | None:
+        async with breaker_store() as breaker:
+            return await breaker.reset(upstream)
+
+    return async_to_sync(reset)()

@@ -1,0 +1,141 @@
+"""The gateway's Prometheus metrics (SPEC 3): the families, the functions that count into them,
+and the breaker-state collector.
+
+Nothing here knows where the counting is wired: the site hands `request_observer()` to the proxy
+as its `on_complete` sink and `gateway_gauges_set` to the runtime as its gauge sink, and registers
+`BreakerStateCollector` with the `/metrics` view (`sentinel_site/asgi.py`, `sentinel_site/urls.py`).
+
+Each process writes its samples to PROMETHEUS_MULTIPROC_DIR (see `core.prometheus`), so `/metrics`
+sums every web process of the host. Gauges say how to combine processes: `livesum` for counts of
+things in flight, `livemax` for a fleet-wide reading every process holds. Label values are
+bounded by configuration, never taken from a request: routes are a route's path prefix, statuses
+are numbers, methods and outcomes are fixed words.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+
+from django.conf import settings
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.breaker_state import breaker_states
+from gateway.engine.proxy import RequestRecord
+from gateway.selectors import upstream_list
+
+logger = logging.getLogger("sentinel.gateway")
+
+# Seconds; the upper buckets cover the proxy's 30 s default timeout.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+http_requests = Counter(
+    "sentinel_http_requests", "HTTP requests answered, by route, method and status.", ["method", "route", "status"]
+)
+http_request_duration = Histogram(
+    "sentinel_http_request_duration_seconds",
+    "Time from a request's arrival to its last response byte, by route.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+active_requests = Gauge(
+    "sentinel_active_requests", "Proxied requests in flight (sampled every 0.5 s).", multiprocess_mode="livesum"
+)
+pressure_global = Gauge(
+    "sentinel_pressure_global", "Load pressure 0-100 combined over the fleet.", multiprocess_mode="livemax"
+)
+ratelimit_rejections = Counter(
+    "sentinel_ratelimit_rejections",
+    "Requests refused by a rate limiter: local (the burst bucket), distributed (the window), unavailable "
+    "(the distributed limiter was down and RATE_LIMIT_FAIL_MODE=closed).",
+    ["limiter"],
+)
+slo_requests = Counter(
+    "sentinel_slo_requests",
+    "Proxied requests against the SLO: good (no 5xx, within SLO_LATENCY_THRESHOLD), slow, or error (5xx).",
+    ["outcome"],
+)
+gateway_decisions = Counter(
+    "sentinel_gateway_decisions",
+    "Proxied requests by the gateway's decision (forwarded, limited, shed, breaker_open, auth_failed, ...).",
+    ["decision"],
+)
+limiter_unavailable = Counter(
+    "sentinel_ratelimit_unavailable",
+    "Requests decided without the distributed limiter because Redis did not answer in time.",
+)
+# sentinel_circuit_breaker_state{upstream} is read from the shared state at scrape time
+# (BreakerStateCollector below), not kept per process.
+
+# Anything else is counted as "other", so odd methods cannot grow the label set.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_LIMITER_LABELS = {"burst": "local", "window": "distributed", "limiter_unavailable": "unavailable"}
+
+
+def request_observe(record: RequestRecord, *, slo_ms: float) -> None:
+    """Counts one proxied request (the proxy's `on_complete`; runs on the event loop, so cheap).
+
+    SLO outcome: `error` for any 5xx (the gateway's own 503s included: a shed or an open breaker
+    is a failed request to the client), `slow` above `slo_ms` milliseconds, else `good`. A 4xx is
+    the client's doing and counts as good.
+    """
+    route = record.route or "unmatched"
+    http_requests.labels(_method(record.method), route, str(record.status)).inc()
+    http_request_duration.labels(route).observe(record.latency_ms / 1000)
+    gateway_decisions.labels(record.decision).inc()
+    if record.status >= 500:
+        slo_requests.labels("error").inc()
+    elif record.latency_ms > slo_ms:
+        slo_requests.labels("slow").inc()
+    else:
+        slo_requests.labels("good").inc()
+    limiter = _LIMITER_LABELS.get(record.reason)
+    if limiter is not None:
+        ratelimit_rejections.labels(limiter).inc()
+    if record.limiter_unavailable:
+        limiter_unavailable.inc()
+
+
+def request_observer() -> Callable[[RequestRecord], None]:
+    """`request_observe` bound to the SLO of the settings (SLO_LATENCY_THRESHOLD, ms): the sink the
+    site hands to the proxy as `on_complete`."""
+    return functools.partial(request_observe, slo_ms=settings.SENTINEL_GATEWAY["SLO_LATENCY_THRESHOLD"])
+
+
+def gateway_gauges_set(*, in_flight: int, pressure: float) -> None:
+    """This process's sampled gauges: requests in flight, and pressure 0-100 (the runtime's gauge
+    sink, called every refresh tick)."""
+    active_requests.set(in_flight)
+    pressure_global.set(pressure)
+
+
+def _method(method: str) -> str:
+    return method if method in _METHODS else "other"
+
+
+class BreakerStateCollector(Collector):
+    """`sentinel_circuit_breaker_state{upstream}`: 0 closed, 1 open, 2 half-open.
+
+    A breaker's state is fleet-wide (Redis in production), so every process would report the
+    same figure; reading it once per scrape is exact and costs the proxy nothing. The site
+    registers it with the `/metrics` view.
+    """
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "sentinel_circuit_breaker_state",
+            "Circuit breaker state per upstream target: 0 closed, 1 open, 2 half-open.",
+            labels=["upstream"],
+        )
+        try:
+            urls = list(upstream_list().values_list("url", flat=True))
+            states = breaker_states(urls) if urls else {}
+        except Exception:  # a scrape must still answer when Redis is down: the family stays empty
+            logger.warning("breaker states unavailable for /metrics", exc_info=True)
+            states = {}
+        for url in sorted(states):
+            family.add_metric([url], states[url]["state_code"])
+        yield family
