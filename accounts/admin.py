@@ -208,13 +208,7 @@ class TenantAdmin(MembershipsThroughServices):
 
     @admin.display(description="limits")
     def overrides(self, obj: Tenant) -> str:
-        return limits_text(
-            burst=obj.burst_capacity,
-            refill=obj.refill_rate,
-            requests=obj.base_rate_limit,
-            window_ms=obj.window_ms,
-            inherited="settings",
-        )
+        return limits_text(obj, inherited="settings")
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Tenant) -> Any:

@@ -28,6 +28,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts.login_limiter import Lockout, login_failure_record, login_lockout, login_success_record
+from accounts.models import RateLimitOverrides
 from core.errors import DomainError, TooManyRequests
 from core.http import client_ip
 
@@ -146,11 +147,10 @@ def shorten(text: str, limit: int) -> SafeString | str:
     return format_html('<span title="{}">{}…</span>', text, text[: limit - 1])
 
 
-def limits_text(
-    *, burst: int | None, refill: float | None, requests: int | None, window_ms: int | None, inherited: str
-) -> str:
-    """Rate-limit overrides in one short column: `burst 40 @12.5/s · 1200/60s`; `inherited`
-    (what applies instead) when none is set."""
+def limits_text(obj: RateLimitOverrides, *, inherited: str) -> str:
+    """An object's rate-limit overrides in one short column: `burst 40 @12.5/s · 1200/60s`;
+    `inherited` (what applies instead) when none is set."""
+    burst, refill, requests, window_ms = obj.burst_capacity, obj.refill_rate, obj.base_rate_limit, obj.window_ms
     parts = []
     if burst is not None or refill is not None:
         rate = f" @{refill:g}/s" if refill is not None else ""

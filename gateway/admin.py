@@ -107,13 +107,7 @@ class RouteAdmin(ServiceModelAdmin):
 
     @admin.display(description="limits")
     def limits(self, obj: Route) -> str:
-        return limits_text(
-            burst=obj.burst_capacity,
-            refill=obj.refill_rate,
-            requests=obj.base_rate_limit,
-            window_ms=obj.window_ms,
-            inherited="tenant/settings",
-        )
+        return limits_text(obj, inherited="tenant/settings")
 
     @admin.display(description="updated", ordering="updated_at")
     def updated(self, obj: Route) -> Any:
