@@ -142,7 +142,7 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
         "half_rate": count(results.half_rate),
         "half_table": latency_table(results.half, "gen"),
         "profile": profile_section(results.profile),
-        "reading": "\n".join(reading(results, nproc, "wrk" if tools.wrk else "the generator")),
+        "reading": "\n".join(reading(results, nproc, "wrk" if tools.wrk else "Python")),
     }
     return Template(TEMPLATE_PATH.read_text()).substitute(figures).rstrip("\n")
 
