@@ -24,16 +24,18 @@ from bench.gateway.processes import Service
 
 _STDLIB = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*)\)$")
-# The per-request metrics (`on_complete`): prometheus_client's multiprocess values, Sentinel's
-# `request_observe`, and the process identifier prometheus_client asks for on every update.
-_METRICS = "Prometheus metrics (prometheus_client, observability/, prometheus_setup.py)"
+# The per-request metrics (`on_complete`): prometheus_client's multiprocess values, the observers
+# the gateway and observability declare, and the process identifier prometheus_client asks for on
+# every update (core/prometheus.py).
+_METRICS_PREFIXES = ("prometheus_client/", "observability/", "gateway/metrics.py", "core/prometheus.py")
+_METRICS = f"Prometheus metrics ({', '.join(_METRICS_PREFIXES)})"
 # First match wins: the Redis client is Sentinel's own code, but listed apart from the rest of the
 # engine (its time includes hiredis' C parser and packer, and the socket writes it makes).
 AREAS = (
     ("gateway/engine/resp.py", "Redis client (gateway/engine/resp.py, hiredis)"),
     ("gateway/engine/", "Sentinel's gateway engine"),
     ("aiohttp/", "aiohttp (client to the upstream)"),
-    *((prefix, _METRICS) for prefix in ("prometheus_client/", "observability/", "sentinel_site/prometheus_setup.py")),
+    *((prefix, _METRICS) for prefix in _METRICS_PREFIXES),
     ("redis/", "redis-py"),
     ("uvicorn/", "uvicorn (HTTP server)"),
     ("jwt/", "PyJWT"),
