@@ -14,7 +14,7 @@ run seed: export DOWNSTREAM_URL ?= http://127.0.0.1:$(UPSTREAM_PORT)
 # one kept in var/secret_key is used when none is given.
 WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"
 
-.PHONY: install run test lint format migrate seed check clean
+.PHONY: install run test lint format migrate seed check clean bench-tools
 
 $(BIN)/python:
 	@echo "==> Creating the virtualenv in $(VENV)"
@@ -83,6 +83,23 @@ format: install
 
 check: install
 	$(WITH_KEY) $(BIN)/python manage.py check --deploy --fail-level ERROR
+
+## bench-tools: wrk and nginx-light from Debian, py-spy into .venv (for `python -m bench.gateway`)
+# Debian's packages only when a tool is missing (apt-get update only if the first try fails);
+# py-spy is a dev tool for the benchmark's profile, not a requirement of Sentinel.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+BENCH_DEBS := wrk nginx-light
+bench-tools: install
+	@if command -v wrk >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null; then \
+		echo "==> wrk and nginx are installed"; \
+	else \
+		echo "==> Installing $(BENCH_DEBS) with apt-get"; \
+		$(APT) install -y --no-install-recommends $(BENCH_DEBS) \
+			|| { $(APT) update && $(APT) install -y --no-install-recommends $(BENCH_DEBS); }; \
+	fi
+	@echo "==> Installing py-spy into $(VENV)"
+	$(BIN)/python -m pip install --quiet py-spy==0.4.3
 
 clean:
 	rm -rf $(VENV) var/celery var/static var/test.sqlite3*

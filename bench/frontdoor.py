@@ -11,7 +11,7 @@ Measures, in this process, with uvloop:
 2. `parse_path` on an ordinary path and on one with escapes, and `check_head` alone, µs per call.
 
 The gateway's whole cost per proxied request is ~331 µs of CPU (docs/benchmarks.md); the lead's
-`bench/gateway.py` run gives the end-to-end figure.
+`python -m bench.gateway` run gives the end-to-end figure.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Run from the repository root, on an otherwise idle machine (about 3 minutes)::
 
 What it does, in order:
 
-0. Waits until no other benchmark runs (no ``wrk`` process and no ``bench/gateway.py``, polled every
+0. Waits until no other benchmark runs (no ``wrk`` process and no ``bench.gateway``, polled every
    5 s for up to ``--wait-minutes``, 20): both would compete for the same cores. It checks again
    before each part.
 1. Evaluation, in this process (``rules.dsl``, no Django): rules generated over 100 event types
@@ -55,7 +55,6 @@ import platform
 import random
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -75,6 +74,7 @@ sys.path.insert(0, str(REPO))  # `rules.dsl` when run as `python bench/rules.py`
 from rules.dsl import REGEX_ENGINE, EvalContext, MemoryWindowStore, RedisWindowStore, RuleIndex  # noqa: E402
 from rules.dsl import compile_rule as compile_dsl  # noqa: E402
 from rules.dsl.interpreter import NaiveRule  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 
 DOCS_PATH = REPO / "docs" / "benchmarks.md"
 MARK_START = "<!-- bench:rules:start -->"
@@ -170,7 +170,7 @@ def parse_args(argv: Sequence[str]) -> Plan:
 def _busy_benchmarks() -> list[str]:
     """Other benchmarks running now: wrk, or the gateway benchmark between its wrk runs."""
     found = []
-    checks = {"wrk": ["pgrep", "-x", "wrk"], "bench/gateway.py": ["pgrep", "-f", r"python.*bench/gateway\.py"]}
+    checks = {"wrk": ["pgrep", "-x", "wrk"], "bench.gateway": ["pgrep", "-f", r"python.* -m bench\.gateway"]}
     for name, args in checks.items():
         result = subprocess.run(args, capture_output=True, text=True)
         if result.stdout.strip():
@@ -519,12 +519,6 @@ def measure_windows(plan: Plan) -> dict[str, Timing]:
 
 
 # --- 3. Ingest through a real web process -------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

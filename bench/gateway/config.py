@@ -1,0 +1,91 @@
+"""What a run is: the command-line options (`Plan`), the goals it is judged by, and its constants.
+
+No measuring here: the other modules take a `Plan` and these constants.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS_PATH = REPO / "docs" / "benchmarks.md"
+KEY_PREFIX = "sentinel-bench"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/sentinel_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# The gateway issue's goals: proxied req/s per web process with every check on, and the p50
+# latency added at half that load.
+GOAL_RPS_PER_PROCESS = 3000
+GOAL_ADDED_P50_MS = 1.0
+# Warm-up rounds of `--warmup` seconds at most, until the rate is steady.
+WARMUP_ROUNDS = 5
+# A run during which processes this benchmark did not start used more CPU than this (cores) is
+# measured again.
+OTHER_LIMIT = 0.10
+
+# The bench tenant's overrides: high enough that the local bucket, the distributed window and the
+# tier scaling all run their checks and never refuse. The window is 1 s so that the sliding log in
+# Redis (one ZSET member per admitted request) holds about one second of traffic, as a tenant with
+# a per-second limit would, instead of a minute's worth of members.
+TENANT_LIMITS = {
+    "burst_capacity": 1_000_000_000,
+    "refill_rate": 1e9,
+    "window_ms": 1000,
+    "base_rate_limit": 1_000_000_000,
+}
+
+
+class BenchError(Exception):
+    """A step failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long (seconds) and how hard each run is, and where the data and the report go."""
+
+    duration: float
+    warmup: float
+    single_duration: float
+    connections: int
+    profile_seconds: float
+    quick: bool
+    retries: int
+    database_url: str
+    redis_url: str
+    docs: Path
+
+
+def parse_args(argv: Sequence[str], description: str) -> Plan:
+    """The options of `python -m bench.gateway`; exits with argparse's message when one is wrong."""
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=description)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured run (10)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections of the saturation runs (64)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 3 s runs, docs/benchmarks.md untouched")
+    parser.add_argument("--retries", type=int, default=2, help="re-runs of a run that other processes disturbed (2)")
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="scratch database (dropped and created)")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis; keys under {KEY_PREFIX}:")
+    parser.add_argument("--docs", type=Path, default=DOCS_PATH, help="markdown file to update")
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.connections < 2:
+        parser.error("--duration must be > 0 and --connections >= 2")
+    quick = bool(args.quick)
+    return Plan(
+        duration=3.0 if quick else args.duration,
+        warmup=1.0 if quick else 3.0,
+        single_duration=2.0 if quick else 5.0,
+        connections=args.connections,
+        profile_seconds=3.0 if quick else 8.0,
+        quick=quick,
+        retries=max(0, args.retries),
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        docs=args.docs,
+    )
+
+
+def secs(seconds: float) -> str:
+    """A duration as wrk and the report write it: `10`, `2.5`."""
+    return f"{seconds:g}"

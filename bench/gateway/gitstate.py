@@ -1,0 +1,49 @@
+"""The code a run measured, from git: the commit, and the served files that differ from it.
+
+A run records it at the start and compares at the end: when the code changed meanwhile, the rows
+may measure two versions of it, and the report is not written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass
+
+from bench.gateway.config import REPO, BenchError
+
+
+@dataclass(frozen=True)
+class CodeState:
+    """A commit, and the files that differ from it (path -> content hash, '' when deleted). The
+    benchmarks, docs and tests are left out: they change nothing the servers load."""
+
+    commit: str
+    dirty: dict[str, str]
+
+    def describe(self) -> str:
+        """`abc1234`, or `abc1234 with uncommitted changes to a.py, b.py`."""
+        return self.commit[:7] + (f" with uncommitted changes to {', '.join(sorted(self.dirty))}" if self.dirty else "")
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BenchError(f"git {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _served(path: str) -> bool:
+    return not (path.startswith(("bench/", "docs/", "tests/")) or "/tests/" in path or path.endswith(".md"))
+
+
+def code_state(since: str | None = None) -> CodeState:
+    """HEAD (or `since`) and the served files of the working tree that differ from it."""
+    commit = since or _git("rev-parse", "HEAD").strip()
+    changed = _git("diff", "--name-only", commit).splitlines()
+    changed += _git("ls-files", "--others", "--exclude-standard").splitlines()
+    dirty = {}
+    for path in filter(_served, changed):
+        file = REPO / path
+        dirty[path] = hashlib.sha1(file.read_bytes(), usedforsecurity=False).hexdigest() if file.exists() else ""
+    return CodeState(commit, dirty)

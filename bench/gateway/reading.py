@@ -1,0 +1,155 @@
+""" "Reading the figures": the report's closing bullets, each said only when its figures exist —
+the goals met or not, two processes against one, Sentinel against nginx, the profile's headline,
+the latency added, and the rows that other processes disturbed despite the retries."""
+
+from __future__ import annotations
+
+from bench.gateway.config import GOAL_ADDED_P50_MS, GOAL_RPS_PER_PROCESS, OTHER_LIMIT
+from bench.gateway.figures import count, find_row, ms, say, us_per_request
+from bench.gateway.measure import Results, Row
+from bench.gateway.profile import Profile
+
+
+def _verdict(ok: bool) -> str:
+    return say("verdict.met" if ok else "verdict.not_met")
+
+
+def throughput(one: Row) -> str:
+    """The throughput goal against one process's rate and CPU."""
+    per_req = us_per_request(one)
+    # Below 0.9 core the process was not the bound: say what a whole core would give.
+    headroom = say("reading.headroom", rps=count(1e6 / per_req)) if one.cores["srv"] < 0.9 else ""
+    return say(
+        "reading.throughput",
+        goal=count(GOAL_RPS_PER_PROCESS),
+        verdict=_verdict(one.load.rps >= GOAL_RPS_PER_PROCESS),
+        rps=count(one.load.rps),
+        percent=f"{100 * one.load.rps / GOAL_RPS_PER_PROCESS:.0f}",
+        cores=f"{one.cores['srv']:.2f}",
+        us=count(per_req),
+        headroom=headroom,
+    )
+
+
+def two_processes(two: Row, one: Row | None, nproc: int, generator: str) -> str:
+    """Two processes against one, and whether the box, not the gateway, was the bound."""
+    versus_one = say("reading.two.versus_one", ratio=f"{two.load.rps / one.load.rps:.2f}") if one else ""
+    saturated = ""
+    # Within 0.15 core of every core busy: the generator, upstream and Redis share the server's cores.
+    if two.cores["box"] >= nproc - 0.15:
+        saturated = say(
+            "reading.two.saturated",
+            generator=generator,
+            gen=f"{two.cores['gen']:.2f}",
+            upstream=f"{two.cores.get('upstream', 0):.2f}",
+            redis=f"{two.cores.get('redis', 0):.2f}",
+        )
+    return say(
+        "reading.two",
+        rps=count(two.load.rps),
+        per_process=count(two.load.rps / 2),
+        versus_one=versus_one,
+        cores=f"{two.cores['srv']:.2f}",
+        box=f"{two.cores['box']:.2f}",
+        nproc=nproc,
+        saturated=saturated,
+    )
+
+
+def reference(results: Results, one: Row) -> list[str]:
+    """How Sentinel's CPU per request compares with nginx's."""
+    nginx, direct = find_row(results.saturation, "nginx"), find_row(results.saturation, "direct")
+    if nginx is None or direct is None or not nginx.load.rps:
+        return []
+    nginx_us, sentinel_us = us_per_request(nginx), us_per_request(one)
+    return [
+        say(
+            "reading.reference",
+            nginx_rps=count(nginx.load.rps),
+            direct_rps=count(direct.load.rps),
+            upstream=f"{nginx.cores.get('upstream', 0):.2f}",
+            nginx_us=count(nginx_us),
+            sentinel_us=count(sentinel_us),
+            times=count(sentinel_us / nginx_us),
+        )
+    ]
+
+
+def profile_headline(profile: Profile | None) -> list[str]:
+    """The libraries' shares of own time, and the costliest function (its comprehensions and
+    generators included)."""
+    if profile is None or not profile.samples.total:
+        return []
+    samples, us = profile.samples, profile.us_per_request
+    total = samples.total
+    shares = ", ".join(f"{name} {100 * n / total:.0f} %" for name, n in samples.own_by_area().most_common())
+    frame, n = samples.own_by_function().most_common(1)[0]
+    return [
+        say(
+            "reading.profile",
+            us=count(us),
+            shares=shares,
+            frame=frame,
+            percent=f"{100 * n / total:.0f}",
+            frame_us=count(us * n / total),
+        )
+    ]
+
+
+def latency(results: Results, one: Row | None) -> list[str]:
+    """The latency goal at half load, against the direct call at the same rate."""
+    sentinel, direct = find_row(results.half, "sentinel"), find_row(results.half, "direct")
+    if sentinel is None or direct is None:
+        return []
+    added = sentinel.load.p50_ms - direct.load.p50_ms
+    lines = [
+        say(
+            "reading.latency",
+            goal=f"{GOAL_ADDED_P50_MS:g}",
+            verdict=_verdict(added < GOAL_ADDED_P50_MS),
+            rate=count(results.half_rate),
+            sentinel_p50=ms(sentinel.load.p50_ms),
+            direct_p50=ms(direct.load.p50_ms),
+            added=ms(added),
+            sentinel_p99=ms(sentinel.load.p99_ms),
+        )
+    ]
+    if one is not None and one.load.rps < GOAL_RPS_PER_PROCESS:
+        lines.append(say("reading.latency.beyond", point=count(GOAL_RPS_PER_PROCESS // 2)))
+    return lines
+
+
+def single(results: Results) -> list[str]:
+    """What Sentinel (and nginx) add at p50 on one connection."""
+    sentinel, direct = find_row(results.single, "sentinel", "1"), find_row(results.single, "direct")
+    if sentinel is None or direct is None:
+        return []
+    nginx = find_row(results.single, "nginx")
+    nginx_part = say("reading.single.nginx", added=ms(nginx.load.p50_ms - direct.load.p50_ms)) if nginx else ""
+    return [say("reading.single", added=ms(sentinel.load.p50_ms - direct.load.p50_ms), nginx=nginx_part)]
+
+
+def disturbed(results: Results) -> list[str]:
+    """The rows other processes disturbed beyond `OTHER_LIMIT` despite the retries."""
+    runs = [("saturation", results.saturation), ("one connection", results.single), ("half load", results.half)]
+    found = [
+        f"{kind}: {row.target} x{row.processes} ({', '.join(name for name, _ in row.others)})"
+        for kind, rows in runs
+        for row in rows
+        if row.cores["other"] > OTHER_LIMIT
+    ]
+    return [say("reading.disturbed", limit=f"{OTHER_LIMIT:g}", runs="; ".join(found))] if found else []
+
+
+def reading(results: Results, nproc: int, generator: str) -> list[str]:
+    """Every bullet whose figures exist, in the report's order."""
+    one = find_row(results.saturation, "sentinel", "1")
+    two = find_row(results.saturation, "sentinel", "2")
+    lines = [throughput(one)] if one is not None else []
+    if two is not None:
+        lines.append(two_processes(two, one, nproc, generator))
+    lines += reference(results, one) if one is not None else []
+    lines += profile_headline(results.profile)
+    lines += latency(results, one)
+    lines += single(results)
+    return lines + disturbed(results)

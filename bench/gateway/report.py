@@ -1,0 +1,159 @@
+"""The report: a run's figures rendered into ``report.md.tmpl`` (tables, the profile, the
+sentences of ``sentences.md.tmpl`` that the figures call for), written between the gateway
+markers of ``docs/benchmarks.md``; the rest of that file stays as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from string import Template
+
+from bench.gateway.config import KEY_PREFIX, OTHER_LIMIT, TENANT_LIMITS, WARMUP_ROUNDS, Plan, secs
+from bench.gateway.figures import NONE, cores, count, find_row, ms, say, table, us_per_request
+from bench.gateway.measure import Results, Row
+from bench.gateway.profile import Profile
+from bench.gateway.reading import reading
+from bench.gateway.servers import DROPPED_SETTINGS
+from bench.gateway.tools import Tools, versions
+
+TEMPLATE_PATH = Path(__file__).with_name("report.md.tmpl")
+MARK_START = "<!-- bench:gateway:start -->"
+MARK_END = "<!-- bench:gateway:end -->"
+EMPTY_DOCS = "# Benchmarks\n\nFigures recorded by the scripts in `bench/`.\n"
+
+
+def saturation_table(rows: list[Row]) -> str:
+    """Closed-loop rows: rate, latency, failures, cores per column and the server's µs/request."""
+    headers = ["target", "processes", "rps", "p50 ms", "p99 ms", "non-2xx", "srv cores", "upstream cores"]
+    headers += ["redis cores", "wrk cores", "other cores", "box cores", "srv CPU µs/req"]
+    body = []
+    for row in rows:
+        load = row.load
+        body.append([row.target, row.processes, count(load.rps), ms(load.p50_ms), ms(load.p99_ms)])
+        body[-1].append(str(load.non2xx + load.socket_errors))
+        body[-1] += [cores(row, name) for name in ("srv", "upstream", "redis", "gen", "other", "box")]
+        body[-1].append(count(us_per_request(row)) if load.rps else NONE)
+    return table(headers, body)
+
+
+def latency_table(rows: list[Row], gen_label: str) -> str:
+    """Rows of one-connection or half-load runs, with the p50 each adds over the direct call."""
+    direct = find_row(rows, "direct")
+    headers = ["target", "processes", "rps", "p50 ms", "p99 ms", "added p50 ms", "non-2xx"]
+    headers += ["srv cores", f"{gen_label} cores", "other cores"]
+    body = []
+    for row in rows:
+        added = NONE if direct is None or row is direct else ms(row.load.p50_ms - direct.load.p50_ms)
+        non2xx = str(row.load.non2xx + row.load.socket_errors)
+        body.append([row.target, row.processes, count(row.load.rps), ms(row.load.p50_ms), ms(row.load.p99_ms)])
+        body[-1] += [added, non2xx, cores(row, "srv"), cores(row, "gen"), cores(row, "other")]
+    return table(headers, body)
+
+
+def profile_section(profile: Profile | None, top: int = 10) -> str:
+    """The profile's sentence and its three tables: own time by library, the `top` frames by own
+    time, the engine's frames inclusively; or why there is none."""
+    if profile is None or profile.skipped:
+        return say("profile.skipped", reason=profile.skipped if profile else "no profile was taken")
+    samples, us = profile.samples, profile.us_per_request
+    total = samples.total
+    if total == 0:
+        return say("profile.empty")
+
+    def shares(header: str, rows: list[tuple[str, int]], cell: Callable[[str], str] = str) -> str:
+        body = [[cell(name), f"{100 * n / total:.1f} %", count(us * n / total)] for name, n in rows]
+        return table([header, "share", "µs/request"], body)
+
+    def code(frame: str) -> str:
+        return f"`{frame}`"
+
+    return say(
+        "profile",
+        samples=count(total),
+        rps=count(profile.rps),
+        main_s=f"{profile.main_s:.1f}",
+        requests=count(profile.requests),
+        us_per_request=count(us),
+        others_s=f"{profile.others_s:.2f}",
+        other_samples=count(samples.other_threads),
+        areas_table=shares("own time, by library", samples.own_by_area().most_common()),
+        top=top,
+        frames_table=shares("frame", samples.own_by_frame().most_common(top), code),
+        inclusive_table=shares("frame", samples.inclusive_engine().most_common(10), code),
+    )
+
+
+def machine() -> dict[str, str]:
+    """Core count, CPU model (from /proc/cpuinfo: psutil does not name it), kernel, Python."""
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def _commands(plan: Plan, results: Results, tools: Tools) -> dict[str, str]:
+    def first(rows: list[Row]) -> str:
+        return rows[0].load.command if rows else "?"
+
+    return {
+        "generator": "wrk" if tools.wrk else "the Python generator",
+        "saturation_command": first(results.saturation),
+        "single_command": first(results.single),
+        "half_command": first(results.half),
+    }
+
+
+def render(plan: Plan, results: Results, tools: Tools) -> str:
+    """The whole marked section, markers included."""
+    nproc = os.cpu_count() or 1
+    figures = {
+        **machine(),
+        **_commands(plan, results, tools),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": results.code.describe() if results.code else "?",
+        "versions": "; ".join(versions(tools)),
+        "tenant_limits": str(TENANT_LIMITS),
+        "dropped_settings": ", ".join(f"`{name}`" for name in DROPPED_SETTINGS),
+        "notes": "".join(f"\n{say('note.' + name)}\n" for name in tools.missing),
+        "duration": secs(plan.duration),
+        "connections": plan.connections,
+        "retries": plan.retries,
+        "key_prefix": KEY_PREFIX,
+        "warmup": secs(plan.warmup),
+        "warmup_rounds": WARMUP_ROUNDS,
+        "profile_seconds": secs(plan.profile_seconds),
+        "other_limit": f"{OTHER_LIMIT:g}",
+        "saturation_table": saturation_table(results.saturation),
+        "single_duration": secs(plan.single_duration),
+        "single_table": latency_table(results.single, "wrk" if tools.wrk else "gen"),
+        "half_rate": count(results.half_rate),
+        "half_table": latency_table(results.half, "gen"),
+        "profile": profile_section(results.profile),
+        "reading": "\n".join(reading(results, nproc, "wrk" if tools.wrk else "Python")),
+    }
+    return Template(TEMPLATE_PATH.read_text()).substitute(figures).rstrip("\n")
+
+
+def write_docs(path: Path, section: str) -> None:
+    """Replaces the marked section, or appends it; the rest of the file stays as it was."""
+    text = path.read_text() if path.exists() else EMPTY_DOCS
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start != -1 and end > start:
+        text = text[:start] + section + text[end + len(MARK_END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
