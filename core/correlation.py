@@ -20,7 +20,7 @@ current_correlation_id: ContextVar[str | None] = ContextVar("sentinel_correlatio
 def random_hex(bits: int) -> str:
     """``bits`` random bits as lower-case hex, from the process's Mersenne Twister, not os.urandom:
     ids must be unique, not unguessable (nothing is authorised by them), and urandom's system call
-    cost 8-17 µs per request in bench/gateway.py's profile. ``random`` reseeds itself in a forked
+    cost 8-17 µs per request in bench.gateway's profile. ``random`` reseeds itself in a forked
     child."""
     return f"{random.getrandbits(bits):0{bits // 4}x}"
 

@@ -89,7 +89,7 @@ def settle_garbage_collector() -> None:
     """Keeps the collector off what start-up loaded.
 
     Django, the apps and the URLconf leave a few hundred thousand long-lived objects; every full
-    collection walked them all, a 75-88 ms pause every ~1.5 s under load (bench/gateway.py's
+    collection walked them all, a 75-88 ms pause every ~1.5 s under load (bench.gateway's
     profile). `gc.freeze()` moves them to a generation the collector never scans, and a higher
     first threshold makes young collections rarer; request garbage is still collected.
     """

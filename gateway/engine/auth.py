@@ -84,7 +84,7 @@ class JwtVerifier:
     """Verifies access tokens, remembering the good ones until they expire.
 
     A client sends the same token on every request for its whole lifetime; decoding and checking
-    the HMAC each time cost ~140 µs of the proxy's CPU per request (bench/gateway.py's profile).
+    the HMAC each time cost ~140 µs of the proxy's CPU per request (bench.gateway's profile).
     The cache is keyed by the exact token text, so only a byte-identical, already verified token
     skips the check, and never past its `exp`.
     """
