@@ -25,8 +25,7 @@ from accounts.models import Tenant
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
 from core.errors import Conflict, DomainError
-from observability import metrics
-from rules import notifiers
+from rules import metrics, notifiers
 from rules.dsl import CompiledRule, DslError, DslSyntaxError, EvalContext, Match, RuleIndex, compile_rule
 from rules.models import (
     ChannelKind,
