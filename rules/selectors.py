@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from rules.models import Delivery, Event, NotificationChannel, Rule, RuleMatch
 
@@ -37,3 +40,24 @@ def delivery_list(*, status: str | None = None) -> QuerySet[Delivery]:
     if status is not None:
         deliveries = deliveries.filter(status=status)
     return deliveries
+
+
+# --- the sweepers' reads ---------------------------------------------------------------------
+
+
+def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Ids of claimable deliveries (``DeliveryQuerySet.claimable``), the longest due first, at most
+    ``limit``: their task may have been lost (a worker killed mid-send, a broker restart)."""
+    now = now or timezone.now()
+    return list(Delivery.objects.claimable(now).order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
+
+
+def events_unevaluated(*, older_than: timedelta, limit: int = 1000) -> list[int]:
+    """Ids of events stored more than ``older_than`` ago and still not evaluated (the broker lost
+    their task, a worker died), the oldest first, at most ``limit``."""
+    horizon = timezone.now() - older_than
+    return list(
+        Event.objects.filter(evaluated_at=None, received_at__lt=horizon)
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )

@@ -37,13 +37,12 @@ from rules.models import (
     Rule,
     RuleMatch,
 )
+from rules.tasks import delivery_attempt_enqueue, events_evaluate_enqueue
 from rules.windows import window_store
 
 logger = logging.getLogger("sentinel.rules")
 
 MAX_EVENTS_PER_REQUEST = 1000
-# Events per evaluation task: big enough to amortise loading the rules, small enough to retry.
-EVALUATION_BATCH = 100
 
 
 class RuleInvalid(DomainError):
@@ -95,8 +94,8 @@ def event_ingest(
         Event.objects.bulk_create(events, batch_size=500)
         ids = [event.pk for event in events]
         # robust: a broker that is down must not turn stored events into an error answer; the
-        # events sweeper (sweep_events) queues whatever stayed unevaluated.
-        transaction.on_commit(lambda: _queue_evaluation(ids), robust=True)
+        # events sweeper (tasks.events_sweep) queues whatever stayed unevaluated.
+        transaction.on_commit(lambda: events_evaluate_enqueue(ids), robust=True)
     metrics.events_ingested.inc(len(ids))
     return ids
 
@@ -161,13 +160,6 @@ def _text_problem(text: str) -> str | None:
 def _event_type(payload: Mapping[str, Any]) -> str:
     kind = payload.get("type")
     return kind[:100] if isinstance(kind, str) else ""
-
-
-def _queue_evaluation(ids: list[int]) -> None:
-    from rules.tasks import evaluate_events
-
-    for start in range(0, len(ids), EVALUATION_BATCH):
-        evaluate_events.delay(ids[start : start + EVALUATION_BATCH])
 
 
 # --- Rules and channels ------------------------------------------------------------------------
@@ -359,7 +351,7 @@ def match_record(*, rule: Rule, event: Event, match: Match) -> int:
         unique = list({delivery.channel.pk: delivery for delivery in deliveries}.values())
         Delivery.objects.bulk_create(unique)
         ids = [delivery.pk for delivery in unique]
-        transaction.on_commit(lambda: _queue_deliveries(ids), robust=True)
+        transaction.on_commit(lambda: delivery_attempt_enqueue(ids), robust=True)
     return len(ids)
 
 
@@ -373,13 +365,6 @@ def _channels_named(tenant_id: int, match: Match) -> dict[tuple[str, str], Notif
         for channel in NotificationChannel.objects.filter(query, tenant_id=tenant_id, active=True)
     }
     return {key: found.get(key) for key in wanted}
-
-
-def _queue_deliveries(ids: list[int]) -> None:
-    from rules.tasks import deliver
-
-    for delivery_id in ids:
-        deliver.delay(delivery_id)
 
 
 # --- Delivery ----------------------------------------------------------------------------------
@@ -397,11 +382,10 @@ def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery
     """
     now = now or timezone.now()
     lease = timedelta(seconds=_rules_setting("DELIVERY_LEASE_SECONDS"))
-    claimable = Q(status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED], next_attempt_at__lte=now) | Q(
-        status=DeliveryStatus.SENDING, lease_until__lt=now
-    )
-    claimed = Delivery.objects.filter(claimable, pk=delivery_id).update(
-        status=DeliveryStatus.SENDING, lease_until=now + lease, attempts=F("attempts") + 1
+    claimed = (
+        Delivery.objects.claimable(now)
+        .filter(pk=delivery_id)
+        .update(status=DeliveryStatus.SENDING, lease_until=now + lease, attempts=F("attempts") + 1)
     )
     if not claimed:
         return None
@@ -548,27 +532,8 @@ def delivery_resend(*, deliveries: Iterable[Delivery]) -> list[int]:
         Delivery.objects.filter(pk__in=resent).update(
             status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=timezone.now(), lease_until=None
         )
-        transaction.on_commit(lambda: _queue_deliveries(resent), robust=True)
+        transaction.on_commit(lambda: delivery_attempt_enqueue(resent), robust=True)
     return resent
-
-
-def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
-    """Deliveries whose task may have been lost (a worker killed mid-send, a broker restart)."""
-    now = now or timezone.now()
-    due = Q(status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED], next_attempt_at__lte=now) | Q(
-        status=DeliveryStatus.SENDING, lease_until__lt=now
-    )
-    return list(Delivery.objects.filter(due).order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
-
-
-def events_unevaluated(*, older_than: timedelta, limit: int = 1000) -> list[int]:
-    """Stored events whose evaluation task never finished (the broker lost it, a worker died)."""
-    horizon = timezone.now() - older_than
-    return list(
-        Event.objects.filter(evaluated_at=None, received_at__lt=horizon)
-        .order_by("received_at")
-        .values_list("pk", flat=True)[:limit]
-    )
 
 
 __all__ = [

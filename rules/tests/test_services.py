@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Tenant, User
-from rules import services
+from rules import selectors, services
 from rules.models import Delivery, DeliveryStatus, Event, RuleMatch
 
 pytestmark = pytest.mark.django_db
@@ -126,11 +126,11 @@ def test_the_sweepers_find_work_whose_task_was_lost(tenant: Tenant) -> None:
     Event.objects.filter(pk__in=stale).update(received_at=timezone.now() - timedelta(minutes=5))
     fresh = store(tenant, {"type": "order", "amount": 901})
 
-    assert services.events_unevaluated(older_than=timedelta(minutes=2)) == stale
+    assert selectors.events_unevaluated(older_than=timedelta(minutes=2)) == stale
     services.events_evaluate(event_ids=stale + fresh)
-    assert services.events_unevaluated(older_than=timedelta(seconds=0)) == []
-    due = services.deliveries_due()
+    assert selectors.events_unevaluated(older_than=timedelta(seconds=0)) == []
+    due = selectors.deliveries_due()
     claimed = services.delivery_claim(delivery_id=due[0])
     assert claimed is not None
-    assert services.deliveries_due() == due[1:]  # held by its lease
-    assert due[0] in services.deliveries_due(now=timezone.now() + timedelta(minutes=5))  # lease lapsed
+    assert selectors.deliveries_due() == due[1:]  # held by its lease
+    assert due[0] in selectors.deliveries_due(now=timezone.now() + timedelta(minutes=5))  # lease lapsed
