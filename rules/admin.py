@@ -25,7 +25,6 @@ from django.utils.safestring import SafeString
 from accounts.admin_base import ServiceModelAdmin, copy_saved, short_time, shorten
 from core.errors import DomainError
 from rules import services
-from rules.api.serializers import dry_run_result, event_problem
 from rules.models import Delivery, DeliveryStatus, Event, NotificationChannel, Rule, RuleMatch
 
 
@@ -139,7 +138,8 @@ class DryRunForm(forms.Form):
             event = json.loads(self.cleaned_data["event"])
         except (ValueError, RecursionError) as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc}") from None
-        problem = event_problem(event)
+        # The services' own check, so the form shows the problem next to the field.
+        problem = services.event_problem(payload=event)
         if problem is not None:
             raise forms.ValidationError(problem)
         return event
@@ -240,16 +240,17 @@ class RuleAdmin(ServiceModelAdmin):
         if not self.has_view_permission(request, rule):
             raise PermissionDenied
         form = DryRunForm(request.POST or None)
-        result: dict[str, Any] | None = None
+        result: services.DryRunResult | None = None
         error = ""
         if request.method == "POST" and form.is_valid():
             try:
-                match = services.rule_validate(rule.dsl).dry_run(form.cleaned_data["event"])
-                result = dry_run_result(match)
+                result = services.rule_dry_run(rule=rule, payload=form.cleaned_data["event"])
+            except services.RuleEvaluationFailed as exc:
+                # Staff see the rule's own error, which the API keeps to the log.
+                cause = exc.__cause__
+                error = f"The rule failed on this event: {type(cause).__name__}: {cause}"
             except DomainError as exc:
                 error = _dsl_error_text(exc)
-            except Exception as exc:  # noqa: BLE001 - a bad sample must show, not crash the page
-                error = f"The rule failed on this event: {type(exc).__name__}: {exc}"
         context = {
             **self.admin_site.each_context(request),
             "title": f"Dry run: {rule}",

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.core.cache import cache
@@ -42,6 +42,7 @@ from rules.windows import window_store
 
 logger = logging.getLogger("sentinel.rules")
 
+# Events per call of `event_ingest` (a request, a stream entry).
 MAX_EVENTS_PER_REQUEST = 1000
 
 
@@ -49,6 +50,21 @@ class RuleInvalid(DomainError):
     """The DSL does not compile; `details` carries the position and what was expected."""
 
     code = "invalid_rule"
+
+
+class EventInvalid(DomainError):
+    """Events refused before anything is stored (400). ``details`` in the API's validation shape:
+    ``{"events": ["<why>"]}`` for a batch of the wrong size, ``{"events": {"<index>": ["<why>"]}}``
+    for the first event that cannot be stored (its position in the batch, 0 for a lone event), and
+    ``{"event": ["<why>"]}`` for a dry run's sample event."""
+
+    code = "validation_error"
+
+
+class RuleEvaluationFailed(DomainError):
+    """A rule raised while evaluating a sample event (a dry run); the error is the ``__cause__``."""
+
+    code = "evaluation_failed"
 
 
 @contextmanager
@@ -67,15 +83,20 @@ def _unique_name(message: str, *fields: str) -> Iterator[None]:
 
 
 def event_ingest(
-    *, tenant: Tenant, payloads: Sequence[Mapping[str, Any]], source: str = EventSource.API, source_ref: str = ""
+    *, tenant: Tenant, payloads: Sequence[Any], source: str = EventSource.API, source_ref: str = ""
 ) -> list[int]:
-    """Stores events and queues their evaluation once they are committed. Returns their ids.
+    """Checks every payload, stores them as events and queues their evaluation once they are
+    committed. Returns their ids, in the order given.
+
+    Raises EventInvalid, before anything is written, when there are no payloads or more than
+    MAX_EVENTS_PER_REQUEST, or when one cannot be stored (``event_problem``: not a JSON object,
+    a `type` that is not a string, too deep, too large, NUL or lone surrogates in its text,
+    non-finite numbers); the details name the first such payload by its index.
 
     With a `source_ref` (a stream entry id), events already stored from it are not stored again
     and an empty list is returned: the stream redelivered an entry whose acknowledgement was lost.
     """
-    if len(payloads) > MAX_EVENTS_PER_REQUEST:
-        raise DomainError(f"At most {MAX_EVENTS_PER_REQUEST} events per request.")
+    _payloads_check(payloads)
     if source_ref and Event.objects.filter(tenant=tenant, source_ref=f"{source_ref}:0").exists():
         return []
     now = timezone.now()
@@ -100,18 +121,34 @@ def event_ingest(
     return ids
 
 
-def event_problem(event: Any) -> str | None:
-    """Why one event cannot be stored, or None. Checked before any write, for every event."""
-    if not isinstance(event, dict):
+def _payloads_check(payloads: Sequence[Any]) -> None:
+    """Every check `event_ingest` makes before its first write; raises EventInvalid."""
+    if not payloads:
+        raise EventInvalid("Send at least one event.", details={"events": ["Send at least one event."]})
+    if len(payloads) > MAX_EVENTS_PER_REQUEST:
+        message = f"At most {MAX_EVENTS_PER_REQUEST} events per request (got {len(payloads)})."
+        raise EventInvalid(message, details={"events": [message]})
+    for index, payload in enumerate(payloads):
+        problem = event_problem(payload=payload)
+        if problem is not None:
+            raise EventInvalid(f"Event {index}: {problem}", details={"events": {str(index): [problem]}})
+
+
+def event_problem(*, payload: Any) -> str | None:
+    """Why one payload cannot be stored as an event, or None: it must be a JSON object (a dict)
+    whose `type`, when present, is a string, nested at most EVENT_MAX_DEPTH levels, at most
+    EVENT_MAX_BYTES serialized, without NUL or lone surrogates in its text or non-finite numbers.
+    ``event_ingest`` and ``rule_dry_run`` check with it; forms may too, to show the problem."""
+    if not isinstance(payload, dict):
         return "An event must be a JSON object."
-    if "type" in event and not isinstance(event["type"], str):
+    if "type" in payload and not isinstance(payload["type"], str):
         return "`type` must be a string."
-    problem = _structure_problem(event, _rules_setting("EVENT_MAX_DEPTH"))
+    problem = _structure_problem(payload, _rules_setting("EVENT_MAX_DEPTH"))
     if problem is not None:
         return problem
     limit = _rules_setting("EVENT_MAX_BYTES")
     # The depth is bounded by now, so json.dumps cannot recurse too deep.
-    size = len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    size = len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > limit:
         return f"An event may not be larger than {limit} bytes serialized (this one is {size})."
     return None
@@ -180,6 +217,45 @@ def compiled(dsl: str, name: str = "") -> CompiledRule:
     """One compilation per distinct DSL text and rule name in this process (the name goes into
     default messages)."""
     return compile_rule(dsl, name=name)
+
+
+class DryRunAction(TypedDict):
+    kind: str
+    target: str
+    message: str
+
+
+class DryRunResult(TypedDict):
+    """What a rule would do with one event: whether it matched, the notifications it would send
+    (channel kind, channel name, rendered message) and the group it matched for (None: no `by`)."""
+
+    matched: bool
+    actions: list[DryRunAction]
+    group: str | None
+
+
+def rule_dry_run(*, rule: Rule, payload: Any) -> DryRunResult:
+    """Evaluates a stored rule against a sample event with fresh windows; records nothing.
+
+    Raises EventInvalid (details ``{"event": ["<why>"]}``) for a payload ``event_ingest`` would
+    refuse, RuleInvalid when the stored DSL no longer compiles, and RuleEvaluationFailed (the
+    error as its ``__cause__``, logged here) when the rule fails on this event.
+    """
+    problem = event_problem(payload=payload)
+    if problem is not None:
+        raise EventInvalid(problem, details={"event": [problem]})
+    compiled_rule = rule_validate(rule.dsl)
+    try:
+        match = compiled_rule.dry_run(payload)
+    except Exception as exc:  # a sample event must never be a 500; the log keeps the cause
+        logger.exception("dry run of rule %s failed", rule.pk)
+        raise RuleEvaluationFailed("The rule failed while evaluating this event.") from exc
+    if match is None:
+        return {"matched": False, "actions": [], "group": None}
+    actions: list[DryRunAction] = [
+        {"kind": action.kind, "target": action.target, "message": action.message} for action in match.actions
+    ]
+    return {"matched": True, "actions": actions, "group": match.group_key or None}
 
 
 def rule_create(*, tenant: Tenant, name: str, dsl: str, enabled: bool = True, cooldown_seconds: int = 300) -> Rule:
@@ -538,7 +614,10 @@ def delivery_resend(*, deliveries: Iterable[Delivery]) -> list[int]:
 
 __all__ = [
     "ChannelKind",
+    "DryRunResult",
     "EvaluationReport",
+    "EventInvalid",
+    "RuleEvaluationFailed",
     "RuleInvalid",
     "channel_create",
     "channel_update",
@@ -548,5 +627,6 @@ __all__ = [
     "events_evaluate",
     "match_record",
     "rule_create",
+    "rule_dry_run",
     "rule_update",
 ]

@@ -37,6 +37,34 @@ def test_a_syntax_error_names_its_position(tenant: Tenant) -> None:
     assert details["expected"]
 
 
+@pytest.mark.parametrize(
+    ("payloads", "details"),
+    [
+        ([], {"events": ["Send at least one event."]}),
+        ([{"i": i} for i in range(1001)], {"events": ["At most 1000 events per request (got 1001)."]}),
+        (
+            [{"type": "ok"}, {"note": "a\x00b"}],
+            {"events": {"1": ["Text may not contain the NUL character (\\u0000)."]}},
+        ),
+        (
+            [{"type": "ok"}, {"type": "ok"}, ["not", "an", "object"]],
+            {"events": {"2": ["An event must be a JSON object."]}},
+        ),
+        ([{"amount": float("inf")}], {"events": {"0": ["Numbers must be finite."]}}),
+    ],
+    ids=["none", "over the limit", "a NUL", "not an object", "infinity"],
+)
+def test_ingest_checks_every_payload_itself_and_stores_none_of_a_bad_batch(
+    tenant: Tenant, payloads: list[object], details: dict[str, object]
+) -> None:
+    with pytest.raises(services.EventInvalid) as refused:
+        services.event_ingest(tenant=tenant, payloads=payloads)
+
+    assert (refused.value.status_code, refused.value.code) == (400, "validation_error")
+    assert refused.value.details == details
+    assert not Event.objects.exists()
+
+
 def test_matching_events_get_one_match_and_one_delivery_even_when_evaluated_twice(tenant: Tenant) -> None:
     rule = services.rule_create(tenant=tenant, name="big", dsl=ORDER_RULE, cooldown_seconds=0)
     ids = store(tenant, {"type": "order", "amount": 750}, {"type": "order", "amount": 400}, {"type": "refund"})
