@@ -74,7 +74,7 @@ sys.path.insert(0, str(REPO))  # `rules.dsl` when run as `python bench/rules.py`
 
 from rules.dsl import REGEX_ENGINE, EvalContext, MemoryWindowStore, RedisWindowStore, RuleIndex  # noqa: E402
 from rules.dsl import compile_rule as compile_dsl  # noqa: E402
-from rules.dsl.interpreter import NaiveRule  # noqa: E402
+from rules.tests.dsl_oracle import NaiveRule  # noqa: E402
 
 DOCS_PATH = REPO / "docs" / "benchmarks.md"
 MARK_START = "<!-- bench:rules:start -->"
