@@ -38,7 +38,7 @@ from rules.models import (
     RuleMatch,
 )
 from rules.tasks import delivery_attempt_enqueue, events_evaluate_enqueue
-from rules.windows import window_store
+from rules.window_store import window_store
 
 logger = logging.getLogger("sentinel.rules")
 
