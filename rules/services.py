@@ -298,7 +298,7 @@ def channel_target_check(*, tenant: Tenant, kind: str, target: str) -> None:
     resolves to must be public unicast or in EGRESS_ALLOWED_NETWORKS. Channels always belong to a
     tenant, so none is exempt. Raises DomainError (``egress_denied`` naming the address and the rule)."""
     notifiers.validate_target(kind, target)
-    if kind == "email":
+    if kind == ChannelKind.EMAIL:
         return  # mail goes to the configured SMTP server, not to an address the tenant chose
     try:
         egress_policy().check_target(target)
