@@ -19,14 +19,18 @@ def event_list(*, event_type: str | None = None) -> QuerySet[Event]:
 
 
 def rule_list() -> QuerySet[Rule]:
+    """Every rule with its tenant, by tenant then name."""
     return Rule.objects.select_related("tenant").order_by("tenant_id", "name")
 
 
 def channel_list() -> QuerySet[NotificationChannel]:
+    """Every notification channel with its tenant, by tenant, kind, then name."""
     return NotificationChannel.objects.select_related("tenant").order_by("tenant_id", "kind", "name")
 
 
 def match_list(*, rule_id: int | None = None, suppressed: bool | None = None) -> QuerySet[RuleMatch]:
+    """Matches with their rule and tenant, newest first; narrowed to one rule, or to matches
+    within (``suppressed=True``) or outside a cooldown, when given."""
     matches = RuleMatch.objects.select_related("rule", "tenant").order_by("-matched_at", "-id")
     if rule_id is not None:
         matches = matches.filter(rule_id=rule_id)
@@ -36,6 +40,8 @@ def match_list(*, rule_id: int | None = None, suppressed: bool | None = None) ->
 
 
 def delivery_list(*, status: str | None = None) -> QuerySet[Delivery]:
+    """Deliveries with their channel and tenant, newest first; ``status`` (a DeliveryStatus
+    value) narrows to one state."""
     deliveries = Delivery.objects.select_related("channel", "tenant").order_by("-created_at", "-id")
     if status is not None:
         deliveries = deliveries.filter(status=status)

@@ -205,7 +205,7 @@ def _event_type(payload: Mapping[str, Any]) -> str:
 def rule_validate(dsl: str) -> CompiledRule:
     """Compiles the DSL or raises RuleInvalid with the position of the error."""
     try:
-        return compiled(dsl)
+        return compile_rule_cached(dsl)
     except DslSyntaxError as exc:
         raise RuleInvalid(f"Syntax error: {exc.message}", details={"dsl": exc.as_dict()}) from None
     except DslError as exc:
@@ -213,9 +213,10 @@ def rule_validate(dsl: str) -> CompiledRule:
 
 
 @lru_cache(maxsize=4096)
-def compiled(dsl: str, name: str = "") -> CompiledRule:
-    """One compilation per distinct DSL text and rule name in this process (the name goes into
-    default messages)."""
+def compile_rule_cached(dsl: str, name: str = "") -> CompiledRule:
+    """``compile_rule`` behind a process-wide cache: one compilation per distinct DSL text and
+    rule name (the name goes into default messages), the 4,096 most recent kept. Raises DslError
+    (not cached) for a text that does not compile."""
     return compile_rule(dsl, name=name)
 
 
@@ -259,6 +260,9 @@ def rule_dry_run(*, rule: Rule, payload: Any) -> DryRunResult:
 
 
 def rule_create(*, tenant: Tenant, name: str, dsl: str, enabled: bool = True, cooldown_seconds: int = 300) -> Rule:
+    """Creates a rule in `tenant` at version 1; `cooldown_seconds` is how long a match of the same
+    group is recorded without notifying. Raises RuleInvalid (with the error's position) when the
+    DSL does not compile, Conflict (409) when the tenant has a rule of that name."""
     rule_validate(dsl)
     with _unique_name("A rule with this name exists.", "name"):
         return Rule.objects.create(
@@ -267,6 +271,9 @@ def rule_create(*, tenant: Tenant, name: str, dsl: str, enabled: bool = True, co
 
 
 def rule_update(*, rule: Rule, **fields: Any) -> Rule:
+    """Changes any of `name`, `dsl`, `enabled`, `cooldown_seconds`; a changed DSL moves the rule
+    to a new version (fresh windows). Raises DomainError for any other field, RuleInvalid when
+    the new DSL does not compile, Conflict (409) when the new name is taken in the tenant."""
     unknown = set(fields) - {"name", "dsl", "enabled", "cooldown_seconds"}
     if unknown:
         raise DomainError(f"Unknown rule fields: {', '.join(sorted(unknown))}.")
@@ -286,6 +293,8 @@ def rule_update(*, rule: Rule, **fields: Any) -> Rule:
 
 
 def rule_set_enabled(*, rules: Iterable[Rule], enabled: bool) -> int:
+    """Enables or disables rules in one UPDATE; returns how many rows it changed. Raises nothing
+    of its own."""
     return Rule.objects.filter(pk__in=[rule.pk for rule in rules]).update(enabled=enabled, updated_at=timezone.now())
 
 
@@ -312,6 +321,9 @@ def channel_target_check(*, tenant: Tenant, kind: str, target: str) -> None:
 def channel_create(
     *, tenant: Tenant, kind: str, name: str, target: str, secret: str = "", active: bool = True
 ) -> NotificationChannel:
+    """Creates a notification channel in `tenant`; `secret` signs webhook bodies. Raises
+    DomainError when the target does not suit the kind or the egress policy refuses it
+    (``channel_target_check``), Conflict (409) when the tenant has a channel of that kind and name."""
     channel = NotificationChannel(tenant=tenant, kind=kind, name=name, target=target, secret=secret, active=active)
     channel_target_check(tenant=tenant, kind=kind, target=target)
     with _unique_name(_CHANNEL_TAKEN, "kind", "name"):
@@ -320,6 +332,12 @@ def channel_create(
 
 
 def channel_update(*, channel: NotificationChannel, **fields: Any) -> NotificationChannel:
+    """Changes any of `kind`, `name`, `target`, `secret`, `active`, the target checked again.
+    Raises DomainError for any other field or a target ``channel_target_check`` refuses, Conflict
+    (409) when the new kind and name are taken in the tenant."""
+    unknown = set(fields) - {"kind", "name", "target", "secret", "active"}
+    if unknown:
+        raise DomainError(f"Unknown channel fields: {', '.join(sorted(unknown))}.")
     for field, value in fields.items():
         setattr(channel, field, value)
     channel_target_check(tenant=channel.tenant, kind=channel.kind, target=channel.target)
@@ -345,6 +363,8 @@ def channel_delete(*, channel: NotificationChannel) -> None:
 
 @dataclass
 class EvaluationReport:
+    """What one ``events_evaluate`` call did: events read, matches recorded, deliveries queued."""
+
     events: int = 0
     matches: int = 0
     deliveries: int = 0
@@ -364,7 +384,7 @@ def events_evaluate(*, event_ids: Sequence[int]) -> EvaluationReport:
     store = window_store()
     for tenant_id, tenant_events in by_tenant.items():
         rules = {rule.pk: rule for rule in Rule.objects.enabled().filter(tenant_id=tenant_id)}
-        index = RuleIndex((rule.pk, compiled(rule.dsl, rule.name)) for rule in rules.values())
+        index = RuleIndex((rule.pk, compile_rule_cached(rule.dsl, rule.name)) for rule in rules.values())
         for event in tenant_events:
             for rule_id, compiled_rule in index.candidates(event.payload):
                 rule = rules[rule_id]
