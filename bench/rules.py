@@ -73,7 +73,7 @@ sys.path.insert(0, str(REPO))  # `rules.dsl` when run as `python bench/rules.py`
 
 from rules.dsl import REGEX_ENGINE, EvalContext, MemoryWindowStore, RedisWindowStore, RuleIndex  # noqa: E402
 from rules.dsl import compile_rule as compile_dsl  # noqa: E402
-from rules.dsl.interpreter import NaiveRule  # noqa: E402
+from rules.tests.dsl_oracle import NaiveRule  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
 DOCS_PATH = REPO / "docs" / "benchmarks.md"
@@ -942,7 +942,7 @@ def render(plan: Plan, rows: list[EvalRow], windows: dict[str, Timing], ingest: 
             f"Events: 5,000 random payloads over the same {len(EVENT_TYPES)} types (12 fields, nested `user`, a "
             "`tags` list). `compiled + index` is `RuleIndex.evaluate` (candidates, evaluation, messages rendered "
             "for each match); `every rule` the same loop over all N rules; `naive` is "
-            "`rules.dsl.interpreter.NaiveRule(text).matches(event)` for each rule (no messages rendered). "
+            "`rules.tests.dsl_oracle.NaiveRule(text).matches(event)` for each rule (no messages rendered). "
             f"The three were checked to agree on {plan.check_events} events first.",
             "",
             *evaluation_table(rows),

@@ -11,12 +11,3 @@ from prometheus_client import Counter
 
 # --- Request log -------------------------------------------------------------------------------
 log_dropped = Counter("sentinel_log_dropped", "Request-log rows dropped (queue full or unwritable).")
-
-# --- Rules ---------------------------------------------------------------------------------------
-events_ingested = Counter("events_ingested", "Events stored for rule evaluation.")
-rules_triggered = Counter("rules_triggered", "Rule matches (including those within a cooldown).")
-notifications_sent = Counter(
-    "notifications_sent",
-    "Notification attempts by channel kind and outcome (sent, failed, dead).",
-    ["channel", "outcome"],
-)

@@ -16,7 +16,6 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
-from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -25,7 +24,6 @@ from django.utils.safestring import SafeString
 from accounts.admin_base import ServiceModelAdmin, copy_saved, short_time, shorten
 from core.errors import DomainError
 from rules import services
-from rules.api.serializers import dry_run_result, event_problem
 from rules.models import Delivery, DeliveryStatus, Event, NotificationChannel, Rule, RuleMatch
 
 
@@ -139,38 +137,11 @@ class DryRunForm(forms.Form):
             event = json.loads(self.cleaned_data["event"])
         except (ValueError, RecursionError) as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc}") from None
-        problem = event_problem(event)
+        # The services' own check, so the form shows the problem next to the field.
+        problem = services.event_problem(payload=event)
         if problem is not None:
             raise forms.ValidationError(problem)
         return event
-
-
-# Rendered from a string so the page needs no template file of its own; it reuses the admin's base.
-DRY_RUN_TEMPLATE = """{% extends "admin/base_site.html" %}
-{% block breadcrumbs %}<div class="breadcrumbs">
-<a href="{% url 'admin:index' %}">Home</a> &rsaquo;
-<a href="{% url 'admin:rules_rule_changelist' %}">Rules</a> &rsaquo;
-<a href="{% url 'admin:rules_rule_change' rule.pk %}">{{ rule }}</a> &rsaquo; Dry run
-</div>{% endblock %}
-{% block content %}
-<p>Rule <strong>{{ rule }}</strong> (version {{ rule.version }}):</p>
-<pre>{{ rule.dsl }}</pre>
-<form method="post">{% csrf_token %}
-{{ form.as_p }}
-<input type="submit" value="Dry run">
-</form>
-{% if error %}<p class="errornote">{{ error }}</p>{% endif %}
-{% if result %}
-<h2 id="dry-run-result">{% if result.matched %}Matched{% else %}Not matched{% endif %}</h2>
-{% if result.matched %}
-<p>Group: {{ result.group|default:"(none)" }}</p>
-<table><thead><tr><th>channel</th><th>message</th></tr></thead><tbody>
-{% for action in result.actions %}<tr><td>{{ action.kind }}:{{ action.target }}</td><td>{{ action.message }}</td></tr>
-{% endfor %}</tbody></table>
-{% endif %}
-{% endif %}
-{% endblock %}
-"""
 
 
 @admin.register(Rule)
@@ -240,16 +211,17 @@ class RuleAdmin(ServiceModelAdmin):
         if not self.has_view_permission(request, rule):
             raise PermissionDenied
         form = DryRunForm(request.POST or None)
-        result: dict[str, Any] | None = None
+        result: services.DryRunResult | None = None
         error = ""
         if request.method == "POST" and form.is_valid():
             try:
-                match = services.rule_validate(rule.dsl).dry_run(form.cleaned_data["event"])
-                result = dry_run_result(match)
+                result = services.rule_dry_run(rule=rule, payload=form.cleaned_data["event"])
+            except services.RuleEvaluationFailed as exc:
+                # Staff see the rule's own error, which the API keeps to the log.
+                cause = exc.__cause__
+                error = f"The rule failed on this event: {type(cause).__name__}: {cause}"
             except DomainError as exc:
                 error = _dsl_error_text(exc)
-            except Exception as exc:  # noqa: BLE001 - a bad sample must show, not crash the page
-                error = f"The rule failed on this event: {type(exc).__name__}: {exc}"
         context = {
             **self.admin_site.each_context(request),
             "title": f"Dry run: {rule}",
@@ -259,7 +231,7 @@ class RuleAdmin(ServiceModelAdmin):
             "result": result,
             "error": error,
         }
-        return TemplateResponse(request, engines["django"].from_string(DRY_RUN_TEMPLATE), context)
+        return TemplateResponse(request, "admin/rules/rule/dry_run.html", context)
 
     @admin.action(description="Enable the selected rules")
     def enable(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
@@ -335,10 +307,9 @@ class NotificationChannelAdmin(ServiceModelAdmin):
                 fields["secret"] = ""
             saved = services.channel_update(channel=NotificationChannel.objects.get(pk=obj.pk), **fields)
         else:
-            saved = services.channel_create(tenant=form.cleaned_data["tenant"], secret=secret, **data)
-            if not form.cleaned_data["active"]:
-                # channel_create takes no `active`: an inactive channel takes a second write.
-                saved = services.channel_update(channel=saved, active=False)
+            saved = services.channel_create(
+                tenant=form.cleaned_data["tenant"], secret=secret, active=form.cleaned_data["active"], **data
+            )
         copy_saved(obj, saved)
 
     def delete_model(self, request: HttpRequest, obj: NotificationChannel) -> None:

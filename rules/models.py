@@ -8,6 +8,8 @@ never send the same delivery at once, and a worker killed mid-send leaves a leas
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.utils import timezone
 
@@ -139,6 +141,16 @@ class DeliveryStatus(models.TextChoices):
     DEAD = "dead", "Dead"
 
 
+class DeliveryQuerySet(models.QuerySet["Delivery"]):
+    def claimable(self, now: datetime) -> DeliveryQuerySet:
+        """Deliveries a worker may take at `now`: pending or failed with their attempt due, or
+        `sending` under a lease that has lapsed (the worker holding it died mid-send). The claim's
+        conditional UPDATE and the sweeper's re-queue both read this one rule."""
+        due = models.Q(status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED], next_attempt_at__lte=now)
+        lapsed = models.Q(status=DeliveryStatus.SENDING, lease_until__lt=now)
+        return self.filter(due | lapsed)
+
+
 class Delivery(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="deliveries")
     match = models.ForeignKey(RuleMatch, on_delete=models.CASCADE, related_name="deliveries")
@@ -152,6 +164,8 @@ class Delivery(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DeliveryQuerySet.as_manager()
 
     class Meta:
         verbose_name = "delivery"

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,9 +36,7 @@ from django.forms import ValidationError as FormValidationError
 from core.egress import EgressDenied, guarded_transport
 from core.egress_django import egress_policy, egress_refusal_record
 from core.errors import DomainError
-
-if TYPE_CHECKING:
-    from rules.models import Delivery, NotificationChannel
+from rules.models import ChannelKind, Delivery, NotificationChannel
 
 SIGNATURE_HEADER = "X-Sentinel-Signature"
 IDEMPOTENCY_HEADER = "X-Sentinel-Idempotency-Key"
@@ -65,7 +63,7 @@ class DeliveryFailed(Exception):
 
 def validate_target(kind: str, target: str) -> None:
     """An e-mail address for e-mail channels, an http(s) URL for the others."""
-    if kind == "email":
+    if kind == ChannelKind.EMAIL:
         try:
             validate_email(target)
         except FormValidationError:
@@ -96,18 +94,18 @@ def sign(secret: str, body: bytes) -> str:
 def send(channel: NotificationChannel, delivery: Delivery) -> float | None:
     """Sends or raises DeliveryFailed. Returns, after a success, how many seconds the receiver
     said it will refuse further messages (`bucket_empty_for`), else None."""
-    if channel.kind == "email":
+    if channel.kind == ChannelKind.EMAIL:
         _send_email(channel, delivery)
         return None
-    if channel.kind == "slack":
+    if channel.kind == ChannelKind.SLACK:
         body = {"text": delivery.message}
-    elif channel.kind == "discord":
+    elif channel.kind == ChannelKind.DISCORD:
         body = {"content": delivery.message[:2000]}  # Discord refuses longer content
     else:
         body = payload(delivery)
     raw = json.dumps(body, separators=(",", ":"), default=str).encode()
     headers = {"content-type": "application/json", IDEMPOTENCY_HEADER: delivery.idempotency_key}
-    if channel.kind == "webhook" and channel.secret:
+    if channel.kind == ChannelKind.WEBHOOK and channel.secret:
         headers[SIGNATURE_HEADER] = sign(channel.secret, raw)
     try:
         return _post(channel.target, raw, headers)

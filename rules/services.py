@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.core.cache import cache
@@ -25,8 +25,7 @@ from accounts.models import Tenant
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
 from core.errors import Conflict, DomainError
-from observability import metrics
-from rules import notifiers
+from rules import metrics, notifiers
 from rules.dsl import CompiledRule, DslError, DslSyntaxError, EvalContext, Match, RuleIndex, compile_rule
 from rules.models import (
     ChannelKind,
@@ -38,19 +37,34 @@ from rules.models import (
     Rule,
     RuleMatch,
 )
-from rules.windows import window_store
+from rules.tasks import delivery_attempt_enqueue, events_evaluate_enqueue
+from rules.window_store import window_store
 
 logger = logging.getLogger("sentinel.rules")
 
+# Events per call of `event_ingest` (a request, a stream entry).
 MAX_EVENTS_PER_REQUEST = 1000
-# Events per evaluation task: big enough to amortise loading the rules, small enough to retry.
-EVALUATION_BATCH = 100
 
 
 class RuleInvalid(DomainError):
     """The DSL does not compile; `details` carries the position and what was expected."""
 
     code = "invalid_rule"
+
+
+class EventInvalid(DomainError):
+    """Events refused before anything is stored (400). ``details`` in the API's validation shape:
+    ``{"events": ["<why>"]}`` for a batch of the wrong size, ``{"events": {"<index>": ["<why>"]}}``
+    for the first event that cannot be stored (its position in the batch, 0 for a lone event), and
+    ``{"event": ["<why>"]}`` for a dry run's sample event."""
+
+    code = "validation_error"
+
+
+class RuleEvaluationFailed(DomainError):
+    """A rule raised while evaluating a sample event (a dry run); the error is the ``__cause__``."""
+
+    code = "evaluation_failed"
 
 
 @contextmanager
@@ -69,15 +83,20 @@ def _unique_name(message: str, *fields: str) -> Iterator[None]:
 
 
 def event_ingest(
-    *, tenant: Tenant, payloads: Sequence[Mapping[str, Any]], source: str = EventSource.API, source_ref: str = ""
+    *, tenant: Tenant, payloads: Sequence[Any], source: str = EventSource.API, source_ref: str = ""
 ) -> list[int]:
-    """Stores events and queues their evaluation once they are committed. Returns their ids.
+    """Checks every payload, stores them as events and queues their evaluation once they are
+    committed. Returns their ids, in the order given.
+
+    Raises EventInvalid, before anything is written, when there are no payloads or more than
+    MAX_EVENTS_PER_REQUEST, or when one cannot be stored (``event_problem``: not a JSON object,
+    a `type` that is not a string, too deep, too large, NUL or lone surrogates in its text,
+    non-finite numbers); the details name the first such payload by its index.
 
     With a `source_ref` (a stream entry id), events already stored from it are not stored again
     and an empty list is returned: the stream redelivered an entry whose acknowledgement was lost.
     """
-    if len(payloads) > MAX_EVENTS_PER_REQUEST:
-        raise DomainError(f"At most {MAX_EVENTS_PER_REQUEST} events per request.")
+    _payloads_check(payloads)
     if source_ref and Event.objects.filter(tenant=tenant, source_ref=f"{source_ref}:0").exists():
         return []
     now = timezone.now()
@@ -96,24 +115,40 @@ def event_ingest(
         Event.objects.bulk_create(events, batch_size=500)
         ids = [event.pk for event in events]
         # robust: a broker that is down must not turn stored events into an error answer; the
-        # events sweeper (sweep_events) queues whatever stayed unevaluated.
-        transaction.on_commit(lambda: _queue_evaluation(ids), robust=True)
+        # events sweeper (tasks.events_sweep) queues whatever stayed unevaluated.
+        transaction.on_commit(lambda: events_evaluate_enqueue(ids), robust=True)
     metrics.events_ingested.inc(len(ids))
     return ids
 
 
-def event_problem(event: Any) -> str | None:
-    """Why one event cannot be stored, or None. Checked before any write, for every event."""
-    if not isinstance(event, dict):
+def _payloads_check(payloads: Sequence[Any]) -> None:
+    """Every check `event_ingest` makes before its first write; raises EventInvalid."""
+    if not payloads:
+        raise EventInvalid("Send at least one event.", details={"events": ["Send at least one event."]})
+    if len(payloads) > MAX_EVENTS_PER_REQUEST:
+        message = f"At most {MAX_EVENTS_PER_REQUEST} events per request (got {len(payloads)})."
+        raise EventInvalid(message, details={"events": [message]})
+    for index, payload in enumerate(payloads):
+        problem = event_problem(payload=payload)
+        if problem is not None:
+            raise EventInvalid(f"Event {index}: {problem}", details={"events": {str(index): [problem]}})
+
+
+def event_problem(*, payload: Any) -> str | None:
+    """Why one payload cannot be stored as an event, or None: it must be a JSON object (a dict)
+    whose `type`, when present, is a string, nested at most EVENT_MAX_DEPTH levels, at most
+    EVENT_MAX_BYTES serialized, without NUL or lone surrogates in its text or non-finite numbers.
+    ``event_ingest`` and ``rule_dry_run`` check with it; forms may too, to show the problem."""
+    if not isinstance(payload, dict):
         return "An event must be a JSON object."
-    if "type" in event and not isinstance(event["type"], str):
+    if "type" in payload and not isinstance(payload["type"], str):
         return "`type` must be a string."
-    problem = _structure_problem(event, _rules_setting("EVENT_MAX_DEPTH"))
+    problem = _structure_problem(payload, _rules_setting("EVENT_MAX_DEPTH"))
     if problem is not None:
         return problem
     limit = _rules_setting("EVENT_MAX_BYTES")
     # The depth is bounded by now, so json.dumps cannot recurse too deep.
-    size = len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    size = len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > limit:
         return f"An event may not be larger than {limit} bytes serialized (this one is {size})."
     return None
@@ -164,20 +199,13 @@ def _event_type(payload: Mapping[str, Any]) -> str:
     return kind[:100] if isinstance(kind, str) else ""
 
 
-def _queue_evaluation(ids: list[int]) -> None:
-    from rules.tasks import evaluate_events
-
-    for start in range(0, len(ids), EVALUATION_BATCH):
-        evaluate_events.delay(ids[start : start + EVALUATION_BATCH])
-
-
 # --- Rules and channels ------------------------------------------------------------------------
 
 
 def rule_validate(dsl: str) -> CompiledRule:
     """Compiles the DSL or raises RuleInvalid with the position of the error."""
     try:
-        return compiled(dsl)
+        return compile_rule_cached(dsl)
     except DslSyntaxError as exc:
         raise RuleInvalid(f"Syntax error: {exc.message}", details={"dsl": exc.as_dict()}) from None
     except DslError as exc:
@@ -185,13 +213,56 @@ def rule_validate(dsl: str) -> CompiledRule:
 
 
 @lru_cache(maxsize=4096)
-def compiled(dsl: str, name: str = "") -> CompiledRule:
-    """One compilation per distinct DSL text and rule name in this process (the name goes into
-    default messages)."""
+def compile_rule_cached(dsl: str, name: str = "") -> CompiledRule:
+    """``compile_rule`` behind a process-wide cache: one compilation per distinct DSL text and
+    rule name (the name goes into default messages), the 4,096 most recent kept. Raises DslError
+    (not cached) for a text that does not compile."""
     return compile_rule(dsl, name=name)
 
 
+class DryRunAction(TypedDict):
+    kind: str
+    target: str
+    message: str
+
+
+class DryRunResult(TypedDict):
+    """What a rule would do with one event: whether it matched, the notifications it would send
+    (channel kind, channel name, rendered message) and the group it matched for (None: no `by`)."""
+
+    matched: bool
+    actions: list[DryRunAction]
+    group: str | None
+
+
+def rule_dry_run(*, rule: Rule, payload: Any) -> DryRunResult:
+    """Evaluates a stored rule against a sample event with fresh windows; records nothing.
+
+    Raises EventInvalid (details ``{"event": ["<why>"]}``) for a payload ``event_ingest`` would
+    refuse, RuleInvalid when the stored DSL no longer compiles, and RuleEvaluationFailed (the
+    error as its ``__cause__``, logged here) when the rule fails on this event.
+    """
+    problem = event_problem(payload=payload)
+    if problem is not None:
+        raise EventInvalid(problem, details={"event": [problem]})
+    compiled_rule = rule_validate(rule.dsl)
+    try:
+        match = compiled_rule.dry_run(payload)
+    except Exception as exc:  # a sample event must never be a 500; the log keeps the cause
+        logger.exception("dry run of rule %s failed", rule.pk)
+        raise RuleEvaluationFailed("The rule failed while evaluating this event.") from exc
+    if match is None:
+        return {"matched": False, "actions": [], "group": None}
+    actions: list[DryRunAction] = [
+        {"kind": action.kind, "target": action.target, "message": action.message} for action in match.actions
+    ]
+    return {"matched": True, "actions": actions, "group": match.group_key or None}
+
+
 def rule_create(*, tenant: Tenant, name: str, dsl: str, enabled: bool = True, cooldown_seconds: int = 300) -> Rule:
+    """Creates a rule in `tenant` at version 1; `cooldown_seconds` is how long a match of the same
+    group is recorded without notifying. Raises RuleInvalid (with the error's position) when the
+    DSL does not compile, Conflict (409) when the tenant has a rule of that name."""
     rule_validate(dsl)
     with _unique_name("A rule with this name exists.", "name"):
         return Rule.objects.create(
@@ -200,6 +271,9 @@ def rule_create(*, tenant: Tenant, name: str, dsl: str, enabled: bool = True, co
 
 
 def rule_update(*, rule: Rule, **fields: Any) -> Rule:
+    """Changes any of `name`, `dsl`, `enabled`, `cooldown_seconds`; a changed DSL moves the rule
+    to a new version (fresh windows). Raises DomainError for any other field, RuleInvalid when
+    the new DSL does not compile, Conflict (409) when the new name is taken in the tenant."""
     unknown = set(fields) - {"name", "dsl", "enabled", "cooldown_seconds"}
     if unknown:
         raise DomainError(f"Unknown rule fields: {', '.join(sorted(unknown))}.")
@@ -219,6 +293,8 @@ def rule_update(*, rule: Rule, **fields: Any) -> Rule:
 
 
 def rule_set_enabled(*, rules: Iterable[Rule], enabled: bool) -> int:
+    """Enables or disables rules in one UPDATE; returns how many rows it changed. Raises nothing
+    of its own."""
     return Rule.objects.filter(pk__in=[rule.pk for rule in rules]).update(enabled=enabled, updated_at=timezone.now())
 
 
@@ -231,7 +307,7 @@ def channel_target_check(*, tenant: Tenant, kind: str, target: str) -> None:
     resolves to must be public unicast or in EGRESS_ALLOWED_NETWORKS. Channels always belong to a
     tenant, so none is exempt. Raises DomainError (``egress_denied`` naming the address and the rule)."""
     notifiers.validate_target(kind, target)
-    if kind == "email":
+    if kind == ChannelKind.EMAIL:
         return  # mail goes to the configured SMTP server, not to an address the tenant chose
     try:
         egress_policy().check_target(target)
@@ -245,6 +321,9 @@ def channel_target_check(*, tenant: Tenant, kind: str, target: str) -> None:
 def channel_create(
     *, tenant: Tenant, kind: str, name: str, target: str, secret: str = "", active: bool = True
 ) -> NotificationChannel:
+    """Creates a notification channel in `tenant`; `secret` signs webhook bodies. Raises
+    DomainError when the target does not suit the kind or the egress policy refuses it
+    (``channel_target_check``), Conflict (409) when the tenant has a channel of that kind and name."""
     channel = NotificationChannel(tenant=tenant, kind=kind, name=name, target=target, secret=secret, active=active)
     channel_target_check(tenant=tenant, kind=kind, target=target)
     with _unique_name(_CHANNEL_TAKEN, "kind", "name"):
@@ -253,6 +332,12 @@ def channel_create(
 
 
 def channel_update(*, channel: NotificationChannel, **fields: Any) -> NotificationChannel:
+    """Changes any of `kind`, `name`, `target`, `secret`, `active`, the target checked again.
+    Raises DomainError for any other field or a target ``channel_target_check`` refuses, Conflict
+    (409) when the new kind and name are taken in the tenant."""
+    unknown = set(fields) - {"kind", "name", "target", "secret", "active"}
+    if unknown:
+        raise DomainError(f"Unknown channel fields: {', '.join(sorted(unknown))}.")
     for field, value in fields.items():
         setattr(channel, field, value)
     channel_target_check(tenant=channel.tenant, kind=channel.kind, target=channel.target)
@@ -278,6 +363,8 @@ def channel_delete(*, channel: NotificationChannel) -> None:
 
 @dataclass
 class EvaluationReport:
+    """What one ``events_evaluate`` call did: events read, matches recorded, deliveries queued."""
+
     events: int = 0
     matches: int = 0
     deliveries: int = 0
@@ -297,7 +384,7 @@ def events_evaluate(*, event_ids: Sequence[int]) -> EvaluationReport:
     store = window_store()
     for tenant_id, tenant_events in by_tenant.items():
         rules = {rule.pk: rule for rule in Rule.objects.enabled().filter(tenant_id=tenant_id)}
-        index = RuleIndex((rule.pk, compiled(rule.dsl, rule.name)) for rule in rules.values())
+        index = RuleIndex((rule.pk, compile_rule_cached(rule.dsl, rule.name)) for rule in rules.values())
         for event in tenant_events:
             for rule_id, compiled_rule in index.candidates(event.payload):
                 rule = rules[rule_id]
@@ -360,7 +447,7 @@ def match_record(*, rule: Rule, event: Event, match: Match) -> int:
         unique = list({delivery.channel.pk: delivery for delivery in deliveries}.values())
         Delivery.objects.bulk_create(unique)
         ids = [delivery.pk for delivery in unique]
-        transaction.on_commit(lambda: _queue_deliveries(ids), robust=True)
+        transaction.on_commit(lambda: delivery_attempt_enqueue(ids), robust=True)
     return len(ids)
 
 
@@ -374,13 +461,6 @@ def _channels_named(tenant_id: int, match: Match) -> dict[tuple[str, str], Notif
         for channel in NotificationChannel.objects.filter(query, tenant_id=tenant_id, active=True)
     }
     return {key: found.get(key) for key in wanted}
-
-
-def _queue_deliveries(ids: list[int]) -> None:
-    from rules.tasks import deliver
-
-    for delivery_id in ids:
-        deliver.delay(delivery_id)
 
 
 # --- Delivery ----------------------------------------------------------------------------------
@@ -398,11 +478,10 @@ def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery
     """
     now = now or timezone.now()
     lease = timedelta(seconds=_rules_setting("DELIVERY_LEASE_SECONDS"))
-    claimable = Q(status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED], next_attempt_at__lte=now) | Q(
-        status=DeliveryStatus.SENDING, lease_until__lt=now
-    )
-    claimed = Delivery.objects.filter(claimable, pk=delivery_id).update(
-        status=DeliveryStatus.SENDING, lease_until=now + lease, attempts=F("attempts") + 1
+    claimed = (
+        Delivery.objects.claimable(now)
+        .filter(pk=delivery_id)
+        .update(status=DeliveryStatus.SENDING, lease_until=now + lease, attempts=F("attempts") + 1)
     )
     if not claimed:
         return None
@@ -549,32 +628,16 @@ def delivery_resend(*, deliveries: Iterable[Delivery]) -> list[int]:
         Delivery.objects.filter(pk__in=resent).update(
             status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=timezone.now(), lease_until=None
         )
-        transaction.on_commit(lambda: _queue_deliveries(resent), robust=True)
+        transaction.on_commit(lambda: delivery_attempt_enqueue(resent), robust=True)
     return resent
-
-
-def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
-    """Deliveries whose task may have been lost (a worker killed mid-send, a broker restart)."""
-    now = now or timezone.now()
-    due = Q(status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED], next_attempt_at__lte=now) | Q(
-        status=DeliveryStatus.SENDING, lease_until__lt=now
-    )
-    return list(Delivery.objects.filter(due).order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
-
-
-def events_unevaluated(*, older_than: timedelta, limit: int = 1000) -> list[int]:
-    """Stored events whose evaluation task never finished (the broker lost it, a worker died)."""
-    horizon = timezone.now() - older_than
-    return list(
-        Event.objects.filter(evaluated_at=None, received_at__lt=horizon)
-        .order_by("received_at")
-        .values_list("pk", flat=True)[:limit]
-    )
 
 
 __all__ = [
     "ChannelKind",
+    "DryRunResult",
     "EvaluationReport",
+    "EventInvalid",
+    "RuleEvaluationFailed",
     "RuleInvalid",
     "channel_create",
     "channel_update",
@@ -584,5 +647,6 @@ __all__ = [
     "events_evaluate",
     "match_record",
     "rule_create",
+    "rule_dry_run",
     "rule_update",
 ]

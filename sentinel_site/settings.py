@@ -215,11 +215,15 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "observability-heartbeat": {"task": "observability.tasks.heartbeat", "schedule": 15.0},
     # Safety nets for work whose task was lost (a worker killed mid-task, a broker restart).
     "rules-deliveries-sweep": {
-        "task": "rules.tasks.sweep_deliveries",
+        "task": "rules.tasks.deliveries_sweep",
         "schedule": env_float("RULES_SWEEP_SECONDS", 30.0, minimum=0.5),
     },
-    "rules-events-sweep": {"task": "rules.tasks.sweep_events", "schedule": 60.0},
+    "rules-events-sweep": {"task": "rules.tasks.events_sweep", "schedule": 60.0},
 }
+# Deliveries have a queue of their own, so a burst of evaluations cannot starve them. A worker
+# started without -Q consumes every queue listed here; `-Q deliveries` makes a sending-only one.
+CELERY_TASK_QUEUES: dict[str, dict[str, object]] = {"celery": {}, "deliveries": {}}
+CELERY_TASK_ROUTES = {"rules.tasks.delivery_attempt": {"queue": "deliveries"}}
 
 # --- Rules and notifications (SPEC 4) ------------------------------------------------------
 SENTINEL_RULES: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""Serializers of the rules API, and the checks an event passes before anything is stored."""
+"""Serializers of the rules API. What an event must be is checked by the services
+(``event_ingest``, ``rule_dry_run``), not here."""
 
 from __future__ import annotations
 
@@ -7,32 +8,14 @@ from typing import Any
 from rest_framework import serializers
 
 from accounts.api.scoping import TenantOwnedSerializer
-from rules.dsl import CompiledRule, Match
+from rules.dsl import CompiledRule
 from rules.models import Delivery, Event, NotificationChannel, Rule, RuleMatch
-from rules.services import MAX_EVENTS_PER_REQUEST, event_problem
 
 # PostgreSQL's integer: the same bound on SQLite, so a value valid here is valid everywhere.
 MAX_COOLDOWN_SECONDS = 2_147_483_647
 
 
 # --- events ------------------------------------------------------------------------------------
-
-
-def validated_events(data: Any) -> list[dict[str, Any]]:
-    """One event or a list of 1..1000 events, each checked; raises a ValidationError naming the
-    first bad event by its position (0 for a single object)."""
-    events = data if isinstance(data, list) else [data]
-    if not events:
-        raise serializers.ValidationError({"events": ["Send at least one event."]})
-    if len(events) > MAX_EVENTS_PER_REQUEST:
-        raise serializers.ValidationError(
-            {"events": [f"At most {MAX_EVENTS_PER_REQUEST} events per request (got {len(events)})."]}
-        )
-    for index, event in enumerate(events):
-        problem = event_problem(event)
-        if problem is not None:
-            raise serializers.ValidationError({"events": {str(index): [problem]}})
-    return events
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -107,13 +90,8 @@ class DslSummarySerializer(serializers.Serializer):
 
 
 class DryRunSerializer(serializers.Serializer):
+    # Any JSON here: `rule_dry_run` refuses what `event_ingest` would, in the same shape.
     event = serializers.JSONField()
-
-    def validate_event(self, value: Any) -> dict[str, Any]:
-        problem = event_problem(value)
-        if problem is not None:
-            raise serializers.ValidationError(problem)
-        return value
 
 
 class _DryRunActionSerializer(serializers.Serializer):
@@ -123,21 +101,12 @@ class _DryRunActionSerializer(serializers.Serializer):
 
 
 class DryRunResultSerializer(serializers.Serializer):
-    """Whether the rule matched the sample event, and the notifications it would send (dry_run_result)."""
+    """Whether the rule matched the sample event, and the notifications it would send
+    (``services.DryRunResult``)."""
 
     matched = serializers.BooleanField()
     actions = _DryRunActionSerializer(many=True)
     group = serializers.CharField(allow_null=True)
-
-
-def dry_run_result(match: Match | None) -> dict[str, Any]:
-    if match is None:
-        return {"matched": False, "actions": [], "group": None}
-    return {
-        "matched": True,
-        "actions": [{"kind": a.kind, "target": a.target, "message": a.message} for a in match.actions],
-        "group": match.group_key or None,
-    }
 
 
 # --- channels ----------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 
 Modules: ``grammar.lark`` and ``parser.py`` (syntax, errors, bounds), ``compiler.py`` (tree →
 closures), ``evaluator.py`` (value semantics, regexes, templates), ``rule.py`` (the compiled
-rule, window semantics, ``RuleIndex``), ``windows.py`` (window stores) and ``interpreter.py``
-(the naive reference interpreter).
+rule, window semantics, ``RuleIndex``) and ``windows.py`` (window stores). The naive reference
+interpreter the compiler is checked against is a test oracle: ``rules/tests/dsl_oracle.py``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Everything here is plain Python fed by events (JSON-shaped mappings); nothing imports Django.
 
-Value semantics (the interpreter in ``interpreter.py`` re-implements them independently as a
-test oracle, so a change here must be mirrored there):
+Value semantics (the naive interpreter in ``rules/tests/dsl_oracle.py`` re-implements them
+independently as a test oracle, so a change here must be mirrored there):
 
 * A field that is absent, or whose path crosses a non-mapping, is ``MISSING``. Any comparison
   with a ``MISSING`` side is false, including ``!=``, ``not in`` and ``== null`` (JSON ``null``
@@ -24,17 +24,14 @@ test oracle, so a change here must be mirrored there):
   is the boolean ``true``. Logic is two-valued: ``not (amount > 5)`` is true when ``amount`` is
   missing, since the comparison is false; write ``amount <= 5`` to require the field.
 
-Regexes: with the ``google-re2`` package installed patterns run on RE2 (linear time, no
-backreferences or lookarounds) against the whole string. Without it they fall back to ``re``
-with two guards, since ``re`` has no timeout: patterns with nested quantifiers, alternation
-inside a repeated group, backreferences or lookarounds are rejected at compile time, and only
-the first ``FALLBACK_MATCH_LIMIT`` characters of the subject are searched.
+Regexes run on RE2 (the ``google-re2`` package, a requirement): matching takes linear time in
+the subject whatever the pattern, so a user's pattern cannot hang a worker; backreferences and
+lookarounds, which RE2 does not support, are compile errors.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import re
@@ -42,15 +39,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-try:  # RE2 when available: linear-time matching, so user patterns cannot hang a worker.
-    import re2 as _re2
+import re2
 
-    REGEX_ENGINE: Final[str] = "re2"
-except ImportError:  # pragma: no cover - depends on the environment
-    _re2 = None
-    REGEX_ENGINE = "re"  # type: ignore[misc]  # set once, here
-
-FALLBACK_MATCH_LIMIT: Final = 4096
+#: The engine user patterns run on, as benchmark reports name it.
+REGEX_ENGINE: Final = "re2"
 #: Deep equality stops (as "not equal") below this depth so hostile events cannot recurse far.
 MAX_VALUE_DEPTH: Final = 32
 #: Group values longer than this are replaced by a digest in window keys.
@@ -222,73 +214,33 @@ def _digest(label: str) -> str:
 
 
 class RegexRejected(ValueError):
-    """A pattern that does not compile or is unsafe on the active engine."""
+    """A pattern that RE2 does not compile (a syntax error, a backreference, a lookaround)."""
 
 
 @dataclass(frozen=True, slots=True)
 class SafeRegex:
-    """A compiled user pattern; ``search`` applies the engine's input bound."""
+    """A user pattern compiled on RE2, whose ``search`` takes time linear in the subject."""
 
     pattern: str
     compiled: Any
-    limit: int | None
 
     def search(self, subject: str) -> bool:
-        if self.limit is not None:
-            subject = subject[: self.limit]
         return self.compiled.search(subject) is not None
 
 
 def compile_pattern(pattern: str) -> SafeRegex:
-    """Compiles a user pattern on RE2, or on ``re`` after the safety checks; raises RegexRejected."""
-    if _re2 is not None:
-        options = _re2.Options()
-        options.log_errors = False  # RE2 would print every rejected user pattern to stderr
-        try:
-            return SafeRegex(pattern, _re2.compile(pattern, options), None)
-        except Exception as exc:
-            raise RegexRejected(f"invalid regular expression: {_error_text(exc)}") from exc
+    """Compiles a user pattern on RE2; raises RegexRejected with RE2's reason."""
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every rejected user pattern to stderr
     try:
-        compiled = re.compile(pattern)
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise RegexRejected(f"invalid regular expression: {exc}") from exc
-    _check_backtracking(pattern)
-    return SafeRegex(pattern, compiled, FALLBACK_MATCH_LIMIT)
+        return SafeRegex(pattern, re2.compile(pattern, options))
+    except Exception as exc:
+        raise RegexRejected(f"invalid regular expression: {_error_text(exc)}") from exc
 
 
 def _error_text(exc: BaseException) -> str:
     text = exc.args[0] if exc.args else str(exc)
     return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-
-
-def _check_backtracking(pattern: str) -> None:
-    """Rejects what makes ``re`` backtrack exponentially (and what RE2 would refuse anyway)."""
-    # re._parser is private but stable in 3.11; this runs only in the fallback, at compile time.
-    parser: Any = importlib.import_module("re._parser")
-    consts: Any = importlib.import_module("re._constants")
-    repeats = {consts.MAX_REPEAT, consts.MIN_REPEAT, getattr(consts, "POSSESSIVE_REPEAT", None)}
-    pending: list[tuple[Any, bool]] = [(parser.parse(pattern), False)]
-    while pending:
-        subpattern, in_repeat = pending.pop()
-        for op, arg in subpattern:
-            if op in repeats:
-                _low, high, body = arg
-                repeated = high > 1  # MAXREPEAT (unbounded) is a large int too
-                if repeated and in_repeat:
-                    raise RegexRejected("nested quantifiers are not allowed (they can backtrack exponentially)")
-                pending.append((body, in_repeat or repeated))
-            elif op is consts.BRANCH:
-                if in_repeat:
-                    raise RegexRejected("alternation inside a repeated group is not allowed")
-                pending.extend((branch, in_repeat) for branch in arg[1])
-            elif op is consts.SUBPATTERN:
-                pending.append((arg[-1], in_repeat))
-            elif op in (consts.GROUPREF, consts.GROUPREF_EXISTS):
-                raise RegexRejected("backreferences are not supported")
-            elif op in (consts.ASSERT, consts.ASSERT_NOT):
-                raise RegexRejected("lookaround assertions are not supported")
-            elif op is getattr(consts, "ATOMIC_GROUP", None):
-                pending.append((arg, in_repeat))
 
 
 # --- templates ----------------------------------------------------------------------------------

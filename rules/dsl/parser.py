@@ -1,8 +1,8 @@
 """Parsing for the rule DSL: the LALR parser, syntax-error reporting, bounds and literals.
 
-Shared by the compiler and the naive interpreter, so both accept exactly the same texts and
-read literals the same way. ``parse`` never recurses over the tree (the depth check is
-iterative), so hostile input cannot raise RecursionError here.
+Shared by the compiler and the naive interpreter (``rules/tests/dsl_oracle.py``), so both
+accept exactly the same texts and read literals the same way. ``parse`` never recurses over the
+tree (the depth check is iterative), so hostile input cannot raise RecursionError here.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules.dsl import DslError, EvalContext, MemoryWindowStore, compile_rule
-from rules.dsl.interpreter import NaiveRule
+from rules.tests.dsl_oracle import NaiveRule
 
 # The project's autouse fixtures are function-scoped; these properties do not depend on them.
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Tenant, User
-from rules import services
+from rules import selectors, services
 from rules.models import Delivery, DeliveryStatus, Event, RuleMatch
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +35,34 @@ def test_a_syntax_error_names_its_position(tenant: Tenant) -> None:
     details = error.value.details["dsl"]
     assert (details["line"], details["column"]) == (1, 15)
     assert details["expected"]
+
+
+@pytest.mark.parametrize(
+    ("payloads", "details"),
+    [
+        ([], {"events": ["Send at least one event."]}),
+        ([{"i": i} for i in range(1001)], {"events": ["At most 1000 events per request (got 1001)."]}),
+        (
+            [{"type": "ok"}, {"note": "a\x00b"}],
+            {"events": {"1": ["Text may not contain the NUL character (\\u0000)."]}},
+        ),
+        (
+            [{"type": "ok"}, {"type": "ok"}, ["not", "an", "object"]],
+            {"events": {"2": ["An event must be a JSON object."]}},
+        ),
+        ([{"amount": float("inf")}], {"events": {"0": ["Numbers must be finite."]}}),
+    ],
+    ids=["none", "over the limit", "a NUL", "not an object", "infinity"],
+)
+def test_ingest_checks_every_payload_itself_and_stores_none_of_a_bad_batch(
+    tenant: Tenant, payloads: list[object], details: dict[str, object]
+) -> None:
+    with pytest.raises(services.EventInvalid) as refused:
+        services.event_ingest(tenant=tenant, payloads=payloads)
+
+    assert (refused.value.status_code, refused.value.code) == (400, "validation_error")
+    assert refused.value.details == details
+    assert not Event.objects.exists()
 
 
 def test_matching_events_get_one_match_and_one_delivery_even_when_evaluated_twice(tenant: Tenant) -> None:
@@ -126,11 +154,11 @@ def test_the_sweepers_find_work_whose_task_was_lost(tenant: Tenant) -> None:
     Event.objects.filter(pk__in=stale).update(received_at=timezone.now() - timedelta(minutes=5))
     fresh = store(tenant, {"type": "order", "amount": 901})
 
-    assert services.events_unevaluated(older_than=timedelta(minutes=2)) == stale
+    assert selectors.events_unevaluated(older_than=timedelta(minutes=2)) == stale
     services.events_evaluate(event_ids=stale + fresh)
-    assert services.events_unevaluated(older_than=timedelta(seconds=0)) == []
-    due = services.deliveries_due()
+    assert selectors.events_unevaluated(older_than=timedelta(seconds=0)) == []
+    due = selectors.deliveries_due()
     claimed = services.delivery_claim(delivery_id=due[0])
     assert claimed is not None
-    assert services.deliveries_due() == due[1:]  # held by its lease
-    assert due[0] in services.deliveries_due(now=timezone.now() + timedelta(minutes=5))  # lease lapsed
+    assert selectors.deliveries_due() == due[1:]  # held by its lease
+    assert due[0] in selectors.deliveries_due(now=timezone.now() + timedelta(minutes=5))  # lease lapsed

@@ -2,9 +2,12 @@
 
 ``NaiveRule(text).matches(event)`` walks the Lark parse tree for every event, dispatching on
 node names and decoding literals and field paths again each time. It re-implements the value
-semantics written down in ``evaluator.py`` on its own (it shares only parsing, literal decoding
+semantics written down in ``rules/dsl/evaluator.py`` on its own (it shares only parsing, literal decoding
 and regex compilation with the compiler), so the differential tests compare two independent
 implementations of one specification.
+
+It lives with the tests because nothing in production runs it; ``bench/rules.py`` imports it
+as the baseline the compiled rules are measured against.
 
 Windows are not supported: a rule with ``count(...)`` or ``sum(...)`` raises
 ``NotImplementedError`` at construction. Actions are not rendered.
