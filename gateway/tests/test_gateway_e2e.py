@@ -16,6 +16,7 @@ from accounts.api.serializers import TokenSerializer
 from accounts.models import User
 from accounts.services import api_key_create
 from gateway import services
+from gateway.tests.test_gateway_frontdoor_e2e import _Recorder, recorder
 from sentinel_site.testing import (
     free_port,
     http_request,
@@ -26,6 +27,7 @@ from sentinel_site.testing import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+__all__ = ["recorder"]  # the recording upstream's fixture, imported to be used here
 
 
 @pytest.fixture
@@ -120,16 +122,21 @@ def raw_exchange(port: int, request: bytes) -> bytes:
         "cl-te",
     ],
 )
-def test_hostile_requests_get_a_clean_4xx(upstream_port: int, request_bytes: bytes) -> None:
-    services.route_create(
-        tenant=None, name="pub", path_prefix="/pub/", targets=[f"http://127.0.0.1:{upstream_port}"], auth_mode="none"
-    )
+def test_hostile_requests_get_a_clean_4xx(recorder: _Recorder, request_bytes: bytes) -> None:
+    backend = f"http://127.0.0.1:{recorder.server_address[1]}"
+    services.route_create(tenant=None, name="pub", path_prefix="/pub/", targets=[backend], auth_mode="none")
 
     with web_process() as port:
         status_line = raw_exchange(port, request_bytes)
+        reached = recorder.settled()
+        # A well-formed request on the same route, to show the recording upstream sees requests
+        control = http_request(port, "GET", "/pub/control")
 
     status = int(status_line.split()[1])
     assert 400 <= status < 500, status_line
+    assert reached == []  # the upstream was not even connected to
+    assert control[0] == 200
+    assert [request.split(b"\r\n", 1)[0] for request in recorder.settled()] == [b"GET /control HTTP/1.1"]
 
 
 def test_exactly_the_limit_passes_across_two_gateway_processes(alice: User, upstream_port: int) -> None:
