@@ -151,26 +151,35 @@ def test_exactly_the_limit_passes_across_two_gateway_processes(alice: User, upst
     )
     headers = bearer(alice)
 
-    async def burst(ports: list[int]) -> list[tuple[int, str | None, str | None]]:
+    async def burst(ports: list[int]) -> list[tuple[int, str | None, str | None, int]]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=400)) as session:
 
-            async def one(n: int) -> tuple[int, str | None, str | None]:
-                async with session.get(f"http://127.0.0.1:{ports[n % 2]}/exact/x", headers=headers) as response:
+            async def one(n: int) -> tuple[int, str | None, str | None, int]:
+                port = ports[n % 2]
+                async with session.get(f"http://127.0.0.1:{port}/exact/x", headers=headers) as response:
                     body = await response.read()
                     code = json.loads(body)["error"]["code"] if response.status >= 400 else None
-                    return response.status, response.headers.get("ratelimit-remaining"), code
+                    return response.status, response.headers.get("ratelimit-remaining"), code, port
 
             return await asyncio.gather(*(one(n) for n in range(300)))
 
     with web_process(**shared) as first, web_process(**shared) as second:
         results = asyncio.run(burst([first, second]))
 
-    outcomes = Counter((status, code) for status, _, code in results)
-    passed = [remaining for status, remaining, _ in results if status == 200]
+    outcomes = Counter((status, code) for status, _, code, _ in results)
+    by_process = {
+        port: Counter((status, code) for status, _, code, at in results if at == port) for port in (first, second)
+    }
+    passed = [remaining for status, remaining, _, _ in results if status == 200]
     assert len(passed) == 100, outcomes
     assert sorted(int(r) for r in passed) == list(range(100))
     assert outcomes[(429, "rate_limited")] == 200, outcomes
     assert route.pk
+    # Both processes worked: each answered its 150 with the shared window's verdicts (alone, each
+    # would have admitted 100 of its own, so neither can have refused fewer than 50).
+    assert {port: sum(counts.values()) for port, counts in by_process.items()} == {first: 150, second: 150}
+    assert all(set(counts) <= {(200, None), (429, "rate_limited")} for counts in by_process.values()), by_process
+    assert all(counts[(429, "rate_limited")] >= 50 for counts in by_process.values()), by_process
 
 
 def test_with_redis_unreachable_the_gateway_fails_open_on_its_local_limiter(alice: User, upstream_port: int) -> None:
