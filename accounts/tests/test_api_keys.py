@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from accounts import services
 from accounts.models import ApiKey, Scope, Tenant, User
+from tests.support.rows import row
 
 pytestmark = pytest.mark.django_db
 
@@ -98,18 +99,31 @@ def test_unknown_scopes_are_a_400(api: Api, alice: User) -> None:
 
     assert response.status_code == 400
     assert "scopes" in response.json()["error"]["details"]
+    assert not ApiKey.objects.exists()
 
 
 def test_a_member_cannot_manage_keys(api: Api, bob: User) -> None:
     assert api(bob).get("/api/v1/api-keys").status_code == 403
     assert api(bob).post("/api/v1/api-keys", {"name": "x"}, format="json").status_code == 403
+    assert not ApiKey.objects.exists()
 
 
 def test_a_key_cannot_manage_keys_even_with_write_scope(api: Api, alice: User, tenant_a: Tenant) -> None:
-    _, raw = services.api_key_create(tenant=tenant_a, name="w", scopes=[Scope.API_READ, Scope.API_WRITE])
+    key, raw = services.api_key_create(tenant=tenant_a, name="w", scopes=[Scope.API_READ, Scope.API_WRITE])
+    before = row(key)
+    every_scope = [scope.value for scope in Scope]
 
     assert api(api_key=raw).get("/api/v1/api-keys").status_code == 403
     assert api(api_key=raw).post("/api/v1/api-keys", {"name": "escalate"}, format="json").status_code == 403
+    # The escalation itself: a key minting a key with every scope, or widening its own scopes.
+    minted = api(api_key=raw).post("/api/v1/api-keys", {"name": "all", "scopes": every_scope}, format="json")
+    widened = api(api_key=raw).patch(f"/api/v1/api-keys/{key.pk}", {"scopes": every_scope}, format="json")
+    assert (minted.status_code, widened.status_code) == (403, 403)
+    # Nothing changed: no second key, and the key's own row (scopes included) as it was, but for
+    # the last-use stamp that every authenticated call writes.
+    assert list(ApiKey.objects.values_list("pk", flat=True)) == [key.pk]
+    assert row(key) | {"last_used_at": None} == before
+    assert ApiKey.objects.get(pk=key.pk).scopes == [Scope.API_READ, Scope.API_WRITE]
 
 
 class TestTenantWall:
@@ -134,15 +148,20 @@ class TestTenantWall:
     def test_mallory_cannot_revoke_alices_key(self, api: Api, alice: User, mallory: User) -> None:
         created = create_key(api(alice))
 
+        before = row(ApiKey.objects.get(pk=created["id"]))
+
         assert api(mallory).post(f"/api/v1/api-keys/{created['id']}/revoke").status_code == 404
         assert api(mallory).delete(f"/api/v1/api-keys/{created['id']}").status_code == 404
         assert ApiKey.objects.get(pk=created["id"]).revoked is False
+        assert row(ApiKey.objects.get(pk=created["id"])) == before
+        assert api(api_key=created["key"]).get("/auth/me").status_code == 200  # and it still works
 
     def test_mallory_cannot_create_a_key_in_alices_tenant(self, api: Api, alice: User, mallory: User) -> None:
         response = api(mallory).post("/api/v1/api-keys", {"name": "x", "tenant": "wonderland"}, format="json")
 
         assert response.status_code == 403
         assert not ApiKey.objects.filter(tenant__slug="wonderland").exists()
+        assert not ApiKey.objects.exists()  # nor one in her own tenant instead
 
     def test_staff_see_every_key_and_create_in_a_named_tenant(
         self, api: Api, alice: User, mallory: User, staff: User
@@ -154,3 +173,4 @@ class TestTenantWall:
         created = create_key(api(staff), tenant="evil")
         assert ApiKey.objects.get(pk=created["id"]).tenant.slug == "evil"
         assert api(staff).post("/api/v1/api-keys", {"name": "x"}, format="json").status_code == 400
+        assert ApiKey.objects.count() == 3

@@ -69,6 +69,8 @@ def test_signup_rejects_a_duplicate_email() -> None:
 
     assert status == 400
     assert "email" in body["error"]["details"]
+    assert list(User.objects.values_list("username", flat=True)) == ["carol"]
+    assert Membership.objects.count() == 1  # and no tenant was made for carol2
 
 
 def test_passwords_are_stored_as_bcrypt_hashes() -> None:

@@ -13,6 +13,7 @@ from accounts.models import Tenant, User
 from core.config_version import CONFIG_VERSION_KEY
 from gateway import services
 from gateway.models import Route, Upstream
+from tests.support.rows import row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,11 +72,15 @@ def test_targets_keep_their_order_and_are_shared_upstreams(api: Api, alice: User
     ],
 )
 def test_invalid_routes_are_a_json_400(api: Api, alice: User, overrides: dict[str, object], field: str) -> None:
+    version = cache.get(CONFIG_VERSION_KEY)
+
     response = api(alice).post("/api/v1/routes", route_body(**overrides), format="json")
 
     assert response.status_code == 400, response.content
     assert field in response.json()["error"]["details"]
     assert not Route.objects.exists()
+    assert not Upstream.objects.exists()
+    assert cache.get(CONFIG_VERSION_KEY) == version  # no proxy was told to reload
 
 
 @pytest.mark.parametrize("prefix", ["/admin/", "/api/v2/", "/health", "/static/x/", "/"])
@@ -83,14 +88,21 @@ def test_staff_cannot_shadow_sentinels_own_paths(api: Api, staff: User, prefix: 
     response = api(staff).post("/api/v1/routes", route_body(path_prefix=prefix), format="json")
 
     assert response.status_code == 400
+    assert not Route.objects.exists()
 
 
 def test_a_prefix_serves_one_route_only(api: Api, alice: User) -> None:
-    api(alice).post("/api/v1/routes", route_body(), format="json")
+    first = api(alice).post("/api/v1/routes", route_body(), format="json").json()
+    before = row(Route.objects.get(pk=first["id"]))
 
-    response = api(alice).post("/api/v1/routes", route_body(name="dup"), format="json")
+    response = api(alice).post(
+        "/api/v1/routes", route_body(name="dup", targets=["http://127.0.0.1:9002"]), format="json"
+    )
 
     assert response.status_code == 409
+    assert list(Route.objects.values_list("pk", flat=True)) == [first["id"]]
+    assert row(Route.objects.get(pk=first["id"])) == before
+    assert Route.objects.get(pk=first["id"]).targets == ["http://127.0.0.1:9001"]
 
 
 def test_staff_create_platform_routes(api: Api, staff: User) -> None:
@@ -102,10 +114,14 @@ def test_staff_create_platform_routes(api: Api, staff: User) -> None:
 
 def test_members_read_but_do_not_write_routes(api: Api, alice: User, bob: User) -> None:
     created = api(alice).post("/api/v1/routes", route_body(), format="json").json()
+    before = row(Route.objects.get(pk=created["id"]))
 
     assert api(bob).get(f"/api/v1/routes/{created['id']}").status_code == 200
     assert api(bob).patch(f"/api/v1/routes/{created['id']}", {"active": False}, format="json").status_code == 403
     assert api(bob).post("/api/v1/routes", route_body(path_prefix="/wonderland/b/"), format="json").status_code == 403
+    assert api(bob).delete(f"/api/v1/routes/{created['id']}").status_code == 403
+    assert list(Route.objects.values_list("pk", flat=True)) == [created["id"]]
+    assert row(Route.objects.get(pk=created["id"])) == before  # still active, same targets
 
 
 def test_api_keys_need_api_write_to_change_routes(api: Api, alice: User, tenant_a: Tenant) -> None:
@@ -114,30 +130,41 @@ def test_api_keys_need_api_write_to_change_routes(api: Api, alice: User, tenant_
 
     assert api(api_key=reader).get("/api/v1/routes").status_code == 200
     assert api(api_key=reader).post("/api/v1/routes", route_body(), format="json").status_code == 403
+    assert not Route.objects.exists()
     assert api(api_key=writer).post("/api/v1/routes", route_body(), format="json").status_code == 201
+    created = Route.objects.get()
+    before = row(created)
+    url = f"/api/v1/routes/{created.pk}"
+    assert api(api_key=reader).patch(url, {"targets": ["http://evil.example"]}, format="json").status_code == 403
+    assert api(api_key=reader).delete(url).status_code == 403
+    assert row(created) == before
 
 
 class TestTenantWall:
     def test_mallory_neither_sees_nor_changes_alices_routes(self, api: Api, alice: User, mallory: User) -> None:
         created = api(alice).post("/api/v1/routes", route_body(), format="json").json()
         url = f"/api/v1/routes/{created['id']}"
+        before = row(Route.objects.get(pk=created["id"]))
 
         assert api(mallory).get("/api/v1/routes").json()["count"] == 0
         assert api(mallory).get(url).status_code == 404
         assert api(mallory).patch(url, {"targets": ["http://evil.example"]}, format="json").status_code == 404
         assert api(mallory).delete(url).status_code == 404
         assert Route.objects.get(pk=created["id"]).targets == ["http://127.0.0.1:9001"]
+        assert row(Route.objects.get(pk=created["id"])) == before  # still active, still alice's
 
     def test_mallory_cannot_capture_alices_paths(self, api: Api, alice: User, mallory: User) -> None:
         response = api(mallory).post("/api/v1/routes", route_body(), format="json")
 
         assert response.status_code == 400
         assert "path_prefix" in response.json()["error"]["details"]
+        assert not Route.objects.exists()
 
     def test_mallory_cannot_create_in_alices_tenant(self, api: Api, alice: User, mallory: User) -> None:
         response = api(mallory).post("/api/v1/routes", route_body(tenant="wonderland"), format="json")
 
         assert response.status_code == 403
+        assert not Route.objects.exists()
 
     def test_tenant_admins_do_not_see_platform_routes(self, api: Api, alice: User, staff: User) -> None:
         api(staff).post("/api/v1/routes", route_body(path_prefix="/payments/"), format="json")

@@ -142,6 +142,7 @@ def test_two_processes_bursting_together_get_exactly_the_limit(space: RedisSpace
     admitted = [remaining for allowed, remaining, _ in decisions if allowed]
     refused = [(remaining, retry) for allowed, remaining, retry in decisions if not allowed]
     assert len(decisions) == 300
+    assert [len(json.loads(out)) for out, _ in outputs] == [150, 150]  # both processes took part
     assert len(admitted) == 100
     assert sorted(admitted) == list(range(100))
     # And every refusal says no quota is left and when to retry

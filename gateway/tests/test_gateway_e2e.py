@@ -16,6 +16,7 @@ from accounts.api.serializers import TokenSerializer
 from accounts.models import User
 from accounts.services import api_key_create
 from gateway import services
+from gateway.tests.test_gateway_frontdoor_e2e import _Recorder, recorder
 from sentinel_site.testing import (
     free_port,
     http_request,
@@ -26,6 +27,7 @@ from sentinel_site.testing import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+__all__ = ["recorder"]  # the recording upstream's fixture, imported to be used here
 
 
 @pytest.fixture
@@ -120,16 +122,21 @@ def raw_exchange(port: int, request: bytes) -> bytes:
         "cl-te",
     ],
 )
-def test_hostile_requests_get_a_clean_4xx(upstream_port: int, request_bytes: bytes) -> None:
-    services.route_create(
-        tenant=None, name="pub", path_prefix="/pub/", targets=[f"http://127.0.0.1:{upstream_port}"], auth_mode="none"
-    )
+def test_hostile_requests_get_a_clean_4xx(recorder: _Recorder, request_bytes: bytes) -> None:
+    backend = f"http://127.0.0.1:{recorder.server_address[1]}"
+    services.route_create(tenant=None, name="pub", path_prefix="/pub/", targets=[backend], auth_mode="none")
 
     with web_process() as port:
         status_line = raw_exchange(port, request_bytes)
+        reached = recorder.settled()
+        # A well-formed request on the same route, to show the recording upstream sees requests
+        control = http_request(port, "GET", "/pub/control")
 
     status = int(status_line.split()[1])
     assert 400 <= status < 500, status_line
+    assert reached == []  # the upstream was not even connected to
+    assert control[0] == 200
+    assert [request.split(b"\r\n", 1)[0] for request in recorder.settled()] == [b"GET /control HTTP/1.1"]
 
 
 def test_exactly_the_limit_passes_across_two_gateway_processes(alice: User, upstream_port: int) -> None:
@@ -144,26 +151,35 @@ def test_exactly_the_limit_passes_across_two_gateway_processes(alice: User, upst
     )
     headers = bearer(alice)
 
-    async def burst(ports: list[int]) -> list[tuple[int, str | None, str | None]]:
+    async def burst(ports: list[int]) -> list[tuple[int, str | None, str | None, int]]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=400)) as session:
 
-            async def one(n: int) -> tuple[int, str | None, str | None]:
-                async with session.get(f"http://127.0.0.1:{ports[n % 2]}/exact/x", headers=headers) as response:
+            async def one(n: int) -> tuple[int, str | None, str | None, int]:
+                port = ports[n % 2]
+                async with session.get(f"http://127.0.0.1:{port}/exact/x", headers=headers) as response:
                     body = await response.read()
                     code = json.loads(body)["error"]["code"] if response.status >= 400 else None
-                    return response.status, response.headers.get("ratelimit-remaining"), code
+                    return response.status, response.headers.get("ratelimit-remaining"), code, port
 
             return await asyncio.gather(*(one(n) for n in range(300)))
 
     with web_process(**shared) as first, web_process(**shared) as second:
         results = asyncio.run(burst([first, second]))
 
-    outcomes = Counter((status, code) for status, _, code in results)
-    passed = [remaining for status, remaining, _ in results if status == 200]
+    outcomes = Counter((status, code) for status, _, code, _ in results)
+    by_process = {
+        port: Counter((status, code) for status, _, code, at in results if at == port) for port in (first, second)
+    }
+    passed = [remaining for status, remaining, _, _ in results if status == 200]
     assert len(passed) == 100, outcomes
     assert sorted(int(r) for r in passed) == list(range(100))
     assert outcomes[(429, "rate_limited")] == 200, outcomes
     assert route.pk
+    # Both processes worked: each answered its 150 with the shared window's verdicts (alone, each
+    # would have admitted 100 of its own, so neither can have refused fewer than 50).
+    assert {port: sum(counts.values()) for port, counts in by_process.items()} == {first: 150, second: 150}
+    assert all(set(counts) <= {(200, None), (429, "rate_limited")} for counts in by_process.values()), by_process
+    assert all(counts[(429, "rate_limited")] >= 50 for counts in by_process.values()), by_process
 
 
 def test_with_redis_unreachable_the_gateway_fails_open_on_its_local_limiter(alice: User, upstream_port: int) -> None:

@@ -339,6 +339,9 @@ def test_a_refusal_waits_for_the_pipelined_requests_before_it(recorder: _Recorde
     assert [(answer.status, answer.body) for answer in answers[:2]] == [(200, b"upstream"), (200, b"upstream")]
     assert (answers[2].status, answers[2].error["code"]) == (400, "ambiguous_request")
     assert len(answers) == 3 and closed
+    # The upstream got the two good ones, and nothing of the third
+    forwarded = [request.split(b"\r\n", 1)[0] for request in recorder.settled()]
+    assert forwarded == [b"GET /svc/public/first HTTP/1.1", b"GET /svc/public/second HTTP/1.1"]
 
 
 WEBSOCKET = (

@@ -156,6 +156,9 @@ def test_every_refusal_carries_a_correlation_id_and_logs_it(recorder: _Recorder,
     assert sorted(str(line.get("correlation_id")) for line in logged) == sorted([CLIENT_ID] * len(echoed) + made), (
         logged
     )
+    # And no refused request reached the upstream: not one byte (a chunked body that fails to
+    # parse may leave an empty connection behind, nothing more).
+    assert [request for request in recorder.settled() if request] == []
 
 
 # The forms the README names, and the others of the kind httptools refuses before Sentinel's

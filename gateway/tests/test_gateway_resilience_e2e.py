@@ -1,14 +1,16 @@
 """The gateway's promises under failure, with real processes: half-open probes shared by the
-fleet, tier shedding, Redis lost, hung and back, and 200 MB bodies with flat memory."""
+fleet, tier shedding, Redis lost, hung and back, the operator's view and reset of a breaker that
+real traffic tripped, and 200 MB bodies with flat memory."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import http.client
 import json
-import socket
-import time
+import socketserver
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -55,7 +57,15 @@ def error_code(body: bytes) -> str:
     return str(json.loads(body)["error"]["code"])
 
 
-def test_half_open_admits_exactly_the_configured_probes_across_two_processes(upstream: str) -> None:
+def breaker_seen(port: int, operator: dict[str, str], upstream: str) -> dict[str, object]:
+    """The upstream's entry in ``GET /circuit/status`` as the web process on ``port`` reports it."""
+    status, _, body = http_request(port, "GET", "/circuit/status", headers=operator)
+    assert status == 200, body
+    (entry,) = [entry for entry in json.loads(body)["breakers"] if entry["upstream"] == upstream]
+    return dict(entry)
+
+
+def test_half_open_admits_exactly_the_configured_probes_across_two_processes(staff: User, upstream: str) -> None:
     services.route_create(tenant=None, name="hop", path_prefix="/hop/", targets=[upstream], auth_mode="none")
     env = {
         **GENEROUS,
@@ -66,29 +76,93 @@ def test_half_open_admits_exactly_the_configured_probes_across_two_processes(ups
         "BREAKER_HALF_OPEN_MAX_REQUESTS": "3",
     }
 
-    async def probe_burst(ports: list[int]) -> Counter[tuple[int, str | None]]:
+    async def probe_burst(ports: list[int]) -> dict[int, Counter[tuple[int, str | None]]]:
         async with aiohttp.ClientSession() as session:
 
-            async def one(n: int) -> tuple[int, str | None]:
+            async def one(n: int) -> tuple[int, int, str | None]:
                 # Slow successes: every probe is still in flight when the last request arrives.
-                async with session.get(f"http://127.0.0.1:{ports[n % 2]}/hop/delay/1500") as response:
+                port = ports[n % 2]
+                async with session.get(f"http://127.0.0.1:{port}/hop/delay/1500") as response:
                     body = await response.read()
-                    return response.status, error_code(body) if response.status >= 400 else None
+                    return port, response.status, error_code(body) if response.status >= 400 else None
 
-            return Counter(await asyncio.gather(*(one(n) for n in range(20))))
+            answers = await asyncio.gather(*(one(n) for n in range(20)))
+        return {port: Counter((status, code) for at, status, code in answers if at == port) for port in ports}
 
+    operator = bearer(staff)
     with web_process(**env) as first, web_process(**env) as second:
         # Given a breaker opened by two failures through the first process
         assert [http_request(first, "GET", "/hop/status/500")[0] for _ in range(2)] == [500, 500]
         assert error_code(http_request(second, "GET", "/hop/x")[2]) == "breaker_open"
-        time.sleep(1.2)  # the configured cooldown (a clock to wait on, not a condition)
+        # Once its cooldown is over (the breaker reads half-open; reading it takes no probe)
+        wait_until(
+            lambda: breaker_seen(second, operator, upstream)["state"] == "half_open",
+            timeout=10,
+            what="the breaker's cooldown to end",
+        )
         # When 20 requests arrive at once through both processes, half-open
-        outcomes = asyncio.run(probe_burst([first, second]))
+        by_process = asyncio.run(probe_burst([first, second]))
         # Then the probes succeeded and closed the breaker for everyone
         after = http_request(second, "GET", "/hop/x")[0]
 
+    outcomes = sum(by_process.values(), Counter())
     assert outcomes == Counter({(200, None): 3, (503, "breaker_open"): 17}), outcomes
     assert after == 200
+    # Both processes took part: each answered its ten, and each refused from the shared half-open
+    # state (a breaker of its own would have let its own three probes through).
+    assert {port: sum(counts.values()) for port, counts in by_process.items()} == {first: 10, second: 10}
+    assert all(counts[(503, "breaker_open")] >= 7 for counts in by_process.values()), by_process
+
+
+@pytest.mark.parametrize("mode", ["redis", "embedded"])
+def test_circuit_status_and_reset_act_on_a_breaker_tripped_by_real_traffic(
+    mode: str, staff: User, upstream: str
+) -> None:
+    """No stand-in state: failures through a web process trip the breaker the proxy uses, and the
+    operator's endpoints read and reset that breaker (in Redis, shared by two processes; or in
+    the one embedded process's proxy)."""
+    services.route_create(tenant=None, name="cr", path_prefix="/cr/", targets=[upstream], auth_mode="none")
+    quiet = {
+        **GENEROUS,
+        "GATEWAY_FORCED_PRESSURE": "0",
+        "BREAKER_CONSECUTIVE_FAILURES": "3",
+        "BREAKER_COOLDOWN_MS": "600000",  # stays open for the whole test unless reset
+    }
+    env = {**quiet, **shared_redis()} if mode == "redis" else {**quiet, "REDIS_URL": None}
+    operator = bearer(staff)
+    reset_body = json.dumps({"upstream": upstream}).encode()
+
+    with contextlib.ExitStack() as processes:
+        traffic = processes.enter_context(web_process(**env))
+        # In Redis mode the operator asks another process than the one that carried the traffic.
+        ops = processes.enter_context(web_process(**env)) if mode == "redis" else traffic
+        # Given a closed breaker, opened by three failing calls through the gateway
+        before = breaker_seen(ops, operator, upstream)
+        failures = [http_request(traffic, "GET", "/cr/status/500")[0] for _ in range(3)]
+        refused = http_request(traffic, "GET", "/cr/x")
+        # When the operator looks, and resets it
+        tripped = breaker_seen(ops, operator, upstream)
+        reset = http_request(
+            ops, "POST", "/circuit/reset", body=reset_body, headers={**operator, "Content-Type": "application/json"}
+        )
+        after = breaker_seen(traffic, operator, upstream)
+        served = http_request(traffic, "GET", "/cr/x")
+
+    assert (before["state"], before["total"]) == ("closed", 0)
+    assert failures == [500] * 3
+    assert (refused[0], error_code(refused[2])) == (503, "breaker_open")
+    # Then the status showed what the traffic did
+    assert (tripped["state"], tripped["state_code"], tripped["routes"]) == ("open", 1, ["/cr/"])
+    assert tripped["opened_at_ms"] is not None
+    # And the reset closed the breaker the proxy uses: the next request goes through
+    assert reset[0] == 200, reset
+    assert {key: json.loads(reset[2])[key] for key in ("upstream", "reset", "state")} == {
+        "upstream": upstream,
+        "reset": True,
+        "state": "closed",
+    }
+    assert after["state"] == "closed"
+    assert served[0] == 200
 
 
 def test_under_pressure_economy_is_shed_first_and_vital_never(alice: User, mallory: User, upstream: str) -> None:
@@ -156,21 +230,68 @@ def test_the_distributed_limit_comes_back_when_redis_does(upstream: str) -> None
     assert while_down == [200, 200, 200]
 
 
+class HungRedis(socketserver.ThreadingTCPServer):
+    """Accepts connections and reads what arrives, never answering a byte: each connection's
+    bytes, as received, in ``connections``."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        self.connections: list[bytearray] = []
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), HungRedisHandler)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.server_address[1]}/0"
+
+    def commands(self, name: bytes) -> list[int]:
+        """How many ``name`` commands each connection that sent any carried (RESP arrays)."""
+        with self.lock:
+            counts = [data.count(b"\r\n$%d\r\n%s\r\n" % (len(name), name)) for data in self.connections]
+        return [count for count in counts if count]
+
+
+class HungRedisHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: HungRedis = self.server  # type: ignore[assignment]
+        received = bytearray()
+        with server.lock:
+            server.connections.append(received)
+        with contextlib.suppress(OSError):
+            while chunk := self.request.recv(65536):
+                with server.lock:
+                    received += chunk
+
+
+@contextlib.contextmanager
+def hung_redis() -> Iterator[HungRedis]:
+    server = HungRedis()
+    threading.Thread(target=server.serve_forever, name="hung-redis", daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_hung_redis_costs_one_timeout_not_one_per_request(upstream: str) -> None:
     services.route_create(tenant=None, name="pub", path_prefix="/pub/", targets=[upstream], auth_mode="none")
-    with socket.socket() as hung:
-        # Accepts connections (the kernel completes the handshake) and never answers a byte.
-        hung.bind(("127.0.0.1", 0))
-        hung.listen(128)
-        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
-        with web_process(**GENEROUS, **shared_redis(url)) as port:
-            started = time.monotonic()
-            statuses = [http_request(port, "GET", "/pub/x")[0] for _ in range(20)]
-            elapsed = time.monotonic() - started
+    with hung_redis() as hung, web_process(**GENEROUS, **shared_redis(hung.url)) as port:
+        statuses = [http_request(port, "GET", "/pub/x")[0] for _ in range(20)]
+        # The limiter's and the breaker's scripts, per connection of the proxy's Redis client
+        scripts = hung.commands(b"EVALSHA")
 
     assert statuses == [200] * 20
-    # Paying the 0.5 s timeout on each request (limiter and breaker) would take 20 s.
-    assert elapsed < 6, elapsed
+    # Counted, not timed: each connection carried one script, which its timeout failed (nothing
+    # was queued behind a hung call), and the client then stayed down instead of reconnecting for
+    # the next request. Paying the timeout on each request (limiter, then breaker) makes 40
+    # connections; staying down, the client reconnects at most once per 1.5 s (0.5 s timeout, 1 s
+    # down), so fewer than 10 here unless the 20 requests took over 13 s.
+    assert scripts, "the proxy never reached the hung Redis"
+    assert set(scripts) == {1}, scripts
+    assert len(scripts) < len(statuses) // 2, scripts
 
 
 def peak_and_current_rss_kib(pid: int) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from accounts import services as account_services
 from accounts.models import Tenant, User
 from rules.models import NotificationChannel
+from tests.support.rows import row
 
 pytestmark = pytest.mark.django_db
 
@@ -116,11 +117,15 @@ def test_invalid_channels_are_a_json_400(api: Api, alice: User, overrides: dict[
 
 def test_an_invalid_target_on_update_changes_nothing(api: Api, alice: User) -> None:
     created = create_channel(api(alice))
+    before = row(NotificationChannel.objects.get())
 
-    response = api(alice).patch(f"/api/v1/channels/{created['id']}", {"target": "nope"}, format="json")
+    response = api(alice).patch(
+        f"/api/v1/channels/{created['id']}", {"target": "nope", "name": "renamed"}, format="json"
+    )
 
     assert response.status_code == 400
     assert NotificationChannel.objects.get().target == "https://hooks.example.com/orders"
+    assert row(NotificationChannel.objects.get()) == before  # the valid field of the request was not applied either
 
 
 def test_a_channel_may_be_created_inactive(api: Api, alice: User) -> None:
@@ -132,9 +137,10 @@ def test_a_channel_may_be_created_inactive(api: Api, alice: User) -> None:
 
 class TestConflicts:
     def test_a_taken_kind_and_name_is_a_409(self, api: Api, alice: User, mallory: User) -> None:
-        create_channel(api(alice))
+        taken = create_channel(api(alice))
         create_channel(api(alice), kind="slack", target="https://hooks.slack.com/x")  # another kind: fine
         create_channel(api(mallory))  # another tenant: fine
+        before = row(NotificationChannel.objects.get(pk=taken["id"]))
 
         response = api(alice).post(
             "/api/v1/channels",
@@ -145,21 +151,25 @@ class TestConflicts:
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "conflict"
         assert NotificationChannel.objects.count() == 3
+        assert row(NotificationChannel.objects.get(pk=taken["id"])) == before  # not overwritten either
 
     def test_renaming_onto_a_taken_name_is_a_409(self, api: Api, alice: User) -> None:
         create_channel(api(alice))
         other = create_channel(api(alice), name="other")
+        before = row(NotificationChannel.objects.get(pk=other["id"]))
 
         response = api(alice).patch(f"/api/v1/channels/{other['id']}", {"name": "orders"}, format="json")
 
         assert response.status_code == 409
         assert NotificationChannel.objects.get(pk=other["id"]).name == "other"
+        assert row(NotificationChannel.objects.get(pk=other["id"])) == before
 
 
 class TestRoles:
     def test_members_read_channels_but_do_not_change_them(self, api: Api, alice: User, bob: User) -> None:
         created = create_channel(api(alice), secret=SECRET)
         url = f"/api/v1/channels/{created['id']}"
+        before = row(NotificationChannel.objects.get())
 
         listed = api(bob).get("/api/v1/channels")
         assert listed.status_code == 200
@@ -168,6 +178,7 @@ class TestRoles:
         assert api(bob).patch(url, {"active": False}, format="json").status_code == 403
         assert api(bob).delete(url).status_code == 403
         assert NotificationChannel.objects.get().active is True
+        assert row(NotificationChannel.objects.get()) == before
 
     def test_api_keys_need_api_write(self, api: Api, tenant_a: Tenant) -> None:
         _, reader = account_services.api_key_create(tenant=tenant_a, name="r", scopes=["api:read"])
@@ -175,6 +186,7 @@ class TestRoles:
         body = {"kind": "webhook", "name": "k", "target": "https://hooks.example.com/k", "secret": SECRET}
 
         assert api(api_key=reader).post("/api/v1/channels", body, format="json").status_code == 403
+        assert not NotificationChannel.objects.exists()
         created = api(api_key=writer).post("/api/v1/channels", body, format="json")
         assert created.status_code == 201
         assert SECRET not in created.content.decode()
@@ -191,6 +203,7 @@ def test_mallory_neither_sees_nor_changes_alices_channels(api: Api, alice: User,
     created = create_channel(api(alice), secret=SECRET)
     create_channel(api(mallory), name="mallory's")
     url = f"/api/v1/channels/{created['id']}"
+    before = row(NotificationChannel.objects.get(pk=created["id"]))
 
     listed = api(mallory).get("/api/v1/channels").json()
     assert [channel["name"] for channel in listed["results"]] == ["mallory's"]
@@ -199,3 +212,4 @@ def test_mallory_neither_sees_nor_changes_alices_channels(api: Api, alice: User,
     assert api(mallory).delete(url).status_code == 404
     channel = NotificationChannel.objects.get(pk=created["id"])
     assert (channel.target, channel.secret) == ("https://hooks.example.com/orders", SECRET)
+    assert row(channel) == before

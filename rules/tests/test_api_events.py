@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from accounts import services as account_services
 from accounts.models import Tenant, User
 from rules.models import Event, EventSource
+from tests.support.rows import row
 
 pytestmark = pytest.mark.django_db
 
@@ -121,6 +122,7 @@ def test_a_bad_event_names_its_position(api: Api, alice: User) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["details"] == {"events": {"2": ["`type` must be a string."]}}
+    assert not Event.objects.exists()  # not even the two good ones before it
 
 
 def test_a_body_over_the_limit_is_a_json_413(api: Api, alice: User) -> None:
@@ -147,6 +149,7 @@ def test_anonymous_callers_are_refused(api: Api, db: None) -> None:
 
     assert response.status_code == 401
     assert "error" in response.json()
+    assert not Event.objects.exists()
 
 
 class TestApiKeys:
@@ -199,6 +202,7 @@ class TestWhichTenant:
 
         assert response.status_code == 400
         assert "tenant" in response.json()["error"]["details"]
+        assert not Event.objects.exists()
 
     def test_members_cannot_send_into_another_tenant(self, api: Api, alice: User, tenant_b: Tenant) -> None:
         response = api(alice).post("/events?tenant=evil", {"type": "x"}, format="json")
@@ -232,10 +236,13 @@ class TestReading:
     def test_events_cannot_be_changed_or_deleted(self, api: Api, alice: User) -> None:
         created = api(alice).post("/events", {"type": "order"}, format="json").json()["ids"][0]
         url = f"/api/v1/events/{created}"
+        before = row(Event.objects.get(pk=created))
 
         assert api(alice).patch(url, {"type": "x"}, format="json").status_code == 405
         assert api(alice).delete(url).status_code == 405
         assert Event.objects.get(pk=created).type == "order"
+        assert row(Event.objects.get(pk=created)) == before  # payload and evaluation state too
+        assert Event.objects.count() == 1
 
     def test_the_alias_only_ingests(self, api: Api, alice: User) -> None:
         response = api(alice).get("/events")
@@ -248,6 +255,7 @@ def test_mallory_neither_lists_nor_reads_nor_changes_alices_events(api: Api, ali
     created = api(alice).post("/events", {"type": "order"}, format="json").json()["ids"][0]
     api(mallory).post("/events", {"type": "mine"}, format="json")
     url = f"/api/v1/events/{created}"
+    before = row(Event.objects.get(pk=created))
 
     listed = api(mallory).get("/api/v1/events").json()
     assert [event["type"] for event in listed["results"]] == ["mine"]
@@ -256,3 +264,5 @@ def test_mallory_neither_lists_nor_reads_nor_changes_alices_events(api: Api, ali
     assert api(mallory).patch(url, {"type": "x"}, format="json").status_code in (404, 405)
     assert api(mallory).delete(url).status_code in (404, 405)
     assert Event.objects.get(pk=created).type == "order"
+    assert row(Event.objects.get(pk=created)) == before
+    assert Event.objects.count() == 2

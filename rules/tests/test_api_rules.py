@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from accounts import services as account_services
 from accounts.models import Tenant, User
 from rules.models import Rule, RuleMatch
+from tests.support.rows import row
 
 pytestmark = pytest.mark.django_db
 
@@ -65,6 +66,7 @@ def test_a_semantic_error_is_a_400_with_its_position(api: Api, alice: User) -> N
 
     assert response.status_code == 400
     assert {"line", "column"} <= set(response.json()["error"]["details"]["dsl"])
+    assert not Rule.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -87,24 +89,30 @@ def test_invalid_fields_are_a_json_400(api: Api, alice: User, overrides: dict[st
 
 
 def test_a_taken_name_is_a_409(api: Api, alice: User, mallory: User) -> None:
-    create_rule(api(alice))
+    taken = create_rule(api(alice))
     create_rule(api(mallory))  # names are unique per tenant only
+    before = row(Rule.objects.get(pk=taken["id"]))
 
-    response = api(alice).post("/api/v1/rules", {"name": "big orders", "dsl": BIG_ORDERS}, format="json")
+    response = api(alice).post(
+        "/api/v1/rules", {"name": "big orders", "dsl": 'when true then notify("slack:#x")'}, format="json"
+    )
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"
     assert Rule.objects.count() == 2
+    assert row(Rule.objects.get(pk=taken["id"])) == before  # its DSL and version were not replaced
 
 
 def test_renaming_onto_a_taken_name_is_a_409(api: Api, alice: User) -> None:
     create_rule(api(alice))
     other = create_rule(api(alice), name="other")
+    before = row(Rule.objects.get(pk=other["id"]))
 
     response = api(alice).patch(f"/api/v1/rules/{other['id']}", {"name": "big orders"}, format="json")
 
     assert response.status_code == 409
     assert Rule.objects.get(pk=other["id"]).name == "other"
+    assert row(Rule.objects.get(pk=other["id"])) == before
 
 
 class TestVersions:
@@ -190,11 +198,14 @@ class TestDryRun:
     @pytest.mark.parametrize("body", [{}, {"event": [1]}, {"event": "order"}, {"event": {"type": 1}}, [1]])
     def test_a_bad_sample_is_a_400(self, api: Api, alice: User, body: object) -> None:
         created = create_rule(api(alice))
+        before = row(Rule.objects.get(pk=created["id"]))
 
         response = api(alice).post(f"/api/v1/rules/{created['id']}/dry-run", body, format="json")
 
         assert response.status_code == 400
         assert "error" in response.json()
+        assert row(Rule.objects.get(pk=created["id"])) == before
+        assert not RuleMatch.objects.exists()
 
 
 class TestValidate:
@@ -233,6 +244,7 @@ class TestRoles:
     def test_members_read_rules_but_do_not_change_them(self, api: Api, alice: User, bob: User) -> None:
         created = create_rule(api(alice))
         url = f"/api/v1/rules/{created['id']}"
+        before = row(Rule.objects.get(pk=created["id"]))
 
         assert api(bob).get("/api/v1/rules").json()["count"] == 1
         assert api(bob).get(url).status_code == 200
@@ -240,6 +252,8 @@ class TestRoles:
         assert api(bob).patch(url, {"enabled": False}, format="json").status_code == 403
         assert api(bob).delete(url).status_code == 403
         assert Rule.objects.get(pk=created["id"]).enabled is True
+        assert list(Rule.objects.values_list("pk", flat=True)) == [created["id"]]
+        assert row(Rule.objects.get(pk=created["id"])) == before
 
     def test_members_may_dry_run(self, api: Api, alice: User, bob: User) -> None:
         created = create_rule(api(alice))
@@ -264,6 +278,8 @@ class TestRoles:
         assert api(api_key=reader).get("/api/v1/rules").status_code == 200
         assert api(api_key=reader).post("/api/v1/rules/validate", {"dsl": BIG_ORDERS}, format="json").status_code == 200
         assert api(api_key=reader).post("/api/v1/rules", body, format="json").status_code == 403
+        assert api(api_key=sender).post("/api/v1/rules", body, format="json").status_code == 403
+        assert not Rule.objects.exists()
         assert api(api_key=writer).post("/api/v1/rules", body, format="json").status_code == 201
 
     def test_staff_name_the_tenant(self, api: Api, staff: User, tenant_a: Tenant) -> None:
@@ -283,6 +299,7 @@ class TestTenantWall:
         created = create_rule(api(alice))
         create_rule(api(mallory), name="mallory's")
         url = f"/api/v1/rules/{created['id']}"
+        before = row(Rule.objects.get(pk=created["id"]))
 
         listed = api(mallory).get("/api/v1/rules").json()
         assert [rule["name"] for rule in listed["results"]] == ["mallory's"]
@@ -293,6 +310,8 @@ class TestTenantWall:
         assert api(mallory).post(f"{url}/dry-run", {"event": {"type": "order"}}, format="json").status_code == 404
         rule = Rule.objects.get(pk=created["id"])
         assert (rule.name, rule.enabled) == ("big orders", True)
+        assert row(rule) == before  # DSL, version and tenant too
+        assert not RuleMatch.objects.exists()  # her dry run recorded nothing either
 
     def test_mallory_cannot_create_in_alices_tenant(self, api: Api, alice: User, mallory: User) -> None:
         response = api(mallory).post(
@@ -304,8 +323,10 @@ class TestTenantWall:
 
     def test_a_rule_cannot_move_to_another_tenant(self, api: Api, alice: User, mallory: User) -> None:
         created = create_rule(api(alice))
+        before = row(Rule.objects.get())
 
         response = api(alice).patch(f"/api/v1/rules/{created['id']}", {"tenant": "evil"}, format="json")
 
         assert response.status_code == 400
         assert Rule.objects.get().tenant.slug == "wonderland"
+        assert row(Rule.objects.get()) == before

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +58,13 @@ def post_events(port: int, user: User, events: object) -> list[int]:
 
 def all_evaluated(ids: list[int]) -> bool:
     return Event.objects.filter(pk__in=ids, evaluated_at__isnull=False).count() == len(ids)
+
+
+def tasks_run(worker: subprocess.Popen[bytes]) -> list[str]:
+    """The ids of the rules tasks this worker process has finished, from its own log (its stdout,
+    a file that Linux's /proc reaches by the process id)."""
+    log = Path(f"/proc/{worker.pid}/fd/1").read_text(errors="replace")
+    return re.findall(r"Task rules\.tasks\.\w+\[([0-9a-f-]+)\] succeeded", log)
 
 
 def test_an_order_over_500_sends_one_signed_webhook_and_400_sends_none(alice: User, isolated: dict[str, str]) -> None:
@@ -186,7 +195,11 @@ def test_a_count_window_fires_once_at_the_fifth_failure_from_one_ip_across_two_w
     with http_sink() as sink:
         services.channel_create(tenant=tenant, kind="webhook", name="security", target=sink.url)
         rule = services.rule_create(tenant=tenant, name="brute force", dsl=dsl)
-        with web_process(**env) as port, celery_worker(name="w1", **env), celery_worker(name="w2", **env):
+        with (
+            web_process(**env) as port,
+            celery_worker(name="w1", **env) as w1,
+            celery_worker(name="w2", **env) as w2,
+        ):
             # Five IPs with one failure each: nothing. Then five from one IP, one request each,
             # so the evaluations spread over both workers.
             spread = post_events(port, alice, [{"type": "login_failed", "ip": f"10.0.0.{n}"} for n in range(5)])
@@ -194,7 +207,17 @@ def test_a_count_window_fires_once_at_the_fifth_failure_from_one_ip_across_two_w
             wait_until(lambda: all_evaluated(spread + one_ip), timeout=30, what="all ten events evaluated")
             wait_until(lambda: sink.count() == 1, timeout=30, what="the notification")
 
+            # Six evaluation tasks (one per request) and the delivery, each run by one worker
+            def ran() -> dict[str, list[str]] | None:
+                tasks = {"w1": tasks_run(w1), "w2": tasks_run(w2)}
+                return tasks if sum(map(len, tasks.values())) >= 7 else None
+
+            done = wait_until(ran, timeout=30, what="both workers' logs to show the seven tasks done")
+
     match = RuleMatch.objects.get(rule=rule)
     assert match.group_key.endswith("10.9.9.9")
     assert match.event_id in one_ip
     assert sink.count() == 1
+    # Across two workers: each ran some of the tasks, and no task ran twice
+    assert all(done.values()), done
+    assert not set(done["w1"]) & set(done["w2"]), done

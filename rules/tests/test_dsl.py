@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -392,6 +391,9 @@ def test_non_string_input_is_a_dsl_error() -> None:
         compile_rule(None)  # type: ignore[arg-type]
 
 
+# A backtracking engine takes longer than the universe's age on these; a linear one milliseconds.
+# The limit is generous so that only the former can hit it (speed is bench/'s business).
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("pattern", ["(a+)+$", "(a|aa)*b", "(\\\\w*)*x", "(a{2,})+$"])
 def test_catastrophic_patterns_are_rejected_or_linear(pattern: str) -> None:
     text = f'when a matches "{pattern}" then notify("slack:#x")'
@@ -401,9 +403,7 @@ def test_catastrophic_patterns_are_rejected_or_linear(pattern: str) -> None:
             compile_rule(text)
         return
     rule = compile_rule(text)
-    started = time.perf_counter()
-    rule.evaluate({"a": "a" * 50_000 + "!"})
-    assert time.perf_counter() - started < 1.0
+    assert rule.evaluate({"a": "a" * 50_000 + "!"}) is None  # finishes (the time limit) and does not match
 
 
 @pytest.mark.parametrize("pattern", ["(a)\\\\1", "(?=a)a", "(?<!a)b"])

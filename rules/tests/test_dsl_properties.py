@@ -1,13 +1,13 @@
 """Properties of the rule DSL: any text compiles or fails cleanly, fast; compiler == interpreter.
 
-Kept to a few seconds: moderate example counts, no tight timing assertions.
+Kept to a few seconds: moderate example counts. "Fast" is a time limit per test, generous enough
+that only a super-linear parser (or a hang) reaches it; how fast is measured in bench/.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import time
 from typing import Any
 
 import pytest
@@ -78,6 +78,8 @@ def test_token_soup_compiles_or_fails_cleanly(tokens: list[str], glue: str, even
     compile_or_fail_cleanly("when " + glue.join(tokens) + ' then notify("slack:#x")', event)
 
 
+# 15 inputs of the maximum size, each ~10 ms with a linear parser.
+@pytest.mark.timeout(20)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(min_value=0, max_value=2**32), st.integers(0, 2))
 def test_long_inputs_finish_quickly(seed: int, shape: int) -> None:
@@ -86,11 +88,10 @@ def test_long_inputs_finish_quickly(seed: int, shape: int) -> None:
     rnd = random.Random(seed)
     body = " ".join(rnd.choice(TOKENS) for _ in range(3_000))[:9_970]
     text = [body, "when " + body, "when " + body + ' then notify("slack:#x")'][shape][:10_000]
-    started = time.perf_counter()
-    compile_or_fail_cleanly(text)
-    assert time.perf_counter() - started < 2.0  # loose: the parser is linear, this is ~10 ms
+    compile_or_fail_cleanly(text)  # within the test's time limit, and cleanly
 
 
+@pytest.mark.timeout(5)
 @pytest.mark.parametrize(
     "text",
     [
@@ -106,9 +107,7 @@ def test_long_inputs_finish_quickly(seed: int, shape: int) -> None:
 )
 def test_pathological_inputs_finish_quickly(text: str) -> None:
     assert len(text) <= 10_000
-    started = time.perf_counter()
-    compile_or_fail_cleanly(text)
-    assert time.perf_counter() - started < 2.0
+    compile_or_fail_cleanly(text)  # within the test's time limit, and cleanly
 
 
 # --- differential: compiler against the naive interpreter ---------------------------------------
