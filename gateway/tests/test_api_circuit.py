@@ -75,27 +75,27 @@ def test_only_staff_reset_breakers(api: Api, alice: User, tenant_a: Tenant, upst
     # Alice's own upstream, open: the one she would most like to close.
     services.route_create(tenant=tenant_a, name="a", path_prefix="/wonderland/a/", targets=[upstream])
     trip(upstream)
-    before = breakers.breaker_states([upstream])[upstream]
+    before = breaker_state.breaker_states([upstream])[upstream]
 
     response = api(alice).post("/circuit/reset", {"upstream": upstream}, format="json")
 
     assert response.status_code == 403
     assert before["state"] == "open"
-    assert breakers.breaker_states([upstream])[upstream] == before  # still open, same counts
+    assert breaker_state.breaker_states([upstream])[upstream] == before  # still open, same counts
 
 
 @pytest.mark.parametrize("body", [{}, {"upstream": "not a url"}, {"upstream": "http://unknown.internal"}, [1]])
 def test_bad_reset_requests_are_4xx(api: Api, staff: User, body: object, upstream: str) -> None:
     services.route_create(tenant=None, name="p", path_prefix="/payments/", targets=[upstream])
     trip(upstream)
-    before = breakers.breaker_states([upstream])[upstream]
+    before = breaker_state.breaker_states([upstream])[upstream]
 
     response = api(staff).post("/circuit/reset", body, format="json")
 
     assert response.status_code in (400, 404)
     assert "error" in response.json()
     assert before["state"] == "open"
-    assert breakers.breaker_states([upstream])[upstream] == before  # no breaker was reset instead
+    assert breaker_state.breaker_states([upstream])[upstream] == before  # no breaker was reset instead
 
 
 def test_status_needs_credentials() -> None:
