@@ -15,25 +15,26 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
+from core.conf import sentinel_settings
 from gateway import runtime
-from gateway.engine.breaker import STATE_CODES, Breaker, BreakerConfig, MemoryBreaker, RedisBreaker, Transition
+from gateway.engine.breaker import STATE_CODES, Breaker, MemoryBreaker, RedisBreaker, Transition
 from gateway.engine.ratelimit import limiter_redis_client
 
 
 @contextlib.asynccontextmanager
 async def _breaker() -> AsyncIterator[Breaker]:
-    conf = settings.SENTINEL_GATEWAY
+    conf = sentinel_settings.gateway
     if settings.REDIS_URL:
         # A client of this event loop's own: the proxy's clients belong to the server's loop.
         redis = limiter_redis_client(settings.REDIS_URL)
         try:
-            yield RedisBreaker(redis, f"{settings.CACHE_KEY_PREFIX}:gw:", BreakerConfig.from_settings(conf))
+            yield RedisBreaker(redis, f"{settings.CACHE_KEY_PREFIX}:gw:", runtime.breaker_config_from(conf))
         finally:
             await redis.aclose()
     elif runtime.active_proxy is not None:
         yield runtime.active_proxy.breaker
     else:  # no proxy in this process (a shell, a test client): nothing has tripped here
-        yield MemoryBreaker(BreakerConfig.from_settings(conf))
+        yield MemoryBreaker(runtime.breaker_config_from(conf))
 
 
 def breaker_states(upstreams: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from prometheus_client import multiprocess
 
+from core.conf import GatewaySettings, sentinel_settings
 from core.config_version import config_version_read
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
@@ -66,29 +67,39 @@ async def lookup_key(digest: str) -> KeyInfo | None:
 
 
 def gateway_config() -> GatewayConfig:
-    conf = settings.SENTINEL_GATEWAY
+    conf = sentinel_settings.gateway
     return GatewayConfig(
-        tenant_header=conf["TENANT_HEADER"],
-        burst_capacity=conf["BURST_CAPACITY"],
-        refill_rate=conf["REFILL_RATE"],
-        window_ms=conf["WINDOW_MS"],
-        base_rate_limit=conf["BASE_RATE_LIMIT"],
-        request_timeout_ms=conf["REQUEST_TIMEOUT_MS"],
-        rate_limit_fail_mode=conf["RATE_LIMIT_FAIL_MODE"],
-        forced_pressure=conf.get("FORCED_PRESSURE"),
+        tenant_header=conf.TENANT_HEADER,
+        burst_capacity=conf.BURST_CAPACITY,
+        refill_rate=conf.REFILL_RATE,
+        window_ms=conf.WINDOW_MS,
+        base_rate_limit=conf.BASE_RATE_LIMIT,
+        request_timeout_ms=conf.REQUEST_TIMEOUT_MS,
+        rate_limit_fail_mode=conf.RATE_LIMIT_FAIL_MODE,
+        forced_pressure=conf.FORCED_PRESSURE,
     )
 
 
-def pressure_gauge(conf: dict[str, Any]) -> PressureGauge:
+def pressure_gauge(conf: GatewaySettings) -> PressureGauge:
     """The pressure gauge SENTINEL_GATEWAY describes (the formula: gateway/engine/pressure.py)."""
     return PressureGauge(
-        capacity=conf["CAPACITY"],
-        slo_ms=conf["SLO_LATENCY_THRESHOLD"],
-        smoothing_s=conf["PRESSURE_SMOOTHING_MS"] / 1000,
-        window_s=conf["PRESSURE_WINDOW_S"],
-        min_samples=conf["PRESSURE_MIN_SAMPLES"],
-        min_rate=conf["PRESSURE_MIN_RATE"],
-        strain_weight=conf["PRESSURE_STRAIN_WEIGHT"],
+        capacity=conf.CAPACITY,
+        slo_ms=conf.SLO_LATENCY_THRESHOLD,
+        smoothing_s=conf.PRESSURE_SMOOTHING_MS / 1000,
+        window_s=conf.PRESSURE_WINDOW_S,
+        min_samples=conf.PRESSURE_MIN_SAMPLES,
+        min_rate=conf.PRESSURE_MIN_RATE,
+        strain_weight=conf.PRESSURE_STRAIN_WEIGHT,
+    )
+
+
+def breaker_config_from(conf: GatewaySettings) -> BreakerConfig:
+    """The breaker's numbers (SPEC 2 step 8) SENTINEL_GATEWAY gives; its window keeps the engine's default."""
+    return BreakerConfig(
+        failure_threshold=conf.BREAKER_FAILURE_THRESHOLD,
+        min_volume=conf.BREAKER_CONSECUTIVE_FAILURES,
+        cooldown_ms=conf.BREAKER_COOLDOWN_MS,
+        half_open_max=conf.BREAKER_HALF_OPEN_MAX_REQUESTS,
     )
 
 
@@ -98,18 +109,18 @@ def _egress_refused(tenant_uuid: str | None, target: str, denied: EgressDenied) 
 
 def build_proxy(fallback: ASGIApp) -> Proxy:
     """The proxy wired for the current mode: Redis-backed state in production, in-process otherwise."""
-    conf = settings.SENTINEL_GATEWAY
-    breaker_config = BreakerConfig.from_settings(conf)
+    conf = sentinel_settings.gateway
+    breaker_config = breaker_config_from(conf)
     if settings.REDIS_URL:
         redis = limiter_redis_client(settings.REDIS_URL)
         prefix = f"{settings.CACHE_KEY_PREFIX}:gw:"
         window_limiter: RedisWindowLimiter | MemoryWindowLimiter = RedisWindowLimiter(redis, prefix)
         breaker: RedisBreaker | MemoryBreaker = RedisBreaker(
-            redis, prefix, breaker_config, probe_ttl_ms=conf["REQUEST_TIMEOUT_MS"]
+            redis, prefix, breaker_config, probe_ttl_ms=conf.REQUEST_TIMEOUT_MS
         )
     else:
         window_limiter = MemoryWindowLimiter()
-        breaker = MemoryBreaker(breaker_config, probe_ttl_ms=conf["REQUEST_TIMEOUT_MS"])
+        breaker = MemoryBreaker(breaker_config, probe_ttl_ms=conf.REQUEST_TIMEOUT_MS)
     global active_proxy
     active_proxy = Proxy(
         config=gateway_config(),
@@ -117,16 +128,16 @@ def build_proxy(fallback: ASGIApp) -> Proxy:
         authenticator=Authenticator(
             jwt_verifier=JwtVerifier(settings.SIMPLE_JWT["SIGNING_KEY"]),
             keys=ApiKeyResolver(lookup_key),
-            tenant_header=conf["TENANT_HEADER"],
+            tenant_header=conf.TENANT_HEADER,
         ),
         window_limiter=window_limiter,
         breaker=breaker,
         forwarder=Forwarder(egress=egress_policy(), on_egress_refusal=_egress_refused),
         gauge=pressure_gauge(conf),
         admission=TierAdmission(
-            standard_at=conf["SHED_STANDARD_AT"], economy_at=conf["SHED_ECONOMY_AT"], hysteresis=conf["SHED_HYSTERESIS"]
+            standard_at=conf.SHED_STANDARD_AT, economy_at=conf.SHED_ECONOMY_AT, hysteresis=conf.SHED_HYSTERESIS
         ),
-        on_complete=functools.partial(request_observe, slo_ms=conf["SLO_LATENCY_THRESHOLD"]),
+        on_complete=functools.partial(request_observe, slo_ms=conf.SLO_LATENCY_THRESHOLD),
     )
     return active_proxy
 
