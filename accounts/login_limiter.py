@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from django.conf import settings
 from django.core.cache import caches
 from django_redis import get_redis_connection
 from django_redis.cache import RedisCache
 
+from core.conf import sentinel_settings
 from core.ratelimit_headers import LimitState
 
 logger = logging.getLogger("sentinel.accounts")
@@ -222,12 +222,12 @@ class LoginLimiter:
 def login_limiter() -> LoginLimiter:
     """The limiter configured by SENTINEL_ACCOUNTS on the default cache. Built per call: cheap,
     and settings overridden in tests are honoured."""
-    conf = settings.SENTINEL_ACCOUNTS
+    conf = sentinel_settings.accounts
     return LoginLimiter(
         failure_log_for(),
-        per_username=conf["LOGIN_FAILURES_PER_USERNAME"],
-        per_ip=conf["LOGIN_FAILURES_PER_IP"],
-        window=conf["LOGIN_FAILURE_WINDOW_SECONDS"],
+        per_username=conf.LOGIN_FAILURES_PER_USERNAME,
+        per_ip=conf.LOGIN_FAILURES_PER_IP,
+        window=conf.LOGIN_FAILURE_WINDOW_SECONDS,
     )
 
 

@@ -10,7 +10,6 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -30,6 +29,7 @@ from accounts.models import (
     User,
     hash_api_key,
 )
+from core.conf import sentinel_settings
 from core.config_version import config_version_bump
 from core.errors import Conflict, DomainError
 
@@ -392,7 +392,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     if key is None:
         return None
     now = timezone.now()
-    touch_after = settings.SENTINEL_ACCOUNTS["API_KEY_TOUCH_SECONDS"]
+    touch_after = sentinel_settings.accounts.API_KEY_TOUCH_SECONDS
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= touch_after:
         # A conditional UPDATE: a burst of requests on one key writes one row, not one per request.
         stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - timedelta(seconds=touch_after))

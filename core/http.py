@@ -13,7 +13,7 @@ def client_ip(request: HttpRequest) -> str:
     the client and could be forged, so it is never believed.
     """
     remote = request.META.get("REMOTE_ADDR") or "unknown"
-    hops = settings.SENTINEL_ACCOUNTS["TRUSTED_PROXY_COUNT"]
+    hops = settings.TRUSTED_PROXY_COUNT
     if hops <= 0:
         return remote
     forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]

@@ -2,8 +2,9 @@
 
 uvicorn workers and Celery worker processes each keep their own counters; `/metrics` must report
 the sum, whichever process answers the scrape. prometheus_client does that with memory-mapped
-files in `PROMETHEUS_MULTIPROC_DIR`, a choice it makes once, when it is first imported: so this
-runs from the settings module, before any app imports prometheus_client.
+files in `PROMETHEUS_MULTIPROC_DIR`, and each metric takes its value class when it is created: so
+`configure_multiprocess` runs from `core.apps.CoreConfig.ready()`, the first app's, before the
+other apps' ready() hooks import the modules that declare metrics (a test checks every metric).
 
 Files are named after a process identifier. The default (the pid) collides when containers share
 the folder through a volume (each has its pid 1), so the identifier is `<hostname>-<pid>`.
@@ -33,20 +34,20 @@ def process_identifier() -> str:
     return f"{_HOSTNAME}-{os.getpid()}"
 
 
-def configure_multiprocess(directory: Path, *, fresh: bool = False) -> Path:
-    """Points prometheus_client at `directory` (an operator's PROMETHEUS_MULTIPROC_DIR wins).
+def configure_multiprocess(directory: Path, *, fresh: bool = False) -> None:
+    """Points prometheus_client, and the processes this one starts, at `directory` (created).
 
-    Setting the value class directly, rather than relying on the variable alone, also covers a
-    process that imported prometheus_client before the settings (no metric may exist yet).
+    `fresh` empties it first (a test run counts from zero). Setting the value class directly,
+    rather than relying on the variable alone, covers prometheus_client imported before this
+    call; a metric created before it would count in this process's memory only.
     """
-    chosen = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(directory)))
-    if fresh:  # `fresh`: start from zero (a test run), no file of an earlier run left
-        shutil.rmtree(chosen, ignore_errors=True)
-    chosen.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    if fresh:
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
     from prometheus_client import values
 
     values.ValueClass = values.MultiProcessValue(process_identifier)
-    return chosen
 
 
 def forget_dead_processes(directory: Path) -> int:

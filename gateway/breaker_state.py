@@ -16,6 +16,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
+from core.conf import GatewaySettings, sentinel_settings
 from gateway.engine.breaker import STATE_CODES, Breaker, BreakerConfig, MemoryBreaker, RedisBreaker, Transition
 from gateway.engine.resp import gateway_redis_client
 
@@ -25,8 +26,8 @@ def process_breaker() -> MemoryBreaker:
     """This process's breakers when there is no Redis (embedded mode), one instance per process:
     the proxy built here records into it, and `breaker_store()` hands it to the admin and the API.
     Nothing trips it in a process that serves no proxy (a shell, a test client): all closed."""
-    conf = settings.SENTINEL_GATEWAY
-    return MemoryBreaker(BreakerConfig.from_settings(conf), probe_ttl_ms=conf["REQUEST_TIMEOUT_MS"])
+    conf = sentinel_settings.gateway
+    return MemoryBreaker(breaker_config_from(conf), probe_ttl_ms=conf.REQUEST_TIMEOUT_MS)
 
 
 @contextlib.asynccontextmanager
@@ -38,14 +39,24 @@ async def breaker_store() -> AsyncIterator[Breaker]:
     the breaker's calls raise `BreakerUnavailable` when Redis does not answer.
     """
     if settings.REDIS_URL:
-        conf = settings.SENTINEL_GATEWAY
+        conf = sentinel_settings.gateway
         redis = gateway_redis_client(settings.REDIS_URL)
         try:
-            yield RedisBreaker(redis, f"{settings.CACHE_KEY_PREFIX}:gw:", BreakerConfig.from_settings(conf))
+            yield RedisBreaker(redis, f"{settings.CACHE_KEY_PREFIX}:gw:", breaker_config_from(conf))
         finally:
             await redis.aclose()
     else:
         yield process_breaker()
+
+
+def breaker_config_from(conf: GatewaySettings) -> BreakerConfig:
+    """The breaker's numbers (SPEC 2 step 8) SENTINEL_GATEWAY gives; its window keeps the engine's default."""
+    return BreakerConfig(
+        failure_threshold=conf.BREAKER_FAILURE_THRESHOLD,
+        min_volume=conf.BREAKER_CONSECUTIVE_FAILURES,
+        cooldown_ms=conf.BREAKER_COOLDOWN_MS,
+        half_open_max=conf.BREAKER_HALF_OPEN_MAX_REQUESTS,
+    )
 
 
 def breaker_states(upstreams: Iterable[str]) -> dict[str, dict[str, Any]]:

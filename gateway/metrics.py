@@ -18,11 +18,11 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 
-from django.conf import settings
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.conf import sentinel_settings
 from gateway.breaker_state import breaker_states
 from gateway.engine.proxy import RequestRecord
 from gateway.selectors import upstream_list
@@ -102,7 +102,7 @@ def request_observe(record: RequestRecord, *, slo_ms: float) -> None:
 def request_observer() -> Callable[[RequestRecord], None]:
     """`request_observe` bound to the SLO of the settings (SLO_LATENCY_THRESHOLD, ms): the sink the
     site hands to the proxy as `on_complete`."""
-    return functools.partial(request_observe, slo_ms=settings.SENTINEL_GATEWAY["SLO_LATENCY_THRESHOLD"])
+    return functools.partial(request_observe, slo_ms=sentinel_settings.gateway.SLO_LATENCY_THRESHOLD)
 
 
 def gateway_gauges_set(*, in_flight: int, pressure: float) -> None:

@@ -19,13 +19,14 @@ from django.conf import settings
 from django.db import close_old_connections
 from prometheus_client import multiprocess
 
+from core.conf import GatewaySettings, sentinel_settings
 from core.config_version import config_version_read
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
 from core.prometheus import forget_dead_processes, process_identifier
-from gateway.breaker_state import process_breaker
+from gateway.breaker_state import breaker_config_from, process_breaker
 from gateway.engine.auth import ApiKeyResolver, Authenticator, JwtVerifier, KeyInfo, TenantDirectory
-from gateway.engine.breaker import BreakerConfig, MemoryBreaker, RedisBreaker
+from gateway.engine.breaker import MemoryBreaker, RedisBreaker
 from gateway.engine.fleet import FleetPressure
 from gateway.engine.forwarder import Forwarder
 from gateway.engine.pressure import PressureGauge, TierAdmission, combine
@@ -91,29 +92,29 @@ async def lookup_key(digest: str) -> KeyInfo | None:
 
 
 def gateway_config() -> GatewayConfig:
-    conf = settings.SENTINEL_GATEWAY
+    conf = sentinel_settings.gateway
     return GatewayConfig(
-        tenant_header=conf["TENANT_HEADER"],
-        burst_capacity=conf["BURST_CAPACITY"],
-        refill_rate=conf["REFILL_RATE"],
-        window_ms=conf["WINDOW_MS"],
-        base_rate_limit=conf["BASE_RATE_LIMIT"],
-        request_timeout_ms=conf["REQUEST_TIMEOUT_MS"],
-        rate_limit_fail_mode=conf["RATE_LIMIT_FAIL_MODE"],
-        forced_pressure=conf.get("FORCED_PRESSURE"),
+        tenant_header=conf.TENANT_HEADER,
+        burst_capacity=conf.BURST_CAPACITY,
+        refill_rate=conf.REFILL_RATE,
+        window_ms=conf.WINDOW_MS,
+        base_rate_limit=conf.BASE_RATE_LIMIT,
+        request_timeout_ms=conf.REQUEST_TIMEOUT_MS,
+        rate_limit_fail_mode=conf.RATE_LIMIT_FAIL_MODE,
+        forced_pressure=conf.FORCED_PRESSURE,
     )
 
 
-def pressure_gauge(conf: dict[str, Any]) -> PressureGauge:
+def pressure_gauge(conf: GatewaySettings) -> PressureGauge:
     """The pressure gauge SENTINEL_GATEWAY describes (the formula: gateway/engine/pressure.py)."""
     return PressureGauge(
-        capacity=conf["CAPACITY"],
-        slo_ms=conf["SLO_LATENCY_THRESHOLD"],
-        smoothing_s=conf["PRESSURE_SMOOTHING_MS"] / 1000,
-        window_s=conf["PRESSURE_WINDOW_S"],
-        min_samples=conf["PRESSURE_MIN_SAMPLES"],
-        min_rate=conf["PRESSURE_MIN_RATE"],
-        strain_weight=conf["PRESSURE_STRAIN_WEIGHT"],
+        capacity=conf.CAPACITY,
+        slo_ms=conf.SLO_LATENCY_THRESHOLD,
+        smoothing_s=conf.PRESSURE_SMOOTHING_MS / 1000,
+        window_s=conf.PRESSURE_WINDOW_S,
+        min_samples=conf.PRESSURE_MIN_SAMPLES,
+        min_rate=conf.PRESSURE_MIN_RATE,
+        strain_weight=conf.PRESSURE_STRAIN_WEIGHT,
     )
 
 
@@ -128,14 +129,14 @@ def build_proxy(fallback: ASGIApp, *, on_complete: RequestSink) -> Proxy:
     `fallback` serves the paths no route matches; `on_complete` receives every proxied request's
     record, rejections included (`request_sinks` makes one of several).
     """
-    conf = settings.SENTINEL_GATEWAY
-    breaker_config = BreakerConfig.from_settings(conf)
+    conf = sentinel_settings.gateway
+    breaker_config = breaker_config_from(conf)
     if settings.REDIS_URL:
         redis = gateway_redis_client(settings.REDIS_URL)
         prefix = f"{settings.CACHE_KEY_PREFIX}:gw:"
         window_limiter: RedisWindowLimiter | MemoryWindowLimiter = RedisWindowLimiter(redis, prefix)
         breaker: RedisBreaker | MemoryBreaker = RedisBreaker(
-            redis, prefix, breaker_config, probe_ttl_ms=conf["REQUEST_TIMEOUT_MS"]
+            redis, prefix, breaker_config, probe_ttl_ms=conf.REQUEST_TIMEOUT_MS
         )
     else:
         window_limiter = MemoryWindowLimiter()
@@ -146,14 +147,14 @@ def build_proxy(fallback: ASGIApp, *, on_complete: RequestSink) -> Proxy:
         authenticator=Authenticator(
             jwt_verifier=JwtVerifier(settings.SIMPLE_JWT["SIGNING_KEY"]),
             keys=ApiKeyResolver(lookup_key),
-            tenant_header=conf["TENANT_HEADER"],
+            tenant_header=conf.TENANT_HEADER,
         ),
         window_limiter=window_limiter,
         breaker=breaker,
         forwarder=Forwarder(egress=egress_policy(), on_egress_refusal=_egress_refused),
         gauge=pressure_gauge(conf),
         admission=TierAdmission(
-            standard_at=conf["SHED_STANDARD_AT"], economy_at=conf["SHED_ECONOMY_AT"], hysteresis=conf["SHED_HYSTERESIS"]
+            standard_at=conf.SHED_STANDARD_AT, economy_at=conf.SHED_ECONOMY_AT, hysteresis=conf.SHED_HYSTERESIS
         ),
         on_complete=on_complete,
     )

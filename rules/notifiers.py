@@ -28,11 +28,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.validators import validate_email
 from django.forms import ValidationError as FormValidationError
 
+from core.conf import sentinel_settings
 from core.egress import EgressDenied, guarded_transport
 from core.egress_django import egress_policy, egress_refusal_record
 from core.errors import DomainError
@@ -125,8 +125,7 @@ def _client(timeout: float) -> httpx.Client:
 def _post(url: str, body: bytes, headers: dict[str, str]) -> float | None:
     """POSTs ``body``; returns how long the receiver asked to pause after a success (or None).
     Raises DeliveryFailed as the answer means it, or EgressDenied when the policy refuses the address."""
-    conf: dict[str, Any] = settings.SENTINEL_RULES
-    timeout = float(conf["DELIVERY_TIMEOUT_SECONDS"])
+    timeout = sentinel_settings.rules.DELIVERY_TIMEOUT_SECONDS
     try:
         with _client(timeout) as client:
             response = client.post(url, content=body, headers=headers)

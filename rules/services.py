@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, TypedDict
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Tenant
+from core.conf import sentinel_settings
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
 from core.errors import Conflict, DomainError
@@ -143,10 +143,10 @@ def event_problem(*, payload: Any) -> str | None:
         return "An event must be a JSON object."
     if "type" in payload and not isinstance(payload["type"], str):
         return "`type` must be a string."
-    problem = _structure_problem(payload, _rules_setting("EVENT_MAX_DEPTH"))
+    problem = _structure_problem(payload, sentinel_settings.rules.EVENT_MAX_DEPTH)
     if problem is not None:
         return problem
-    limit = _rules_setting("EVENT_MAX_BYTES")
+    limit = sentinel_settings.rules.EVENT_MAX_BYTES
     # The depth is bounded by now, so json.dumps cannot recurse too deep.
     size = len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > limit:
@@ -466,10 +466,6 @@ def _channels_named(tenant_id: int, match: Match) -> dict[tuple[str, str], Notif
 # --- Delivery ----------------------------------------------------------------------------------
 
 
-def _rules_setting(name: str) -> Any:
-    return settings.SENTINEL_RULES[name]
-
-
 def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery | None:
     """Takes a due delivery for one send attempt, or None when it is not this worker's to send.
 
@@ -477,7 +473,7 @@ def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery
     only one changes the row. A claim left by a killed worker lapses with its lease.
     """
     now = now or timezone.now()
-    lease = timedelta(seconds=_rules_setting("DELIVERY_LEASE_SECONDS"))
+    lease = timedelta(seconds=sentinel_settings.rules.DELIVERY_LEASE_SECONDS)
     claimed = (
         Delivery.objects.claimable(now)
         .filter(pk=delivery_id)
@@ -530,7 +526,7 @@ def _delivery_failed(delivery: Delivery, failure: notifiers.DeliveryFailed) -> D
     now = timezone.now()
     status, next_at, error = DeliveryStatus.DEAD, now, f"{failure}: permanent, not retried"
     if not failure.permanent:
-        max_attempts = _rules_setting("DELIVERY_MAX_ATTEMPTS")
+        max_attempts = sentinel_settings.rules.DELIVERY_MAX_ATTEMPTS
         if delivery.attempts >= max_attempts:
             error = f"{failure}: attempt {delivery.attempts} of {max_attempts} was the last"
         else:
@@ -571,7 +567,7 @@ def receiver_pause(*, target: str, seconds: float, now: datetime | None = None) 
     """Holds deliveries to `target` for `seconds` (capped at DELIVERY_MAX_RETRY_AFTER_SECONDS),
     in the shared cache so every worker sees it. A pause is only ever extended. Returns its end."""
     now = now or timezone.now()
-    seconds = min(max(seconds, 0.0), float(_rules_setting("DELIVERY_MAX_RETRY_AFTER_SECONDS")))
+    seconds = min(max(seconds, 0.0), float(sentinel_settings.rules.DELIVERY_MAX_RETRY_AFTER_SECONDS))
     until = now + timedelta(seconds=seconds)
     current = receiver_paused_until(target=target, now=now)
     if current is not None and current >= until:
@@ -599,7 +595,7 @@ def next_attempt_delay(*, attempts: int, failure: notifiers.DeliveryFailed) -> t
     """
     if failure.retry_after is None:
         return retry_delay(attempts), "transient, retried with backoff"
-    cap = float(_rules_setting("DELIVERY_MAX_RETRY_AFTER_SECONDS"))
+    cap = float(sentinel_settings.rules.DELIVERY_MAX_RETRY_AFTER_SECONDS)
     asked = failure.retry_after
     if asked > cap:
         return cap, (
@@ -611,8 +607,8 @@ def next_attempt_delay(*, attempts: int, failure: notifiers.DeliveryFailed) -> t
 
 def retry_delay(attempts: int) -> float:
     """Exponential backoff with jitter: base * 2^(n-1), capped, times a random factor in [0.5, 1]."""
-    base = _rules_setting("DELIVERY_BACKOFF_SECONDS")
-    ceiling = min(_rules_setting("DELIVERY_BACKOFF_MAX_SECONDS"), base * 2 ** max(attempts - 1, 0))
+    base = sentinel_settings.rules.DELIVERY_BACKOFF_SECONDS
+    ceiling = min(sentinel_settings.rules.DELIVERY_BACKOFF_MAX_SECONDS, base * 2 ** max(attempts - 1, 0))
     return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
 
 

@@ -16,7 +16,11 @@ from typing import Any
 
 from django.core.asgi import get_asgi_application
 
+from core.local_state import local_state_prepare
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
+# A server may import this module without manage.py (`uvicorn sentinel_site.asgi:application`).
+local_state_prepare()
 
 # Django must be set up before anything imports models (the routes below do).
 django_http_app = get_asgi_application()

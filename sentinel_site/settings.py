@@ -10,9 +10,6 @@ differs from a laptop only by its environment (see the README's settings table).
 from __future__ import annotations
 
 import ipaddress
-import os
-import secrets
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,47 +18,50 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from core.env import env_bool, env_choice, env_float, env_int, env_list, env_str
-from core.prometheus import configure_multiprocess
+from core.local_state import embedded_mode, secret_key_file, secret_key_file_wanted, secret_key_read, var_dir
 
+# Importing this module reads the environment and var/secret_key and writes nothing: the folders
+# it names are made by core.apps.CoreConfig.ready(), the key file by the entry points
+# (core.local_state).
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("SENTINEL_VAR_DIR") or BASE_DIR / "var").resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+VAR_DIR = var_dir()
 
 DATABASE_URL = env_str("DATABASE_URL")
 REDIS_URL = env_str("REDIS_URL")
 # Embedded mode: no external service configured. Production mode names at least one.
-EMBEDDED_MODE = DATABASE_URL is None and REDIS_URL is None
+EMBEDDED_MODE = embedded_mode()
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
 
 def _secret_key() -> str:
-    """The environment's key; in embedded mode one generated once into ``var/secret_key``."""
+    """The environment's key; in embedded mode (or DEBUG) the one kept in ``var/secret_key``."""
     key = env_str("SECRET_KEY")
     if key:
         if len(key) < 32 and not DEBUG:
             # It also signs the JWTs (HS256), which need at least 256 bits of key.
             raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long.")
         return key
-    if not EMBEDDED_MODE and not DEBUG:
+    if not secret_key_file_wanted():
         raise ImproperlyConfigured(
             "SECRET_KEY must be set in the environment in production mode "
             "(DATABASE_URL or REDIS_URL is set and DJANGO_DEBUG is off)."
         )
-    path = VAR_DIR / "secret_key"
-    try:
-        # O_EXCL: two processes starting together must not write two different keys.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(50))
-    return path.read_text().strip()
+    kept = secret_key_read(VAR_DIR)
+    if kept is None:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set and {secret_key_file(VAR_DIR)} does not exist: `make install` writes it, "
+            "and so does every entry point (manage.py, sentinel_site.asgi, the Celery app) when it starts."
+        )
+    return kept
 
 
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# How many reverse proxies in front of Sentinel append to X-Forwarded-For (0: trust none); read by
+# core.http.client_ip for every app.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 if env_bool("SECURE_PROXY_SSL", False):
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -71,6 +71,9 @@ if env_bool("SECURE_PROXY_SSL", False):
 INSTALLED_APPS = [
     # daphne first: it makes `manage.py runserver` an ASGI server that also serves websockets.
     "daphne",
+    # Before every other app: its ready() makes settings' folders and sets up multiprocess metrics
+    # before the other apps' ready() (the admin's autodiscovery) creates the first metric.
+    "core.apps.CoreConfig",
     "accounts.apps.SentinelAdminConfig",  # django.contrib.admin, its login under the login limiter
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -183,9 +186,8 @@ CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 if not REDIS_URL:
     # kombu's filesystem transport: no server needed. Folders must be absolute, or each process
     # resolves them against its own working directory and control commands find no worker.
+    # (core.apps.CoreConfig.ready() creates them.)
     _celery_dir = VAR_DIR / "celery"
-    for _sub in ("queue", "control"):
-        (_celery_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_celery_dir / "queue"),
         "data_folder_out": str(_celery_dir / "queue"),
@@ -322,13 +324,11 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# --- Sentinel's own tunables, one namespaced dict per app ---------------------------------
+# --- Sentinel's own tunables, one namespaced dict per app, read through core.conf ----------
 SENTINEL_ACCOUNTS = {
     "LOGIN_FAILURES_PER_USERNAME": env_int("LOGIN_FAILURES_PER_USERNAME", 5, minimum=1),
     "LOGIN_FAILURES_PER_IP": env_int("LOGIN_FAILURES_PER_IP", 20, minimum=1),
     "LOGIN_FAILURE_WINDOW_SECONDS": env_int("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1),
-    # How many reverse proxies in front of Sentinel append to X-Forwarded-For (0: trust none).
-    "TRUSTED_PROXY_COUNT": env_int("TRUSTED_PROXY_COUNT", 0, minimum=0),
     # API-key `last_used_at` is written at most this often per key, not on every request.
     "API_KEY_TOUCH_SECONDS": env_int("API_KEY_TOUCH_SECONDS", 60, minimum=0),
 }
@@ -369,11 +369,6 @@ SENTINEL_GATEWAY = {
     ),
 }
 
-SENTINEL_OBSERVABILITY = {
-    "ENABLE_TRACING": env_bool("ENABLE_TRACING", False),
-    "OTLP_ENDPOINT": env_str("OTLP_ENDPOINT"),
-}
-
 # Largest request body accepted by the REST API (the proxy has per-route limits of its own).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
@@ -400,8 +395,7 @@ EGRESS_ALLOW_LOOPBACK = env_bool("EGRESS_ALLOW_LOOPBACK", EMBEDDED_MODE)
 
 # --- Static files, i18n --------------------------------------------------------------------
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = VAR_DIR / "static"  # created by core.apps.CoreConfig.ready(): WhiteNoise warns of a missing one
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Served by WhiteNoise from the collected files; from the finders when nothing was collected yet.
 WHITENOISE_USE_FINDERS = DEBUG or not (STATIC_ROOT / "admin").exists()
@@ -431,9 +425,8 @@ LOGGING = {
 
 # --- Metrics: Prometheus multiprocess mode (uvicorn workers + Celery share one folder) -----
 PROMETHEUS_EXPORT_MIGRATIONS = False
-# A test run counts into a folder of its own (its child processes inherit the variable), so the
-# traffic of `make test` never shows in the metrics of `make run`.
-_UNDER_PYTEST = "pytest" in sys.modules and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-PROMETHEUS_MULTIPROC_DIR = configure_multiprocess(
-    VAR_DIR / ("prometheus-test" if _UNDER_PYTEST else "prometheus"), fresh=_UNDER_PYTEST
-)
+# core.apps.CoreConfig.ready() points prometheus_client at this folder (an operator's
+# PROMETHEUS_MULTIPROC_DIR wins) and exports it to the processes started from this one.
+PROMETHEUS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR") or VAR_DIR / "prometheus")
+# Whether ready() empties the folder first: a test run counts from zero (sentinel_site.test_settings).
+PROMETHEUS_MULTIPROC_FRESH = False

@@ -102,7 +102,7 @@ class BreakerUnavailable(Exception):
 
 @dataclass(frozen=True)
 class BreakerConfig:
-    """The numbers of SPEC 2 step 8; ``from_settings`` reads them from ``SENTINEL_GATEWAY``."""
+    """The numbers of SPEC 2 step 8 (``gateway.runtime.breaker_config_from`` reads them from the settings)."""
 
     failure_threshold: float = 0.5
     min_volume: int = 10
@@ -122,17 +122,6 @@ class BreakerConfig:
     @property
     def bucket_ms(self) -> int:
         return -(-self.window_ms // WINDOW_BUCKETS)
-
-    @classmethod
-    def from_settings(cls, gateway: Mapping[str, Any]) -> BreakerConfig:
-        """From the ``SENTINEL_GATEWAY`` dict (a plain mapping: no Django import here)."""
-        return cls(
-            failure_threshold=float(gateway["BREAKER_FAILURE_THRESHOLD"]),
-            min_volume=int(gateway["BREAKER_CONSECUTIVE_FAILURES"]),
-            cooldown_ms=int(gateway["BREAKER_COOLDOWN_MS"]),
-            half_open_max=int(gateway["BREAKER_HALF_OPEN_MAX_REQUESTS"]),
-            window_ms=int(gateway.get("BREAKER_WINDOW_MS", cls.window_ms)),
-        )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import Tenant, User
+from core.conf import sentinel_settings
 from rules.models import Event, EventSource
 from tests.support.rows import row
 
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.django_db
 
 Api = Callable[..., APIClient]
 
-MAX_DEPTH = settings.SENTINEL_RULES["EVENT_MAX_DEPTH"]
-MAX_BYTES = settings.SENTINEL_RULES["EVENT_MAX_BYTES"]
+MAX_DEPTH = sentinel_settings.rules.EVENT_MAX_DEPTH
+MAX_BYTES = sentinel_settings.rules.EVENT_MAX_BYTES
 
 
 def post_raw(client: APIClient, body: str | bytes, path: str = "/api/v1/events", **extra: str) -> object:

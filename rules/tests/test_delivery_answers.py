@@ -22,6 +22,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Tenant, User
+from core.conf import sentinel_settings
 from rules import services
 from rules.models import Delivery, DeliveryStatus, Event, NotificationChannel
 from rules.tests.sinks import Answer, http_sink, self_signed_tls, smtp_sink
@@ -71,7 +72,7 @@ def assert_dead_at_once(result: Attempt, reason_start: str) -> None:
 
 def assert_backed_off(result: Attempt, reason_start: str) -> None:
     delivery = result.delivery
-    base = services.settings.SENTINEL_RULES["DELIVERY_BACKOFF_SECONDS"]
+    base = sentinel_settings.rules.DELIVERY_BACKOFF_SECONDS
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, 1), delivery.last_error
     assert delivery.last_error.startswith(reason_start), delivery.last_error
     assert delivery.last_error.endswith(": transient, retried with backoff"), delivery.last_error
@@ -408,7 +409,7 @@ def test_a_retry_after_date_in_the_past_retries_at_once(tenant: Tenant) -> None:
 def test_the_last_attempt_of_a_transient_failure_says_it_was_the_last(tenant: Tenant) -> None:
     with http_sink(answers=[Answer(503, headers={"Retry-After": "5"})]) as sink:
         delivery = one_delivery(tenant, sink.url + "/hook")
-        max_attempts = services.settings.SENTINEL_RULES["DELIVERY_MAX_ATTEMPTS"]
+        max_attempts = sentinel_settings.rules.DELIVERY_MAX_ATTEMPTS
         Delivery.objects.filter(pk=delivery.pk).update(attempts=max_attempts - 1)
 
         result = attempt(delivery)

@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Tenant, User
+from core.conf import sentinel_settings
 from rules import selectors, services
 from rules.models import Delivery, DeliveryStatus, Event, RuleMatch
 
@@ -133,15 +134,15 @@ def test_a_failed_attempt_is_scheduled_later_and_the_last_one_is_dead(tenant: Te
     assert attempt.next_attempt_at > timezone.now()
     assert "ConnectError" in attempt.last_error
     Delivery.objects.filter(pk=delivery.pk).update(
-        attempts=services.settings.SENTINEL_RULES["DELIVERY_MAX_ATTEMPTS"] - 1, next_attempt_at=timezone.now()
+        attempts=sentinel_settings.rules.DELIVERY_MAX_ATTEMPTS - 1, next_attempt_at=timezone.now()
     )
     assert services.delivery_attempt(delivery_id=delivery.pk).status == DeliveryStatus.DEAD
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 3, 10, 30])
 def test_retry_delays_grow_exponentially_within_their_jitter_and_cap(attempts: int) -> None:
-    conf = services.settings.SENTINEL_RULES
-    ceiling = min(conf["DELIVERY_BACKOFF_MAX_SECONDS"], conf["DELIVERY_BACKOFF_SECONDS"] * 2 ** (attempts - 1))
+    conf = sentinel_settings.rules
+    ceiling = min(conf.DELIVERY_BACKOFF_MAX_SECONDS, conf.DELIVERY_BACKOFF_SECONDS * 2 ** (attempts - 1))
 
     delays = [services.retry_delay(attempts) for _ in range(50)]
 

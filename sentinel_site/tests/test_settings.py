@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from prometheus_client import values
+
+from core.local_state import local_state_prepare
 
 SETTINGS = Path(__file__).resolve().parents[1] / "settings.py"
 MODE_VARIABLES = ["DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_DEBUG", "ALLOWED_HOSTS", "LOG_LEVEL"]
 
 
-def load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> dict[str, Any]:
+def load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, prepare: bool = True, **env: str) -> dict[str, Any]:
+    """The settings as a process sees them: its entry point's preparation (unless ``prepare`` is
+    False), then the module."""
     for name in MODE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SENTINEL_VAR_DIR", str(tmp_path))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    if prepare:
+        local_state_prepare()
     return runpy.run_path(str(SETTINGS))
 
 
@@ -124,3 +134,57 @@ def test_gateway_settings_have_the_spec_defaults(monkeypatch: pytest.MonkeyPatch
 def test_a_short_secret_key_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ImproperlyConfigured, match="32 characters"):
         load(monkeypatch, tmp_path, SECRET_KEY="too-short")
+
+
+def test_importing_the_settings_writes_nothing_and_patches_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # given embedded mode, its key already written, and nothing else under var/
+    (tmp_path / "secret_key").write_text("k" * 50)
+    metrics_folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    value_class = values.ValueClass
+
+    # when the module is imported with no entry point before it
+    conf = load(monkeypatch, tmp_path, prepare=False)
+
+    # then it read the key, created no folder, and left prometheus_client and the environment alone
+    assert conf["SECRET_KEY"] == "k" * 50
+    assert [path.name for path in tmp_path.iterdir()] == ["secret_key"]
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") == metrics_folder
+    assert values.ValueClass is value_class
+
+
+def test_embedded_mode_without_a_key_file_names_the_file_and_who_writes_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"secret_key does not exist: `make install` writes it"):
+        load(monkeypatch, tmp_path, prepare=False)
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_manage_py_migrate_needs_no_setup_on_a_fresh_clone(tmp_path: Path) -> None:
+    # given embedded mode and no var/ folder at all (a fresh clone, no `make install`)
+    var = tmp_path / "var"
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {*MODE_VARIABLES, "DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR"}
+    }
+    env.update({"SENTINEL_VAR_DIR": str(var), "LOG_LEVEL": "warning"})
+
+    # when the first command a newcomer might type runs
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=SETTINGS.parents[1],
+        env=env,
+        capture_output=True,
+        timeout=240,
+        check=False,
+    )
+
+    # then it worked, and made the key, the database and the embedded broker's folders under var/
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    assert (var / "secret_key").stat().st_mode & 0o077 == 0
+    assert (var / "sentinel.sqlite3").is_file()
+    assert (var / "celery" / "queue").is_dir() and (var / "celery" / "control").is_dir()
+    assert (var / "prometheus").is_dir()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from core.conf import sentinel_settings
 from gateway.services import route_ensure_default
 
 
@@ -15,7 +15,7 @@ class Command(BaseCommand):
     help = "Create the default /proxy/ route to DOWNSTREAM_URL; safe to run again."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        downstream = settings.SENTINEL_GATEWAY["DOWNSTREAM_URL"]
+        downstream = sentinel_settings.gateway.DOWNSTREAM_URL
         route = route_ensure_default(downstream_url=downstream)
         self.stdout.write(f"route  {route.path_prefix:<10} -> {', '.join(route.targets)}")
         if downstream.rstrip("/") not in [target.rstrip("/") for target in route.targets]:

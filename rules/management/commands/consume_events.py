@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
+from core.conf import sentinel_settings
 from rules.stream import StreamConsumer
 
 
@@ -34,7 +35,7 @@ class Command(BaseCommand):
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
         consumer = StreamConsumer(
             client,
-            settings.SENTINEL_RULES["EVENTS_STREAM"],
+            sentinel_settings.rules.EVENTS_STREAM,
             claim_idle_ms=options["claim_idle_ms"],
             block_ms=options["block_ms"],
         )

@@ -15,10 +15,10 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from accounts.models import Tenant
+from core.conf import sentinel_settings
 from core.errors import DomainError
 from rules.models import NotificationChannel, Rule
 from rules.services import channel_create, rule_create
@@ -34,7 +34,7 @@ DEMO_DSL = (
 
 def demo_sink_url() -> str:
     """The mock upstream's webhook sink, next to DOWNSTREAM_URL."""
-    return settings.SENTINEL_GATEWAY["DOWNSTREAM_URL"].rstrip("/") + "/sink"
+    return sentinel_settings.gateway.DOWNSTREAM_URL.rstrip("/") + "/sink"
 
 
 class Command(BaseCommand):

@@ -1,0 +1,21 @@
+"""The test run's settings (pytest's DJANGO_SETTINGS_MODULE): the site's, with metrics kept apart.
+
+pytest-django imports this module before any test code runs, so this is the test run's entry point,
+as ``manage.py`` is a command's: it writes ``var/secret_key`` first when the settings will want it
+(``core.local_state``). The processes tests start (``sentinel_site.testing.child_env``) run
+``sentinel_site.settings``, with this run's key and metrics folder in their environment.
+"""
+
+from core.local_state import local_state_prepare
+
+local_state_prepare()
+
+from core.env import env_str  # noqa: E402
+from sentinel_site.settings import *  # noqa: E402, F403
+from sentinel_site.settings import VAR_DIR  # noqa: E402
+
+if env_str("PROMETHEUS_MULTIPROC_DIR") is None:
+    # A test run counts into a folder of its own, emptied when it starts (the processes it starts
+    # inherit it), so the traffic of `make test` never shows in the metrics of `make run`.
+    PROMETHEUS_MULTIPROC_DIR = VAR_DIR / "prometheus-test"
+    PROMETHEUS_MULTIPROC_FRESH = True
