@@ -32,7 +32,7 @@ class Caller:
 def caller_from_request(request: Any) -> Caller:
     """The caller of a DRF request, computed once and kept on the request."""
     cached = getattr(request, "_sentinel_caller", None)
-    if cached is not None:
+    if isinstance(cached, Caller):
         return cached
     api_key = request.auth if isinstance(request.auth, ApiKey) else None
     if api_key is not None:

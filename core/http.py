@@ -12,11 +12,11 @@ def client_ip(request: HttpRequest) -> str:
     Only the last ``TRUSTED_PROXY_COUNT`` hops are ours; anything left of them was written by
     the client and could be forged, so it is never believed.
     """
-    remote = request.META.get("REMOTE_ADDR") or "unknown"
+    remote = str(request.META.get("REMOTE_ADDR") or "unknown")
     hops = settings.TRUSTED_PROXY_COUNT
     if hops <= 0:
         return remote
     forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
     if len(forwarded) >= hops:
-        return forwarded[-hops]
+        return str(forwarded[-hops])
     return remote

@@ -49,7 +49,7 @@ class TenantRefFieldSchema(OpenApiSerializerFieldExtension):
 # --- the SPEC 7 error ----------------------------------------------------------------------------
 
 
-class ErrorBodySerializer(serializers.Serializer):
+class ErrorBodySerializer(serializers.Serializer[Any]):
     """What went wrong: a stable code, a message for humans, and details when there are any."""
 
     # Documentation only: core.errors.error_body builds the body.
@@ -61,7 +61,7 @@ class ErrorBodySerializer(serializers.Serializer):
     )
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     """The body of every error Sentinel answers, 4xx and 5xx alike (SPEC 7)."""
 
     error = ErrorBodySerializer()

@@ -286,7 +286,7 @@ def rule_update(*, rule: Rule, **fields: Any) -> Rule:
         if new_version:
             # A new version starts with empty windows: counts under the old condition mean
             # nothing. F(): two concurrent edits get two versions, not one.
-            rule.version = F("version") + 1  # type: ignore[assignment]
+            rule.version = F("version") + 1
         rule.save()
     rule.refresh_from_db(fields=["version"])
     return rule
@@ -609,7 +609,7 @@ def retry_delay(attempts: int) -> float:
     """Exponential backoff with jitter: base * 2^(n-1), capped, times a random factor in [0.5, 1]."""
     base = sentinel_settings.rules.DELIVERY_BACKOFF_SECONDS
     ceiling = min(sentinel_settings.rules.DELIVERY_BACKOFF_MAX_SECONDS, base * 2 ** max(attempts - 1, 0))
-    return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+    return float(ceiling * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not security
 
 
 def delivery_resend(*, deliveries: Iterable[Delivery]) -> list[int]:
