@@ -68,7 +68,7 @@ test: install lint
 
 # Type checks (CONVENTIONS 10): mypy --strict (with the Django and DRF plugins) on the hot paths,
 # the ground floor and every app's services and selectors.
-TYPED_STRICT := gateway/engine rules/dsl core $(wildcard */services.py */selectors.py) rules/notifiers.py
+TYPED_STRICT := gateway/engine rules/dsl core $(wildcard */services.py */services */selectors.py) rules/notifiers.py
 
 lint: install
 	$(BIN)/ruff check .
