@@ -19,7 +19,18 @@ from accounts.admin_base import (
     short_time,
     site_configure,
 )
-from accounts.models import DEFAULT_SCOPES, ApiKey, ApiKeyQuerySet, Membership, Role, Scope, Tenant, Tier, User
+from accounts.models import (
+    DEFAULT_SCOPES,
+    ApiKey,
+    ApiKeyQuerySet,
+    Membership,
+    Role,
+    Scope,
+    Tenant,
+    Tier,
+    User,
+    api_key_active_q,
+)
 from core.errors import DomainError
 
 site_configure(admin.site)
@@ -194,7 +205,7 @@ class TenantAdmin(MembershipsThroughServices):
             .get_queryset(request)
             .annotate(
                 member_total=Count("memberships", distinct=True),
-                active_key_total=Count("api_keys", filter=Q(api_keys__revoked=False), distinct=True),
+                active_key_total=Count("api_keys", filter=api_key_active_q("api_keys__"), distinct=True),
             )
         )
 

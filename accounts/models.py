@@ -161,13 +161,19 @@ def hash_api_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
 
 
+def api_key_active_q(path: str = "") -> models.Q:
+    """The condition "this key is active" (neither revoked nor expired), for keys reached through
+    ``path`` (``"api_keys__"`` from a tenant; empty on ApiKey itself)."""
+    return models.Q(**{f"{path}revoked": False}) & (
+        models.Q(**{f"{path}expires_at__isnull": True}) | models.Q(**{f"{path}expires_at__gt": timezone.now()})
+    )
+
+
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
     def active(self) -> ApiKeyQuerySet:
         """Keys whose own `status` is "active": neither revoked nor expired (their tenant may be
         inactive; the admin's status filter lists them)."""
-        return self.filter(revoked=False).filter(
-            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=timezone.now())
-        )
+        return self.filter(api_key_active_q())
 
     def usable(self) -> ApiKeyQuerySet:
         """Keys that authenticate now: active, of an active tenant (the API's authentication and the
