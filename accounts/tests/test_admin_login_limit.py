@@ -16,8 +16,8 @@ from django.conf import settings
 from django.test import Client, override_settings
 
 from accounts.models import User
-from conftest import PASSWORD
-from sentinel_site.testing import web_process
+from tests.support.cast import PASSWORD
+from tests.support.processes import web_process
 
 LOGIN = "/admin/login/"
 WRONG = "not-the-password"

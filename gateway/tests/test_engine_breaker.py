@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +34,9 @@ from gateway.engine.breaker import (
     Transition,
 )
 from gateway.engine.resp import RespClient
-from sentinel_site.testing import free_port, redis_url_for_tests, require_redis
+from tests.support.net import free_port
+from tests.support.redis_keys import key_prefix
+from tests.support.services import redis_url_for_tests, require_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = "http://orders.internal:8080"
@@ -66,7 +67,7 @@ async def new_breaker(kind: str, config: BreakerConfig = FAST, probe_ttl_ms: int
         yield MemoryBreaker(config, probe_ttl_ms)
         return
     client = fail_fast_client(redis_url_for_tests())
-    prefix = f"test:{uuid.uuid4().hex}:"
+    prefix = f"{key_prefix('breaker')}:"
     try:
         yield RedisBreaker(client, prefix, config, probe_ttl_ms)
     finally:

@@ -37,7 +37,9 @@ from yarl import URL
 
 from gateway.engine.forwarder import OUTCOMES, Forwarder, ForwardResult, upstream_url
 from gateway.mock_upstream import start_upstream
-from sentinel_site.testing import free_port, http_request, running_process, wait_until
+from tests.support.net import free_port, http_request
+from tests.support.processes import running_process
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
