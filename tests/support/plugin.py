@@ -74,8 +74,8 @@ def _forget_counters() -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_cache() -> Iterator[None]:
-    """Failed-login counts and throttles must not leak between tests (nor from earlier runs,
-    when the cache is a Redis that outlives the test session)."""
+    """Failed-login counts and throttles must not leak between tests (on Redis the run's cache
+    lives for the whole session)."""
     _forget_counters()
     yield
     _forget_counters()
