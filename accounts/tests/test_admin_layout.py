@@ -30,7 +30,7 @@ from gateway.admin import breaker_text
 from observability.services import heartbeat_record
 from rules import services as rules_services
 from rules.models import Delivery, DeliveryStatus, Event, RuleMatch
-from sentinel_site.testing import web_process
+from tests.support.processes import web_process
 
 LONG_DSL = (
     'when event.type == "order" and amount > 500 and country not in ["FR", "DE", "IT"] '

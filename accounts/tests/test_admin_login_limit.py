@@ -15,8 +15,8 @@ import pytest
 from django.test import Client, override_settings
 
 from accounts.models import User
-from conftest import PASSWORD
-from sentinel_site.testing import web_process
+from tests.support.cast import PASSWORD
+from tests.support.processes import web_process
 
 LOGIN = "/admin/login/"
 WRONG = "not-the-password"

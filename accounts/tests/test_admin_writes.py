@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, Tenant, User
 from accounts.tests.htmlforms import FormData, field_named, form_data
-from conftest import PASSWORD
+from tests.support.cast import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

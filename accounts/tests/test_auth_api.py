@@ -7,7 +7,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, User
-from conftest import PASSWORD
+from tests.support.cast import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -240,7 +240,7 @@ def test_form_encoded_bodies_are_refused_with_415() -> None:
 
 
 def test_logins_keep_working_when_the_cache_is_down(alice: User, settings: object) -> None:
-    from sentinel_site.testing import free_port
+    from tests.support.net import free_port
 
     # A Redis that refuses connections: the limiter fails open, the API never answers 500.
     settings.CACHES = {

@@ -10,7 +10,6 @@ which is exactly what these doors do; with REDIS_URL set the same tests run on s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -19,14 +18,11 @@ from accounts.api.serializers import TokenSerializer
 from accounts.models import ApiKey, Tenant, User
 from accounts.services import api_key_create
 from accounts.tests.htmlforms import FormData, form_data
-from conftest import PASSWORD
 from gateway import services
-from sentinel_site.testing import (
-    http_request,
-    mock_upstream_process,
-    wait_until,
-    web_process,
-)
+from tests.support.cast import PASSWORD
+from tests.support.net import http_request
+from tests.support.processes import MockUpstreams, web_process
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,9 +32,8 @@ REFRESH_DEADLINE_S = 2.0
 
 
 @pytest.fixture
-def upstream_port() -> Iterator[int]:
-    with mock_upstream_process("e2e") as port:
-        yield port
+def upstream_port(mock_upstream: MockUpstreams) -> int:
+    return mock_upstream("e2e").port
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ from rest_framework.test import APIClient
 
 from accounts.login_limiter import CacheFailureLog, FailureLog, LoginLimiter, RedisFailureLog
 from accounts.models import User
-from conftest import PASSWORD
-from sentinel_site.testing import free_port, require_redis
+from tests.support.cast import PASSWORD
+from tests.support.net import free_port
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
 
 WINDOW = 900.0
 # 10:14:50 on some day: ten seconds before a clock-aligned 15-minute boundary (10:15:00).
@@ -35,7 +37,7 @@ def log(request: pytest.FixtureRequest) -> Iterator[FailureLog]:
         yield CacheFailureLog(LocMemCache(f"login-test-{uuid.uuid4().hex}", {}))
         return
     client = redis.Redis.from_url(require_redis())
-    prefix = f"test-login-{uuid.uuid4().hex[:12]}:"
+    prefix = f"{key_prefix('login')}:"
     yield RedisFailureLog(client, lambda key: prefix + key)
     for key in client.scan_iter(match=prefix + "*"):
         client.delete(key)

@@ -8,7 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, Tenant, User
-from conftest import make_member
+from tests.support.cast import make_member
 from tests.support.rows import row
 
 pytestmark = pytest.mark.django_db

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
@@ -12,18 +10,15 @@ from accounts.models import User
 from accounts.tests.htmlforms import form_data
 from gateway import services
 from gateway.models import Route, Upstream
-from sentinel_site.testing import (
-    free_port,
-    mock_upstream_process,
-)
+from tests.support.net import free_port
+from tests.support.processes import MockUpstreams
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def upstream() -> Iterator[str]:
-    with mock_upstream_process("upstream") as port:
-        yield f"http://127.0.0.1:{port}"
+def upstream(mock_upstream: MockUpstreams) -> str:
+    return mock_upstream("upstream").url
 
 
 def test_the_live_route_test_reports_each_target(staff: User, upstream: str) -> None:

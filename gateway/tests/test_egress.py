@@ -19,7 +19,8 @@ from accounts.models import Tenant, User
 from accounts.tests.htmlforms import form_data
 from gateway import services
 from gateway.models import Route
-from sentinel_site.testing import http_request, web_process
+from tests.support.net import http_request
+from tests.support.processes import web_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,13 +11,8 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
-import os
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -35,9 +30,10 @@ from gateway.engine.breaker import (
     Transition,
 )
 from gateway.engine.resp import RespClient
-from sentinel_site.testing import free_port, redis_url_for_tests, require_redis
+from tests.support.net import free_port
+from tests.support.redis_keys import key_prefix
+from tests.support.services import redis_url_for_tests, require_redis
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = "http://orders.internal:8080"
 FAST = BreakerConfig(failure_threshold=0.5, min_volume=10, cooldown_ms=300, half_open_max=5, window_ms=10_000)
 
@@ -66,7 +62,7 @@ async def new_breaker(kind: str, config: BreakerConfig = FAST, probe_ttl_ms: int
         yield MemoryBreaker(config, probe_ttl_ms)
         return
     client = fail_fast_client(redis_url_for_tests())
-    prefix = f"test:{uuid.uuid4().hex}:"
+    prefix = f"{key_prefix('breaker')}:"
     try:
         yield RedisBreaker(client, prefix, config, probe_ttl_ms)
     finally:
@@ -554,18 +550,3 @@ def test_unreachable_redis_raises_breaker_unavailable() -> None:
             await client.aclose()
 
     asyncio.run(scenario())
-
-
-# --- the boundary ----------------------------------------------------------------------------------
-
-
-def test_importing_the_breaker_loads_no_django() -> None:
-    code = (
-        "import sys, gateway.engine.breaker\n"
-        "print(','.join(sorted(m for m in sys.modules if m == 'django' or m.startswith('django.'))))"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == ""

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from gateway.engine.fleet import FleetPressure
 from gateway.engine.resp import gateway_redis_client
-from sentinel_site.testing import free_port, require_redis
+from tests.support.net import free_port
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
 
 
 def test_processes_see_each_others_pressure_and_forget_the_dead() -> None:
     url = require_redis()
-    prefix = f"test-fleet-{uuid.uuid4().hex}:"
+    prefix = f"{key_prefix('fleet')}:"
 
     async def scenario() -> tuple[list[float] | None, list[float] | None]:
         redis = gateway_redis_client(url)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.tests.rawhttp import RawMessage, RawUpstream, raw_request, raw_upstream, response_bytes
-from sentinel_site.testing import web_process
+from tests.support.processes import web_process
 
 # Marked so pytest-django sets the test database up; the module's route is committed once by the
 # `gateway` fixture, outside the tests' transactions, so the web process sees it.

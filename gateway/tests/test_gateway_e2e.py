@@ -4,42 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from django.conf import settings
 
 from accounts.api.serializers import TokenSerializer
 from accounts.models import User
 from accounts.services import api_key_create
 from gateway import services
 from gateway.tests.test_gateway_frontdoor_e2e import _Recorder, recorder
-from sentinel_site.testing import (
-    free_port,
-    http_request,
-    mock_upstream_process,
-    require_redis,
-    wait_until,
-    web_process,
-)
+from tests.support.net import free_port, http_request
+from tests.support.processes import MockUpstreams, web_process
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 __all__ = ["recorder"]  # the recording upstream's fixture, imported to be used here
 
 
 @pytest.fixture
-def upstream_port() -> Iterator[int]:
-    with mock_upstream_process("e2e") as port:
-        yield port
+def upstream_port(mock_upstream: MockUpstreams) -> int:
+    return mock_upstream("e2e").port
 
 
 def redis_env() -> dict[str, str]:
     """Gateway processes sharing the machine's Redis under a key prefix of their own (their keys
     expire; nothing of another run or of `make run` is seen or touched)."""
-    return {"REDIS_URL": require_redis(), "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+    return {"REDIS_URL": require_redis(), "CACHE_KEY_PREFIX": key_prefix("e2e")}
 
 
 def bearer(user: User) -> dict[str, str]:
@@ -77,9 +70,8 @@ def test_an_authenticated_request_is_proxied_and_bad_ones_get_json_errors(alice:
     assert django[0] == 200
 
 
+@pytest.mark.usefixtures("shared_cache")  # the config version is bumped here and read by the gateway
 def test_a_route_change_reaches_a_running_gateway(alice: User, upstream_port: int) -> None:
-    if not settings.REDIS_URL:
-        pytest.skip("needs REDIS_URL: in embedded mode the config version lives in one process's memory")
     target = [f"http://127.0.0.1:{upstream_port}"]
 
     with web_process() as port:

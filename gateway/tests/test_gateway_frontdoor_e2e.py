@@ -18,7 +18,8 @@ import pytest
 from accounts.api.serializers import TokenSerializer
 from accounts.models import User
 from gateway import services
-from sentinel_site.testing import wait_until, web_process
+from tests.support.processes import web_process
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

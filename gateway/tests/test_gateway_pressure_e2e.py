@@ -20,7 +20,6 @@ import http.client
 import json
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,16 +31,13 @@ import pytest
 
 from accounts.api.serializers import TokenSerializer
 from accounts.models import Role, Tenant, Tier, User
-from conftest import make_member
 from gateway import services
-from sentinel_site.testing import (
-    free_port,
-    http_request,
-    mock_upstream_process,
-    require_redis,
-    wait_until,
-    web_process,
-)
+from tests.support.cast import make_member
+from tests.support.net import free_port, http_request
+from tests.support.processes import MockUpstreams, web_process
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,7 +54,7 @@ GENEROUS = {
 
 def shared_redis() -> dict[str, str]:
     # A prefix of its own: the fleet's pressure hash must hold this test's processes only.
-    return {"REDIS_URL": require_redis(), "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+    return {"REDIS_URL": require_redis(), "CACHE_KEY_PREFIX": key_prefix("pressure")}
 
 
 def bearer(user: User) -> dict[str, str]:
@@ -72,19 +68,14 @@ def error_code(body: bytes) -> str | None:
         return None
 
 
-def mock_upstream(name: str) -> Iterator[str]:
-    with mock_upstream_process(name) as port:
-        yield f"http://127.0.0.1:{port}"
+@pytest.fixture
+def healthy(mock_upstream: MockUpstreams) -> str:
+    return mock_upstream("healthy").url
 
 
 @pytest.fixture
-def healthy() -> Iterator[str]:
-    yield from mock_upstream("healthy")
-
-
-@pytest.fixture
-def troubled() -> Iterator[str]:
-    yield from mock_upstream("troubled")
+def troubled(mock_upstream: MockUpstreams) -> str:
+    return mock_upstream("troubled").url
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ from django.test import Client
 
 from accounts.models import User
 from gateway.tests.test_gateway_frontdoor_e2e import POST, Answer, _Recorder, recorder, routes_on_one_backend
-from sentinel_site.testing import BASE_DIR, child_env, free_port, http_request, python_command, wait_until
+from tests.support.net import free_port, http_request
+from tests.support.processes import BASE_DIR, child_env, python_command
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 __all__ = ["recorder"]  # the fixture, imported to be used here

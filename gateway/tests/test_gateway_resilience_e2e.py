@@ -11,7 +11,6 @@ import http.client
 import json
 import socketserver
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -22,16 +21,11 @@ import pytest
 from accounts.api.serializers import TokenSerializer
 from accounts.models import Tenant, User
 from gateway import services
-from sentinel_site.testing import (
-    free_port,
-    http_request,
-    mock_upstream_process,
-    require_redis,
-    tcp_relay,
-    wait_until,
-    web_process,
-    web_server,
-)
+from tests.support.net import free_port, http_request, tcp_relay
+from tests.support.processes import MockUpstreams, web_process, web_server
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,13 +34,12 @@ GENEROUS = {"BURST_CAPACITY": "100000", "REFILL_RATE": "100000", "BASE_RATE_LIMI
 
 
 @pytest.fixture
-def upstream() -> Iterator[str]:
-    with mock_upstream_process("resilience") as port:
-        yield f"http://127.0.0.1:{port}"
+def upstream(mock_upstream: MockUpstreams) -> str:
+    return mock_upstream("resilience").url
 
 
 def shared_redis(url: str | None = None) -> dict[str, str]:
-    return {"REDIS_URL": url or require_redis(), "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+    return {"REDIS_URL": url or require_redis(), "CACHE_KEY_PREFIX": key_prefix("resilience")}
 
 
 def bearer(user: User) -> dict[str, str]:

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 from multidict import CIMultiDict
 
 from gateway.mock_upstream import ECHO_BODY_LIMIT, build_parser, start_upstream
+from tests.support.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
@@ -258,14 +258,6 @@ def test_cli_rejects_invalid_options(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(argv)
     assert exited.value.code == 2
-
-
-def free_port() -> int:
-    """A port the OS just had free. Another process may take it before us; that is unlikely enough."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def health_status(port: int) -> int | None:

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from gateway.tests.rawhttp import raw_upstream, response_bytes
-from sentinel_site.testing import free_port, http_request, web_process
+from tests.support.net import free_port, http_request
+from tests.support.processes import web_process
+from tests.support.redis_keys import lasting_key_prefix
 
 # Marked so pytest-django sets the test database up; the routes are committed once by the
 # module's fixture, outside the tests' transactions, so the web processes see them.
@@ -49,7 +50,7 @@ class Fleet:
 
 def private_prefix() -> dict[str, str]:
     """Keys of these processes' own in the shared Redis (limiter, breaker, throttles)."""
-    return {"CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+    return {"CACHE_KEY_PREFIX": lasting_key_prefix("rejections")}
 
 
 @pytest.fixture(scope="module")

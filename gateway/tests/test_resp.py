@@ -25,7 +25,9 @@ import pytest
 import redis
 
 from gateway.engine.resp import NoScriptError, RedisUnavailable, RespClient, RespReplyError
-from sentinel_site.testing import free_port, require_redis, tcp_relay
+from tests.support.net import free_port, tcp_relay
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
 
 CLOSE = b"<close the connection>"
 
@@ -38,7 +40,7 @@ def redis_url() -> str:
 @pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
     """A unique key prefix; its keys are deleted from databases 0 and 1 afterwards."""
-    prefix = f"test:resp:{uuid.uuid4().hex}:"
+    prefix = f"{key_prefix('resp')}:"
     yield prefix
     for db in (0, 1):
         client = redis.Redis.from_url(_with_db(redis_url, db))

@@ -7,7 +7,9 @@ import json
 import pytest
 from django.test import Client
 
-from sentinel_site.testing import free_port, http_request, require_redis, web_process
+from tests.support.net import free_port, http_request
+from tests.support.processes import web_process
+from tests.support.services import require_redis
 
 
 @pytest.mark.django_db

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import services
-from sentinel_site.testing import (
-    http_request,
-    mock_upstream_process,
-    require_redis,
-    web_process,
-)
+from tests.support.net import http_request
+from tests.support.processes import MockUpstreams, web_process
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def upstream() -> Iterator[str]:
-    with mock_upstream_process("upstream") as port:
-        yield f"http://127.0.0.1:{port}"
+def upstream(mock_upstream: MockUpstreams) -> str:
+    return mock_upstream("upstream").url
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -45,7 +40,7 @@ def test_metrics_add_up_over_two_processes_and_show_limits_and_breakers(tmp_path
     # Given two gateway processes writing their samples to one folder, as uvicorn workers do
     env = {
         "REDIS_URL": require_redis(),
-        "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+        "CACHE_KEY_PREFIX": key_prefix("metrics"),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "BREAKER_CONSECUTIVE_FAILURES": "2",
         "BREAKER_COOLDOWN_MS": "60000",

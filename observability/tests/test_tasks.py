@@ -11,7 +11,8 @@ from observability.models import Heartbeat
 from observability.selectors import heartbeat_last
 from observability.tasks import heartbeat
 from sentinel_site.celery import app as celery_app
-from sentinel_site.testing import child_env, python_command, running_process, wait_until
+from tests.support.processes import child_env, python_command, running_process
+from tests.support.waiting import wait_until
 
 
 def test_tasks_of_every_app_are_autodiscovered() -> None:

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
-from sentinel_site.testing import free_port
+from tests.support.net import free_port
 
 
 @dataclass

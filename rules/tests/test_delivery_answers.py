@@ -26,7 +26,8 @@ from core.conf import sentinel_settings
 from rules import services
 from rules.models import Delivery, DeliveryStatus, Event, NotificationChannel
 from rules.tests.sinks import Answer, http_sink, self_signed_tls, smtp_sink
-from sentinel_site.testing import free_port, wait_until
+from tests.support.net import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,6 @@ the test scripted."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +16,10 @@ from accounts.models import User
 from rules import services
 from rules.models import Delivery, DeliveryStatus
 from rules.tests.sinks import Answer, http_sink
-from sentinel_site.testing import celery_worker, http_request, wait_until, web_process
+from tests.support.net import http_request
+from tests.support.processes import celery_worker, web_process
+from tests.support.redis_keys import key_prefix
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,7 +32,7 @@ def isolated(tmp_path: Path) -> Iterator[dict[str, str]]:
     retries (a retry after a refusal would come within a second), five attempts."""
     yield {
         "SENTINEL_VAR_DIR": str(tmp_path),
-        "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+        "CACHE_KEY_PREFIX": key_prefix("answers"),
         "CELERY_POLL_INTERVAL": "0.05",
         "DELIVERY_BACKOFF_SECONDS": "0.2",
         "DELIVERY_MAX_ATTEMPTS": "5",

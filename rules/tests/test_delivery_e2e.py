@@ -9,7 +9,6 @@ import json
 import re
 import signal
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,11 @@ from accounts.models import User
 from rules import services
 from rules.models import Delivery, DeliveryStatus, Event, RuleMatch
 from rules.tests.sinks import http_sink, smtp_sink
-from sentinel_site.testing import celery_worker, http_request, require_redis, wait_until, web_process
+from tests.support.net import http_request
+from tests.support.processes import celery_worker, web_process
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +37,7 @@ def isolated(tmp_path: Path) -> Iterator[dict[str, str]]:
     tasks, and fast retries."""
     env = {
         "SENTINEL_VAR_DIR": str(tmp_path),
-        "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+        "CACHE_KEY_PREFIX": key_prefix("delivery"),
         "CELERY_POLL_INTERVAL": "0.05",
         "DELIVERY_BACKOFF_SECONDS": "0.5",
         "DELIVERY_MAX_ATTEMPTS": "3",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
@@ -13,7 +12,10 @@ import redis
 
 from accounts.models import User
 from rules.models import Event, EventSource
-from sentinel_site.testing import child_env, python_command, require_redis, running_process, wait_until
+from tests.support.processes import child_env, python_command, running_process
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,14 +23,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def stream() -> Iterator[tuple[redis.Redis, str]]:
     client = redis.Redis.from_url(require_redis())
-    name = f"test-events-{uuid.uuid4().hex[:12]}"
+    name = key_prefix("events")  # the stream; its consumer's cache and Celery keys go under it too
     yield client, name
     client.delete(name, f"{name}:dead")
 
 
 def consumer(name: str, *extra: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
     command = python_command("manage.py", "consume_events", "--block-ms", "200", *extra)
-    return running_process(command, env=child_env(REDIS_URL=require_redis(), EVENTS_STREAM=name), name="consumer")
+    env = child_env(REDIS_URL=require_redis(), CACHE_KEY_PREFIX=name, EVENTS_STREAM=name)
+    return running_process(command, env=env, name="consumer")
 
 
 def test_entries_are_stored_acknowledged_and_poison_is_parked(alice: User, stream: tuple[redis.Redis, str]) -> None:

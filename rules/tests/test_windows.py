@@ -7,7 +7,6 @@ and delete what they wrote; without a Redis they skip (or fail with CI=true).
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -15,7 +14,8 @@ from typing import Any
 import pytest
 
 from rules.dsl import EvalContext, MemoryWindowStore, RedisWindowStore, WindowStore, compile_rule
-from sentinel_site.testing import require_redis
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
 
 WINDOW = 60.0
 
@@ -25,7 +25,7 @@ def redis_store() -> Iterator[RedisWindowStore]:
     import redis
 
     client = redis.Redis.from_url(require_redis())
-    prefix = f"sentinel:test:rules:win:{uuid.uuid4().hex}:"
+    prefix = f"{key_prefix('windows')}:"
     try:
         yield RedisWindowStore(client, prefix=prefix)
     finally:

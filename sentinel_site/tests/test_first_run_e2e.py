@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +19,17 @@ from django.core.management import call_command
 from accounts.models import User
 from observability.management.commands.await_ready import Command
 from rules.models import Delivery, DeliveryStatus, NotificationChannel, Rule
-from sentinel_site.testing import (
-    celery_worker,
-    child_env,
-    free_port,
-    http_request,
-    mock_upstream_process,
-    python_command,
-    wait_until,
-    web_process,
-)
+from tests.support.net import free_port, http_request
+from tests.support.processes import MockUpstreams, celery_worker, child_env, python_command, web_process
+from tests.support.redis_keys import key_prefix
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def upstream_port() -> Iterator[int]:
-    with mock_upstream_process("demo") as port:
-        yield port
+def upstream_port(mock_upstream: MockUpstreams) -> int:
+    return mock_upstream("demo").port
 
 
 @pytest.fixture
@@ -63,7 +54,7 @@ def test_the_seeded_rule_notifies_the_seeded_sink_of_a_big_order(
 ) -> None:
     env = {
         "SENTINEL_VAR_DIR": str(tmp_path),
-        "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+        "CACHE_KEY_PREFIX": key_prefix("first-run"),
         "CELERY_POLL_INTERVAL": "0.05",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }

@@ -27,7 +27,6 @@ import contextlib
 import io
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -52,7 +51,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from sentinel_site.testing import BASE_DIR, child_env, database_url_of, python_command, web_server
+from tests.support.processes import BASE_DIR, child_env, python_command, web_server
+from tests.support.redis_keys import lasting_key_prefix
+from tests.support.services import database_url_of
 
 # Examples per operation and identity: 48 operations x 3 identities x 20 is ~2,900 requests.
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
@@ -289,7 +290,7 @@ def _sign_in_everyone(base_url: str, session: requests.Session) -> dict[str, dic
 
 @pytest.fixture(scope="module")
 def fuzz_target(django_db_setup: None, django_db_blocker: Any) -> Iterator[FuzzTarget]:
-    prefix = f"sentinel-fuzz-{secrets.token_hex(4)}"
+    prefix = lasting_key_prefix("fuzz")
     var_dir = Path(tempfile.mkdtemp(prefix="sentinel-fuzz-"))
     try:
         with django_db_blocker.unblock(), _own_database(var_dir) as database_url:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sentinel_site.testing import http_request, web_process
+from tests.support.net import http_request
+from tests.support.processes import web_process
 
 
 @pytest.fixture(scope="module")
