@@ -41,6 +41,8 @@ from typing import Any, TypedDict
 
 from aiohttp import web
 
+from core.errors import error_body
+
 UPSTREAM_NAME_HEADER = "x-upstream-name"
 CHUNK_SIZE = 64 * 1024
 # Bodies up to this size are echoed back as text; larger ones are only counted and hashed, so the
@@ -99,7 +101,7 @@ class SinkEntry(TypedDict):
 
 def _error(status: int, code: str, message: str) -> web.Response:
     """A JSON error in the shape the rest of Sentinel uses (SPEC 7)."""
-    return web.json_response({"error": {"code": code, "message": message, "details": None}}, status=status)
+    return web.json_response(error_body(code, message), status=status)
 
 
 def _parse_int(raw: str) -> int | None:
