@@ -35,8 +35,11 @@ def write_section(path: Path, name: str, section: str) -> None:
     path.write_text(text)
 
 
-def publish(path: Path, name: str, section: str, *, quick: bool) -> None:
-    """Writes the section to `path`, unless the run was `quick` (a smoke test); says which."""
+def publish(path: Path, name: str, section: str, *, quick: bool, check: Callable[[], None]) -> None:
+    """Prints the section, then writes it to `path` unless `check` raises (a BenchError saying why
+    these figures must not be recorded) or the run was `quick` (a smoke test); says which."""
+    print("\n" + section)
+    check()
     if quick:
         print(f"\n--quick: {path} left as it was.")
     else:

@@ -27,6 +27,11 @@ def ms(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
+def us(value: float) -> str:
+    """Microseconds: 2 decimals below 10, 1 below 100, none above."""
+    return f"{value:,.2f}" if value < 10 else f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
 def table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
     """A Markdown table, its first `left` columns left-aligned and the others right-aligned."""
     align = ["---" if i < left else "---:" for i in range(len(headers))]

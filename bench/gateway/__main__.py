@@ -42,9 +42,7 @@ def main(argv: Sequence[str]) -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sentinel-bench-")))
         results = run_all(plan, tools, stack, tmp)
     section = render(plan, results, tools)
-    print("\n" + section)
-    _check_figures(results)
-    publish(plan.docs, "gateway", section, quick=plan.quick)
+    publish(plan.docs, "gateway", section, quick=plan.quick, check=lambda: _check_figures(results))
     return 0
 
 
