@@ -1,4 +1,5 @@
 """Sentinel's benchmarks, run from the repository root; figures go to ``docs/benchmarks.md``.
 
-``python -m bench.gateway`` (a package), ``python bench/rules.py`` and ``python bench/frontdoor.py``.
+``python -m bench.gateway`` and ``python -m bench.rules`` (packages sharing ``bench/common/``), and
+``python bench/frontdoor.py``.
 """

@@ -5,7 +5,8 @@ Run from the repository root, on an otherwise idle machine (3 to 5 minutes), aft
 
     .venv/bin/python -m bench.gateway [--duration 10] [--connections 64] [--retries 2] [--quick]
 
-What it does, in order (the module doing each step in brackets):
+What it does, in order (the module doing each step in brackets; ``common.*`` are the modules of
+``bench/common/``, shared with ``python -m bench.rules``):
 
 1. Finds wrk, nginx and py-spy (``tools``). Each missing one is named with ``make bench-tools``,
    and the run goes on without it: the Python generator (``loadgen``) stands in for wrk, and there
@@ -14,21 +15,21 @@ What it does, in order (the module doing each step in brackets):
    ``manage.py bench_setup``, which creates through Sentinel's services a ``vital`` tenant whose
    limits are so high that every limiter checks but none refuses, a user of it and the route
    ``/proxy/`` (auth ``jwt``) to the mock upstream, and prints the user's JWT. Redis keys live under
-   ``CACHE_KEY_PREFIX=sentinel-bench`` (``servers``).
+   ``CACHE_KEY_PREFIX=sentinel-bench`` (``servers``, ``common.scratch``).
 3. Starts on free ports: the mock upstream, nginx in front of it (1 worker, keep-alive pool), and
    ``manage.py serve`` in production mode (PostgreSQL + Redis) with 1, then 2 web processes
-   (``servers``, ``processes``).
+   (``servers``, ``common.processes``).
 4. For each target (direct, nginx, Sentinel x1, Sentinel x2): warm-up rounds of 3 s until the rate
    is steady, then ``wrk -t2 -c64 -d10s --latency``, with the CPU of every process tree that takes
-   part, of wrk and of the whole box (``cpu``: psutil; wrk's from wait4); then one ``-t1 -c1 -d5s``
-   run for the latency of one hop without queueing. Sentinel x1 is also driven at half its measured
-   rate by an open-loop generator (wrk cannot pace), like the direct call and nginx, for the latency
-   it adds below saturation; and profiled under load with ``py-spy record`` (``measure``,
-   ``load``, ``profile``).
+   part, of wrk and of the whole box (``common.cpu``: psutil; wrk's from wait4); then one
+   ``-t1 -c1 -d5s`` run for the latency of one hop without queueing. Sentinel x1 is also driven at
+   half its measured rate by an open-loop generator (wrk cannot pace), like the direct call and
+   nginx, for the latency it adds below saturation; and profiled under load with ``py-spy record``
+   (``measure``, ``load``, ``profile``).
 5. Prints the report and writes it between ``<!-- bench:gateway:start -->`` and
    ``<!-- bench:gateway:end -->`` in ``docs/benchmarks.md`` (other sections stay as they are):
    ``report.md.tmpl`` and ``sentences.md.tmpl`` hold its prose, ``report`` and ``reading`` its
-   figures. ``--quick`` is a smoke test: short runs, nothing written.
+   figures; ``common.cli`` writes it. ``--quick`` is a smoke test: short runs, nothing written.
 
 Every process it starts is stopped at the end (SIGTERM, then SIGKILL), and the scratch database
 and Redis keys are dropped. It exits non-zero with a message when something fails, and when

@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-DOCS_PATH = REPO / "docs" / "benchmarks.md"
+from bench.common import DEFAULT_REDIS_URL, DOCS_PATH
+
 KEY_PREFIX = "sentinel-bench"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/sentinel_bench"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # The gateway issue's goals: proxied req/s per web process with every check on, and the p50
 # latency added at half that load.
@@ -36,10 +35,6 @@ TENANT_LIMITS = {
     "window_ms": 1000,
     "base_rate_limit": 1_000_000_000,
 }
-
-
-class BenchError(Exception):
-    """A step failed; the message says which and why."""
 
 
 @dataclass(frozen=True)

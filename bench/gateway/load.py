@@ -8,8 +8,9 @@ import re
 import sys
 from dataclasses import dataclass
 
-from bench.gateway.config import BenchError, secs
-from bench.gateway.processes import run_timed
+from bench.common import BenchError
+from bench.common.processes import run_timed
+from bench.gateway.config import secs
 
 
 @dataclass(frozen=True)

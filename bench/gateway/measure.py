@@ -16,21 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.common.cpu import cpu_between, cpu_snapshot, local_pid
+from bench.common.gitstate import CodeState, code_state
+from bench.common.processes import Service
+from bench.common.quiet import wait_quiet
+from bench.common.scratch import recreate_database, redis_client
 from bench.gateway.config import OTHER_LIMIT, WARMUP_ROUNDS, Plan
-from bench.gateway.cpu import cpu_between, cpu_snapshot, local_pid, wait_quiet
-from bench.gateway.gitstate import CodeState, code_state
 from bench.gateway.load import Load, LoadResult
-from bench.gateway.processes import Service
 from bench.gateway.profile import Profile, profile_sentinel
-from bench.gateway.servers import (
-    delete_bench_keys,
-    prepare_data,
-    recreate_database,
-    redis_client,
-    sentinel,
-    sentinel_env,
-    start_reference_servers,
-)
+from bench.gateway.servers import delete_bench_keys, prepare_data, sentinel, sentinel_env, start_reference_servers
 from bench.gateway.tools import Tools
 from tests.support.net import free_port
 

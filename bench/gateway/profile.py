@@ -17,10 +17,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.gateway.config import REPO, Plan, secs
-from bench.gateway.cpu import thread_seconds
+from bench.common import REPO
+from bench.common.cpu import thread_seconds
+from bench.common.processes import Service
+from bench.gateway.config import Plan, secs
 from bench.gateway.load import Load
-from bench.gateway.processes import Service
 
 _STDLIB = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*)\)$")

@@ -4,8 +4,9 @@ the latency added, and the rows that other processes disturbed despite the retri
 
 from __future__ import annotations
 
+from bench.common.markdown import count, ms
 from bench.gateway.config import GOAL_ADDED_P50_MS, GOAL_RPS_PER_PROCESS, OTHER_LIMIT
-from bench.gateway.figures import count, find_row, ms, say, us_per_request
+from bench.gateway.figures import find_row, say, us_per_request
 from bench.gateway.measure import Results, Row
 from bench.gateway.profile import Profile
 

@@ -1,30 +1,24 @@
 """The report: a run's figures rendered into ``report.md.tmpl`` (tables, the profile, the
-sentences of ``sentences.md.tmpl`` that the figures call for), written between the gateway
-markers of ``docs/benchmarks.md``; the rest of that file stays as it is.
+sentences of ``sentences.md.tmpl`` that the figures call for), the gateway's section of
+``docs/benchmarks.md`` (written by ``bench.common.cli.publish``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import os
-import platform
 from collections.abc import Callable
 from pathlib import Path
-from string import Template
 
+from bench.common.markdown import NONE, count, fill, machine, ms, table, utc_now
+from bench.common.scratch import DROPPED_SETTINGS
 from bench.gateway.config import KEY_PREFIX, OTHER_LIMIT, TENANT_LIMITS, WARMUP_ROUNDS, Plan, secs
-from bench.gateway.figures import NONE, cores, count, find_row, ms, say, table, us_per_request
+from bench.gateway.figures import cores, find_row, say, us_per_request
 from bench.gateway.measure import Results, Row
 from bench.gateway.profile import Profile
 from bench.gateway.reading import reading
-from bench.gateway.servers import DROPPED_SETTINGS
 from bench.gateway.tools import Tools, versions
 
 TEMPLATE_PATH = Path(__file__).with_name("report.md.tmpl")
-MARK_START = "<!-- bench:gateway:start -->"
-MARK_END = "<!-- bench:gateway:end -->"
-EMPTY_DOCS = "# Benchmarks\n\nFigures recorded by the scripts in `bench/`.\n"
 
 
 def saturation_table(rows: list[Row]) -> str:
@@ -88,22 +82,6 @@ def profile_section(profile: Profile | None, top: int = 10) -> str:
     )
 
 
-def machine() -> dict[str, str]:
-    """Core count, CPU model (from /proc/cpuinfo: psutil does not name it), kernel, Python."""
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-
-
 def _commands(plan: Plan, results: Results, tools: Tools) -> dict[str, str]:
     def first(rows: list[Row]) -> str:
         return rows[0].load.command if rows else "?"
@@ -122,7 +100,7 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
     figures = {
         **machine(),
         **_commands(plan, results, tools),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "commit": results.code.describe() if results.code else "?",
         "versions": "; ".join(versions(tools)),
         "tenant_limits": str(TENANT_LIMITS),
@@ -144,16 +122,4 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
         "profile": profile_section(results.profile),
         "reading": "\n".join(reading(results, nproc, "wrk" if tools.wrk else "Python")),
     }
-    return Template(TEMPLATE_PATH.read_text()).substitute(figures).rstrip("\n")
-
-
-def write_docs(path: Path, section: str) -> None:
-    """Replaces the marked section, or appends it; the rest of the file stays as it was."""
-    text = path.read_text() if path.exists() else EMPTY_DOCS
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(MARK_END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    return fill(TEMPLATE_PATH, figures)

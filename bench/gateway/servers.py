@@ -9,110 +9,41 @@ import contextlib
 import json
 import os
 import pwd
-import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from bench.gateway.config import KEY_PREFIX, REPO, TENANT_LIMITS, BenchError, Plan
-from bench.gateway.processes import Service, answers, start_service, stop_service, wait_serving
+from bench.common.processes import Service, answers, start_service, stop_service, wait_serving
+from bench.common.scratch import delete_keys, manage, recreate_database, server_env
+from bench.gateway.config import KEY_PREFIX, TENANT_LIMITS, Plan
 from bench.gateway.tools import Tools
 from tests.support.net import free_port
 
 NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.tmpl")
-# Settings of the caller's shell that would change what is measured; the servers get their defaults.
-DROPPED_SETTINGS = ("DJANGO_DEBUG", "JWT_SIGNING_KEY", "GATEWAY_FORCED_PRESSURE", "ENABLE_TRACING")
-
-
-# --- Scratch database and Redis -----------------------------------------------------------------
-
-
-def _admin_url(database_url: str) -> tuple[str, str]:
-    """(URL of the server's `postgres` database, name of the scratch database)."""
-    parts = urlsplit(database_url)
-    name = parts.path.lstrip("/")
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-        raise BenchError(f"scratch database name {name!r}: use lower-case letters, digits and _")
-    return urlunsplit(parts._replace(path="/postgres")), name
-
-
-def recreate_database(database_url: str, *, create: bool = True) -> None:
-    """Drops the scratch database (its sessions too) and, with `create`, makes it anew."""
-    import psycopg
-    from psycopg import sql
-
-    admin, name = _admin_url(database_url)
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            if create:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.Error as exc:
-        raise BenchError(f"PostgreSQL at {admin}: {exc}") from exc
-
-
-def redis_client(redis_url: str) -> Any:
-    """A connected redis-py client; BenchError when Redis does not answer."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise BenchError(f"Redis at {redis_url}: {exc}") from exc
-    return client
-
-
-def delete_bench_keys(client: Any) -> int:
-    """Every key under the bench prefix, and none other (the same Redis may serve a real Sentinel)."""
-    deleted = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{KEY_PREFIX}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += client.unlink(*batch)
-            batch.clear()
-    if batch:
-        deleted += client.unlink(*batch)
-    return deleted
 
 
 # --- Sentinel's environment and its data ---------------------------------------------------------
 
 
+def delete_bench_keys(client: Any) -> int:
+    """Every key under the bench prefix, and none other (the same Redis may serve a real Sentinel)."""
+    return delete_keys(client, f"{KEY_PREFIX}:*")
+
+
 def sentinel_env(plan: Plan, secret_key: str, workers: int = 1) -> dict[str, str]:
     """The environment of `manage.py` in production mode with `workers` web processes."""
-    env = {name: value for name, value in os.environ.items() if name not in DROPPED_SETTINGS}
-    env.update(
-        {
-            "DATABASE_URL": plan.database_url,
-            "REDIS_URL": plan.redis_url,
-            "SECRET_KEY": secret_key,
-            "CACHE_KEY_PREFIX": KEY_PREFIX,
-            "LOG_LEVEL": "warning",
-            "WEB_CONCURRENCY": str(workers),
-            # The token is minted once; it must outlive the whole run.
-            "JWT_ACCESS_MINUTES": "240",
-            "DJANGO_SETTINGS_MODULE": "sentinel_site.settings",
-            "PYTHONPATH": str(REPO),
-        }
+    return server_env(
+        database_url=plan.database_url,
+        redis_url=plan.redis_url,
+        key_prefix=KEY_PREFIX,
+        secret_key=secret_key,
+        workers=workers,
+        # The token is minted once; it must outlive the whole run.
+        JWT_ACCESS_MINUTES="240",
     )
-    return env
-
-
-def manage(args: list[str], env: dict[str, str]) -> str:
-    """`manage.py <args>`'s stdout; BenchError with its output when it fails."""
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
-    if result.returncode != 0:
-        raise BenchError(f"manage.py {args[0]} failed:\n{(result.stdout + result.stderr)[-3000:]}")
-    return result.stdout
 
 
 def prepare_data(plan: Plan, env: dict[str, str], upstream_url: str) -> str:

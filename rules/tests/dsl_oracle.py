@@ -6,7 +6,7 @@ semantics written down in ``rules/dsl/evaluator.py`` on its own (it shares only 
 and regex compilation with the compiler), so the differential tests compare two independent
 implementations of one specification.
 
-It lives with the tests because nothing in production runs it; ``bench/rules.py`` imports it
+It lives with the tests because nothing in production runs it; ``bench/rules/`` imports it
 as the baseline the compiled rules are measured against.
 
 Windows are not supported: a rule with ``count(...)`` or ``sum(...)`` raises

@@ -1,4 +1,4 @@
-"""The code a run measured, from git: the commit, and the served files that differ from it.
+"""The code a benchmark measured, from git: the commit, and the served files that differ from it.
 
 A run records it at the start and compares at the end: when the code changed meanwhile, the rows
 may measure two versions of it, and the report is not written.
@@ -10,7 +10,7 @@ import hashlib
 import subprocess
 from dataclasses import dataclass
 
-from bench.gateway.config import REPO, BenchError
+from bench.common import REPO, BenchError
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,13 @@ def code_state(since: str | None = None) -> CodeState:
         file = REPO / path
         dirty[path] = hashlib.sha1(file.read_bytes(), usedforsecurity=False).hexdigest() if file.exists() else ""
     return CodeState(commit, dirty)
+
+
+def check_unchanged(state: CodeState) -> None:
+    """BenchError when the served code now differs from `state` (taken when the run started): the
+    figures may measure two versions of it."""
+    if code_state(since=state.commit) != state:
+        raise BenchError(
+            f"the code changed during the run (since {state.describe()}): the figures may measure two versions "
+            "of it, so docs were not written; run again"
+        )

@@ -1,4 +1,4 @@
-"""Processes a run starts: servers kept running (`Service`) and children run to completion
+"""Processes a benchmark starts: servers kept running (`Service`) and children run to completion
 (`run_timed`, which also returns the child's CPU seconds), and waiting until a server answers.
 
 Servers start in a session of their own, with their output in a log file that a failure quotes.
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import psutil
 
-from bench.gateway.config import REPO, BenchError
+from bench.common import REPO, BenchError
 from tests.support.waiting import WaitTimeout, wait_until
 
 
 @dataclass
 class Service:
-    """A process this benchmark started; its output goes to `log`."""
+    """A process a benchmark started; its output goes to `log`."""
 
     name: str
     process: subprocess.Popen[bytes]
