@@ -5,7 +5,7 @@ the scope/receive/send of the incoming request once routing, auth, limits and th
 it through; the forwarder answers the client itself (the upstream's response, or a JSON error) and
 returns a ``ForwardResult`` for the request log, the metrics and the circuit breaker.
 
-Why aiohttp: it costs 4-15x less CPU per upstream call than httpx/httpcore (docs/engine.md).
+Why aiohttp: it costs several times less CPU per upstream call than httpx/httpcore (docs/engine.md).
 
 Errors, before the response has started:
 
