@@ -5,20 +5,10 @@
   timed by Redis' clock. Transitions are also PUBLISHed as JSON on ``{prefix}breaker:events``.
 * ``MemoryBreaker``: the same API and semantics in one process, for embedded mode.
 
-Why not pybreaker, which the spec names: pybreaker 1.4.1 cannot sit on an asyncio proxy path.
-
-* It has no asyncio support (danielfm/pybreaker#7, open since 2016): an ``async def`` wrapped by it
-  returns its coroutine unawaited, so failures happen outside the breaker and it never trips.
-* It holds one ``threading.RLock`` around the whole protected call, so calls through a breaker run
-  one at a time (danielfm/pybreaker#3, #55).
-* ``CircuitRedisStorage`` uses the blocking redis client (2-3 round trips per call, which would
-  stall the event loop), counts *consecutive* failures only (a success resets the count, so a
-  50 % failure rate never trips it), has no TTLs, and does not limit half-open probes: every
-  process that sees half-open sends its own.
-
-Using it only as a state machine behind ``sync_to_async`` would keep the lock and the round trips
-and still need the ratio window, probe tokens and generations written here. What is left is small
-enough to own: three scripts and their in-memory twin.
+Why not pybreaker, which the spec names: it cannot sit on an asyncio proxy path (no asyncio
+support, one lock around every call, a blocking Redis storage that counts consecutive failures
+only); docs/engine.md has the details. What is left is small enough to own: three scripts and their
+in-memory twin.
 
 States, per upstream (``BreakerConfig`` holds the numbers):
 

@@ -5,7 +5,7 @@ the scope/receive/send of the incoming request once routing, auth, limits and th
 it through; the forwarder answers the client itself (the upstream's response, or a JSON error) and
 returns a ``ForwardResult`` for the request log, the metrics and the circuit breaker.
 
-Why aiohttp: it costs 4-15x less CPU per upstream call than httpx/httpcore (perf-baselines 3.3).
+Why aiohttp: it costs several times less CPU per upstream call than httpx/httpcore (docs/engine.md).
 
 Errors, before the response has started:
 
@@ -19,8 +19,9 @@ Errors, before the response has started:
 Exact proxying: the octets of the request line's target, of every header value and of the
 bodies pass unchanged in both directions; the rewrites are the documented ones (README, "What the
 proxy changes"): hop-by-hop headers and chunk framing, ``X-Forwarded-*``, the route's prefix, the
-credential Sentinel checked. Header values and the target are handed to aiohttp as Latin-1 text,
-one character per octet, and written back as those octets by ``gateway.engine.octets``.
+credential Sentinel checked (the header rules: ``gateway.engine.rewrites``). Header values and the
+target are handed to aiohttp as Latin-1 text, one character per octet, and written back as those
+octets by ``gateway.engine.octets``.
 
 After the response has started the status cannot change: if the upstream drops or goes silent for
 longer than the read timeout mid-body, the forwarder stops sending and leaves the response
@@ -33,47 +34,32 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 import aiohttp
-from aiohappyeyeballs import AddrInfoType
-from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
 from core.egress import EgressDenied, EgressPolicy
 from core.errors import error_json
+from gateway.engine.disconnect import DisconnectWatch
+from gateway.engine.egress_connector import GuardedConnector
 from gateway.engine.octets import ExactRequest
+from gateway.engine.rewrites import (
+    Header,
+    declared_length,
+    downstream_headers,
+    has_body,
+    upstream_headers,
+    upstream_url,
+)
 
-__all__ = ["HOP_BY_HOP_HEADERS", "OUTCOMES", "ForwardResult", "Forwarder", "Outcome", "upstream_url"]
+__all__ = ["OUTCOMES", "ForwardResult", "Forwarder", "Outcome"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Header = tuple[bytes, bytes]
-
-# RFC 9110 7.6.1, plus the non-standard Proxy-Connection some clients still send. Headers named in
-# a Connection header are hop-by-hop too; they are found per message.
-HOP_BY_HOP_HEADERS: Final = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-# Never copied from the client: Host because the upstream gets its own (the original goes in
-# X-Forwarded-Host); Expect because the ASGI server already answered "100 Continue" to the client;
-# the X-Forwarded-* headers because the forwarder writes them itself.
-_REQUEST_REWRITTEN: Final = frozenset(
-    {b"host", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
-)
 
 # What happened to a forwarded request (ForwardResult.outcome).
 Outcome: TypeAlias = Literal[
@@ -138,57 +124,6 @@ class _ClientGone(Exception):
     """The client disconnected while its request body was being streamed."""
 
 
-class _DisconnectWatch:
-    """Cancels the forwarding task when the client goes away.
-
-    ASGI reports a disconnect only through receive(), and one coroutine at a time may read it, so
-    the watch starts once the request body has been consumed. It must stop before the final body
-    message: uvicorn's receive() answers http.disconnect as soon as a response is complete, which
-    is not the client leaving.
-
-    The watching task is only created once the exchange has lasted ``WATCH_DELAY_S``: most proxied
-    requests are over by then, and a task per request costs about 10 % of the forwarder's CPU (a
-    timer handle costs next to nothing). A client that leaves is noticed that much later at worst.
-    """
-
-    WATCH_DELAY_S: Final = 0.05
-
-    __slots__ = ("_closed", "_receive", "_target", "_task", "_timer", "fired")
-
-    def __init__(self, receive: Receive) -> None:
-        self._receive = receive
-        self._target = asyncio.current_task()
-        self._timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self.fired = False
-
-    def start(self) -> None:
-        # Called from the body generator too, possibly after the forward has already finished.
-        if not self._closed and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.WATCH_DELAY_S, self._begin)
-
-    def stop(self) -> None:
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-    def _begin(self) -> None:
-        if not self._closed:
-            self._task = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
-        # stop() and this check run without an await in between, so a watch that was stopped can
-        # never cancel a task that has moved on to other work.
-        if not self._closed and self._target is not None:
-            self.fired = True
-            self._target.cancel()
-
-
 class _Exchange:
     """One forward in progress: what it needs to answer the client, and its tallies.
 
@@ -214,7 +149,7 @@ class _Exchange:
     def __init__(
         self,
         send: Send,
-        watch: _DisconnectWatch,
+        watch: DisconnectWatch,
         timeout_ms: int,
         max_body_bytes: int,
         response_headers: Sequence[Header],
@@ -243,42 +178,6 @@ class _Exchange:
 EgressObserver = Callable[[str | None, str, EgressDenied], None]
 
 
-class _GuardedConnector(aiohttp.TCPConnector):
-    """A TCPConnector that connects only to addresses the egress policy allows.
-
-    aiohttp resolves the host, then hands every address it will try to ``_wrap_create_connection``
-    (private, aiohttp >= 3.10; numeric IP hosts skip the resolver but arrive here too). Every one is
-    judged before any is tried, and the connected socket's peer again before a byte is sent, so a
-    name re-pointed after the route was saved cannot lead anywhere the policy refuses.
-    """
-
-    def __init__(self, policy: EgressPolicy, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._policy = policy
-
-    async def _wrap_create_connection(
-        self,
-        *args: Any,
-        addr_infos: list[AddrInfoType],
-        req: aiohttp.ClientRequest,
-        timeout: aiohttp.ClientTimeout,
-        client_error: type[Exception] = aiohttp.ClientConnectorError,
-        **kwargs: Any,
-    ) -> tuple[asyncio.Transport, ResponseHandler]:
-        target = f"{req.url.raw_host}:{req.port}"
-        for info in addr_infos:
-            self._policy.check_address(str(info[4][0]), target=target)
-        transport, protocol = await super()._wrap_create_connection(
-            *args, addr_infos=addr_infos, req=req, timeout=timeout, client_error=client_error, **kwargs
-        )
-        peer = transport.get_extra_info("peername")
-        rule = self._policy.refusal(str(peer[0])) if peer else "an address the socket does not report"
-        if rule is not None:
-            transport.close()
-            raise EgressDenied(target=target, address=str(peer[0]) if peer else None, rule=rule)
-        return transport, protocol
-
-
 class Forwarder:
     """One pooled aiohttp client per process, created lazily in the running loop.
 
@@ -286,7 +185,7 @@ class Forwarder:
     ``await close()`` at shutdown (ASGI lifespan).
 
     With an ``egress`` policy, forwards for a tenant's route go through a second pool whose
-    connector enforces it (``_GuardedConnector``); platform routes (no tenant) use the plain pool.
+    connector enforces it (``GuardedConnector``); platform routes (no tenant) use the plain pool.
     Two pools, so a connection opened for a platform route is never reused for a tenant's.
     ``on_egress_refusal`` hears of every refusal (the runtime logs and counts them).
     """
@@ -357,9 +256,9 @@ class Forwarder:
         ``timeout_ms`` (> 0) bounds the time to the upstream's response headers. ``tenant_uuid`` is
         the route's owner: a tenant's route is held to the egress policy, a platform route (None) is not.
         """
-        watch = _DisconnectWatch(receive)
+        watch = DisconnectWatch(receive)
         exchange = _Exchange(send, watch, timeout_ms, max_body_bytes, response_headers)
-        declared = _declared_length(scope["headers"])
+        declared = declared_length(scope["headers"])
         if declared is not None and declared > max_body_bytes:
             # Refused before connecting: the upstream never sees a byte of it.
             error = f"declared Content-Length {declared} exceeds {max_body_bytes}"
@@ -368,12 +267,12 @@ class Forwarder:
         guarded = self._egress is not None and tenant_uuid is not None
         session = self._session_in_loop(guarded)
         body: AsyncIterator[bytes] | None = None
-        if _has_body(scope["headers"], declared):
+        if has_body(scope["headers"], declared):
             body = _request_body(receive, exchange)
         else:
             watch.start()
         url = upstream_url(target, upstream_path, scope.get("query_string", b""))
-        headers = _upstream_headers(scope, client_ip, extra_headers, hidden_headers)
+        headers = upstream_headers(scope, client_ip, extra_headers, hidden_headers)
         try:
             return await self._exchange(session, exchange, scope["method"], url, headers, body)
         except EgressDenied as denied:
@@ -444,7 +343,7 @@ class Forwarder:
             "keepalive_timeout": self._keepalive_timeout,
         }
         connector = (
-            _GuardedConnector(self._egress, **options)
+            GuardedConnector(self._egress, **options)
             if guarded and self._egress is not None
             else aiohttp.TCPConnector(**options)
         )
@@ -478,72 +377,6 @@ class Forwarder:
 # --- Request side ------------------------------------------------------------------------------
 
 
-def upstream_url(target: str, upstream_path: str, query_string: bytes) -> URL:
-    """target + the path + the client's raw query: the URL the upstream is asked for.
-
-    ``upstream_path`` is already percent-encoded (``RouteSpec.upstream_path``: the client's own
-    escapes, checked by ``parse_path``) and is sent exactly as given, like the query: decoding and
-    re-encoding it would turn a client's ``%3D`` into ``=``, which RFC 3986 2.2 says is not the
-    same URI, and would make the path routed and the path forwarded two different strings.
-    """
-    url = target.rstrip("/") + upstream_path
-    if query_string:
-        url += "?" + query_string.decode("latin-1")
-    return URL(url, encoded=True)
-
-
-def _connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
-    """Header names listed in Connection headers (hop-by-hop by declaration, RFC 9110 7.6.1)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
-    return frozenset(tokens)
-
-
-def _upstream_headers(
-    scope: MutableMapping[str, Any], client_ip: str, extra: Sequence[Header], hidden: frozenset[bytes] = frozenset()
-) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop and hidden ones, plus X-Forwarded-* and the extras."""
-    incoming: list[Header] = scope["headers"]
-    dropped = HOP_BY_HOP_HEADERS | _REQUEST_REWRITTEN | _connection_tokens(incoming) | hidden
-    if extra:
-        dropped |= {name.lower() for name, _ in extra}
-    headers: list[tuple[str, str]] = []
-    forwarded_for: list[str] = []
-    host: str | None = None
-    for name, value in incoming:
-        # ASGI header names are lower-case already.
-        if name not in dropped:
-            headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        elif name == b"x-forwarded-for":
-            forwarded_for.append(value.decode("latin-1"))
-        elif name == b"host":
-            host = value.decode("latin-1")
-    forwarded_for.append(client_ip)
-    headers.append(("X-Forwarded-For", ", ".join(forwarded_for)))
-    headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
-    if host is not None:
-        headers.append(("X-Forwarded-Host", host))
-    headers.extend((name.decode("latin-1"), value.decode("latin-1")) for name, value in extra)
-    return headers
-
-
-def _declared_length(headers: Iterable[Header]) -> int | None:
-    """The request's Content-Length, or None (absent, or junk the server would have refused)."""
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
-
-
-def _has_body(headers: Iterable[Header], declared: int | None) -> bool:
-    """HTTP/1.1 framing: a body only with a non-zero Content-Length or a Transfer-Encoding."""
-    if declared is not None:
-        return declared > 0
-    return any(name == b"transfer-encoding" for name, _ in headers)
-
-
 async def _request_body(receive: Receive, exchange: _Exchange) -> AsyncIterator[bytes]:
     """The client's body as aiohttp pulls it, counted against the limit as it goes.
 
@@ -571,20 +404,10 @@ async def _request_body(receive: Receive, exchange: _Exchange) -> AsyncIterator[
 # --- Response side -----------------------------------------------------------------------------
 
 
-def _downstream_headers(raw: Sequence[Header], extra: Sequence[Header]) -> list[Header]:
-    """The upstream's headers minus hop-by-hop ones, then the caller's (which replace same names)."""
-    dropped = HOP_BY_HOP_HEADERS | _connection_tokens(raw)
-    if extra:
-        dropped |= {name.lower() for name, _ in extra}
-    headers = [(lowered, value) for name, value in raw if (lowered := name.lower()) not in dropped]
-    headers.extend(extra)
-    return headers
-
-
 async def _relay(upstream: aiohttp.ClientResponse, exchange: _Exchange) -> ForwardResult:
     """Stream the upstream's response to the client, chunk by chunk as it arrives."""
     exchange.status = upstream.status
-    headers = _downstream_headers(upstream.raw_headers, exchange.response_headers)
+    headers = downstream_headers(upstream.raw_headers, exchange.response_headers)
     if not await _send_or_gone(
         exchange.send, {"type": "http.response.start", "status": upstream.status, "headers": headers}
     ):
@@ -633,7 +456,7 @@ async def _fail_before_response(exchange: _Exchange, exc: BaseException) -> Forw
 
 async def _answer_error(exchange: _Exchange, outcome: Outcome, error: str) -> ForwardResult:
     """Send the spec's JSON error for ``outcome`` and return its result."""
-    # The response is about to complete: stop watching first (see _DisconnectWatch).
+    # The response is about to complete: stop watching first (see DisconnectWatch).
     exchange.watch.stop()
     status, code, message = _ERRORS[outcome]
     details: dict[str, int] | None = None

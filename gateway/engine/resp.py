@@ -1,30 +1,13 @@
 """A minimal, fast asyncio Redis client for the gateway's hot path.
 
-Why it exists
--------------
-The proxy makes up to three Redis calls per request (limiter EVALSHA, breaker acquire, breaker
-record). Through redis-py's asyncio client each call costs CPU in pure-Python command packing,
-argument filtering, a connection-pool checkout, an ``asyncio.timeout`` per call and a
-StreamReader; a py-spy profile put that at ~141 us of a ~600 us request. Measured here (uvloop,
-EVALSHA of a 1-line script with one key and two arguments, CPU from ``time.process_time`` over
-20,000 calls, localhost Redis 7.0 on a 2-core VM, client pinned to one core, 5 runs each; median and
-range)::
-
-                                  concurrency 1         concurrency 32
-    redis-py 8.1 asyncio         82 us (70-92)          54 us (48-55)
-    RespClient                   16 us (15-41)          3.2 us (3.2-4.2)
-
-At concurrency 1 most of what is left is the kernel's send, poll and receive per call (the slow
-runs are those where Redis ran on the same core); at 32 the calls of one loop iteration share a
-write and a read. Packing alone is 0.7 us in hiredis' C ``pack_command`` against 1.8 us for a
-Python encoder. ``pipeline`` of 6 commands costs 19 us against 46 us for ``asyncio.gather`` of six
-``execute`` calls (a task per call).
+Why the gateway has its own client rather than redis-py's asyncio one (CPU per call, retries): the
+figures and how they were measured are in docs/engine.md.
 
 How
 ---
 * ONE connection per client (per event loop), every caller multiplexed over it with pipelining:
   Redis answers in order, so ``data_received`` resolves the oldest pending future for each reply
-  that ``hiredis.Reader`` parses.
+  that ``hiredis.Reader`` parses (the connection is ``gateway.engine.resp_connection``).
 * Commands are packed by ``hiredis.pack_command`` (C) and appended to an outgoing buffer that is
   flushed once per event-loop iteration (``loop.call_soon``): 100 concurrent callers cost one
   ``transport.write``.
@@ -34,7 +17,7 @@ How
 Guarantees
 ----------
 * A caller never waits longer than about ``timeout_s`` for a reply, nor ``connect_timeout_s`` for a
-  connection (plus one event-loop iteration: see ``_Connection.check``).
+  connection (plus one event-loop iteration: see ``resp_connection.Connection.check``).
 * Any failure to reach Redis raises ``RedisUnavailable`` (a ``ConnectionError``, hence an
   ``OSError``), meaning "outcome unknown": the command may or may not have run. Nothing is ever
   retried on its own (a retried EVALSHA could take a rate-limit slot twice); the one exception is
@@ -73,50 +56,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
+
+from gateway.engine.resp_connection import Connection, NoScriptError, RedisUnavailable, RespReplyError
 
 __all__ = ["Arg", "NoScriptError", "RedisUnavailable", "RespClient", "RespReplyError", "gateway_redis_client"]
 
 Arg: TypeAlias = bytes | str | int | float | memoryview
 
-# hiredis returns this from gets() when the buffer holds no complete reply. A private object, as
-# False or None could be real replies.
-_NOT_ENOUGH_DATA: Final = object()
-# A watchdog that finds the oldest command overdue waits this long before failing the connection:
-# if the event loop itself was blocked past the deadline, the reply may already sit unread in the
-# socket, and uvloop runs timers before polling sockets in each iteration. A short call_later (not
-# call_soon) guarantees one socket poll in between on both asyncio and uvloop.
-_GRACE_S: Final = 0.002
-# uvloop's timers and clock have millisecond resolution: a timer may fire up to 1 ms "early".
-# Re-arming for less than that could spin, so such a command counts as due.
-_CLOCK_SLACK_S: Final = 0.001
-
 # hiredis' stub types the argument as a 1-tuple; it takes a tuple of any length.
 _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 _running_loop = asyncio.get_running_loop
-
-
-class RespReplyError(Exception):
-    """Redis answered this one command with an error reply; ``str(exc)`` is its message.
-
-    The connection is fine and other commands are unaffected.
-    """
-
-
-class NoScriptError(RespReplyError):
-    """NOSCRIPT: EVALSHA of a script Redis does not have (restart, failover, SCRIPT FLUSH)."""
-
-
-class RedisUnavailable(ConnectionError):
-    """Redis could not be reached, did not answer in time, or dropped the connection.
-
-    The command's outcome is unknown. While the client is marked down this is raised at once.
-    """
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
@@ -143,156 +97,10 @@ def _coerce(value: object) -> bytes | str | int | float:
     return float(value)
 
 
-def _reply_error(error: RespReplyError) -> RespReplyError:
-    message = str(error.args[0]) if error.args else ""
-    return NoScriptError(message) if message.startswith("NOSCRIPT") else error
-
-
 def _retrieve(task: asyncio.Task[Any]) -> None:
     """Marks a connect attempt's exception as seen, so one whose callers all left logs nothing."""
     if not task.cancelled():
         task.exception()
-
-
-class _Connection(asyncio.Protocol):
-    """One Redis connection: a FIFO of pending futures, an outgoing buffer and a watchdog."""
-
-    __slots__ = (
-        "answered",
-        "client",
-        "failed",
-        "flush_scheduled",
-        "loop",
-        "lost",
-        "out",
-        "overdue",
-        "pending",
-        "reader",
-        "timeout_s",
-        "transport",
-        "watchdog",
-    )
-
-    def __init__(self, client: RespClient, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
-        self.client = client
-        self.loop = loop
-        self.timeout_s = timeout_s
-        self.transport: asyncio.Transport | None = None
-        self.reader = hiredis.Reader(replyError=RespReplyError, notEnoughData=_NOT_ENOUGH_DATA)
-        # (future, loop time when queued), oldest first: the order Redis answers in.
-        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
-        self.out: list[bytes] = []
-        self.flush_scheduled = False
-        self.watchdog: asyncio.TimerHandle | None = None
-        self.overdue = False
-        self.answered = False
-        # Why this connection is unusable, once it is.
-        self.failed: str | None = None
-        self.lost: asyncio.Future[None] = loop.create_future()
-
-    # --- asyncio.Protocol ---------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.answered = True
-        reader = self.reader
-        reader.feed(data)
-        pending = self.pending
-        try:
-            reply = reader.gets()
-            while reply is not _NOT_ENOUGH_DATA:
-                future = pending.popleft()[0]
-                # A caller that was cancelled left its future done: the reply is consumed anyway,
-                # which keeps the replies after it matched to their callers.
-                if not future.done():
-                    if type(reply) is RespReplyError:
-                        future.set_exception(_reply_error(reply))
-                    else:
-                        future.set_result(reply)
-                reply = reader.gets()
-        except IndexError:
-            self.fail("Redis sent a reply to no command", down=True)
-        except hiredis.ProtocolError as exc:
-            self.fail(f"unreadable reply from Redis ({exc})", down=True)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if not self.lost.done():
-            self.lost.set_result(None)
-        cause = f"{exc!r}" if exc is not None else "closed by the server"
-        # A connection that never answered is not worth reconnecting to at once (a server that
-        # accepts and hangs up, e.g. at maxclients): that marks the client down.
-        self.fail(f"connection lost ({cause})", down=not self.answered)
-
-    # --- used by RespClient -------------------------------------------------------------------
-
-    def send(self, data: bytes) -> asyncio.Future[Any]:
-        """Queues one packed command; the future gets its reply."""
-        if self.failed is not None:
-            raise RedisUnavailable(self.failed)
-        loop = self.loop
-        future = loop.create_future()
-        self.pending.append((future, loop.time()))
-        self.out.append(data)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            loop.call_soon(self.flush)
-        if self.watchdog is None:
-            self.watchdog = loop.call_later(self.timeout_s, self.check)
-        return future
-
-    def flush(self) -> None:
-        """Writes everything queued in this loop iteration at once."""
-        self.flush_scheduled = False
-        out = self.out
-        if not out or self.transport is None:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.transport.write(data)
-
-    def check(self) -> None:
-        """The watchdog: fails the connection when the oldest pending command is overdue.
-
-        It stays armed while the connection is busy (re-armed for the oldest command's deadline)
-        and disarms when it finds nothing pending, so a steady load costs one timer per
-        ``timeout_s``, not one per call.
-        """
-        self.watchdog = None
-        if self.failed is not None or not self.pending:
-            self.overdue = False
-            return
-        now = self.loop.time()
-        due = self.pending[0][1] + self.timeout_s
-        if now + _CLOCK_SLACK_S < due:
-            self.overdue = False
-            self.watchdog = self.loop.call_later(due - now, self.check)
-        elif not self.overdue:
-            self.overdue = True
-            self.watchdog = self.loop.call_later(_GRACE_S, self.check)
-        else:
-            self.fail(f"no reply within {self.timeout_s} s (timed out)", down=True)
-
-    def fail(self, reason: str, *, down: bool) -> None:
-        """Makes the connection unusable: every pending command gets ``RedisUnavailable``."""
-        if self.failed is not None:
-            return
-        self.failed = reason = f"Redis at {self.client._where}: {reason}"
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            self.watchdog = None
-        self.out.clear()
-        if self.transport is not None:
-            self.transport.abort()  # unsent commands are dropped: their callers are told they failed
-        pending = self.pending
-        while pending:
-            future = pending.popleft()[0]
-            if not future.done():
-                # One exception per caller: a shared one would collect every caller's traceback.
-                future.set_exception(RedisUnavailable(reason))
-        self.client._connection_failed(self, reason, down)
 
 
 class RespClient:
@@ -355,8 +163,8 @@ class RespClient:
         if db:
             handshake.append(_encode(("SELECT", db)))
         self._handshake = tuple(handshake)
-        self._conn: _Connection | None = None
-        self._attempt: asyncio.Task[_Connection] | None = None
+        self._conn: Connection | None = None
+        self._attempt: asyncio.Task[Connection] | None = None
         self._epoch = 0  # bumped by aclose(), so a connect attempt it outlived is discarded
         self._down_until = 0.0  # time.monotonic(): loop.time() differs between loops
         self._down_reason = ""
@@ -495,7 +303,7 @@ class RespClient:
 
     # --- connection management ----------------------------------------------------------------
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self) -> Connection:
         """The slow path of every command: connect (once, shared by all callers) or fail fast."""
         loop = _running_loop()
         conn = self._conn
@@ -518,8 +326,8 @@ class RespClient:
             # Each caller its own exception (the attempt's is shared by every waiter).
             raise RedisUnavailable(str(exc)) from exc.__cause__
 
-    async def _open(self, loop: asyncio.AbstractEventLoop, epoch: int) -> _Connection:
-        conn = _Connection(self, loop, self._timeout_s)
+    async def _open(self, loop: asyncio.AbstractEventLoop, epoch: int) -> Connection:
+        conn = Connection(self._where, self._connection_failed, loop, self._timeout_s)
         handshake: list[asyncio.Future[Any]] = []
         try:
             try:
@@ -551,14 +359,14 @@ class RespClient:
         self._down_until = 0.0
         return conn
 
-    def _close_attempt(self, conn: _Connection, handshake: list[asyncio.Future[Any]], reason: str) -> None:
+    def _close_attempt(self, conn: Connection, handshake: list[asyncio.Future[Any]], reason: str) -> None:
         # down=False: the caller decides whether this failure marks the client down.
         conn.fail(reason, down=False)
         for future in handshake:
             if future.done() and not future.cancelled():
                 future.exception()
 
-    def _connection_failed(self, conn: _Connection, reason: str, down: bool) -> None:
+    def _connection_failed(self, conn: Connection, reason: str, down: bool) -> None:
         """Called by a connection that just became unusable."""
         if self._conn is conn:
             self._conn = None
@@ -579,9 +387,7 @@ def gateway_redis_client(url: str, *, timeout_s: float = 0.5, down_for_s: float 
     failure, answers "unavailable" at once for ``down_for_s`` seconds instead of making every
     request wait out a hung Redis. Raises ValueError for a URL ``RespClient.from_url`` refuses.
 
-    Measured (uvloop, one EVALSHA, CPU per call, median of 5 runs): redis-py 8.1's asyncio client
-    82 µs at concurrency 1 and 54 µs at 32; RespClient 16 µs and 3.2 µs. redis-py also retries by
-    default: seconds per request against a dead Redis, and a retried EVALSHA after a lost reply
-    would consume a rate-limit slot twice.
+    Why not redis-py (its CPU per call, and its retries by default, which could make a retried
+    EVALSHA take a rate-limit slot twice): docs/engine.md.
     """
     return RespClient.from_url(url, timeout_s=timeout_s, connect_timeout_s=timeout_s, down_for_s=down_for_s)

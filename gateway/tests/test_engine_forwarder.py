@@ -34,7 +34,8 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway.engine.forwarder import OUTCOMES, Forwarder, ForwardResult, upstream_url
+from gateway.engine.forwarder import OUTCOMES, Forwarder, ForwardResult
+from gateway.engine.rewrites import upstream_url
 from gateway.mock_upstream import start_upstream
 from tests.support.net import free_port, http_request
 from tests.support.processes import running_process

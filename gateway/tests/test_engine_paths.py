@@ -13,7 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 
-from gateway.engine.forwarder import upstream_url
+from gateway.engine.rewrites import upstream_url
 from gateway.engine.routes import RequestPath, RouteSpec, RouteTable, UnsafePath, parse_path
 
 PUBLIC = RouteSpec(id=1, name="public", path_prefix="/pub/", targets=("http://backend/svc/public",), auth_mode="none")
