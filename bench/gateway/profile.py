@@ -33,7 +33,7 @@ _METRICS = f"Prometheus metrics ({', '.join(_METRICS_PREFIXES)})"
 # First match wins: the Redis client is Sentinel's own code, but listed apart from the rest of the
 # engine (its time includes hiredis' C parser and packer, and the socket writes it makes).
 AREAS = (
-    ("gateway/engine/resp.py", "Redis client (gateway/engine/resp.py, hiredis)"),
+    ("gateway/engine/resp", "Redis client (gateway/engine/resp.py, hiredis)"),
     ("gateway/engine/", "Sentinel's gateway engine"),
     ("aiohttp/", "aiohttp (client to the upstream)"),
     *((prefix, _METRICS) for prefix in _METRICS_PREFIXES),
