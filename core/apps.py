@@ -7,6 +7,7 @@ from pathlib import Path
 from django.apps import AppConfig
 from django.conf import settings
 
+from core.local_state import var_dir_ensure
 from core.prometheus import configure_multiprocess
 
 
@@ -18,6 +19,7 @@ class CoreConfig(AppConfig):
         """Creates the folders settings name and sets up multiprocess metrics, in every process
         that sets Django up (web, worker, beat, management commands, the test run), before any
         database connection is opened and before the other apps' ready() hooks run."""
+        var_dir_ensure(Path(settings.VAR_DIR))
         for folder in settings_folders():
             folder.mkdir(parents=True, exist_ok=True)
         configure_multiprocess(Path(settings.PROMETHEUS_MULTIPROC_DIR), fresh=settings.PROMETHEUS_MULTIPROC_FRESH)

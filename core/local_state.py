@@ -67,10 +67,20 @@ def local_state_prepare(environ: Mapping[str, str] = os.environ) -> None:
     path = secret_key_file(directory)
     if path.exists():
         return
-    directory.mkdir(parents=True, exist_ok=True)
+    var_dir_ensure(directory)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_urlsafe(50))
+
+
+def var_dir_ensure(directory: Path) -> None:
+    """Creates ``directory`` (var/) readable by its owner only: it holds the key, the embedded
+    database and the first-run credentials. One that exists is left as the operator set it.
+    Raises ``OSError`` when it cannot be created."""
+    if directory.exists():
+        return
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # mkdir's mode passes through the umask

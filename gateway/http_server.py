@@ -42,7 +42,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from core.correlation import accept_correlation_id as correlation_id
 from gateway.engine.proxy import MAX_HEADER_BYTES, MAX_HEADERS_TOTAL_BYTES
-from gateway.engine.requestcheck import RequestRefused, ambiguous, check_head, error_body, headers_too_large
+from gateway.engine.requestcheck import RequestRefused, ambiguous, check_head, headers_too_large, refusal_json
 
 # nginx's large_client_header_buffers (4 8k): the request line must fit in 8 KiB, else 414.
 MAX_REQUEST_TARGET_BYTES: Final = 8 * 1024
@@ -201,7 +201,7 @@ class SentinelHttpProtocol(HttpToolsProtocol):
         return correlation_id(None)
 
     def _answer(self, refusal: RequestRefused, cid: str) -> None:
-        body = error_body(refusal)
+        body = refusal_json(refusal)
         head = [STATUS_LINE[refusal.status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]

@@ -2,7 +2,7 @@
 
 pytest-django imports this module before any test code runs, so this is the test run's entry point,
 as ``manage.py`` is a command's: it writes ``var/secret_key`` first when the settings will want it
-(``core.local_state``). The processes tests start (``sentinel_site.testing.child_env``) run
+(``core.local_state``). The processes tests start (``tests.support.processes.child_env``) run
 ``sentinel_site.settings``, with this run's key and metrics folder in their environment.
 """
 

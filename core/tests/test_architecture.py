@@ -91,8 +91,15 @@ def test_no_import_goes_against_the_arrows_of_the_document() -> None:
         (source, target): where for (source, target), where in project_arrows().items() if target not in arrows[source]
     }
 
-    assert not forbidden, "imports the floors forbid:\n" + "\n".join(
-        f"{source} -> {target}: {', '.join(where)}" for (source, target), where in sorted(forbidden.items())
+    lines = [
+        f"{source} -> {target}: {', '.join(where)}\n  ({source} may import: {', '.join(sorted(arrows[source]))})"
+        for (source, target), where in sorted(forbidden.items())
+    ]
+    assert not forbidden, (
+        "imports the floors forbid (docs/architecture.md, 'Who may import whom'):\n"
+        + "\n".join(lines)
+        + "\nMove the code to a floor both may use (core, for what every app shares), let sentinel_site hand it"
+        " in (as it hands the proxy its sinks), or, if the arrow is right, add it to the table."
     )
 
 
@@ -103,7 +110,7 @@ def test_no_cycle_between_parts() -> None:
 
     cycles = [component for component in strongly_connected(graph) if len(component) > 1]
 
-    assert not cycles, f"parts that import each other: {cycles}"
+    assert not cycles, f"parts that import each other (docs/architecture.md forbids any loop): {cycles}"
 
 
 def test_production_never_imports_the_test_support_or_the_benchmarks() -> None:

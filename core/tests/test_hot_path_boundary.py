@@ -48,17 +48,30 @@ def package_of(module: str) -> str:
 
 
 @cache
-def imports_of(module: str) -> frozenset[str]:
-    """Top-level names of everything the module's source imports, deferred imports included."""
+def source_imports(module: str) -> frozenset[str]:
+    """Dotted names of everything the module's source imports, deferred (function-local) imports
+    included: ``from core import errors`` gives ``core`` and ``core.errors``."""
     path = BASE_DIR.joinpath(*module.split("."))
     source = (path / "__init__.py") if path.is_dir() else path.with_suffix(".py")
     names: set[str] = set()
     for node in ast.walk(ast.parse(source.read_text(), str(source))):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return frozenset(names)
+
+
+def imports_of(module: str) -> frozenset[str]:
+    """Top-level names of everything the module's source imports, deferred imports included."""
+    return frozenset(name.split(".")[0] for name in source_imports(module))
+
+
+def project_module(name: str) -> bool:
+    """Is ``name`` a module of this repository (not a class or function imported from one)?"""
+    path = BASE_DIR.joinpath(*name.split("."))
+    return path.is_dir() or path.with_suffix(".py").is_file()
 
 
 def is_allowed(loaded: str, package: str) -> bool:
@@ -97,9 +110,20 @@ def test_a_hot_path_module_loads_no_django_and_no_app(module: str) -> None:
     assert [name for name in sentinel if not is_allowed(name, package_of(module))] == []
 
 
+@pytest.mark.parametrize("module", [module for package in HOT_PATHS for module in modules_of(package)])
+def test_a_hot_path_module_names_no_django_and_no_app_even_in_a_deferred_import(module: str) -> None:
+    # An import inside a function is not run by importing the module, so read the source too
+    named = source_imports(module)
+
+    assert sorted(name for name in named if name.split(".")[0] in DJANGO_WORLD) == []
+    sentinel = [name for name in named if name.split(".")[0] in PROJECT and project_module(name)]
+    assert [name for name in sentinel if not is_allowed(name, package_of(module))] == []
+
+
 def test_the_boundary_tells_the_ground_floors_django_side_from_its_plain_side() -> None:
     # The check above would pass vacuously if it let every ground-floor module through
     assert is_allowed("core.errors", "gateway.engine")
     assert not is_allowed("core.egress_django", "gateway.engine")
     assert not is_allowed("gateway.models", "gateway.engine")
     assert not is_allowed("gateway.engine.proxy", "rules.dsl")
+    assert not is_allowed("core.api_errors", "gateway.engine")

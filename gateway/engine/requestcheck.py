@@ -48,7 +48,7 @@ def ambiguous(reason: str, message: str) -> RequestRefused:
     return RequestRefused(400, "ambiguous_request", message, {"reason": reason})
 
 
-def error_body(refusal: RequestRefused) -> bytes:
+def refusal_json(refusal: RequestRefused) -> bytes:
     """The JSON body of SPEC 7: ``{"error": {"code", "message", "details"}}``."""
     return error_json(refusal.code, refusal.message, refusal.details)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.engine.requestcheck import RequestRefused, check_head, error_body, target_authority
+from gateway.engine.requestcheck import RequestRefused, check_head, refusal_json, target_authority
 
 HOST = (b"host", b"api.example")
 
@@ -103,7 +103,7 @@ def test_unambiguous_heads_pass(version: str, target: bytes, headers: list[tuple
 def test_the_error_body_is_spec_7s() -> None:
     refusal = RequestRefused(414, "uri_too_long", "Too long.", {"max_bytes": 8192})
 
-    assert json.loads(error_body(refusal)) == {
+    assert json.loads(refusal_json(refusal)) == {
         "error": {"code": "uri_too_long", "message": "Too long.", "details": {"max_bytes": 8192}}
     }
     assert target_authority(b"https://a.example:8443/x") == b"a.example:8443"
