@@ -25,22 +25,10 @@ from bench.common import BenchError
 from bench.common.cpu import CpuUse, cpu_between, cpu_snapshot
 from bench.common.processes import Service, start_service, stop_service, wait_serving
 from bench.common.quiet import wait_for_benchmarks
-from bench.common.scratch import delete_keys, ensure_database, manage, redis_client, server_env
+from bench.common.scratch import delete_keys, ensure_database, manage, recreate_database, redis_client, server_env
 from bench.rules.config import KEY_PREFIX, OTHER_BENCHMARKS, OTHER_LIMIT, SERVERS, Plan
 from bench.rules.workload import ingest_batches
 from tests.support.net import free_port
-
-# Run once in `manage.py shell -c`: a user with a tenant of their own and an events:write key.
-SETUP_CODE = """
-import json, os
-from accounts.services import api_key_create, user_signup
-name = os.environ["BENCH_USER"]
-user = user_signup(username=name, email=f"{name}@example.com", password=os.environ["BENCH_PASSWORD"],
-                   tenant_name=name)
-tenant = user.membership.tenant
-_, secret = api_key_create(tenant=tenant, name="bench", scopes=["events:write"])
-print(json.dumps({"tenant_id": tenant.pk, "api_key": secret}))
-"""
 
 
 @dataclass(frozen=True)
@@ -167,8 +155,7 @@ def count_events(database_url: str, tenant_id: int) -> int:
 
 def create_bench_tenant(env: dict[str, str], name: str) -> tuple[int, str]:
     """A user `name` with a tenant of their own and an `events:write` key: (tenant id, key)."""
-    setup_env = {**env, "BENCH_USER": name, "BENCH_PASSWORD": secrets.token_urlsafe(16)}
-    setup = json.loads(manage(["shell", "-c", SETUP_CODE], setup_env).strip().splitlines()[-1])
+    setup = json.loads(manage(["bench_rules_setup", "--name", name], env).strip().splitlines()[-1])
     return int(setup["tenant_id"]), str(setup["api_key"])
 
 
@@ -252,4 +239,6 @@ def measure_ingest(plan: Plan) -> IngestResult:
     finally:
         queued = _clean_redis(client, prefix)
         client.close()
+        if created:  # a database the run made is the run's to remove; one that was there stays
+            recreate_database(plan.database_url, create=False)
     return IngestResult(load, stored, use, queued, created)
