@@ -14,9 +14,7 @@ under, the mock upstream as a fixture, and a Redis the run leaves as it found it
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
-from typing import cast
 
 import pytest
 from django.conf import settings
@@ -32,17 +30,7 @@ _REDIS_REPORT = pytest.StashKey[list[str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # The test process (when REDIS_URL is set, as in CI) and every process it starts write under
-    # this run's root, never under `make run`'s "sentinel" prefix: its default Celery queue would
-    # run the tests' tasks, and its login counts would be the tests' to delete. Settings were read
-    # before any conftest, so the prefix is changed in place where settings.py put it.
-    prefix = redis_keys.site_prefix()
-    os.environ["CACHE_KEY_PREFIX"] = prefix
-    if settings.REDIS_URL:
-        settings.CACHE_KEY_PREFIX = prefix
-        settings.CACHES["default"]["KEY_PREFIX"] = prefix
-        cast("dict[str, object]", settings.CHANNEL_LAYERS["default"]["CONFIG"])["prefix"] = f"{prefix}:channels"
-        settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{prefix}:celery:"
+    # The run's key prefix is set by its settings (tests.support.settings), before Django reads them.
     config.stash[_REDIS_REPORT] = []
 
 

@@ -45,7 +45,7 @@ def child_env(**overrides: str | None) -> dict[str, str]:
     env.setdefault("EGRESS_ALLOW_LOOPBACK", "true")
     env.update(
         {
-            # The site's settings, as before the test run had its own (sentinel_site.test_settings).
+            # The site's settings, as before the test run had its own (tests.support.settings).
             "DJANGO_SETTINGS_MODULE": "sentinel_site.settings",
             "DATABASE_URL": database_url_of(connection.settings_dict),
             "SECRET_KEY": settings.SECRET_KEY,

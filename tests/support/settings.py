@@ -1,14 +1,22 @@
-"""The test run's settings (pytest's DJANGO_SETTINGS_MODULE): the site's, with metrics kept apart.
+"""The test run's settings (pytest's DJANGO_SETTINGS_MODULE): the site's, with metrics and Redis
+keys kept apart.
 
 pytest-django imports this module before any test code runs, so this is the test run's entry point,
 as ``manage.py`` is a command's: it writes ``var/secret_key`` first when the settings will want it
 (``core.local_state``). The processes tests start (``tests.support.processes.child_env``) run
-``sentinel_site.settings``, with this run's key and metrics folder in their environment.
+``sentinel_site.settings``, with this run's key, metrics folder and key prefix in their environment.
 """
 
+import os
+
 from core.local_state import local_state_prepare
+from tests.support.redis_keys import site_prefix
 
 local_state_prepare()
+# The test process and every process it starts write their Redis keys (cache, channel layer,
+# Celery's queues) under this run's root, never under `make run`'s "sentinel" prefix, whose
+# default Celery queue would run the tests' tasks. settings.py derives every key prefix from it.
+os.environ["CACHE_KEY_PREFIX"] = site_prefix()
 
 from core.env import env_str  # noqa: E402
 from sentinel_site.settings import *  # noqa: E402, F403
