@@ -52,6 +52,9 @@ class RequestLog(models.Model):
     user_agent = models.CharField(max_length=256, blank=True)
     bytes_in = models.BigIntegerField(default=0)
     bytes_out = models.BigIntegerField(default=0)
+    # The breaker state this request's outcome moved its upstream to ("open", "half_open",
+    # "closed"), when it moved one: the insight engine counts flapping from these.
+    breaker_transition = models.CharField(max_length=16, blank=True)
 
     class Meta:
         ordering = ["-time", "-id"]

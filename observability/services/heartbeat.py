@@ -1,4 +1,4 @@
-"""Writes of the observability app."""
+"""The workers' heartbeat, which `/health` reads."""
 
 from __future__ import annotations
 

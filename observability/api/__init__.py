@@ -1,0 +1,1 @@
+"""REST endpoints of the observability app (request logs, incidents, the dashboard snapshot)."""
