@@ -8,7 +8,7 @@ from django.apps import AppConfig
 from django.conf import settings
 
 from core.local_state import var_dir_ensure
-from core.prometheus import configure_multiprocess
+from core.prometheus import configure_multiprocess, metrics_autodiscover
 
 
 class CoreConfig(AppConfig):
@@ -17,12 +17,15 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         """Creates the folders settings name and sets up multiprocess metrics, in every process
-        that sets Django up (web, worker, beat, management commands, the test run), before any
-        database connection is opened and before the other apps' ready() hooks run."""
+        that sets Django up (web, worker, beat, stream, management commands, the test run), before
+        any database connection is opened and before the other apps' ready() hooks run: joins the
+        metrics folder's run (emptying it when this process starts a new one), then declares every
+        app's families with their series known at start (``core.prometheus``)."""
         var_dir_ensure(Path(settings.VAR_DIR))
         for folder in settings_folders():
             folder.mkdir(parents=True, exist_ok=True)
-        configure_multiprocess(Path(settings.PROMETHEUS_MULTIPROC_DIR), fresh=settings.PROMETHEUS_MULTIPROC_FRESH)
+        configure_multiprocess(Path(settings.PROMETHEUS_MULTIPROC_DIR))
+        metrics_autodiscover()
 
 
 def settings_folders() -> list[Path]:

@@ -10,6 +10,11 @@ sums every web process of the host. Gauges say how to combine processes: `livesu
 things in flight, `livemax` for a fleet-wide reading every process holds. Label values are
 bounded by configuration, never taken from a request: routes are a route's path prefix, statuses
 are numbers, methods and outcomes are fixed words.
+
+Series known at start exist at zero from the first scrape: every limiter, SLO outcome and decision
+(declared below, in every process), and for each active route the statuses the gateway itself
+answers (`route_series_declare`, run by the `/metrics` view before each scrape, so a route added
+later gets them too).
 """
 
 from __future__ import annotations
@@ -17,15 +22,17 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
+from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from core.conf import sentinel_settings
+from core.prometheus import series_declare
 from gateway.breaker_state import breaker_states
-from gateway.engine.proxy import RequestRecord
-from gateway.selectors import upstream_list
+from gateway.engine.proxy import Decision, RequestRecord
+from gateway.selectors import route_specs, upstream_list
 
 logger = logging.getLogger("sentinel.gateway")
 
@@ -73,6 +80,14 @@ limiter_unavailable = Counter(
 # Anything else is counted as "other", so odd methods cannot grow the label set.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LIMITER_LABELS = {"burst": "local", "window": "distributed", "limiter_unavailable": "unavailable"}
+SLO_OUTCOMES = ("good", "slow", "error")
+# Per route, the statuses an alert watches that the gateway answers itself, besides success:
+# 401 (auth failed), 429 (limited), 502 and 504 (upstream error, timeout), 503 (shed, breaker open).
+ROUTE_STATUSES_AT_START = ("200", "401", "429", "502", "503", "504")
+
+series_declare(ratelimit_rejections, limiter=_LIMITER_LABELS.values())
+series_declare(slo_requests, outcome=SLO_OUTCOMES)
+series_declare(gateway_decisions, decision=get_args(Decision))
 
 
 def request_observe(record: RequestRecord, *, slo_ms: float) -> None:
@@ -114,6 +129,24 @@ def gateway_gauges_set(*, in_flight: int, pressure: float) -> None:
 
 def _method(method: str) -> str:
     return method if method in _METHODS else "other"
+
+
+def route_series_declare() -> None:
+    """Creates at zero, for every active route, `sentinel_http_requests_total` for the statuses of
+    `ROUTE_STATUSES_AT_START` (method GET, or the route's first allowed method when it refuses GET)
+    and its `sentinel_http_request_duration_seconds`: so `rate()` and alerts on a route work before
+    its first request. Run by the `/metrics` view before each scrape (two queries): routes are
+    configuration that changes while a process runs. A database error leaves the series as they are.
+    """
+    try:
+        routes = route_specs()
+    except Exception:  # a scrape must still answer when the database is down
+        logger.warning("routes unavailable for /metrics", exc_info=True)
+        return
+    for route in routes:
+        method = "GET" if route.allows_method("GET") else _method(min(route.methods))
+        series_declare(http_requests, method=(method,), route=(route.path_prefix,), status=ROUTE_STATUSES_AT_START)
+        http_request_duration.labels(route.path_prefix)
 
 
 class BreakerStateCollector(Collector):

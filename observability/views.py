@@ -80,17 +80,24 @@ class HealthView(APIView):
 health = never_cache(HealthView.as_view())
 
 
-def metrics_view(*, collectors: Sequence[Collector] = ()) -> Callable[[HttpRequest], HttpResponse]:
+def metrics_view(
+    *, collectors: Sequence[Collector] = (), declare: Sequence[Callable[[], None]] = ()
+) -> Callable[[HttpRequest], HttpResponse]:
     """The `GET /metrics` view: every process's samples (the multiprocess files), then what
     `collectors` read at scrape time (fleet-wide gauges such as the gateway's breaker states; the
     site names them in its URLconf, so observability needs to know no app).
 
-    A collector that raises makes the scrape a 500: each must catch its own failures.
+    `declare` runs first, each callable creating at zero the series that configuration makes known
+    now (the gateway's routes): so they are in this scrape, before their first event.
+
+    A collector or declaration that raises makes the scrape a 500: each must catch its own failures.
     """
 
     @never_cache
     @require_safe
     def metrics(request: HttpRequest) -> HttpResponse:
+        for series_declare in declare:
+            series_declare()
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         for collector in collectors:

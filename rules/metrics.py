@@ -2,12 +2,19 @@
 
 Written to PROMETHEUS_MULTIPROC_DIR like every metric of the site (``core.prometheus``), so
 ``/metrics`` sums the web processes that ingest events and the workers that evaluate and deliver
-them. Label values are fixed words: a channel kind (``ChannelKind``) and an outcome.
+them. Label values are fixed words: a channel kind (``ChannelKind``) and an outcome; every
+combination exists at zero from the first scrape (``core.prometheus.series_declare``).
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter
+
+from core.prometheus import series_declare
+from rules.models import ChannelKind
+
+# What `delivery_attempt` records per attempt: delivered, failed (retried), dead (given up).
+NOTIFICATION_OUTCOMES = ("sent", "failed", "dead")
 
 # events_ingested_total: events stored by `event_ingest`, whatever their source.
 events_ingested = Counter("events_ingested", "Events stored for rule evaluation.")
@@ -19,3 +26,4 @@ notifications_sent = Counter(
     "Notification attempts by channel kind and outcome (sent, failed, dead).",
     ["channel", "outcome"],
 )
+series_declare(notifications_sent, channel=ChannelKind.values, outcome=NOTIFICATION_OUTCOMES)

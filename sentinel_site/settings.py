@@ -426,7 +426,6 @@ LOGGING = {
 # --- Metrics: Prometheus multiprocess mode (uvicorn workers + Celery share one folder) -----
 PROMETHEUS_EXPORT_MIGRATIONS = False
 # core.apps.CoreConfig.ready() points prometheus_client at this folder (an operator's
-# PROMETHEUS_MULTIPROC_DIR wins) and exports it to the processes started from this one.
+# PROMETHEUS_MULTIPROC_DIR wins) and exports it to the processes started from this one. The first
+# process of a run empties it (core.prometheus.run_join): counts start from zero with each run.
 PROMETHEUS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR") or VAR_DIR / "prometheus")
-# Whether ready() empties the folder first: a test run counts from zero (tests.support.settings).
-PROMETHEUS_MULTIPROC_FRESH = False

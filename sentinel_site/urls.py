@@ -6,7 +6,8 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway.api.views import CircuitResetView, CircuitStatusView
-from gateway.metrics import BreakerStateCollector
+from gateway.metrics import BreakerStateCollector, route_series_declare
+from monitors.metrics import MonitorsUpCollector
 from observability.views import health, metrics_view
 from rules.api.urls import event_urlpatterns
 
@@ -25,8 +26,12 @@ urlpatterns = [
     path("circuit/status", CircuitStatusView.as_view(), name="circuit-status"),
     path("circuit/reset", CircuitResetView.as_view(), name="circuit-reset"),
     # django-prometheus' metrics and Sentinel's, summed over every process (multiprocess mode),
-    # and the apps' fleet-wide gauges read at scrape time.
-    path("metrics", metrics_view(collectors=[BreakerStateCollector()]), name="metrics"),
+    # the apps' fleet-wide gauges read at scrape time, and each route's series at zero.
+    path(
+        "metrics",
+        metrics_view(collectors=[BreakerStateCollector(), MonitorsUpCollector()], declare=[route_series_declare]),
+        name="metrics",
+    ),
 ]
 
 handler400 = "core.api_errors.handler400"

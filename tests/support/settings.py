@@ -23,7 +23,7 @@ from sentinel_site.settings import *  # noqa: E402, F403
 from sentinel_site.settings import VAR_DIR  # noqa: E402
 
 if env_str("PROMETHEUS_MULTIPROC_DIR") is None:
-    # A test run counts into a folder of its own, emptied when it starts (the processes it starts
-    # inherit it), so the traffic of `make test` never shows in the metrics of `make run`.
+    # A test run counts into a folder of its own (the processes it starts inherit it), so the
+    # traffic of `make test` never shows in the metrics of `make run`; like any run, it starts
+    # empty unless another test run of this checkout is alive (core.prometheus.run_join).
     PROMETHEUS_MULTIPROC_DIR = VAR_DIR / "prometheus-test"
-    PROMETHEUS_MULTIPROC_FRESH = True
