@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import traceback
 from datetime import UTC, datetime
+from typing import Any
 
 from core.correlation import current_correlation_id
 
@@ -52,3 +54,11 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def logging_configure(config: dict[str, Any]) -> None:
+    """Django's ``LOGGING_CONFIG`` callable: ``dictConfig(LOGGING)``, then Python warnings routed
+    through logging (logger ``py.warnings``), so a ``warnings.warn`` anywhere becomes a JSON line
+    instead of plain text on stderr (Django's default callable leaves warnings alone)."""
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)

@@ -177,7 +177,10 @@ class ApiErrorMiddleware(_DualModeMiddleware):
             # Django turns these into their 4xx (404, 403, 400) itself; `after` makes that JSON.
             return None
         error_logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "Internal error; the correlation id identifies it in the logs.")
+        response = error_response(500, "Internal error; the correlation id identifies it in the logs.")
+        # Logged just above with its traceback: Django would add an "Internal Server Error" line.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
 
 
 def prefers_html(accept: str | None) -> bool:

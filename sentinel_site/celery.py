@@ -1,26 +1,101 @@
 """The Celery app. Tasks are autodiscovered from each app's `tasks.py`; the beat schedule and
-every other option come from the `CELERY_*` settings."""
+every other option come from the `CELERY_*` settings.
+
+Logging is Django's (`LOGGING`: one JSON object a line with the correlation id), in the worker and
+in beat alike: Celery neither replaces the root logger's handlers with its own plain-text format
+nor prints its banners (plain text on stdout); `--loglevel` can only make a process more verbose
+than `LOG_LEVEL`.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
+from celery.apps.beat import Beat
+from celery.apps.worker import Worker, install_worker_term_handler
+from kombu.utils.objects import cached_property
 
 from core.local_state import local_state_prepare
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 
-app = Celery("sentinel")
+logger = logging.getLogger("sentinel.celery")
+
+
+class QuietBeat(Beat):
+    """`celery beat` without its start-up banner (plain text on stdout, outside logging); the
+    scheduler says it started in a JSON line ("beat: Starting...")."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "quiet": True})
+
+
+class JsonWorker(Worker):
+    """`celery worker` whose every line is a log record: Django's logging applied before its first
+    output (check_privileges' SecurityWarning when run as root), no banner (plain text on stdout;
+    "<name> ready." follows as a JSON line), and the warm shutdown on SIGTERM without the plain-text
+    line Celery writes with os.write (`_worker_shutting_down` logs it)."""
+
+    def on_before_init(self, quiet: bool = False, **kwargs: Any) -> None:
+        django_logging_apply()
+        super().on_before_init(quiet=True, **kwargs)
+
+    def install_platform_tweaks(self, worker: Worker) -> None:
+        super().install_platform_tweaks(worker)
+        install_worker_term_handler(worker, verbose=False)
+
+
+class SentinelCelery(Celery):
+    """The Celery app, with Sentinel's worker and beat programs (JSON lines only)."""
+
+    @cached_property
+    def Worker(self) -> type[Worker]:
+        return self.subclass_with_self(JsonWorker)  # type: ignore[no-any-return]
+
+    @cached_property
+    def Beat(self) -> type[Beat]:
+        return self.subclass_with_self(QuietBeat)  # type: ignore[no-any-return]
+
+
+app = SentinelCelery("sentinel")
 
 
 def _prepare_local_state(**_: Any) -> None:
     local_state_prepare()
 
 
+def django_logging_apply(*, loglevel: int | str | None = None) -> None:
+    """Applies Django's `LOGGING` (JSON lines, Python warnings captured), the root logger at
+    `LOG_LEVEL`, or at `loglevel` (Celery's `--loglevel`) when that is more verbose."""
+    from django.conf import settings
+    from django.utils.log import configure_logging
+
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    level = logging.getLevelName(settings.LOG_LEVEL)
+    if loglevel is not None:
+        requested = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
+        if isinstance(requested, int):
+            level = min(level, requested)
+    logging.getLogger().setLevel(level)
+
+
+def _logging_setup(loglevel: int | str | None = None, **_: Any) -> None:
+    # A receiver of `setup_logging` makes Celery leave logging alone (no hijacked root logger, no
+    # worker_log_format, no task logger handlers of its own), in the worker and in beat.
+    django_logging_apply(loglevel=loglevel)
+
+
+def _worker_shutting_down(sig: str, how: str, **_: Any) -> None:
+    logger.info("worker: %s shutdown (%s)", how, sig, extra={"signal": sig, "shutdown": how})
+
+
 # Sent just before the configuration (Django's settings) is first read: `celery -A sentinel_site
 # worker` is an entry point, which writes var/secret_key if the settings want it.
 app.on_configure.connect(_prepare_local_state, weak=False)
+signals.setup_logging.connect(_logging_setup, weak=False)
+signals.worker_shutting_down.connect(_worker_shutting_down, weak=False)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

@@ -405,7 +405,10 @@ USE_I18N = True
 USE_TZ = True
 
 # --- Logging: one JSON object a line, carrying the correlation id -------------------------
+# In every process that sets Django up (web, stream, commands; the worker and beat through
+# sentinel_site/celery.py), with Python warnings routed here too (core.jsonlog.logging_configure).
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
+LOGGING_CONFIG = "core.jsonlog.logging_configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -416,10 +419,14 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
-        # Sentinel writes its own access line (sentinel.access); uvicorn's would repeat it.
+        # One line per request Django answers: Sentinel's own (sentinel.access, with status and
+        # duration). uvicorn's and the dev servers' access lines would repeat it, and so would
+        # django.request's warning for every 4xx ("Not Found: /x"); its errors (a 5xx, with the
+        # traceback of an exception nothing else logged) stay.
         "uvicorn.access": {"level": "WARNING"},
         "django.server": {"level": "WARNING"},
         "daphne.access": {"level": "WARNING"},
+        "django.request": {"level": "ERROR"},
     },
 }
 

@@ -50,12 +50,11 @@ def test_the_first_process_of_a_run_empties_what_the_last_run_left(tmp_path: Pat
 
 
 def test_a_process_joining_a_live_run_removes_nothing(tmp_path: Path) -> None:
-    with members(tmp_path, 1) as [(first_started, first_file)]:
-        # when a second process starts while the first is alive
-        with members(tmp_path, 1) as [(second_started, second_file)]:
-            # then it joined: both files are there
-            assert first_started and not second_started
-            assert {first_file, second_file} <= {path.name for path in tmp_path.glob("*.db")}
+    # given a live run; when a second process starts while its first is alive
+    with members(tmp_path, 1) as [(first_started, first_file)], members(tmp_path, 1) as [(second_started, second_file)]:
+        # then it joined: both files are there
+        assert first_started and not second_started
+        assert {first_file, second_file} <= {path.name for path in tmp_path.glob("*.db")}
 
     # and once every process of that run has ended, the next process starts afresh
     with members(tmp_path, 1) as [(started, name)]:

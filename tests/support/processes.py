@@ -125,12 +125,13 @@ def mock_upstream_process(name: str = "upstream", *, timeout: float = 30) -> Ite
 
 
 @contextlib.contextmanager
-def web_server(**env: str | None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def web_server(*, log: IO[bytes] | None = None, **env: str | None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """A real ``manage.py serve`` on a free port, on the tests' database (``env`` as for
-    ``child_env``); yields (port, process) once /health answers 200 or 503."""
+    ``child_env``; its output to ``log`` as for ``running_process``); yields (port, process) once
+    /health answers 200 or 503."""
     port = free_port()
     command = python_command("manage.py", "serve", "--port", str(port))
-    with running_process(command, env=child_env(**env), name="web") as process:
+    with running_process(command, env=child_env(**env), name="web", log=log) as process:
         wait_until(
             lambda: http_request(port, "GET", "/health")[0] in (200, 503), timeout=30, what="the web process to answer"
         )
@@ -146,10 +147,11 @@ def web_process(**env: str | None) -> Iterator[int]:
 
 @contextlib.contextmanager
 def celery_worker(
-    *, name: str, concurrency: int = 1, beat: bool = False, **env: str | None
+    *, name: str, concurrency: int = 1, beat: bool = False, log: IO[bytes] | None = None, **env: str | None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process on the tests' database and the broker ``env`` names (as for
-    ``child_env``); yields once it reports ready, fails the test if it exits first."""
+    ``child_env``; its output to the named file ``log``, else a temporary one); yields once it
+    reports ready, fails the test if it exits first."""
     command = python_command(
         "-m", "celery", "-A", "sentinel_site", "worker", "--loglevel", "info", "--concurrency", str(concurrency),
         "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
@@ -158,7 +160,8 @@ def celery_worker(
         if beat:
             schedule = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celery-beat-"))) / "schedule"
             command += ["--beat", "--schedule", str(schedule)]
-        log = stack.enter_context(tempfile.NamedTemporaryFile(prefix="celery-", suffix=".log"))
+        if log is None:
+            log = stack.enter_context(tempfile.NamedTemporaryFile(prefix="celery-", suffix=".log"))
         # A worker finishing its task after SIGTERM may take longer than a web process.
         process = stack.enter_context(
             running_process(command, env=child_env(**env), name=f"celery worker {name}", log=log, stop_timeout=20)

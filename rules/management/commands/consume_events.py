@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from typing import Any
@@ -13,6 +14,9 @@ from django.db import close_old_connections
 
 from core.conf import sentinel_settings
 from rules.stream import StreamConsumer
+
+# A long-running process: its lines go through LOGGING (JSON, one object a line) like every other's.
+logger = logging.getLogger("sentinel.rules.stream")
 
 
 class Command(BaseCommand):
@@ -29,7 +33,7 @@ class Command(BaseCommand):
         if not settings.REDIS_URL:
             # Embedded mode has no Redis and so no stream; idle rather than exit, since honcho
             # (make run) stops every process when one exits.
-            self.stdout.write("No REDIS_URL: no event stream to consume; idling.")
+            logger.info("No REDIS_URL: no event stream to consume; idling.")
             stopping.wait()
             return
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
@@ -39,7 +43,12 @@ class Command(BaseCommand):
             claim_idle_ms=options["claim_idle_ms"],
             block_ms=options["block_ms"],
         )
-        self.stdout.write(f"Consuming {consumer.stream} as {consumer.consumer} (group sentinel-rules).")
+        logger.info(
+            "Consuming %s as %s (group sentinel-rules).",
+            consumer.stream,
+            consumer.consumer,
+            extra={"stream": consumer.stream, "consumer": consumer.consumer},
+        )
         while not stopping.is_set():
             try:
                 consumer.ensure_group()
@@ -47,9 +56,9 @@ class Command(BaseCommand):
                     consumer.step()
                     close_old_connections()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self.stderr.write(f"Redis unavailable ({exc}); retrying in 1 s.")
+                logger.warning("Redis unavailable (%s); retrying in 1 s.", exc)
                 stopping.wait(1.0)
             except Exception as exc:  # noqa: BLE001 - the database went away, say: keep going, retry soon
-                self.stderr.write(f"Stream step failed ({exc!r}); retrying in 2 s.")
+                logger.warning("Stream step failed (%r); retrying in 2 s.", exc, exc_info=True)
                 close_old_connections()
                 stopping.wait(2.0)
