@@ -1,17 +1,24 @@
-"""`/metrics` as Prometheus scrapes it: the gateway's metrics summed over several web processes."""
+"""`/metrics` as Prometheus scrapes it: every SPEC 3 family from the first scrape, the gateway's
+metrics summed over several web processes, and each run counting from zero."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import services
-from tests.support.net import http_request
-from tests.support.processes import MockUpstreams, web_process
+from rules.models import ChannelKind
+from tests.support.net import free_port, http_request
+from tests.support.processes import MockUpstreams, child_env, python_command, running_process, web_process
 from tests.support.redis_keys import key_prefix
 from tests.support.services import require_redis
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,19 +28,66 @@ def upstream(mock_upstream: MockUpstreams) -> str:
     return mock_upstream("upstream").url
 
 
-def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+# SPEC 3's families, as the parser names them (a counter's without `_total`), and django-prometheus'
+# defaults that need no request of their own to exist.
+SPEC_FAMILIES = {
+    "sentinel_http_requests",
+    "sentinel_http_request_duration_seconds",
+    "sentinel_active_requests",
+    "sentinel_pressure_global",
+    "sentinel_circuit_breaker_state",
+    "sentinel_ratelimit_rejections",
+    "sentinel_slo_requests",
+    "events_ingested",
+    "rules_triggered",
+    "notifications_sent",
+    "sentinel_checks",
+    "sentinel_latency_seconds",
+    "sentinel_monitors_up",
+    "sentinel_fraud_decisions",
+    "sentinel_fraud_fail_open",
+    "sentinel_log_dropped",
+    "django_http_requests_before_middlewares",
+    "django_http_requests_latency_including_middlewares_seconds",
+    "django_http_requests_total_by_method",
+}
+
+
+def scrape_text(port: int) -> str:
     status, headers, body = http_request(port, "GET", "/metrics")
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
+    promtool = shutil.which("promtool")  # Debian's `prometheus` package, when installed
+    if promtool:
+        check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+    return body.decode()
+
+
+def scrape(port: int) -> Samples:
     samples = {}
-    for family in text_string_to_metric_families(body.decode()):
+    for family in text_string_to_metric_families(scrape_text(port)):
         for sample in family.samples:
             samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return samples
 
 
-def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+def families_with_samples(port: int) -> set[str]:
+    return {family.name for family in text_string_to_metric_families(scrape_text(port)) if family.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def present(samples: Samples, name: str, **labels: str) -> bool:
+    return (name, frozenset(labels.items())) in samples
+
+
+def proxied_ok(samples: Samples, route: str = "/m/") -> float:
+    return value(samples, "sentinel_http_requests_total", method="GET", route=route, status="200")
 
 
 def test_metrics_add_up_over_two_processes_and_show_limits_and_breakers(tmp_path: Path, upstream: str) -> None:
@@ -94,3 +148,99 @@ def test_metrics_add_up_over_two_processes_and_show_limits_and_breakers(tmp_path
     ) == 0
     assert ("sentinel_active_requests", frozenset()) in samples
     assert ("sentinel_pressure_global", frozenset()) in samples
+
+
+def test_every_spec_family_is_there_before_any_traffic_and_adds_up_after(tmp_path: Path, upstream: str) -> None:
+    # Given a route, and two web processes of a new run counting into one folder
+    services.route_create(tenant=None, name="m", path_prefix="/m/", targets=[upstream], auth_mode="none")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "CACHE_KEY_PREFIX": key_prefix("metrics")}
+    with web_process(**env) as first, web_process(**env) as second:
+        # When Prometheus scrapes before any request was proxied or any event, check or score happened
+        before = scrape(first)
+        families = families_with_samples(second)
+
+        # Then every family is there, its series known at start at zero
+        assert SPEC_FAMILIES - families == set()
+        for kind in ChannelKind.values:
+            for outcome in ("sent", "failed", "dead"):
+                assert present(before, "notifications_sent_total", channel=kind, outcome=outcome)
+        for name, label, values in (
+            ("sentinel_slo_requests_total", "outcome", ("good", "slow", "error")),
+            ("sentinel_ratelimit_rejections_total", "limiter", ("local", "distributed", "unavailable")),
+            ("sentinel_fraud_decisions_total", "decision", ("approve", "review", "decline")),
+            ("sentinel_checks_total", "outcome", ("up", "down")),
+        ):
+            assert all(present(before, name, **{label: item}) for item in values), name
+        for status in ("200", "401", "429", "502", "503", "504"):
+            assert present(before, "sentinel_http_requests_total", method="GET", route="/m/", status=status)
+        assert present(before, "sentinel_http_request_duration_seconds_count", route="/m/")
+        assert value(before, "sentinel_circuit_breaker_state", upstream=upstream) == 0
+        assert present(before, "sentinel_monitors_up") and present(before, "events_ingested_total")
+        counted = [name for (name, _), number in before.items() if name.startswith("sentinel_") and number]
+        assert counted == []
+
+        # And when requests go through both processes, either one's scrape sums the two
+        statuses = [http_request(port, "GET", "/m/x")[0] for port in (first, first, first, second, second)]
+        after_first, after_second = scrape(first), scrape(second)
+
+    assert statuses == [200] * 5
+    for after in (after_first, after_second):
+        assert proxied_ok(after) == 5
+        assert value(after, "sentinel_http_request_duration_seconds_count", route="/m/") == 5
+        good_or_slow = value(after, "sentinel_slo_requests_total", outcome="good") + value(
+            after, "sentinel_slo_requests_total", outcome="slow"
+        )
+        assert good_or_slow == 5
+        assert value(after, "sentinel_gateway_decisions_total", decision="forwarded") == 5
+
+
+def test_a_new_run_counts_from_zero(tmp_path: Path, upstream: str) -> None:
+    # Given a run that proxied requests and ended (every process stopped)
+    services.route_create(tenant=None, name="m", path_prefix="/m/", targets=[upstream], auth_mode="none")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "CACHE_KEY_PREFIX": key_prefix("metrics")}
+    with web_process(**env) as port:
+        for _ in range(3):
+            assert http_request(port, "GET", "/m/x")[0] == 200
+        assert proxied_ok(scrape(port)) == 3
+
+    # When the next run starts on the same folder
+    with web_process(**env) as port:
+        # Then its counters start from zero: the last run's counts are gone, not added in
+        assert proxied_ok(scrape(port)) == 0
+        assert http_request(port, "GET", "/m/x")[0] == 200
+        assert proxied_ok(scrape(port)) == 1
+
+
+@contextlib.contextmanager
+def web_processes_together(count: int, **env: str) -> Iterator[list[int]]:
+    """`count` web processes started at the same moment (each a `manage.py serve`); yields their
+    ports once every one answers."""
+    ports = [free_port() for _ in range(count)]
+    with contextlib.ExitStack() as stack:
+        for port in ports:
+            command = python_command("manage.py", "serve", "--port", str(port))
+            stack.enter_context(running_process(command, env=child_env(**env), name=f"web {port}"))
+        for port in ports:
+            wait_until(lambda port=port: http_request(port, "GET", "/health")[0] in (200, 503), timeout=60, what="web")
+        yield ports
+
+
+def test_processes_starting_together_or_later_keep_each_others_counts(tmp_path: Path, upstream: str) -> None:
+    # Given the counts an earlier run left in the folder
+    services.route_create(tenant=None, name="m", path_prefix="/m/", targets=[upstream], auth_mode="none")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "CACHE_KEY_PREFIX": key_prefix("metrics")}
+    with web_process(**env) as port:
+        http_request(port, "GET", "/m/x")
+
+    # When three web processes start at once, and requests go through each
+    with web_processes_together(3, **env) as ports:
+        for index, port in enumerate(ports):
+            for _ in range(index + 1):
+                assert http_request(port, "GET", "/m/x")[0] == 200
+        # Then no process emptied the folder under another: the sum is every request of this run
+        assert proxied_ok(scrape(ports[0])) == 6
+
+        # and a process that starts while they run joins the run without removing their counts
+        with web_process(**env) as late:
+            assert http_request(late, "GET", "/m/x")[0] == 200
+            assert proxied_ok(scrape(late)) == 7
