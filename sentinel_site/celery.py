@@ -25,7 +25,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 logger = logging.getLogger("sentinel.celery")
 
 
-class QuietBeat(Beat):
+class QuietBeat(Beat):  # type: ignore[misc]  # celery ships no type information
     """`celery beat` without its start-up banner (plain text on stdout, outside logging); the
     scheduler says it started in a JSON line ("beat: Starting...")."""
 
@@ -33,7 +33,7 @@ class QuietBeat(Beat):
         super().__init__(**{**kwargs, "quiet": True})
 
 
-class JsonWorker(Worker):
+class JsonWorker(Worker):  # type: ignore[misc]  # celery ships no type information
     """`celery worker` whose every line is a log record: Django's logging applied before its first
     output (check_privileges' SecurityWarning when run as root), no banner (plain text on stdout;
     "<name> ready." follows as a JSON line), and the warm shutdown on SIGTERM without the plain-text
@@ -48,7 +48,7 @@ class JsonWorker(Worker):
         install_worker_term_handler(worker, verbose=False)
 
 
-class SentinelCelery(Celery):
+class SentinelCelery(Celery):  # type: ignore[misc]  # celery ships no type information
     """The Celery app, with Sentinel's worker and beat programs (JSON lines only)."""
 
     @cached_property

@@ -58,7 +58,7 @@ class Command(BaseCommand):
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 logger.warning("Redis unavailable (%s); retrying in 1 s.", exc)
                 stopping.wait(1.0)
-            except Exception as exc:  # noqa: BLE001 - the database went away, say: keep going, retry soon
+            except Exception as exc:  # the database went away, say: log it, keep going, retry soon
                 logger.warning("Stream step failed (%r); retrying in 2 s.", exc, exc_info=True)
                 close_old_connections()
                 stopping.wait(2.0)
