@@ -4,7 +4,8 @@ every other option come from the `CELERY_*` settings.
 Logging is Django's (`LOGGING`: one JSON object a line with the correlation id), in the worker and
 in beat alike: Celery neither replaces the root logger's handlers with its own plain-text format
 nor prints its banners (plain text on stdout); `--loglevel` can only make a process more verbose
-than `LOG_LEVEL`.
+than `LOG_LEVEL`. A task queued while a request (or another task) is served carries its correlation
+id, and the worker's lines for that task carry it too; a task queued by beat takes its own task id.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from celery.apps.beat import Beat
 from celery.apps.worker import Worker, install_worker_term_handler
 from kombu.utils.objects import cached_property
 
+from core.correlation import current_correlation_id
 from core.local_state import local_state_prepare
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 
 logger = logging.getLogger("sentinel.celery")
+# The message header that carries the correlation id to the worker (Celery's own `correlation_id`
+# is the task id).
+CORRELATION_HEADER = "sentinel_correlation_id"
 
 
 class QuietBeat(Beat):  # type: ignore[misc]  # celery ships no type information
@@ -92,10 +97,30 @@ def _worker_shutting_down(sig: str, how: str, **_: Any) -> None:
     logger.info("worker: %s shutdown (%s)", how, sig, extra={"signal": sig, "shutdown": how})
 
 
+def _correlation_publish(headers: dict[str, Any], **_: Any) -> None:
+    correlation_id = current_correlation_id.get()
+    if correlation_id:
+        headers[CORRELATION_HEADER] = correlation_id
+
+
+def _correlation_enter(task: Any, **_: Any) -> None:
+    correlation_id = getattr(task.request, CORRELATION_HEADER, None) or task.request.id
+    task.request.sentinel_correlation_token = current_correlation_id.set(correlation_id)
+
+
+def _correlation_leave(task: Any, **_: Any) -> None:
+    token = getattr(task.request, "sentinel_correlation_token", None)
+    if token is not None:
+        current_correlation_id.reset(token)
+
+
 # Sent just before the configuration (Django's settings) is first read: `celery -A sentinel_site
 # worker` is an entry point, which writes var/secret_key if the settings want it.
 app.on_configure.connect(_prepare_local_state, weak=False)
 signals.setup_logging.connect(_logging_setup, weak=False)
 signals.worker_shutting_down.connect(_worker_shutting_down, weak=False)
+signals.before_task_publish.connect(_correlation_publish, weak=False)
+signals.task_prerun.connect(_correlation_enter, weak=False)
+signals.task_postrun.connect(_correlation_leave, weak=False)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

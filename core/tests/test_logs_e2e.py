@@ -1,6 +1,7 @@
 """Logs as an operator reads them: every line of every long-running process (web, Celery worker,
-beat, event stream) is one JSON object; a request is logged once, with its correlation id; Python
-warnings come out as JSON lines; LOG_LEVEL is obeyed. Real processes, their real output."""
+beat, event stream) is one JSON object; a request is logged once, with its correlation id, which
+the worker's lines for the tasks it queued carry too; Python warnings come out as JSON lines;
+LOG_LEVEL is obeyed. Real processes, their real output."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import IO, Any
 
 import pytest
 
+from accounts.api.serializers import TokenSerializer
+from accounts.models import User
 from tests.support.net import http_request
 from tests.support.processes import celery_worker, child_env, python_command, running_process, web_server
 from tests.support.redis_keys import key_prefix
@@ -80,9 +83,21 @@ def log_files(folder: Path, *names: str) -> Iterator[list[IO[bytes]]]:
 
 
 def test_every_process_writes_json_lines_and_a_request_once_with_its_correlation_id(
-    probe_path: str, tmp_path: Path
+    probe_path: str, tmp_path: Path, alice: User
 ) -> None:
-    env = {"PYTHONPATH": probe_path, "LOG_LEVEL": "info", "CACHE_KEY_PREFIX": key_prefix("logs")}
+    # The processes' own broker queue (a key prefix on Redis, a folder in embedded mode)
+    env = {
+        "PYTHONPATH": probe_path,
+        "LOG_LEVEL": "info",
+        "CACHE_KEY_PREFIX": key_prefix("logs"),
+        "SENTINEL_VAR_DIR": str(tmp_path),
+    }
+    token = TokenSerializer.get_token(alice).access_token
+    event_headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "x-correlation-id": "logs-test-event",
+    }
     beat_command = python_command("-m", "celery", "-A", "sentinel_site", "beat", "--schedule", "/dev/null")
     stream_command = python_command("manage.py", "consume_events", "--block-ms", "200")
     names = ("web", "worker", "beat", "stream")
@@ -96,6 +111,13 @@ def test_every_process_writes_json_lines_and_a_request_once_with_its_correlation
             # When requests carrying correlation ids reach Django: one answered, one not found
             found = http_request(port, "GET", "/health", headers={"x-correlation-id": "logs-test-found"})
             missing = http_request(port, "GET", "/no/such/page", headers={"x-correlation-id": "logs-test-missing"})
+            # and an event whose evaluation the worker runs
+            event = http_request(port, "POST", "/events", body=b'{"type": "order"}', headers=event_headers)
+            wait_until(
+                lambda: any(entry.get("correlation_id") == "logs-test-event" for entry in json_lines(worker_log)),
+                timeout=30,
+                what="the worker's line for the event's task",
+            )
 
             # Then every process's warning arrives as a JSON line, and the stream's first line
             for log, kind in ((web_log, "web"), (worker_log, "worker"), (beat_log, "beat")):
@@ -105,12 +127,15 @@ def test_every_process_writes_json_lines_and_a_request_once_with_its_correlation
         # and every line any of them wrote, start-up and shut-down included, is a JSON object
         logs = dict(zip(names, map(json_lines, (web_log, worker_log, beat_log, stream_log)), strict=True))
 
-    assert (found[0], missing[0]) == (200, 404)
+    assert (found[0], missing[0], event[0]) == (200, 404, 202)
     # each request exactly once, by the access log, with its id, status and duration
-    for correlation_id, status in (("logs-test-found", 200), ("logs-test-missing", 404)):
+    for correlation_id, status in (("logs-test-found", 200), ("logs-test-missing", 404), ("logs-test-event", 202)):
         lines = [entry for entry in logs["web"] if entry.get("correlation_id") == correlation_id]
         assert [(entry["logger"], entry["status"]) for entry in lines] == [("sentinel.access", status)]
         assert lines[0]["duration_ms"] >= 0
+    # the task the event request queued is logged by the worker under the request's id
+    task_lines = [entry["message"] for entry in logs["worker"] if entry.get("correlation_id") == "logs-test-event"]
+    assert any("rules.tasks.events_evaluate" in message and "succeeded" in message for message in task_lines)
     assert any(entry["message"].endswith(" ready.") for entry in logs["worker"])
     assert any(entry["logger"] == "celery.beat" for entry in logs["beat"])
 
