@@ -131,8 +131,11 @@ def test_every_process_writes_json_lines_and_a_request_once_with_its_correlation
     # each request exactly once, by the access log, with its id, status and duration
     for correlation_id, status in (("logs-test-found", 200), ("logs-test-missing", 404), ("logs-test-event", 202)):
         lines = [entry for entry in logs["web"] if entry.get("correlation_id") == correlation_id]
-        assert [(entry["logger"], entry["status"]) for entry in lines] == [("sentinel.access", status)]
-        assert lines[0]["duration_ms"] >= 0
+        access = [entry for entry in lines if entry["logger"] == "sentinel.access"]
+        assert [entry["status"] for entry in access] == [status]
+        assert access[0]["duration_ms"] >= 0
+        if correlation_id != "logs-test-event":  # queuing a task may log (kombu); these two log nothing else
+            assert lines == access
     # the task the event request queued is logged by the worker under the request's id
     task_lines = [entry["message"] for entry in logs["worker"] if entry.get("correlation_id") == "logs-test-event"]
     assert any("rules.tasks.events_evaluate" in message and "succeeded" in message for message in task_lines)
