@@ -88,10 +88,12 @@ def run_join(directory: Path) -> bool:
     if directory in _joined:
         return False
     directory.mkdir(parents=True, exist_ok=True)
-    start = os.open(directory / START_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    # Read-only descriptors: flock needs no write access, so processes of other users sharing the
+    # folder (readable by all, like prometheus_client's own files) can lock the files too.
+    start = os.open(directory / START_LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(start, fcntl.LOCK_EX)
-        run = os.open(directory / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        run = os.open(directory / RUN_LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(run, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
