@@ -72,7 +72,8 @@ def test_a_webhook_that_answers_410_gone_gets_one_attempt_and_the_delivery_is_de
     assert delivery.attempts == 1
     assert delivery.last_error == "HTTP 410 Gone (this hook was removed): permanent, not retried"
     assert 'notifications_sent_total{channel="webhook",outcome="dead"} 1.0' in metrics
-    assert 'outcome="failed"' not in metrics
+    # never counted as a failed (retried) attempt: that series stays at its zero
+    assert 'notifications_sent_total{channel="webhook",outcome="failed"} 0.0' in metrics
 
 
 def test_a_429_with_retry_after_is_retried_no_earlier_than_asked_and_delivered(
