@@ -81,7 +81,10 @@ class PostgresBackend:
         missing = [day for day in days if day not in self._days]
         if not missing:
             return
-        connection = await self._connect()
+        try:
+            connection = await self._connect()
+        except (psycopg.Error, OSError):
+            return  # the database is unreachable: the writer's own attempt will say so
         try:
             async with connection.transaction():
                 await connection.execute(partitions.LOCK)
@@ -90,8 +93,8 @@ class PostgresBackend:
                     if partitions.partition_name(day) not in existing:
                         for statement in partitions.create_partition_statements(day):
                             await connection.execute(statement.encode())
-        except psycopg.Error:
-            logger.warning("request log: could not create the partitions of %s", missing, exc_info=True)
+        except (psycopg.Error, OSError) as exc:
+            logger.warning("request log: could not create the partitions of %s (%r)", missing, exc)
             await self.close()
             return
         self._days.update(missing)
