@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
+import pytest
 from django.db import connection
 
 from gateway.engine.proxy import RequestRecord
+from observability import services
 from observability.models import RequestLog
 
 
@@ -43,3 +47,14 @@ def stored_correlation_ids() -> Counter[str]:
 
 def postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def no_partitions_left(transactional_db: None) -> Iterator[None]:
+    """Drops every day partition (PostgreSQL) before and after the test: the test database's flush
+    empties tables but leaves partitions, which would change what the next test sees."""
+    if postgres():
+        services.request_log_partitions_drop(before=date.max)
+    yield
+    if postgres():
+        services.request_log_partitions_drop(before=date.max)
