@@ -58,9 +58,12 @@ async def send(ports: list[int], prefix: str, numbers: range) -> dict[str, int]:
 
         async def one(n: int) -> None:
             cid = f"{prefix}-{n}"
-            async with gate, session.get(
-                f"http://127.0.0.1:{ports[n % len(ports)]}{path_of(n)}", headers={"x-correlation-id": cid}
-            ) as response:
+            async with (
+                gate,
+                session.get(
+                    f"http://127.0.0.1:{ports[n % len(ports)]}{path_of(n)}", headers={"x-correlation-id": cid}
+                ) as response,
+            ):
                 await response.read()
                 seen[cid] = response.status
 
@@ -108,7 +111,7 @@ def test_ten_thousand_requests_over_two_processes_and_an_outage_are_each_logged_
     with web_server(**env) as (first, _), web_server(**env) as (second, second_process):
         ports = [first, second]
         # Given traffic through both processes
-        seen = asyncio.run(send(ports, prefix, range(0, 4000)))
+        seen = asyncio.run(send(ports, prefix, range(4000)))
         # When PostgreSQL becomes unreachable for 10 s while traffic goes on
         if database_relay is not None:
             database_relay.cut()

@@ -190,7 +190,6 @@ def test_every_field_of_the_record_reaches_its_column() -> None:
 # --- PostgreSQL: outages and the lost COMMIT answer ---------------------------------------------
 
 
-
 def relayed_backend(port: int) -> PostgresBackend:
     """The writer's backend, its connection through a relay on `port`."""
     kwargs = postgres_connect_kwargs(connection.settings_dict)
