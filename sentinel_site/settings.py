@@ -383,9 +383,10 @@ SENTINEL_OBSERVABILITY: dict[str, Any] = {
     "REQUEST_LOG_BATCH_ROWS": env_int("REQUEST_LOG_BATCH_ROWS", 1000, minimum=1),
     "REQUEST_LOG_FLUSH_SECONDS": env_float("REQUEST_LOG_FLUSH_SECONDS", 1.0, minimum=0.01),
     # Memory held by rows waiting for the database (queued or being retried), counted both ways:
-    # 100,000 rows is ~100 s of a busy process; 64 MiB caps long paths and user agents.
+    # 100,000 rows is 100 s of a process serving 1,000 requests/s, ~120 MB of typical records
+    # (~1.2 KB each: rows.RECORD_OVERHEAD_BYTES); 128 MiB caps requests with long paths.
     "REQUEST_LOG_MAX_ROWS": env_int("REQUEST_LOG_MAX_ROWS", 100_000, minimum=1),
-    "REQUEST_LOG_MAX_BYTES": env_int("REQUEST_LOG_MAX_BYTES", 64 * 1024 * 1024, minimum=1024),
+    "REQUEST_LOG_MAX_BYTES": env_int("REQUEST_LOG_MAX_BYTES", 128 * 1024 * 1024, minimum=1024),
     "REQUEST_LOG_RETRY_SECONDS": env_float("REQUEST_LOG_RETRY_SECONDS", 0.5, minimum=0.01),
     "REQUEST_LOG_RETRY_MAX_SECONDS": env_float("REQUEST_LOG_RETRY_MAX_SECONDS", 10.0, minimum=0.01),
     "REQUEST_LOG_WRITE_TIMEOUT_SECONDS": env_float("REQUEST_LOG_WRITE_TIMEOUT_SECONDS", 30.0, minimum=0.1),
