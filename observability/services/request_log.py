@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from core.conf import sentinel_settings
@@ -56,9 +57,7 @@ def request_log_partitions_ensure(*, first_day: date, days: int) -> list[str]:
         return []
     created = []
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(partitions.LOCK)
-        cursor.execute(partitions.LIST_PARTITIONS)
-        existing = {name for (name,) in cursor.fetchall()}
+        existing = _locked_partitions(cursor)
         for day in partitions.days_between(first_day, days):
             name = partitions.partition_name(day)
             if name not in existing:
@@ -75,14 +74,20 @@ def request_log_partitions_drop(*, before: date) -> list[str]:
         return []
     dropped = []
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(partitions.LOCK)
-        cursor.execute(partitions.LIST_PARTITIONS)
-        for (name,) in sorted(cursor.fetchall()):
+        for name in sorted(_locked_partitions(cursor)):
             day = partitions.partition_day(name)
             if day is not None and day < before:
                 cursor.execute(partitions.drop_partition_statement(name))
                 dropped.append(name)
     return dropped
+
+
+def _locked_partitions(cursor: CursorWrapper) -> set[str]:
+    """The log's partitions, once this transaction holds the partition lock (no other process
+    creates or drops one until it ends)."""
+    cursor.execute(partitions.LOCK)
+    cursor.execute(partitions.LIST_PARTITIONS)
+    return {name for (name,) in cursor.fetchall()}
 
 
 def request_log_purge(*, before: datetime, batch_rows: int = PURGE_BATCH_ROWS) -> int:
