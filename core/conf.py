@@ -1,13 +1,13 @@
 """Sentinel's own tunables as one typed object: ``sentinel_settings.gateway.BURST_CAPACITY``.
 
 The settings module keeps one namespaced dict per app (``SENTINEL_ACCOUNTS``, ``SENTINEL_GATEWAY``,
-``SENTINEL_RULES``), each value read from its environment variable with its default and its bounds
-there, in one place. This object is how code reads them, after DRF's ``api_settings``: attributes
-with types (mypy checks every name and use), the dict's shape checked on first use (a missing or
-unknown key raises ``ImproperlyConfigured`` naming the dict), and each section built again when the
-dict is replaced (``override_settings`` and pytest-django's ``settings`` fixture replace it), so
-tests that override a dict are honoured without a signal. A dict changed in place is not noticed:
-replace it (``{**settings.SENTINEL_RULES, "X": 1}``).
+``SENTINEL_RULES``, ``SENTINEL_OBSERVABILITY``), each value read from its environment variable with
+its default and its bounds there, in one place. This object is how code reads them, after DRF's
+``api_settings``: attributes with types (mypy checks every name and use), the dict's shape checked
+on first use (a missing or unknown key raises ``ImproperlyConfigured`` naming the dict), and each
+section built again when the dict is replaced (``override_settings`` and pytest-django's
+``settings`` fixture replace it), so tests that override a dict are honoured without a signal. A
+dict changed in place is not noticed: replace it (``{**settings.SENTINEL_RULES, "X": 1}``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["AccountsSettings", "GatewaySettings", "RulesSettings", "SentinelSettings", "sentinel_settings"]
+__all__ = [
+    "AccountsSettings",
+    "GatewaySettings",
+    "ObservabilitySettings",
+    "RulesSettings",
+    "SentinelSettings",
+    "sentinel_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,23 @@ class RulesSettings:
     EVENT_MAX_DEPTH: int
 
 
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """``SENTINEL_OBSERVABILITY``: the request log's pipeline and retention (docs/request-log.md)."""
+
+    REQUEST_LOG_ENABLED: bool
+    REQUEST_LOG_RETENTION_DAYS: int
+    REQUEST_LOG_PARTITIONS_AHEAD: int  # days of partitions created ahead of today (PostgreSQL)
+    REQUEST_LOG_BATCH_ROWS: int  # a batch is written when it holds this many rows...
+    REQUEST_LOG_FLUSH_SECONDS: float  # ...or when its oldest row has waited this long
+    REQUEST_LOG_MAX_ROWS: int  # rows held in memory (queued or being retried) before new ones are dropped
+    REQUEST_LOG_MAX_BYTES: int  # the same bound in (estimated) bytes
+    REQUEST_LOG_RETRY_SECONDS: float  # first wait after a failed write; doubles each time, with jitter
+    REQUEST_LOG_RETRY_MAX_SECONDS: float  # the longest wait between two attempts
+    REQUEST_LOG_WRITE_TIMEOUT_SECONDS: float  # one batch's write (connect + COPY + commit) at most
+    REQUEST_LOG_SHUTDOWN_SECONDS: float  # how long a stopping process keeps trying to flush
+
+
 _Section = TypeVar("_Section")
 
 
@@ -93,6 +117,10 @@ class SentinelSettings:
     @property
     def gateway(self) -> GatewaySettings:
         return self._section("SENTINEL_GATEWAY", GatewaySettings)
+
+    @property
+    def observability(self) -> ObservabilitySettings:
+        return self._section("SENTINEL_OBSERVABILITY", ObservabilitySettings)
 
     @property
     def rules(self) -> RulesSettings:

@@ -8,7 +8,14 @@ fixed words, never taken from a request.
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-# What the request log could not keep (the log itself is not built yet).
+# What the request log could not keep: past its memory bound during a database outage, left
+# unwritten when a stopping process ran out of time, or refused by the database as invalid.
 log_dropped = Counter("sentinel_log_dropped", "Request-log rows dropped (queue full or unwritable).")
+log_written = Counter("sentinel_log_written", "Request-log rows written to the database.")
+# Rows held in memory waiting for the database (queued, or in a batch being retried), summed over
+# the live processes: it grows during an outage and drains after it.
+log_queue_rows = Gauge(
+    "sentinel_log_queue_rows", "Request-log rows waiting to be written.", multiprocess_mode="livesum"
+)

@@ -2,10 +2,11 @@
 
 HTTP goes first to the gateway's proxy, which serves the paths its routes match and hands every
 other path to Django; websockets go to Channels consumers; the lifespan protocol starts and stops
-the proxy's runtime (its route table refresh and its upstream connection pool).
+the proxy's runtime (its route table refresh and its upstream connection pool) and the request
+log's writer.
 
 This is where the gateway's observers are wired in: the proxy's `on_complete` sink (the gateway's
-metrics; later the request log too, through `request_sinks`) and the runtime's gauge sink.
+metrics, and the request log's queue, through `request_sinks`) and the runtime's gauge sink.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from core.asgi_guards import BodySizeLimit  # noqa: E402
 from core.errors import error_json  # noqa: E402
 from gateway.metrics import gateway_gauges_set, request_observer  # noqa: E402
 from gateway.runtime import GatewayRuntime, build_proxy, request_sinks  # noqa: E402
+from observability.request_log.pipeline import request_log_pipeline  # noqa: E402
 from sentinel_site.routing import websocket_urlpatterns  # noqa: E402
 
 # Allocations (minus deallocations) between young collections; CPython's default is 700.
@@ -41,7 +43,10 @@ GC_YOUNG_THRESHOLD = 10_000
 
 class SentinelApplication:
     def __init__(self) -> None:
-        self.proxy = build_proxy(fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(request_observer()))
+        # None when REQUEST_LOG_ENABLED is off: the proxy then keeps its one metrics sink.
+        self.request_log = request_log_pipeline()
+        sinks = [request_observer()] + ([self.request_log.sink] if self.request_log else [])
+        self.proxy = build_proxy(fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(*sinks))
         self.runtime = GatewayRuntime(self.proxy, gauges=gateway_gauges_set)
         self.websocket = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
@@ -69,10 +74,17 @@ class SentinelApplication:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.runtime.start()
+                if self.request_log:
+                    self.request_log.start()
                 settle_garbage_collector()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.stop()
+                # uvicorn sends this after SIGTERM/SIGINT, once open connections are done (or its
+                # graceful timeout passed): every request has been recorded. Bounded by
+                # REQUEST_LOG_SHUTDOWN_SECONDS.
+                if self.request_log:
+                    await self.request_log.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -221,6 +221,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("RULES_SWEEP_SECONDS", 30.0, minimum=0.5),
     },
     "rules-events-sweep": {"task": "rules.tasks.events_sweep", "schedule": 60.0},
+    # Drops request-log partitions past retention and creates the coming days' ones. Hourly, not
+    # daily: it is idempotent and cheap, and a beat that was down at midnight catches up within the hour.
+    "observability-request-log-retention": {
+        "task": "observability.tasks.request_log_retention",
+        "schedule": 3600.0,
+    },
 }
 # Deliveries have a queue of their own, so a burst of evaluations cannot starve them. A worker
 # started without -Q consumes every queue listed here; `-Q deliveries` makes a sending-only one.
@@ -367,6 +373,26 @@ SENTINEL_GATEWAY = {
         if env_str("GATEWAY_FORCED_PRESSURE")
         else None
     ),
+}
+
+# The request log (SPEC 3; docs/request-log.md explains the pipeline, the bounds and the choices).
+SENTINEL_OBSERVABILITY: dict[str, Any] = {
+    "REQUEST_LOG_ENABLED": env_bool("REQUEST_LOG_ENABLED", True),
+    "REQUEST_LOG_RETENTION_DAYS": env_int("REQUEST_LOG_RETENTION_DAYS", 14, minimum=1),
+    "REQUEST_LOG_PARTITIONS_AHEAD": env_int("REQUEST_LOG_PARTITIONS_AHEAD", 3, minimum=1, maximum=365),
+    "REQUEST_LOG_BATCH_ROWS": env_int("REQUEST_LOG_BATCH_ROWS", 1000, minimum=1),
+    "REQUEST_LOG_FLUSH_SECONDS": env_float("REQUEST_LOG_FLUSH_SECONDS", 1.0, minimum=0.01),
+    # Memory held by rows waiting for the database (queued or being retried), counted both ways:
+    # 100,000 rows is 100 s of a process serving 1,000 requests/s, ~120 MB of typical records
+    # (~1.2 KB each: rows.RECORD_OVERHEAD_BYTES); 128 MiB caps requests with long paths.
+    "REQUEST_LOG_MAX_ROWS": env_int("REQUEST_LOG_MAX_ROWS", 100_000, minimum=1),
+    "REQUEST_LOG_MAX_BYTES": env_int("REQUEST_LOG_MAX_BYTES", 128 * 1024 * 1024, minimum=1024),
+    "REQUEST_LOG_RETRY_SECONDS": env_float("REQUEST_LOG_RETRY_SECONDS", 0.5, minimum=0.01),
+    "REQUEST_LOG_RETRY_MAX_SECONDS": env_float("REQUEST_LOG_RETRY_MAX_SECONDS", 10.0, minimum=0.01),
+    "REQUEST_LOG_WRITE_TIMEOUT_SECONDS": env_float("REQUEST_LOG_WRITE_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+    # How long a stopping web process (SIGTERM, lifespan shutdown) keeps writing what it holds; the
+    # rest is then counted as dropped. Short of the 10-15 s supervisors wait before SIGKILL.
+    "REQUEST_LOG_SHUTDOWN_SECONDS": env_float("REQUEST_LOG_SHUTDOWN_SECONDS", 5.0, minimum=0.0),
 }
 
 # Largest request body accepted by the REST API (the proxy has per-route limits of its own).

@@ -110,6 +110,14 @@ class RequestRecord:
     reason: str = ""
     # The distributed limiter did not answer and the request was decided without it.
     limiter_unavailable: bool = False
+    # For the request log: when the request arrived (Unix time, seconds; wall clock, unlike
+    # `latency_ms`), the route's id, the caller's principal (user id or key prefix) and tenant
+    # uuid (None when anonymous), and the breaker state its outcome moved the upstream to.
+    arrived_at: float = 0.0
+    route_id: int | None = None
+    principal: str = ""
+    tenant_uuid: str | None = None
+    breaker_transition: str = ""
 
 
 @dataclass
@@ -245,7 +253,7 @@ class Proxy:
                 tenant_uuid=route.tenant_uuid,
             )
             failed = result.counts_as_failure
-            await self._record_outcome(target, permit, result)
+            record.breaker_transition = await self._record_outcome(target, permit, result)
             record.forwarded(target, result)
         finally:
             self.gauge.finished((time.perf_counter() - started) * 1000, failed=failed)
@@ -354,15 +362,18 @@ class Proxy:
         headers = service_unavailable_headers(retry_after_s=(shortest_wait or 1000) / 1000)
         raise Rejection(503, "breaker_open", "The upstream is failing; its circuit is open.", "breaker_open", headers)
 
-    async def _record_outcome(self, target: str, permit: Permit | None, result: ForwardResult) -> None:
+    async def _record_outcome(self, target: str, permit: Permit | None, result: ForwardResult) -> str:
+        """Reports the outcome to the breaker; returns the state it moved to, "" when none."""
         if permit is None or result.outcome in ("client_disconnect", "body_too_large", "egress_denied"):
-            return  # neither says anything about the upstream's health
+            return ""  # neither says anything about the upstream's health
         try:
             transition = await self.breaker.record(target, permit, success=not result.counts_as_failure)
         except BreakerUnavailable:
-            return
-        if transition is not None:
-            logger.warning("breaker %s: %s -> %s", target, transition.from_state, transition.to_state)
+            return ""
+        if transition is None:
+            return ""
+        logger.warning("breaker %s: %s -> %s", target, transition.from_state, transition.to_state)
+        return transition.to_state
 
 
 class _RecordBuilder:
@@ -370,6 +381,7 @@ class _RecordBuilder:
         self, scope: Scope, correlation: str, trace_id: str, route: RouteSpec, client_ip: str, headers: dict[str, str]
     ) -> None:
         self.scope, self.correlation, self.trace_id, self.route = scope, correlation, trace_id, route
+        self.arrived_at = time.time()
         self.client_ip = client_ip
         self.user_agent = headers.get("user-agent", "")[:256]
         self.identity: Identity | None = None
@@ -380,6 +392,7 @@ class _RecordBuilder:
         self.result: ForwardResult | None = None
         self.reason = ""
         self.limiter_unavailable = False
+        self.breaker_transition = ""
 
     @property
     def done(self) -> bool:
@@ -400,12 +413,14 @@ class _RecordBuilder:
     def build(self, started: float) -> RequestRecord:
         assert self.decision is not None, "build() before finish()"
         result = self.result
+        identity = self.identity
+        tenant = identity.tenant if identity else None
         return RequestRecord(
             correlation_id=self.correlation,
             trace_id=self.trace_id,
             route=self.route.path_prefix,
-            tenant_key=self.identity.tenant_key if self.identity else None,
-            tier=self.identity.tier if self.identity else None,
+            tenant_key=identity.tenant_key if identity else None,
+            tier=identity.tier if identity else None,
             method=self.scope["method"],
             path=self.scope["path"][:2000],
             status=self.status,
@@ -420,6 +435,11 @@ class _RecordBuilder:
             pressure=self.pressure,
             reason=self.reason,
             limiter_unavailable=self.limiter_unavailable,
+            arrived_at=self.arrived_at,
+            route_id=self.route.id,
+            principal=(identity.principal or "") if identity else "",
+            tenant_uuid=tenant.uuid if tenant else None,
+            breaker_transition=self.breaker_transition,
         )
 
 

@@ -45,8 +45,10 @@ def http_request(
 class TcpRelay:
     """A TCP relay on a free local port to ``target``, which a test can cut and restore.
 
-    It stands between Sentinel and a real server (Redis) to make that server unreachable and
-    then reachable again on the same address, without touching the server other tests use.
+    It stands between Sentinel and a real server (Redis, PostgreSQL) to make that server
+    unreachable and then reachable again on the same address, without touching the server other
+    tests use. `lose_answer_to` makes it drop one connection at the worst moment instead: right
+    after a message (a COMMIT) went through, before its answer comes back.
     """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
@@ -55,6 +57,8 @@ class TcpRelay:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._trap: bytes | None = None
+        self.answers_lost = 0  # how many times the trap went off
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-relay", daemon=True)
         self._thread.start()
 
@@ -83,6 +87,12 @@ class TcpRelay:
 
         self._run(close())
 
+    def lose_answer_to(self, marker: bytes) -> None:
+        """Arms a one-shot trap: the next client data containing `marker` is passed to the server,
+        and that client's connection is then cut at once, while the server's answer is read and
+        dropped. To the client the message is lost; the server did act on it."""
+        self._trap = marker
+
     def close(self) -> None:
         """Cuts, then stops the relay's thread."""
         self.cut()
@@ -96,15 +106,29 @@ class TcpRelay:
             client_writer.transport.abort()
             return
         self._writers.update((client_writer, server_writer))
+        trapped = asyncio.Event()  # this connection's answer is being dropped
 
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, to_server: bool) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await reader.read(65536):
+                    if not to_server and trapped.is_set():
+                        break  # the answer to the trapped message: never delivered
+                    if to_server and self._trap is not None and self._trap in data:
+                        self._trap, self.answers_lost = None, self.answers_lost + 1
+                        trapped.set()  # before the server can answer
+                        writer.write(data)
+                        await writer.drain()
+                        client_writer.transport.abort()
+                        return  # the server side stays open until its answer has come (and gone)
                     writer.write(data)
                     await writer.drain()
             writer.transport.abort()
+            if trapped.is_set():
+                server_writer.transport.abort()
 
-        await asyncio.gather(pump(client_reader, server_writer), pump(server_reader, client_writer))
+        await asyncio.gather(
+            pump(client_reader, server_writer, to_server=True), pump(server_reader, client_writer, to_server=False)
+        )
         self._writers.difference_update((client_writer, server_writer))
 
 
