@@ -202,7 +202,7 @@ class RequestLogAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # facet counts are a COUNT per filter choice
     fieldsets = [
-        ("Request", {"fields": ["time", "method", "path", "status", "decision", "reason", "latency"]}),
+        ("Request", {"fields": ["moment", "method", "path", "status", "decision", "reason", "latency"]}),
         ("Caller", {"fields": ["tenant", "tenant_uuid", "tenant_key", "tier", "principal", "client", "user_agent"]}),
         (
             "Route and upstream",
@@ -253,7 +253,13 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     @admin.display(description="decision")
     def outcome(self, obj: RequestLog) -> str:
-        return f"{obj.decision} ({obj.reason})" if obj.reason else obj.decision
+        """`limited (tenant_rate)`: the decision, and its reason when the reason says more."""
+        return f"{obj.decision} ({obj.reason})" if obj.reason and obj.reason != obj.decision else obj.decision
+
+    @admin.display(description="time")
+    def moment(self, obj: RequestLog) -> str:
+        """To the millisecond, with the offset: what one compares with other logs and traces."""
+        return timezone.localtime(obj.time).isoformat(sep=" ", timespec="milliseconds")
 
     @admin.display(description="tenant")
     def tenant(self, obj: RequestLog) -> str:

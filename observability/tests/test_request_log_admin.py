@@ -49,8 +49,9 @@ def listed_paths(html: str, rows: list[RequestLog]) -> list[str]:
 
 
 def test_the_changelist_shows_rows_without_counting(browser: Client, tenant_a: Tenant) -> None:
+    limited = {"status": 429, "decision": Decision.LIMITED, "reason": "tenant_rate"}
     rows = log_rows([
-        log_row(time=minutes_ago(2), tenant_uuid=tenant_a.uuid, status=429, decision=Decision.LIMITED, reason="tenant_rate"),
+        log_row(time=minutes_ago(2), tenant_uuid=tenant_a.uuid, **limited),
         log_row(time=minutes_ago(1), path="/login", status=401, decision=Decision.AUTH_FAILED, client_ip="203.0.113.9"),
     ])  # fmt: skip
 
@@ -59,6 +60,7 @@ def test_the_changelist_shows_rows_without_counting(browser: Client, tenant_a: T
     assert_nothing_grows_with_the_table(sql)
     assert listed_paths(html, rows) == ["/login", rows[0].path]  # newest first
     assert "limited (tenant_rate)" in html
+    assert ">auth_failed<" in html
     assert ">wonderland<" in html  # the tenant by its slug
     assert ">anonymous<" in html
     assert "203.0.113.9" in html
@@ -99,7 +101,7 @@ def test_pages_run_on_without_a_total(browser: Client, tenant_a: Tenant) -> None
 def test_filters_and_search_pick_their_rows(browser: Client, query: dict[str, str], expected: list[str]) -> None:
     rows = log_rows([
         log_row(time=minutes_ago(1), path="/shed", status=503, decision=Decision.SHED),
-        log_row(time=minutes_ago(2), path="/broken", status=502, decision=Decision.UPSTREAM_ERROR, client_ip="203.0.113.77"),
+        log_row(time=minutes_ago(2), path="/broken", status=502, decision="upstream_error", client_ip="203.0.113.77"),
         log_row(time=minutes_ago(3), path="/vital-limited", status=429, decision=Decision.LIMITED, tier="vital"),
         log_row(time=minutes_ago(60 * 26), path="/yesterday", correlation_id="the-correlation-id"),
     ])  # fmt: skip
@@ -143,7 +145,8 @@ def test_it_is_read_only(browser: Client, tenant_a: Tenant) -> None:
     view = browser.get(change)
     assert view.status_code == 200
     html = view.content.decode()
-    for text in ("Correlation ID:", "Client IP:", "Latency (ms):", row.correlation_id, "2001:db8::5", "3.2"):
+    to_the_ms = timezone.localtime(row.time).isoformat(sep=" ", timespec="milliseconds")
+    for text in ("Correlation ID:", "Client IP:", "Latency (ms):", row.correlation_id, "2001:db8::5", "3.2", to_the_ms):
         assert text in html, text
     assert 'type="submit"' not in html.split('id="content-main"')[1]  # nothing to save
     browser.post(change, {"status": 500})

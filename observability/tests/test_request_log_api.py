@@ -95,7 +95,7 @@ def test_a_row_reads_back_with_every_field_of_spec_3(api: Api, tenant_a: Tenant,
 
 
 def test_strangers_are_refused(api: Api, wall: dict[str, list[RequestLog]], tenant_a: Tenant) -> None:
-    loner = User.objects.create_user(username="loner", password="x")  # noqa: S106 - a test password
+    loner = User.objects.create_user(username="loner", password="x")
 
     assert api().get(URL).status_code == 401
     refused = api(loner).get(URL)
