@@ -82,7 +82,10 @@ def _moment(request: Request, name: str) -> datetime | None:
         moment = datetime.combine(day, time.min)
     if moment is None:
         raise _invalid(name, "Must be an ISO 8601 date-time, e.g. 2026-11-30T14:02:00Z.")
-    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+    try:  # in UTC now: 9999-12-31T23:00-05:00 is past the last datetime, and would fail in the database
+        return (moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise _invalid(name, "Out of the range of dates.") from None
 
 
 def _statuses(request: Request) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -112,9 +115,13 @@ def _client_ip(request: Request) -> str | None:
     if raw is None:
         return None
     try:
-        return str(ipaddress.ip_address(raw.strip()))
+        address = ipaddress.ip_address(raw.strip())
     except ValueError:
-        raise _invalid("client_ip", "Must be an IPv4 or IPv6 address.") from None
+        address = None
+    # A scoped address (fe80::1%eth0) is valid Python but no inet value: never a client of ours.
+    if address is None or getattr(address, "scope_id", None):
+        raise _invalid("client_ip", "Must be an IPv4 or IPv6 address.")
+    return str(address)
 
 
 def _method(request: Request) -> str | None:
@@ -200,7 +207,8 @@ class Cursor:
             when = datetime.fromisoformat(moment)
             if direction not in ("o", "n") or when.tzinfo is None or not (row_id.isdigit() and len(row_id) <= 18):
                 raise ValueError(text)
-        except (ValueError, UnicodeDecodeError, binascii.Error):
+            when = when.astimezone(UTC)
+        except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
             raise _invalid("cursor", "Invalid cursor: use the next or previous link of a page.") from None
         return cls(older=direction == "o", position=LogPosition(time=when, id=int(row_id)))
 
