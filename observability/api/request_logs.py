@@ -152,7 +152,7 @@ def _tenant_uuid(request: Request, caller: Caller) -> uuid.UUID | None:
         return None
     if not caller.is_staff:
         own = caller.tenant
-        if own is None or reference.strip() not in (str(own.pk), str(own.uuid), own.slug):
+        if own is None or reference.strip().lower() not in (str(own.pk), str(own.uuid), own.slug.lower()):
             raise exceptions.PermissionDenied("You can only read your own tenant's request log.")
         return own.uuid
     try:

@@ -120,6 +120,7 @@ def test_staff_choose_a_tenant_by_slug_or_uuid_and_others_only_their_own(
     assert ids(api(staff).get(URL, {"tenant": "evil"})) == id_of(wall["b"])
     assert ids(api(staff).get(URL, {"tenant": str(tenant_a.uuid)})) == id_of(wall["a"])
     assert ids(api(alice).get(URL, {"tenant": "wonderland"})) == id_of(wall["a"])
+    assert ids(api(alice).get(URL, {"tenant": str(tenant_a.uuid).upper()})) == id_of(wall["a"])
     assert api(alice).get(URL, {"tenant": "evil"}).status_code == 403
     unknown = api(staff).get(URL, {"tenant": "nobody"})
     assert unknown.status_code == 400
