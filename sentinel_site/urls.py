@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("gateway.api.urls")),
     path("api/v1/", include("rules.api.urls")),
+    path("api/v1/", include("observability.api.urls")),
     path("", include(event_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

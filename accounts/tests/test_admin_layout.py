@@ -27,6 +27,7 @@ from accounts.models import Membership, User
 from accounts.tests.browser import CHROMIUM, staff_browser
 from gateway import services as gateway_services
 from gateway.admin import breaker_text
+from observability.models import RequestLog
 from observability.services import heartbeat_record
 from rules import services as rules_services
 from rules.models import Delivery, DeliveryStatus, Event, RuleMatch
@@ -86,6 +87,30 @@ def showcase() -> None:
         next_attempt_at=timezone.now() + timedelta(minutes=5),
     )
     heartbeat_record(at=timezone.now())
+    RequestLog.objects.create(
+        time=timezone.now(),
+        correlation_id="3f9c2b7e8d1a4c6f9e0b2d4a6c8e0f13",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        tenant_uuid=tenant.uuid,
+        tenant_key=str(tenant.uuid),
+        tier="vital",
+        principal="snl_3f9c2b7e",
+        route_id=1,
+        route="/wonderland-payments/orders/v2/",
+        method="DELETE",
+        path="/wonderland-payments/orders/v2/customers/4711/invoices/2026-11/lines?expand=taxes,discounts",
+        status=503,
+        decision="breaker_open",
+        reason="breaker_open",
+        latency_ms=1234.5,
+        upstream=targets[0],
+        upstream_latency_ms=1201.25,
+        client_ip="2001:db8:85a3::8a2e:370:7334",
+        user_agent="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        bytes_in=10240,
+        bytes_out=512,
+        breaker_transition="open",
+    )
 
 
 def admin_pages() -> list[str]:
