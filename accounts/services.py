@@ -6,6 +6,7 @@ tenant keeps at least one admin, secrets are stored hashed, a deactivated user i
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from accounts.models import (
     Role,
     Scope,
     Tenant,
+    LoginFailure,
     Tier,
     User,
     hash_api_key,
@@ -399,3 +401,24 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
         ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+def login_failure_log(*, username: str, ip: str, reason: str, door: str, at: datetime | None = None) -> LoginFailure:
+    """Keeps one failed login (`LoginFailureReason`: a wrong password, or an attempt the limiter
+    refused) for the insight engine's brute-force detector. `ip` that is not an address (the
+    admin's "unknown") is stored as null; the username is folded like the limiter's keys, cut to
+    150 characters, NUL removed (PostgreSQL's text refuses it)."""
+    try:
+        address: str | None = str(ipaddress.ip_address(ip))
+    except ValueError:
+        address = None
+    name = username.strip().lower().replace("\x00", "")[:150]
+    return LoginFailure.objects.create(
+        time=at or timezone.now(), username=name, client_ip=address, reason=reason, door=door
+    )
+
+
+def login_failures_purge(*, before: datetime) -> int:
+    """Deletes failed logins older than `before` (the retention bound); returns how many."""
+    deleted, _ = LoginFailure.objects.filter(time__lt=before).delete()
+    return deleted
