@@ -176,8 +176,8 @@ def histogram_quantile(
 
 
 def number(value: float) -> str:
-    """1240 -> "1,240"; 3.25 -> "3.2"; small values keep a decimal."""
-    if value >= 100 or float(value).is_integer():
+    """1240 -> "1,240"; 13.96 -> "14"; 3.25 -> "3.2": under 10, one decimal."""
+    if value >= 10 or float(value).is_integer():
         return f"{round(value):,}"
     return f"{value:,.1f}"
 

@@ -107,11 +107,20 @@ def _detect(window: Window, baselines: dict[str, Any], config: InsightConfig) ->
     ip_limits = FloodLimits(config.FLOOD_IP_FLOOR_PER_MIN, config.FLOOD_FACTOR, config.FLOOD_CRITICAL_FACTOR)
     tenant_limits = FloodLimits(config.FLOOD_TENANT_FLOOR_PER_MIN, config.FLOOD_FACTOR, config.FLOOD_CRITICAL_FACTOR)
     route_limits = RouteLimits(
-        config.ERROR_MIN_REQUESTS, config.ERROR_FLOOR_SHARE, config.ERROR_FACTOR, config.ERROR_CRITICAL_FACTOR,
-        config.LATENCY_MIN_REQUESTS, config.LATENCY_FLOOR_MS, config.LATENCY_FACTOR, config.LATENCY_CRITICAL_FACTOR,
-    )  # fmt: skip
-    users = {name: tenant_uuid_of_username(username=name) for name, count in window.login_by_user.items()
-             if count >= config.BRUTE_FORCE_USER_FAILURES}  # fmt: skip
+        config.ERROR_MIN_REQUESTS,
+        config.ERROR_FLOOR_SHARE,
+        config.ERROR_FACTOR,
+        config.ERROR_CRITICAL_FACTOR,
+        config.LATENCY_MIN_REQUESTS,
+        config.LATENCY_FLOOR_MS,
+        config.LATENCY_FACTOR,
+        config.LATENCY_CRITICAL_FACTOR,
+    )
+    users = {
+        name: tenant_uuid_of_username(username=name)
+        for name, count in window.login_by_user.items()
+        if count >= config.BRUTE_FORCE_USER_FAILURES
+    }
     return [
         *detectors.floods(detectors.FLOOD_IP, window.ips, baselines.get(FLOOD_IP, {}), ip_limits, **times),
         *detectors.floods(
@@ -148,8 +157,11 @@ def _baselines_next(
     per_min = 60.0 / config.WINDOW_SECONDS
     flagged = {(finding.kind, finding.subject) for finding in findings}
     errors = {r.subject: r.errors / r.requests for r in window.routes if r.requests >= config.ERROR_MIN_REQUESTS}
-    p95s = {r.subject: detectors.histogram_quantile(0.95, r.latency_buckets) for r in window.routes
-            if r.forwarded >= config.LATENCY_MIN_REQUESTS}  # fmt: skip
+    p95s = {
+        r.subject: detectors.histogram_quantile(0.95, r.latency_buckets)
+        for r in window.routes
+        if r.forwarded >= config.LATENCY_MIN_REQUESTS
+    }
     samples: dict[str, tuple[dict[str, float], float | None, str, bool]] = {
         FLOOD_IP: ({t.subject: t.requests * per_min for t in window.ips}, 0.0, detectors.FLOOD_IP, False),
         FLOOD_TENANT: ({t.subject: t.requests * per_min for t in window.tenants}, 0.0, detectors.FLOOD_TENANT, False),
