@@ -87,6 +87,4 @@ def login_failure_counts(*, since: datetime, by: str, at_least: int = 1, limit: 
 
 def tenant_uuid_of_username(*, username: str) -> Any:
     """The uuid of the tenant of the user called `username` (case folded), or None."""
-    return (
-        Membership.objects.filter(user__username__iexact=username).values_list("tenant__uuid", flat=True).first()
-    )
+    return Membership.objects.filter(user__username__iexact=username).values_list("tenant__uuid", flat=True).first()

@@ -43,13 +43,14 @@ def traffic_by_client_ip(*, since: datetime, until: datetime, limit: int) -> lis
 
 def traffic_by_tenant(*, since: datetime, until: datetime, limit: int) -> list[Traffic]:
     """Requests and 429s per tenant in [since, until), busiest first, with the tenants' slugs."""
-    rows = list(
-        _window(since, until)
+    rows: list[dict[str, Any]] = [
+        dict(row)
+        for row in _window(since, until)
         .exclude(tenant_uuid=None)
         .values("tenant_uuid")
         .annotate(requests=Count("id"), limited=Count("id", filter=Q(status=429)))
         .order_by("-requests")[:limit]
-    )
+    ]
     slugs = dict(Tenant.objects.filter(uuid__in=[row["tenant_uuid"] for row in rows]).values_list("uuid", "slug"))
     return [
         Traffic(
@@ -74,11 +75,12 @@ def route_windows(*, since: datetime, until: datetime, limit: int) -> list[Route
     """Per route in [since, until): requests, 5xx answers, and the latency histogram of the
     requests forwarded upstream (two GROUP BYs), with each route's tenant."""
     window = _window(since, until).exclude(route_id=None)
-    totals = list(
-        window.values("route_id", "route")
+    totals: list[dict[str, Any]] = [
+        dict(row)
+        for row in window.values("route_id", "route")
         .annotate(requests=Count("id"), errors=Count("id", filter=Q(status__gte=500)))
         .order_by("-requests")[:limit]
-    )
+    ]
     histogram: dict[int, list[int]] = {row["route_id"]: [0] * len(LATENCY_BUCKETS_MS) for row in totals}
     buckets = (
         window.filter(decision=Decision.FORWARDED, route_id__in=list(histogram))
@@ -88,8 +90,8 @@ def route_windows(*, since: datetime, until: datetime, limit: int) -> list[Route
         .order_by()
     )
     for row in buckets:
-        histogram[row["route_id"]][row["bucket"]] = row["n"]
-    tenants = dict(Route.objects.filter(pk__in=list(histogram)).values_list("pk", "tenant__uuid"))
+        histogram[row["route_id"] or 0][row["bucket"]] = row["n"]  # never None: excluded above
+    tenants: dict[int, Any] = dict(Route.objects.filter(pk__in=list(histogram)).values_list("pk", "tenant__uuid"))
     return [
         RouteWindow(
             subject=row["route"] or f"route {row['route_id']}",

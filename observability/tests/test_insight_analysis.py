@@ -119,7 +119,6 @@ def test_one_analysis_per_period_even_if_asked_twice(insight: Any) -> None:
     assert services.insight_analyse_run(now=now + timedelta(seconds=31)) is not None  # half a period on
 
 
-@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="concurrent writers need PostgreSQL")
 def test_two_analyses_at_once_open_one_incident_and_one_event(insight: Any, tenant_a: Tenant) -> None:
     flood_send(client_ip=FLOOD_IP, count=1240)
     barrier = threading.Barrier(4)
