@@ -180,7 +180,7 @@ class InsightState(models.Model):
 
     class Meta:
         verbose_name = "insight state"
-        verbose_name_plural = "insight state"
+        verbose_name_plural = "insight states"
 
     def __str__(self) -> str:
         return f"insight state (analysed {self.analysed_at or 'never'})"

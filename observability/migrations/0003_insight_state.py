@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'verbose_name': 'insight state',
-                'verbose_name_plural': 'insight state',
+                'verbose_name_plural': 'insight states',
             },
         ),
     ]
