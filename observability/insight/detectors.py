@@ -209,19 +209,23 @@ def span(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
-class FloodLimits:
-    """One flood dimension's thresholds: the floor in requests per minute, the factors."""
+class Grading:
+    """How one dimension grades its figure (module doc): the floor (in the figure's unit), the
+    ratio for a warning and the ratio for critical."""
 
-    floor_per_min: float
+    floor: float
     factor: float
     critical_factor: float
+
+    def grade(self, current: float, baseline: float) -> tuple[str | None, float]:
+        return grade(current, baseline, floor=self.floor, factor=self.factor, critical_factor=self.critical_factor)
 
 
 def floods(
     kind: str,
     traffic: Iterable[Traffic],
     baselines: Mapping[str, float],
-    limits: FloodLimits,
+    limits: Grading,
     *,
     window_seconds: float,
     baseline_seconds: float,
@@ -234,9 +238,7 @@ def floods(
     for item in traffic:
         rate = item.requests * 60.0 / window_seconds
         baseline = baselines.get(item.subject, 0.0)
-        severity, ratio = grade(
-            rate, baseline, floor=limits.floor_per_min, factor=limits.factor, critical_factor=limits.critical_factor
-        )
+        severity, ratio = limits.grade(rate, baseline)
         if severity is None:
             continue
         limited_share = item.limited / item.requests if item.requests else 0.0
@@ -244,7 +246,7 @@ def floods(
             "rate_per_min": round(rate, 1),
             "baseline_per_min": round(baseline, 2),
             "ratio": round(ratio, 1),
-            "floor_per_min": limits.floor_per_min,
+            "floor_per_min": limits.floor,
             "requests": item.requests,
             "limited": item.limited,
             "limited_share": round(limited_share, 4),
@@ -262,17 +264,17 @@ def _flood_sentence(
     baseline: float,
     ratio: float,
     limited_share: float,
-    limits: FloodLimits,
+    limits: Grading,
     baseline_seconds: float,
 ) -> str:
     who = f"Traffic from {item.subject}" if kind == FLOOD_IP else f"Traffic of tenant {item.label or item.subject}"
-    if baseline * limits.factor >= limits.floor_per_min:
+    if baseline * limits.factor >= limits.floor:
         head = f"{who} is {number(ratio)}{TIMES} its {duration(baseline_seconds)} baseline: {number(rate)} req/min"
     else:
         # No baseline worth comparing to yet: the floor decided.
         head = (
             f"{who} is {number(rate)} req/min against a {duration(baseline_seconds)} baseline of "
-            f"{number(baseline)} req/min (flood floor {number(limits.floor_per_min)} req/min)"
+            f"{number(baseline)} req/min (flood floor {number(limits.floor)} req/min)"
         )
     return f"{head}; {percent(limited_share)} answered 429."
 
@@ -333,13 +335,9 @@ class RouteLimits:
     """Thresholds of the per-route detectors (see the settings of the same names)."""
 
     error_min_requests: int
-    error_floor_share: float
-    error_factor: float
-    error_critical_factor: float
+    errors: Grading  # the floor is a share of 5xx answers, 0-1
     latency_min_requests: int
-    latency_floor_ms: float
-    latency_factor: float
-    latency_critical_factor: float
+    latency: Grading  # the floor is a p95 in milliseconds
 
 
 def error_spikes(
@@ -359,13 +357,7 @@ def error_spikes(
             continue
         share = route.errors / route.requests
         baseline = baselines.get(route.subject, 0.0)
-        severity, ratio = grade(
-            share,
-            baseline,
-            floor=limits.error_floor_share,
-            factor=limits.error_factor,
-            critical_factor=limits.error_critical_factor,
-        )
+        severity, ratio = limits.errors.grade(share, baseline)
         if severity is None:
             continue
         summary = (
@@ -403,13 +395,7 @@ def latency_regressions(
         baseline = baselines.get(route.subject)
         if p95 is None or baseline is None or route.forwarded < limits.latency_min_requests:
             continue
-        severity, ratio = grade(
-            p95,
-            baseline,
-            floor=limits.latency_floor_ms,
-            factor=limits.latency_factor,
-            critical_factor=limits.latency_critical_factor,
-        )
+        severity, ratio = limits.latency.grade(p95, baseline)
         if severity is None:
             continue
         summary = (

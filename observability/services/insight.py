@@ -17,7 +17,7 @@ from accounts.services import login_failures_purge
 from observability import selectors
 from observability.insight import detectors
 from observability.insight.config import InsightConfig, insight_config
-from observability.insight.detectors import Finding, FloodLimits, RouteLimits, RouteWindow, Traffic
+from observability.insight.detectors import Finding, Grading, RouteLimits, RouteWindow, Traffic
 from observability.models import InsightState
 from observability.services.incidents import incident_observe, incidents_resolve_quiet
 
@@ -104,17 +104,13 @@ def _window_read(now: datetime, config: InsightConfig) -> Window:
 
 def _detect(window: Window, baselines: dict[str, Any], config: InsightConfig) -> list[Finding]:
     times = {"window_seconds": config.WINDOW_SECONDS, "baseline_seconds": config.BASELINE_SECONDS}
-    ip_limits = FloodLimits(config.FLOOD_IP_FLOOR_PER_MIN, config.FLOOD_FACTOR, config.FLOOD_CRITICAL_FACTOR)
-    tenant_limits = FloodLimits(config.FLOOD_TENANT_FLOOR_PER_MIN, config.FLOOD_FACTOR, config.FLOOD_CRITICAL_FACTOR)
+    ip_limits = Grading(config.FLOOD_IP_FLOOR_PER_MIN, config.FLOOD_FACTOR, config.FLOOD_CRITICAL_FACTOR)
+    tenant_limits = Grading(config.FLOOD_TENANT_FLOOR_PER_MIN, config.FLOOD_FACTOR, config.FLOOD_CRITICAL_FACTOR)
     route_limits = RouteLimits(
-        config.ERROR_MIN_REQUESTS,
-        config.ERROR_FLOOR_SHARE,
-        config.ERROR_FACTOR,
-        config.ERROR_CRITICAL_FACTOR,
-        config.LATENCY_MIN_REQUESTS,
-        config.LATENCY_FLOOR_MS,
-        config.LATENCY_FACTOR,
-        config.LATENCY_CRITICAL_FACTOR,
+        error_min_requests=config.ERROR_MIN_REQUESTS,
+        errors=Grading(config.ERROR_FLOOR_SHARE, config.ERROR_FACTOR, config.ERROR_CRITICAL_FACTOR),
+        latency_min_requests=config.LATENCY_MIN_REQUESTS,
+        latency=Grading(config.LATENCY_FLOOR_MS, config.LATENCY_FACTOR, config.LATENCY_CRITICAL_FACTOR),
     )
     users = {
         name: tenant_uuid_of_username(username=name)

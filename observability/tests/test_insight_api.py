@@ -5,11 +5,8 @@ or in garbage)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -21,6 +18,7 @@ from rest_framework.test import APIClient
 from accounts.models import Tenant, User
 from observability.insight.phrasing import completions_url
 from observability.models import Incident
+from rules.tests.sinks import Answer, HttpSink, http_sink
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.django_db
@@ -29,62 +27,35 @@ Api = Callable[..., APIClient]
 REPHRASED = "Critical: one address is flooding the API at 1,240 requests a minute, and 97 % of it is refused."
 
 
-@dataclass
-class LlmServer:
-    """A local OpenAI-compatible endpoint: `mode` is "ok", "slow", "garbage" or "wrong_shape"."""
+def completion(text: str) -> bytes:
+    """A chat-completions answer, as OpenAI's API shapes it."""
+    return json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "model": "test-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        }
+    ).encode()
 
-    mode: str = "ok"
-    url: str = ""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
+
+# The local endpoint's behaviours: a good answer; one held far beyond the client's timeout; an
+# answer that is not JSON; JSON of another shape. (rules' HTTP sink records each request.)
+LLM_ANSWERS = {
+    "ok": Answer(200, {"content-type": "application/json"}, completion(REPHRASED)),
+    "slow": Answer(200, {"content-type": "application/json"}, completion(REPHRASED)),
+    "garbage": Answer(200, {"content-type": "application/json"}, b"<html>definitely not JSON"),
+    "wrong_shape": Answer(200, {"content-type": "application/json"}, b'{"error": "nope", "choices": []}'),
+}
 
 
 @contextmanager
-def llm_server(mode: str = "ok") -> Iterator[LlmServer]:
-    server_state = LlmServer(mode=mode)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            server_state.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
-            if server_state.mode == "slow":
-                server_state.release.wait(30)  # far beyond the client's timeout
-            answers = {
-                "ok": {
-                    "id": "c1",
-                    "object": "chat.completion",
-                    "model": "test",
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": REPHRASED}, "finish_reason": "stop"}
-                    ],
-                },
-                "wrong_shape": {"error": "nope", "choices": []},
-            }
-            payload = (
-                b"<html>definitely not JSON"
-                if server_state.mode == "garbage"
-                else json.dumps(answers.get(server_state.mode, answers["ok"])).encode()
-            )
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    server.daemon_threads = True
-    server_state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server_state
-    finally:
-        server_state.release.set()
-        server.shutdown()
-        server.server_close()
+def llm_server(mode: str = "ok") -> Iterator[HttpSink]:
+    """A real local HTTP server answering POST /v1/chat/completions as `mode` says; its `url`
+    is the OpenAI-style base (``.../v1``)."""
+    with http_sink(answers=[LLM_ANSWERS[mode]], hold={1: 10.0} if mode == "slow" else None) as sink:
+        sink.url = f"{sink.url}/v1"
+        yield sink
 
 
 @pytest.fixture(autouse=True)
@@ -174,12 +145,13 @@ def test_an_llm_rephrases_the_summary_once_per_set_of_findings(
         second = api(staff).get("/ai/insight").json()
     assert (first["summary"], first["phrasing"], first["llm_error"]) == (REPHRASED, "llm", None)
     assert second["summary"] == REPHRASED
-    assert len(llm.requests) == 1  # the refresh used the cached phrasing
-    [request] = llm.requests
-    assert request["path"] == "/v1/chat/completions"
-    assert request["headers"]["Authorization"] == "Bearer sk-operator"
-    assert request["body"]["model"] == "test-model"
-    sent = json.loads(request["body"]["messages"][1]["content"])
+    assert llm.count() == 1  # the refresh used the cached phrasing
+    [request] = llm.received
+    body = json.loads(request.body)
+    assert request.path == "/v1/chat/completions"
+    assert request.headers["authorization"] == "Bearer sk-operator"
+    assert body["model"] == "test-model"
+    sent = json.loads(body["messages"][1]["content"])
     assert sent["findings"] == [
         {
             "kind": "flood_ip",
@@ -204,7 +176,7 @@ def test_a_slow_or_garbled_llm_leaves_the_plain_summary(
         again = api(staff).get("/ai/insight").json()
     assert (answer["phrasing"], answer["summary"]) == ("plain", " ".join(answer["sentences"]))
     assert error in answer["llm_error"]
-    assert again["phrasing"] == "plain" and len(llm.requests) == 1  # the failure is remembered a while
+    assert again["phrasing"] == "plain" and llm.count() == 1  # the failure is remembered a while
 
 
 def test_an_unreachable_llm_leaves_the_plain_summary(

@@ -7,13 +7,15 @@ import math
 import pytest
 
 from observability.insight import detectors as d
-from observability.insight.detectors import FloodLimits, RouteLimits, RouteWindow, Traffic
+from observability.insight.detectors import Grading, RouteLimits, RouteWindow, Traffic
 
-IP_LIMITS = FloodLimits(floor_per_min=300, factor=5, critical_factor=20)
+IP_LIMITS = Grading(floor=300, factor=5, critical_factor=20)
 ROUTE_LIMITS = RouteLimits(
-    error_min_requests=50, error_floor_share=0.05, error_factor=3, error_critical_factor=10,
-    latency_min_requests=50, latency_floor_ms=100, latency_factor=2, latency_critical_factor=4,
-)  # fmt: skip
+    error_min_requests=50,
+    errors=Grading(floor=0.05, factor=3, critical_factor=10),
+    latency_min_requests=50,
+    latency=Grading(floor=100, factor=2, critical_factor=4),
+)
 
 
 def ip_floods(traffic: list[Traffic], baselines: dict[str, float]) -> list[d.Finding]:
@@ -23,8 +25,15 @@ def ip_floods(traffic: list[Traffic], baselines: dict[str, float]) -> list[d.Fin
 def test_the_kinds_and_severities_are_the_models() -> None:
     from observability.models import IncidentKind, Severity
 
-    kinds = {d.FLOOD_IP, d.FLOOD_TENANT, d.BRUTE_FORCE_IP, d.BRUTE_FORCE_USER, d.ERROR_SPIKE,
-             d.LATENCY_REGRESSION, d.BREAKER_FLAPPING}  # fmt: skip
+    kinds = {
+        d.FLOOD_IP,
+        d.FLOOD_TENANT,
+        d.BRUTE_FORCE_IP,
+        d.BRUTE_FORCE_USER,
+        d.ERROR_SPIKE,
+        d.LATENCY_REGRESSION,
+        d.BREAKER_FLAPPING,
+    }
     assert kinds == set(IncidentKind.values)
     assert {d.WARNING, d.CRITICAL} <= set(Severity.values)
 
@@ -100,8 +109,11 @@ def test_brute_force_counts_logins_and_gateway_failures_per_address_and_logins_p
         window_seconds=300,
     )
     by_subject = {(f.kind, f.subject): f for f in found}
-    assert set(by_subject) == {("brute_force_ip", "203.0.113.5"), ("brute_force_ip", "198.51.100.1"),
-                               ("brute_force_user", "bob")}  # fmt: skip
+    assert set(by_subject) == {
+        ("brute_force_ip", "203.0.113.5"),
+        ("brute_force_ip", "198.51.100.1"),
+        ("brute_force_user", "bob"),
+    }
     assert by_subject[("brute_force_ip", "198.51.100.1")].severity == "critical"  # 63 >= 50
     assert by_subject[("brute_force_ip", "198.51.100.1")].summary == (
         "3 failed logins and 60 rejected gateway credentials from 198.51.100.1 in 5 minutes."
