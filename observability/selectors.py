@@ -14,7 +14,7 @@ from accounts.models import Membership, Tenant
 from accounts.selectors import Caller
 from gateway.models import Route
 from observability.insight.detectors import LATENCY_BUCKETS_MS, RouteWindow, Traffic
-from observability.models import Decision, Heartbeat, Incident, InsightState, RequestLog
+from observability.models import SEVERITY_RANK, Decision, Heartbeat, Incident, InsightState, RequestLog
 from observability.services.heartbeat import WORKER_HEARTBEAT
 
 
@@ -169,8 +169,19 @@ def incidents_visible(queryset: QuerySet[Incident], *, caller: Caller) -> QueryS
     return queryset.filter(tenant_uuid=caller.tenant.uuid)
 
 
-def incidents_unresolved_keys() -> set[tuple[str, str]]:
-    return set(Incident.objects.unresolved().values_list("kind", "subject"))
+def incidents_unresolved_for(*, caller: Caller | None, limit: int | None = None) -> list[Incident]:
+    """The unresolved incidents `caller` may see (None: every one, for fleet-wide views such as
+    the dashboard's staff tile), most severe first, then most recently seen."""
+    queryset: QuerySet[Incident] = Incident.objects.unresolved()
+    if caller is not None:
+        queryset = incidents_visible(queryset, caller=caller)
+    rank = Case(
+        *(When(severity=severity, then=Value(-order)) for severity, order in SEVERITY_RANK.items()),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+    ordered = queryset.annotate(rank=rank).order_by("rank", "-last_seen", "-id")
+    return list(ordered[:limit] if limit is not None else ordered)
 
 
 def insight_state() -> InsightState | None:

@@ -25,7 +25,7 @@ from core.openapi import error_responses
 from observability import selectors, services
 from observability.insight.config import insight_config
 from observability.insight.phrasing import overall_status, phrase, plain_sentences
-from observability.models import SEVERITY_RANK, Incident, IncidentKind, IncidentStatus, Severity
+from observability.models import Incident, IncidentKind, IncidentStatus, Severity
 
 MAX_FINDINGS = 50
 
@@ -140,9 +140,7 @@ class InsightView(APIView):
 
     @extend_schema(responses={200: InsightSerializer})
     def get(self, request: Request) -> Response:
-        caller = caller_from_request(request)
-        unresolved = selectors.incidents_visible(Incident.objects.unresolved(), caller=caller)
-        incidents = sorted(unresolved, key=lambda i: (-SEVERITY_RANK[Severity(i.severity)], -i.last_seen.timestamp()))
+        incidents = selectors.incidents_unresolved_for(caller=caller_from_request(request))
         findings = IncidentSerializer(incidents[:MAX_FINDINGS], many=True).data
         status = overall_status([incident.severity for incident in incidents])
         phrasing = phrase(status, findings, insight_config(), cache)
