@@ -50,17 +50,21 @@ def _choice(request: Request, name: str, choices: list[str]) -> str | None:
 
 
 def _moment(request: Request, name: str) -> dt.datetime | None:
-    """An ISO 8601 time (UTC when it names no offset); a 400 for anything else."""
+    """An ISO 8601 time (UTC when it names no offset), in UTC; a 400 for anything else."""
     raw = request.query_params.get(name) or None
     if raw is None:
         return None
     try:
         moment = parse_datetime(raw) if len(raw) <= 64 else None
-    except ValueError:  # well-formed but impossible, such as month 13
+        if moment is not None:
+            # In UTC: PostgreSQL refuses offsets past 15:59 ("-19:06" parses), and a time near
+            # year 1 or 9999 that leaves the calendar in UTC is no time to filter by.
+            moment = moment.astimezone(dt.UTC) if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):  # well-formed but impossible, such as month 13
         moment = None
     if moment is None:
         raise exceptions.ValidationError({name: ["An ISO 8601 date and time, e.g. 2026-11-30T14:02:00Z."]})
-    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
+    return moment
 
 
 class IncidentViewSet(viewsets.ReadOnlyModelViewSet):
