@@ -123,7 +123,7 @@ def test_all_clear_without_incidents(api: Api, alice: User) -> None:
 
 
 def test_each_caller_sees_the_status_of_what_they_may_see(
-    api: Api, alice: User, mallory: User, staff: User, flood: Incident, tenant_errors: Incident
+    api: Api, alice: User, bob: User, mallory: User, staff: User, flood: Incident, tenant_errors: Incident
 ) -> None:
     for_staff = api(staff).get("/ai/insight").json()
     assert for_staff["status"] == "critical"
@@ -132,6 +132,7 @@ def test_each_caller_sees_the_status_of_what_they_may_see(
     for_alice = api(alice).get("/ai/insight").json()
     assert (for_alice["status"], [f["id"] for f in for_alice["findings"]]) == ("degraded", [tenant_errors.pk])
     assert "20 % of requests" in for_alice["summary"]
+    assert api(bob).get("/ai/insight").json()["findings"] == for_alice["findings"]
     assert api(mallory).get("/ai/insight").json()["status"] == "ok"
     assert api().get("/ai/insight").status_code == 401
 
