@@ -145,7 +145,7 @@ class InsightView(APIView):
     @extend_schema(responses={200: InsightSerializer})
     def get(self, request: Request) -> Response:
         incidents = selectors.incidents_unresolved_for(caller=caller_from_request(request))
-        findings = IncidentSerializer(incidents[:MAX_FINDINGS], many=True).data
+        findings: list[dict[str, Any]] = list(IncidentSerializer(incidents[:MAX_FINDINGS], many=True).data)
         status = overall_status([incident.severity for incident in incidents])
         phrasing = phrase(status, findings, insight_config(), cache)
         state = selectors.insight_state()
