@@ -407,12 +407,13 @@ def login_failure_log(*, username: str, ip: str, reason: str, door: str, at: dat
     """Keeps one failed login (`LoginFailureReason`: a wrong password, or an attempt the limiter
     refused) for the insight engine's brute-force detector. `ip` that is not an address (the
     admin's "unknown") is stored as null; the username is folded like the limiter's keys, cut to
-    150 characters, NUL removed (PostgreSQL's text refuses it)."""
+    150 characters, NUL removed and lone surrogates replaced (PostgreSQL's text refuses both)."""
     try:
         address: str | None = str(ipaddress.ip_address(ip))
     except ValueError:
         address = None
-    name = username.strip().lower().replace("\x00", "")[:150]
+    # Lone surrogates ("\ud800" from JSON) cannot be encoded for the database: replaced by "?".
+    name = username.strip().lower().replace("\x00", "").encode("utf-8", "replace").decode("utf-8")[:150]
     return LoginFailure.objects.create(
         time=at or timezone.now(), username=name, client_ip=address, reason=reason, door=door
     )
