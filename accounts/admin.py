@@ -23,6 +23,7 @@ from accounts.models import (
     DEFAULT_SCOPES,
     ApiKey,
     ApiKeyQuerySet,
+    LoginFailure,
     Membership,
     Role,
     Scope,
@@ -413,3 +414,21 @@ class ApiKeyAdmin(ServiceModelAdmin):
         for key in queryset:
             services.api_key_revoke(api_key=key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
+
+
+@admin.register(LoginFailure)
+class LoginFailureAdmin(admin.ModelAdmin):
+    """Failed logins, as the insight engine's brute-force detector counts them: read-only
+    records (the login doors write them), purged after INSIGHT_LOGIN_FAILURE_RETENTION_SECONDS."""
+
+    list_display = ["time", "username", "client_ip", "reason", "door"]
+    list_filter = ["reason", "door"]
+    search_fields = ["username", "client_ip"]
+    date_hierarchy = "time"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -28,7 +28,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts.login_limiter import Lockout, login_failure_record, login_lockout, login_success_record
-from accounts.models import RateLimitOverrides
+from accounts.models import LoginFailureReason, RateLimitOverrides
+from accounts.services import login_failure_log
 from core.errors import DomainError, TooManyRequests
 from core.http import client_ip
 
@@ -74,6 +75,7 @@ class LimitedAdminLoginForm(AdminAuthenticationForm):
         lockout = login_lockout(username=username, ip=ip)
         if lockout is not None:
             self.lockout = lockout
+            login_failure_log(username=username, ip=ip, reason=LoginFailureReason.LOCKED_OUT, door="admin")
             security_logger.warning(
                 "login refused: too many failures",
                 extra={"username": username, "client_ip": ip, "by": lockout.subject, "door": "admin"},
@@ -88,6 +90,7 @@ class LimitedAdminLoginForm(AdminAuthenticationForm):
         except ValidationError:
             if self.user_cache is None:  # the password did not match (confirm_login_allowed did not refuse)
                 login_failure_record(username=username, ip=ip)
+                login_failure_log(username=username, ip=ip, reason=LoginFailureReason.BAD_CREDENTIALS, door="admin")
                 security_logger.warning(
                     "login failed",
                     extra={"event": "login_failed", "username": username, "client_ip": ip, "door": "admin"},

@@ -220,3 +220,38 @@ class ApiKey(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+class LoginFailureReason(models.TextChoices):
+    BAD_CREDENTIALS = "bad_credentials", "wrong username or password"
+    LOCKED_OUT = "locked_out", "refused: too many failures"
+
+
+class LoginFailure(models.Model):
+    """One failed login, kept in the database so every process sees it (the login limiter's
+    window lives in the cache, which in embedded mode is one process's memory): the insight
+    engine's brute-force detector counts these per client IP and per username.
+
+    Attempts refused by the limiter count too (`locked_out`): a guesser who keeps trying while
+    locked out is still guessing. Rows are purged after a retention (`login_failures_purge`).
+    """
+
+    time = models.DateTimeField(default=timezone.now)
+    username = models.CharField(max_length=150, help_text="As the client sent it, folded to lower case.")
+    client_ip = models.GenericIPAddressField("client IP", null=True, blank=True)
+    reason = models.CharField(max_length=16, choices=LoginFailureReason.choices)
+    door = models.CharField(max_length=8, help_text="Where the login was tried: api or admin.")
+
+    class Meta:
+        ordering = ["-time", "-id"]
+        verbose_name = "failed login"
+        verbose_name_plural = "failed logins"
+        indexes = [
+            # The brute-force detector's GROUP BYs over a recent window, and the purge.
+            models.Index(fields=["time"], name="accounts_loginfail_time"),
+            models.Index(fields=["client_ip", "time"], name="accounts_loginfail_ip_time"),
+            models.Index(fields=["username", "time"], name="accounts_loginfail_user_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.username} from {self.client_ip} ({self.reason})"

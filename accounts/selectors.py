@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, QuerySet
 
-from accounts.models import ApiKey, Membership, Role, Tenant, User
+from accounts.models import ApiKey, LoginFailure, Membership, Role, Tenant, User
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,25 @@ def membership_list(*, tenant: Tenant) -> QuerySet[Membership]:
 
 def api_key_list() -> QuerySet[ApiKey]:
     return ApiKey.objects.select_related("tenant", "created_by")
+
+
+def login_failure_counts(*, since: datetime, by: str, at_least: int = 1, limit: int = 100) -> list[tuple[str, int]]:
+    """Failed logins since `since`, counted per `by` ("client_ip" or "username"), the subjects
+    with at least `at_least` of them, most first, at most `limit`: ``[(subject, count)]``.
+    One indexed GROUP BY; rows are never loaded."""
+    if by not in ("client_ip", "username"):
+        raise ValueError(f"login failures are counted by client_ip or username, not {by!r}")
+    rows = (
+        LoginFailure.objects.filter(time__gte=since)
+        .exclude(**{f"{by}__isnull": True})
+        .values(by)
+        .annotate(failures=Count("id"))
+        .filter(failures__gte=at_least)
+        .order_by("-failures", by)[:limit]
+    )
+    return [(str(row[by]), int(row["failures"])) for row in rows]
+
+
+def tenant_uuid_of_username(*, username: str) -> Any:
+    """The uuid of the tenant of the user called `username` (case folded), or None."""
+    return Membership.objects.filter(user__username__iexact=username).values_list("tenant__uuid", flat=True).first()

@@ -6,6 +6,7 @@ tenant keeps at least one admin, secrets are stored hashed, a deactivated user i
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from accounts.models import (
     API_KEY_PREFIX_MARK,
     DEFAULT_SCOPES,
     ApiKey,
+    LoginFailure,
     Membership,
     Role,
     Scope,
@@ -399,3 +401,25 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
         ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+def login_failure_log(*, username: str, ip: str, reason: str, door: str, at: datetime | None = None) -> LoginFailure:
+    """Keeps one failed login (`LoginFailureReason`: a wrong password, or an attempt the limiter
+    refused) for the insight engine's brute-force detector. `ip` that is not an address (the
+    admin's "unknown") is stored as null; the username is folded like the limiter's keys, cut to
+    150 characters, NUL removed and lone surrogates replaced (PostgreSQL's text refuses both)."""
+    try:
+        address: str | None = str(ipaddress.ip_address(ip))
+    except ValueError:
+        address = None
+    # Lone surrogates ("\ud800" from JSON) cannot be encoded for the database: replaced by "?".
+    name = username.strip().lower().replace("\x00", "").encode("utf-8", "replace").decode("utf-8")[:150]
+    return LoginFailure.objects.create(
+        time=at or timezone.now(), username=name, client_ip=address, reason=reason, door=door
+    )
+
+
+def login_failures_purge(*, before: datetime) -> int:
+    """Deletes failed logins older than `before` (the retention bound); returns how many."""
+    deleted, _ = LoginFailure.objects.filter(time__lt=before).delete()
+    return deleted

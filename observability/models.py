@@ -160,3 +160,27 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.last_seen:%Y-%m-%d %H:%M:%S}"
+
+
+class InsightState(models.Model):
+    """The insight engine's memory between analyses, one row (pk 1) every worker sees.
+
+    `claimed_at` elects one analysis per period: a worker runs it only if its conditional
+    UPDATE moved `claimed_at` (two beats, or a retried task, find the period taken). `baselines`
+    holds the EWMA baselines of each dimension (``{"flood_ip": {"203.0.113.9": 12.5}, ...}``),
+    bounded by INSIGHT_BASELINE_MAX_SUBJECTS per dimension; `analysed_at` is when they were last
+    brought forward (the EWMA's `dt`).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    analysed_at = models.DateTimeField(null=True, blank=True)
+    baselines = models.JSONField(default=dict)
+    last_report = models.JSONField(default=dict, help_text="What the last analysis counted and found.")
+
+    class Meta:
+        verbose_name = "insight state"
+        verbose_name_plural = "insight states"
+
+    def __str__(self) -> str:
+        return f"insight state (analysed {self.analysed_at or 'never'})"

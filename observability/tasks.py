@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
-from observability.services import heartbeat_record
+from observability.services import heartbeat_record, insight_analyse_run
 from observability.services import request_log_retention as request_log_retention_service
 
 logger = logging.getLogger("sentinel.request_log")
@@ -29,3 +29,10 @@ def request_log_retention() -> None:
             "request log retention",
             extra={"created": report.created, "dropped": report.dropped, "deleted_rows": report.deleted_rows},
         )
+
+
+@shared_task(name="observability.tasks.insight_analyse", ignore_result=True, soft_time_limit=50, time_limit=60)
+def insight_analyse() -> None:
+    """The insight engine's analysis of the last window (beat, every INSIGHT_PERIOD_SECONDS).
+    Safe to run twice: a second run in the same period finds it claimed and does nothing."""
+    insight_analyse_run()

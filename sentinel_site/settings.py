@@ -227,6 +227,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "observability.tasks.request_log_retention",
         "schedule": 3600.0,
     },
+    # The insight engine's analysis of the last window (docs/insight.md).
+    # A message not taken within its period expires: a backlog never runs stale analyses.
+    "observability-insight-analyse": {
+        "task": "observability.tasks.insight_analyse",
+        "schedule": env_float("INSIGHT_PERIOD_SECONDS", 60.0, minimum=0.5),
+        "options": {"expires": env_float("INSIGHT_PERIOD_SECONDS", 60.0, minimum=0.5)},
+    },
 }
 # Deliveries have a queue of their own, so a burst of evaluations cannot starve them. A worker
 # started without -Q consumes every queue listed here; `-Q deliveries` makes a sending-only one.
@@ -393,6 +400,45 @@ SENTINEL_OBSERVABILITY: dict[str, Any] = {
     # How long a stopping web process (SIGTERM, lifespan shutdown) keeps writing what it holds; the
     # rest is then counted as dropped. Short of the 10-15 s supervisors wait before SIGKILL.
     "REQUEST_LOG_SHUTDOWN_SECONDS": env_float("REQUEST_LOG_SHUTDOWN_SECONDS", 5.0, minimum=0.0),
+}
+
+# The insight engine (SPEC 3; formulas, defaults and their sources in docs/insight.md), read
+# through observability.insight.config. Rates are requests per minute, shares 0-1, times seconds.
+SENTINEL_INSIGHT: dict[str, Any] = {
+    "PERIOD_SECONDS": env_float("INSIGHT_PERIOD_SECONDS", 60.0, minimum=0.5),
+    "WINDOW_SECONDS": env_float("INSIGHT_WINDOW_SECONDS", 60.0, minimum=0.5),
+    "BASELINE_SECONDS": env_float("INSIGHT_BASELINE_SECONDS", 3600.0, minimum=1.0),
+    "BASELINE_MAX_SUBJECTS": env_int("INSIGHT_BASELINE_MAX_SUBJECTS", 5000, minimum=10),
+    "RESOLVE_AFTER_PERIODS": env_int("INSIGHT_RESOLVE_AFTER_PERIODS", 5, minimum=1),
+    "FLOOD_IP_FLOOR_PER_MIN": env_float("INSIGHT_FLOOD_IP_FLOOR_PER_MIN", 300.0, minimum=1.0),
+    "FLOOD_TENANT_FLOOR_PER_MIN": env_float("INSIGHT_FLOOD_TENANT_FLOOR_PER_MIN", 3000.0, minimum=1.0),
+    "FLOOD_FACTOR": env_float("INSIGHT_FLOOD_FACTOR", 5.0, minimum=1.0),
+    "FLOOD_CRITICAL_FACTOR": env_float("INSIGHT_FLOOD_CRITICAL_FACTOR", 20.0, minimum=1.0),
+    "BRUTE_FORCE_WINDOW_SECONDS": env_float("INSIGHT_BRUTE_FORCE_WINDOW_SECONDS", 300.0, minimum=0.5),
+    "BRUTE_FORCE_IP_FAILURES": env_int("INSIGHT_BRUTE_FORCE_IP_FAILURES", 10, minimum=1),
+    "BRUTE_FORCE_USER_FAILURES": env_int("INSIGHT_BRUTE_FORCE_USER_FAILURES", 10, minimum=1),
+    "BRUTE_FORCE_CRITICAL_FACTOR": env_float("INSIGHT_BRUTE_FORCE_CRITICAL_FACTOR", 5.0, minimum=1.0),
+    "ERROR_MIN_REQUESTS": env_int("INSIGHT_ERROR_MIN_REQUESTS", 50, minimum=1),
+    "ERROR_FLOOR_SHARE": env_float("INSIGHT_ERROR_FLOOR_SHARE", 0.05, minimum=0.0, maximum=1.0),
+    "ERROR_FACTOR": env_float("INSIGHT_ERROR_FACTOR", 3.0, minimum=1.0),
+    "ERROR_CRITICAL_FACTOR": env_float("INSIGHT_ERROR_CRITICAL_FACTOR", 10.0, minimum=1.0),
+    "LATENCY_MIN_REQUESTS": env_int("INSIGHT_LATENCY_MIN_REQUESTS", 50, minimum=1),
+    "LATENCY_FLOOR_MS": env_float("INSIGHT_LATENCY_FLOOR_MS", 100.0, minimum=0.0),
+    "LATENCY_FACTOR": env_float("INSIGHT_LATENCY_FACTOR", 2.0, minimum=1.0),
+    "LATENCY_CRITICAL_FACTOR": env_float("INSIGHT_LATENCY_CRITICAL_FACTOR", 4.0, minimum=1.0),
+    "FLAP_WINDOW_SECONDS": env_float("INSIGHT_FLAP_WINDOW_SECONDS", 600.0, minimum=0.5),
+    "FLAP_OPENS": env_int("INSIGHT_FLAP_OPENS", 3, minimum=1),
+    "FLAP_CRITICAL_OPENS": env_int("INSIGHT_FLAP_CRITICAL_OPENS", 6, minimum=1),
+    "LOGIN_FAILURE_RETENTION_SECONDS": env_float("INSIGHT_LOGIN_FAILURE_RETENTION_SECONDS", 86400.0, minimum=60.0),
+    # The tenant whose rules receive fleet-wide incidents (a client IP, an upstream), by slug;
+    # unset: the tenant of the first staff user who belongs to one (docs/insight.md).
+    "EVENTS_TENANT": env_str("INSIGHT_EVENTS_TENANT", "") or "",
+    # Optional rephrasing by an OpenAI-compatible endpoint (the operator's, never a tenant's).
+    "LLM_URL": env_str("INSIGHT_LLM_URL", "") or "",
+    "LLM_MODEL": env_str("INSIGHT_LLM_MODEL", "gpt-4o-mini") or "gpt-4o-mini",
+    "LLM_API_KEY": env_str("INSIGHT_LLM_API_KEY", "") or "",
+    "LLM_TIMEOUT_SECONDS": env_float("INSIGHT_LLM_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=60.0),
+    "LLM_CACHE_SECONDS": env_int("INSIGHT_LLM_CACHE_SECONDS", 600, minimum=0),
 }
 
 # Largest request body accepted by the REST API (the proxy has per-route limits of its own).

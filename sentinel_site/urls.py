@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from gateway.api.views import CircuitResetView, CircuitStatusView
 from gateway.metrics import BreakerStateCollector, route_series_declare
 from monitors.metrics import MonitorsUpCollector
+from observability.api.urls import insight_urlpatterns
 from observability.views import health, metrics_view
 from rules.api.urls import event_urlpatterns
 
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("rules.api.urls")),
     path("api/v1/", include("observability.api.urls")),
     path("", include(event_urlpatterns)),
+    path("", include(insight_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema")),

@@ -29,7 +29,7 @@ from accounts.api.serializers import (
     TokenSerializer,
 )
 from accounts.login_limiter import login_failure_record, login_lockout, login_success_record
-from accounts.models import ApiKey, Membership, Role, Tenant, User
+from accounts.models import ApiKey, LoginFailureReason, Membership, Role, Tenant, User
 from accounts.selectors import api_key_list, caller_from_request, membership_list, tenant_list
 from core.errors import TooManyRequests
 from core.http import client_ip
@@ -98,6 +98,7 @@ class TokenView(APIView):
         ip = client_ip(request)
         lockout = login_lockout(username=username, ip=ip)
         if lockout is not None:
+            services.login_failure_log(username=username, ip=ip, reason=LoginFailureReason.LOCKED_OUT, door="api")
             security_logger.warning(
                 "login refused: too many failures", extra={"username": username, "client_ip": ip, "by": lockout.subject}
             )
@@ -112,6 +113,7 @@ class TokenView(APIView):
             serializer.is_valid(raise_exception=True)
         except exceptions.AuthenticationFailed:
             login_failure_record(username=username, ip=ip)
+            services.login_failure_log(username=username, ip=ip, reason=LoginFailureReason.BAD_CREDENTIALS, door="api")
             # One line per failure: the insight engine's brute-force detector reads these.
             security_logger.warning(
                 "login failed", extra={"event": "login_failed", "username": username, "client_ip": ip}

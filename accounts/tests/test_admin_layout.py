@@ -27,7 +27,7 @@ from accounts.models import Membership, User
 from accounts.tests.browser import CHROMIUM, staff_browser
 from gateway import services as gateway_services
 from gateway.admin import breaker_text
-from observability.models import RequestLog
+from observability.models import Incident, RequestLog
 from observability.services import heartbeat_record
 from rules import services as rules_services
 from rules.models import Delivery, DeliveryStatus, Event, RuleMatch
@@ -110,6 +110,24 @@ def showcase() -> None:
         bytes_in=10240,
         bytes_out=512,
         breaker_transition="open",
+    )
+    accounts_services.login_failure_log(
+        username="alice.liddell@wonderland.example",
+        ip="2001:db8:85a3::8a2e:370:7334",
+        reason="locked_out",
+        door="admin",
+    )
+    now = timezone.now()
+    Incident.objects.create(
+        kind="error_spike",
+        subject="/wonderland-payments/orders/v2/",
+        tenant_uuid=tenant.uuid,
+        severity="critical",
+        summary="Route /wonderland-payments/orders/v2/ answers 5xx to 37 % of requests (412 of 1,113 in 1 minute) "
+        "against a 1-hour baseline of 0.4 %.",
+        evidence={"error_share": 0.37, "requests": 1113},
+        first_seen=now - timedelta(minutes=42),
+        last_seen=now,
     )
 
 

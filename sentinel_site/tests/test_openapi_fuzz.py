@@ -59,7 +59,11 @@ from tests.support.services import database_url_of
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 PASSWORD = "fuzz-correct-horse-battery-staple"
 # Writes that take no body: the path says everything.
-BODILESS_VERBS = {("POST", "/api/v1/api-keys/{id}/revoke")}
+BODILESS_VERBS = {
+    ("POST", "/api/v1/api-keys/{id}/revoke"),
+    ("POST", "/api/v1/incidents/{id}/acknowledge"),
+    ("POST", "/api/v1/incidents/{id}/resolve"),
+}
 # Not `negative_data_rejection`: DRF's pagination ignores a junk `page_size` and reads an empty
 # `page` as the first, by design; that leniency is all the check finds (tried at 60 examples).
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
