@@ -22,6 +22,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 # A server may import this module without manage.py (`uvicorn sentinel_site.asgi:application`).
 local_state_prepare()
 
+from observability.tracing import tracing_setup  # noqa: E402
+
+# Before Django builds its handler: with tracing on, the Django instrumentation adds its middleware.
+gateway_tracer = tracing_setup(role="web")
+
 # Django must be set up before anything imports models (the routes below do).
 django_http_app = get_asgi_application()
 
@@ -41,7 +46,11 @@ GC_YOUNG_THRESHOLD = 10_000
 
 class SentinelApplication:
     def __init__(self) -> None:
-        self.proxy = build_proxy(fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(request_observer()))
+        self.proxy = build_proxy(
+            fallback=BodySizeLimit(django_http_app),
+            on_complete=request_sinks(request_observer()),
+            tracer=gateway_tracer,
+        )
         self.runtime = GatewayRuntime(self.proxy, gauges=gateway_gauges_set)
         self.websocket = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
