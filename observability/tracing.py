@@ -8,8 +8,9 @@ returns None, imports none of the SDK, and the proxy is built without spans at a
 
 Spans leave the process from the batch processor's own thread: a request never waits on the
 collector, and a collector that is down costs dropped spans (the SDK logs its retries), never a
-failed or slower request. The provider is shut down (its queue flushed) at the process's exit,
-the SDK's ``atexit`` hook, which runs after the server's graceful shutdown on SIGTERM.
+failed or slower request. `tracing_shutdown` exports what is still queued when the server stops
+(the ASGI lifespan's shutdown): the SDK's own ``atexit`` hook is not enough, since uvicorn ends
+the process with the signal it received (SIGTERM), which skips ``atexit``.
 
 Names follow OpenTelemetry's semantic conventions for HTTP (the stable ones: ``http.request.method``,
 ``http.response.status_code``, ``http.route``; ``OTEL_SEMCONV_STABILITY_OPT_IN=http`` makes Django's
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,7 +35,7 @@ from gateway.engine.tracing import AttributeValue, Span, TraceContext
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-__all__ = ["DJANGO_EXCLUDED_URLS", "OtelSpan", "OtelTracer", "otlp_traces_url", "tracing_setup"]
+__all__ = ["DJANGO_EXCLUDED_URLS", "OtelSpan", "OtelTracer", "otlp_traces_url", "tracing_setup", "tracing_shutdown"]
 
 SERVICE_NAME = "sentinel"
 # Django paths not traced: Prometheus' scrape and the health checks come every few seconds from
@@ -41,6 +43,9 @@ SERVICE_NAME = "sentinel"
 # Regexes searched in the full URL (opentelemetry-util-http's ExcludeList);
 # OTEL_PYTHON_DJANGO_EXCLUDED_URLS replaces the list.
 DJANGO_EXCLUDED_URLS = r"^https?://[^/]+/(metrics|health)/?$,^https?://[^/]+/static/"
+# How long a stopping process waits for its last spans to leave: a collector that is down would
+# hold it for the exporter's whole timeout (10 s, retries included) otherwise.
+SHUTDOWN_TIMEOUT_S = 5.0
 _TRACES_PATH = "/v1/traces"  # the OTLP/HTTP path of traces (OTLP specification, "OTLP/HTTP Request")
 
 _provider: TracerProvider | None = None
@@ -118,6 +123,17 @@ def tracing_setup(*, role: str) -> OtelTracer | None:
         _instrument_django(_provider)
         _tracer = OtelTracer(_provider.get_tracer("sentinel.gateway"))
     return _tracer
+
+
+def tracing_shutdown(*, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+    """Exports the spans still queued and stops the exporter, waiting at most ``timeout_s``
+    seconds (blocking: call it from a thread in async code). Nothing to do with tracing off."""
+    if _provider is None:
+        return
+    # The SDK's shutdown has no timeout of its own: it runs in a thread we stop waiting for.
+    stopping = threading.Thread(target=_provider.shutdown, name="otel-tracing-shutdown", daemon=True)
+    stopping.start()
+    stopping.join(timeout_s)
 
 
 def _tracer_provider(role: str, url: str) -> TracerProvider:

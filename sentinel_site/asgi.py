@@ -10,6 +10,7 @@ metrics; later the request log too, through `request_sinks`) and the runtime's g
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 from typing import Any
@@ -22,7 +23,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 # A server may import this module without manage.py (`uvicorn sentinel_site.asgi:application`).
 local_state_prepare()
 
-from observability.tracing import tracing_setup  # noqa: E402
+from observability.tracing import tracing_setup, tracing_shutdown  # noqa: E402
 
 # Before Django builds its handler: with tracing on, the Django instrumentation adds its middleware.
 gateway_tracer = tracing_setup(role="web")
@@ -82,6 +83,7 @@ class SentinelApplication:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.stop()
+                await asyncio.to_thread(tracing_shutdown)  # the last spans, after the last requests
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -16,6 +16,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -113,24 +114,29 @@ def _received(span: Span, resource: dict[str, Any]) -> ReceivedSpan:
     )
 
 
+def _export_answer(receiver: OtlpReceiver, path: str, headers: Message, body: bytes) -> tuple[int, bytes, str]:
+    """(status, body, content type) of a collector's answer to one export request."""
+    if path != TRACES_PATH:
+        return 404, b"not found", "text/plain"
+    if headers.get("Content-Type", "").split(";")[0].strip() != "application/x-protobuf":
+        return 415, b"unsupported content type", "text/plain"
+    decode = _DECODERS.get(headers.get("Content-Encoding", "").strip().lower())
+    try:
+        if decode is None:
+            raise DecodeError("unknown content encoding")
+        receiver.record(decode(body))
+    except (DecodeError, OSError, zlib.error):
+        return 400, b"undecodable body", "text/plain"
+    return 200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf"
+
+
 def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the exporter's requests.Session expects
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.path != TRACES_PATH:
-                return self._answer(404, b"not found", "text/plain")
-            if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/x-protobuf":
-                return self._answer(415, b"unsupported content type", "text/plain")
-            decode = _DECODERS.get(self.headers.get("Content-Encoding", "").strip().lower())
-            try:
-                if decode is None:
-                    raise DecodeError("unknown content encoding")
-                receiver.record(decode(body))
-            except (DecodeError, OSError, zlib.error):
-                return self._answer(400, b"undecodable body", "text/plain")
-            self._answer(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
+            self._answer(*_export_answer(receiver, self.path, self.headers, body))
 
         def _answer(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
@@ -139,7 +145,7 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
+        def log_message(self, format: str, *args: Any) -> None:  # quiet in tests
             pass
 
     return Handler
