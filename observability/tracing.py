@@ -35,7 +35,15 @@ from gateway.engine.tracing import AttributeValue, Span, TraceContext
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-__all__ = ["DJANGO_EXCLUDED_URLS", "OtelSpan", "OtelTracer", "otlp_traces_url", "tracing_setup", "tracing_shutdown"]
+__all__ = [
+    "DJANGO_EXCLUDED_URLS",
+    "OtelSpan",
+    "OtelTracer",
+    "otlp_traces_url",
+    "tracer_provider",
+    "tracing_setup",
+    "tracing_shutdown",
+]
 
 SERVICE_NAME = "sentinel"
 # Django paths not traced: Prometheus' scrape and the health checks come every few seconds from
@@ -118,7 +126,7 @@ def tracing_setup(*, role: str) -> OtelTracer | None:
     if not settings.ENABLE_TRACING:
         return None
     if _tracer is None:
-        _provider = _tracer_provider(role, otlp_traces_url(str(settings.OTLP_ENDPOINT)))
+        _provider = tracer_provider(role=role, url=otlp_traces_url(str(settings.OTLP_ENDPOINT)))
         trace.set_tracer_provider(_provider)
         _instrument_django(_provider)
         _tracer = OtelTracer(_provider.get_tracer("sentinel.gateway"))
@@ -136,7 +144,9 @@ def tracing_shutdown(*, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
     stopping.join(timeout_s)
 
 
-def _tracer_provider(role: str, url: str) -> TracerProvider:
+def tracer_provider(*, role: str, url: str) -> TracerProvider:
+    """A provider exporting in batches over OTLP/HTTP to `url` (the traces URL), its resource naming
+    the service and the process (`role`). Not installed globally: `tracing_setup` does that."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
