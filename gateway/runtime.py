@@ -34,6 +34,8 @@ from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy, RequestRecord
 from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter
 from gateway.engine.resp import gateway_redis_client
 from gateway.engine.routes import RouteTable
+from gateway.engine.traced_proxy import TracedProxy
+from gateway.engine.tracing import Tracer
 from gateway.selectors import api_key_info, inactive_user_ids, route_specs, tenant_infos
 
 logger = logging.getLogger("sentinel.gateway")
@@ -122,12 +124,14 @@ def _egress_refused(tenant_uuid: str | None, target: str, denied: EgressDenied) 
     egress_refusal_record(kind="route", stage="connect", tenant=tenant_uuid, target=target, denied=denied)
 
 
-def build_proxy(fallback: ASGIApp, *, on_complete: RequestSink) -> Proxy:
+def build_proxy(fallback: ASGIApp, *, on_complete: RequestSink, tracer: Tracer | None = None) -> Proxy:
     """The proxy wired for the current mode: Redis-backed state in production, in-process otherwise
     (its breakers are then `breaker_state.process_breaker()`, which the admin and the API read).
 
     `fallback` serves the paths no route matches; `on_complete` receives every proxied request's
-    record, rejections included (`request_sinks` makes one of several).
+    record, rejections included (`request_sinks` makes one of several). With a `tracer` (tracing
+    on: `observability.tracing.tracing_setup`) it is a `TracedProxy`, which spans each step;
+    without, the plain `Proxy`, which has no span code on its path.
     """
     conf = sentinel_settings.gateway
     breaker_config = breaker_config_from(conf)
@@ -141,23 +145,24 @@ def build_proxy(fallback: ASGIApp, *, on_complete: RequestSink) -> Proxy:
     else:
         window_limiter = MemoryWindowLimiter()
         breaker = process_breaker()
-    return Proxy(
-        config=gateway_config(),
-        fallback=fallback,
-        authenticator=Authenticator(
+    parts: dict[str, Any] = {
+        "config": gateway_config(),
+        "fallback": fallback,
+        "authenticator": Authenticator(
             jwt_verifier=JwtVerifier(settings.SIMPLE_JWT["SIGNING_KEY"]),
             keys=ApiKeyResolver(lookup_key),
             tenant_header=conf.TENANT_HEADER,
         ),
-        window_limiter=window_limiter,
-        breaker=breaker,
-        forwarder=Forwarder(egress=egress_policy(), on_egress_refusal=_egress_refused),
-        gauge=pressure_gauge(conf),
-        admission=TierAdmission(
+        "window_limiter": window_limiter,
+        "breaker": breaker,
+        "forwarder": Forwarder(egress=egress_policy(), on_egress_refusal=_egress_refused),
+        "gauge": pressure_gauge(conf),
+        "admission": TierAdmission(
             standard_at=conf.SHED_STANDARD_AT, economy_at=conf.SHED_ECONOMY_AT, hysteresis=conf.SHED_HYSTERESIS
         ),
-        on_complete=on_complete,
-    )
+        "on_complete": on_complete,
+    }
+    return Proxy(**parts) if tracer is None else TracedProxy(tracer=tracer, **parts)
 
 
 class GatewayRuntime:

@@ -11,6 +11,7 @@ metrics, and the request log's queue, through `request_sinks`) and the runtime's
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 from typing import Any
@@ -22,6 +23,11 @@ from core.local_state import local_state_prepare
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 # A server may import this module without manage.py (`uvicorn sentinel_site.asgi:application`).
 local_state_prepare()
+
+from observability.tracing import tracing_setup, tracing_shutdown  # noqa: E402
+
+# Before Django builds its handler: with tracing on, the Django instrumentation adds its middleware.
+gateway_tracer = tracing_setup(role="web")
 
 # Django must be set up before anything imports models (the routes below do).
 django_http_app = get_asgi_application()
@@ -46,7 +52,9 @@ class SentinelApplication:
         # None when REQUEST_LOG_ENABLED is off: the proxy then keeps its one metrics sink.
         self.request_log = request_log_pipeline()
         sinks = [request_observer()] + ([self.request_log.sink] if self.request_log else [])
-        self.proxy = build_proxy(fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(*sinks))
+        self.proxy = build_proxy(
+            fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(*sinks), tracer=gateway_tracer
+        )
         self.runtime = GatewayRuntime(self.proxy, gauges=gateway_gauges_set)
         self.websocket = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
@@ -85,6 +93,7 @@ class SentinelApplication:
                 # REQUEST_LOG_SHUTDOWN_SECONDS.
                 if self.request_log:
                     await self.request_log.stop()
+                await asyncio.to_thread(tracing_shutdown)  # the last spans, after the last requests
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -502,6 +502,17 @@ LOGGING = {
     },
 }
 
+# --- Tracing (SPEC 3): OpenTelemetry spans sent over OTLP/HTTP (observability.tracing) ------
+ENABLE_TRACING = env_bool("ENABLE_TRACING", False)
+# The collector's OTLP/HTTP base URL (Jaeger, an OpenTelemetry Collector: port 4318); spans are
+# POSTed to <OTLP_ENDPOINT>/v1/traces, as OTEL_EXPORTER_OTLP_ENDPOINT is read by the SDK.
+OTLP_ENDPOINT = env_str("OTLP_ENDPOINT")
+if ENABLE_TRACING and not (OTLP_ENDPOINT or "").startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        f"ENABLE_TRACING is true but OTLP_ENDPOINT={OTLP_ENDPOINT!r} is not an http(s) URL "
+        "(e.g. http://127.0.0.1:4318, the collector's OTLP/HTTP port)"
+    )
+
 # --- Metrics: Prometheus multiprocess mode (uvicorn workers + Celery share one folder) -----
 PROMETHEUS_EXPORT_MIGRATIONS = False
 # core.apps.CoreConfig.ready() points prometheus_client at this folder (an operator's

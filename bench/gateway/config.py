@@ -48,6 +48,7 @@ class Plan:
     profile_seconds: float
     quick: bool
     retries: int
+    tracing: bool  # also measure one process with ENABLE_TRACING on, exporting to a sink
     database_url: str
     redis_url: str
     docs: Path
@@ -60,6 +61,9 @@ def parse_args(argv: Sequence[str], description: str) -> Plan:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections of the saturation runs (64)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 3 s runs, docs/benchmarks.md untouched")
     parser.add_argument("--retries", type=int, default=2, help="re-runs of a run that other processes disturbed (2)")
+    parser.add_argument(
+        "--no-tracing", action="store_true", help="skip the run of one process with tracing on (OTLP to a local sink)"
+    )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="scratch database (dropped and created)")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis; keys under {KEY_PREFIX}:")
     parser.add_argument("--docs", type=Path, default=DOCS_PATH, help="markdown file to update")
@@ -75,6 +79,7 @@ def parse_args(argv: Sequence[str], description: str) -> Plan:
         profile_seconds=3.0 if quick else 8.0,
         quick=quick,
         retries=max(0, args.retries),
+        tracing=not args.no_tracing,
         database_url=args.database_url,
         redis_url=args.redis_url,
         docs=args.docs,

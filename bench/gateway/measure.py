@@ -24,7 +24,14 @@ from bench.common.scratch import recreate_database, redis_client
 from bench.gateway.config import OTHER_LIMIT, WARMUP_ROUNDS, Plan
 from bench.gateway.load import Load, LoadResult
 from bench.gateway.profile import Profile, profile_sentinel
-from bench.gateway.servers import delete_bench_keys, prepare_data, sentinel, sentinel_env, start_reference_servers
+from bench.gateway.servers import (
+    delete_bench_keys,
+    prepare_data,
+    sentinel,
+    sentinel_env,
+    start_otlp_sink,
+    start_reference_servers,
+)
 from bench.gateway.tools import Tools
 from tests.support.net import free_port
 
@@ -136,6 +143,35 @@ def below_saturation(
     results.profile = profile_sentinel(plan, tools.py_spy, load, service, targets[-1].url, tmp)
 
 
+# The target name of the tracing-on run: one process, spans of every request exported to a sink.
+TRACED = "sentinel, tracing on"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every Sentinel run shares: the load, the servers' secret key, the bench user's token,
+    the reference process trees (upstream, Redis), where logs go and what stops the servers."""
+
+    plan: Plan
+    load: Load
+    secret_key: str
+    jwt: str
+    roots: dict[str, int]
+    tmp: Path
+    stack: contextlib.ExitStack
+
+
+def run_traced(bench: Bench, results: Results) -> None:
+    """One process with ENABLE_TRACING on, exporting every span over OTLP/HTTP to a local sink that
+    discards them: saturation and one-connection rows, beside the same process with tracing off."""
+    sink, endpoint = start_otlp_sink(bench.stack, bench.tmp)
+    traced = {"ENABLE_TRACING": "true", "OTLP_ENDPOINT": endpoint}
+    with sentinel(bench.plan, bench.secret_key, 1, bench.jwt, bench.tmp, **traced) as (service, port):
+        roots = {**bench.roots, "srv": service.pid, "sink": sink.pid}
+        target = Target(TRACED, "1", f"http://127.0.0.1:{port}/proxy/", roots, must_be_clean=True)
+        run_target(bench.plan, bench.load, target, results)
+
+
 def run_all(plan: Plan, tools: Tools, stack: contextlib.ExitStack, tmp: Path) -> Results:
     """Every run; whatever it starts is stopped, and the scratch data dropped, when `stack` closes."""
     results = Results(code=code_state())
@@ -169,4 +205,6 @@ def run_all(plan: Plan, tools: Tools, stack: contextlib.ExitStack, tmp: Path) ->
             row = run_target(plan, load, target, results)
             if workers == 1:
                 below_saturation(plan, tools, load, [*references, target], row, service, tmp, results)
+        if workers == 1 and plan.tracing:
+            run_traced(Bench(plan, load, secret_key, jwt, {"upstream": upstream, **redis_roots}, tmp, stack), results)
     return results

@@ -7,7 +7,7 @@ from __future__ import annotations
 from bench.common.markdown import count, ms
 from bench.gateway.config import GOAL_ADDED_P50_MS, GOAL_RPS_PER_PROCESS, OTHER_LIMIT
 from bench.gateway.figures import find_row, say, us_per_request
-from bench.gateway.measure import Results, Row
+from bench.gateway.measure import TRACED, Results, Row
 from bench.gateway.profile import Profile
 
 
@@ -130,6 +130,27 @@ def single(results: Results) -> list[str]:
     return [say("reading.single", added=ms(sentinel.load.p50_ms - direct.load.p50_ms), nginx=nginx_part)]
 
 
+def tracing(results: Results, one: Row | None) -> list[str]:
+    """What tracing on costs one process: throughput and CPU per request against the same process
+    with it off (the off run has no span code on its path: gateway.runtime.build_proxy)."""
+    traced = find_row(results.saturation, TRACED)
+    if one is None or traced is None or not traced.load.rps or not one.load.rps:
+        return []
+    off_us, on_us = us_per_request(one), us_per_request(traced)
+    return [
+        say(
+            "reading.tracing",
+            on_rps=count(traced.load.rps),
+            off_rps=count(one.load.rps),
+            change=f"{100 * (traced.load.rps / one.load.rps - 1):+.1f}",
+            on_us=count(on_us),
+            off_us=count(off_us),
+            added_us=count(on_us - off_us),
+            sink=f"{traced.cores.get('sink', 0):.2f}",
+        )
+    ]
+
+
 def disturbed(results: Results) -> list[str]:
     """The rows other processes disturbed beyond `OTHER_LIMIT` despite the retries."""
     runs = [("saturation", results.saturation), ("one connection", results.single), ("half load", results.half)]
@@ -153,4 +174,5 @@ def reading(results: Results, nproc: int, generator: str) -> list[str]:
     lines += profile_headline(results.profile)
     lines += latency(results, one)
     lines += single(results)
+    lines += tracing(results, one)
     return lines + disturbed(results)

@@ -33,8 +33,8 @@ def delete_bench_keys(client: Any) -> int:
     return delete_keys(client, f"{KEY_PREFIX}:*")
 
 
-def sentinel_env(plan: Plan, secret_key: str, workers: int = 1) -> dict[str, str]:
-    """The environment of `manage.py` in production mode with `workers` web processes."""
+def sentinel_env(plan: Plan, secret_key: str, workers: int = 1, **extra: str) -> dict[str, str]:
+    """The environment of `manage.py` in production mode with `workers` web processes, and `extra`."""
     return server_env(
         database_url=plan.database_url,
         redis_url=plan.redis_url,
@@ -43,6 +43,7 @@ def sentinel_env(plan: Plan, secret_key: str, workers: int = 1) -> dict[str, str
         workers=workers,
         # The token is minted once; it must outlive the whole run.
         JWT_ACCESS_MINUTES="240",
+        **extra,
     )
 
 
@@ -99,13 +100,27 @@ def start_reference_servers(
     return Servers(upstream, upstream_port, nginx, nginx_port)
 
 
-@contextlib.contextmanager
-def sentinel(plan: Plan, secret_key: str, workers: int, jwt: str, tmp: Path) -> Iterator[tuple[Service, int]]:
-    """`manage.py serve` with `workers` processes, up and serving the bench route: (it, its port)."""
+def start_otlp_sink(stack: contextlib.ExitStack, tmp: Path) -> tuple[Service, str]:
+    """`bench.gateway.otlp_sink` on a free port, stopped when `stack` closes: (it, its base URL)."""
     port = free_port()
-    env = sentinel_env(plan, secret_key, workers)
+    args = [sys.executable, "-m", "bench.gateway.otlp_sink", "--port", str(port)]
+    sink = start_service("otlp-sink", args, env=dict(os.environ), logdir=tmp)
+    stack.callback(stop_service, sink)
+    wait_serving(lambda: answers(port, "/"), what="the OTLP sink", service=sink)
+    return sink, f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def sentinel(
+    plan: Plan, secret_key: str, workers: int, jwt: str, tmp: Path, **extra_env: str
+) -> Iterator[tuple[Service, int]]:
+    """`manage.py serve` with `workers` processes (`extra_env` added to its environment), up and
+    serving the bench route: (it, its port)."""
+    port = free_port()
+    env = sentinel_env(plan, secret_key, workers, **extra_env)
     args = [sys.executable, "manage.py", "serve", "--port", str(port)]
-    service = start_service(f"sentinel-{workers}", args, env=env, logdir=tmp)
+    name = f"sentinel-{workers}" + ("-tracing" if extra_env else "")
+    service = start_service(name, args, env=env, logdir=tmp)
     try:
         auth = {"Authorization": f"Bearer {jwt}"}
         # The route is in the table once /proxy/ answers 200 from the mock (before: Django's 404).

@@ -34,7 +34,7 @@ from gateway.engine.ratelimit import (
     ratelimit_headers,
 )
 from gateway.engine.routes import RequestPath, RouteSpec, RouteTable, UnsafePath, parse_path
-from gateway.engine.tracing import continue_trace
+from gateway.engine.tracing import TraceContext, continue_trace
 
 logger = logging.getLogger("sentinel.gateway")
 
@@ -212,7 +212,7 @@ class Proxy:
         started = time.perf_counter()
         headers = _header_map(scope)
         correlation = correlation_id(headers.get("x-correlation-id"))
-        trace = continue_trace(headers.get("traceparent"))
+        trace = self._trace_context(headers)
         client_ip = (scope.get("client") or ("unknown", 0))[0]
         base_headers: list[Header] = [(b"x-correlation-id", correlation.encode())]
         record = _RecordBuilder(scope, correlation, trace.trace_id, route, client_ip, headers)
@@ -238,7 +238,7 @@ class Proxy:
                 (b"traceparent", trace.traceparent.encode()),
                 (self.config.tenant_header.encode(), identity.tenant_key.encode()),
             ]
-            result = await self.forwarder.forward(
+            result = await self._forward(
                 scope=scope,
                 receive=receive,
                 send=send,
@@ -262,6 +262,18 @@ class Proxy:
                     self.on_complete(record.build(started))
                 except Exception:  # observing a request must never fail it
                     logger.exception("request observer failed")
+
+    # Seams for the traced proxy (gateway.engine.traced_proxy), which wraps each in a span; the
+    # plain proxy pays one method call for each, and no span call at all.
+    def _trace_context(self, headers: dict[str, str]) -> TraceContext:
+        return continue_trace(headers.get("traceparent"))
+
+    async def _window_check(self, key: str, limit: int, window_ms: int) -> WindowDecision:
+        return await self.window_limiter.check(key, limit, window_ms)
+
+    async def _forward(self, **request: Any) -> ForwardResult:
+        """`Forwarder.forward` with these arguments; `extra_headers` carries the `traceparent`."""
+        return await self.forwarder.forward(**request)
 
     def _check_request(self, route: RouteSpec, scope: Scope) -> str:
         sizes = [len(name) + len(value) for name, value in scope.get("headers", [])]
@@ -309,7 +321,7 @@ class Proxy:
         limit = max(1, int(self._setting(route, identity, "BASE_RATE_LIMIT") * TIER_FACTORS.get(identity.tier, 1.0)))
         window_ms = int(self._setting(route, identity, "WINDOW_MS"))
         try:
-            decision = await self.window_limiter.check(f"{identity.tenant_key}:{route.id}", limit, window_ms)
+            decision = await self._window_check(f"{identity.tenant_key}:{route.id}", limit, window_ms)
         except LimiterUnavailable as exc:
             record.limiter_unavailable = True
             return self._limiter_down(exc)

@@ -1,0 +1,183 @@
+"""OpenTelemetry tracing (SPEC 3): the SDK set up once per process, the proxy's tracer, Django's spans.
+
+With ``ENABLE_TRACING=true`` and ``OTLP_ENDPOINT`` (settings), `tracing_setup` installs the
+official SDK's `TracerProvider` with a `BatchSpanProcessor` and the OTLP/HTTP protobuf exporter
+(POST ``<OTLP_ENDPOINT>/v1/traces``), instruments Django (the paths no route of the proxy matches:
+API, admin, auth) and returns the `OtelTracer` the proxy's spans go through. With tracing off it
+returns None, imports none of the SDK, and the proxy is built without spans at all.
+
+Spans leave the process from the batch processor's own thread: a request never waits on the
+collector, and a collector that is down costs dropped spans (the SDK logs its retries), never a
+failed or slower request. `tracing_shutdown` exports what is still queued when the server stops
+(the ASGI lifespan's shutdown): the SDK's own ``atexit`` hook is not enough, since uvicorn ends
+the process with the signal it received (SIGTERM), which skips ``atexit``.
+
+Names follow OpenTelemetry's semantic conventions for HTTP (the stable ones: ``http.request.method``,
+``http.response.status_code``, ``http.route``; ``OTEL_SEMCONV_STABILITY_OPT_IN=http`` makes Django's
+instrumentation use them too), Sentinel's own under ``sentinel.``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from django.conf import settings
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from gateway.engine.tracing import AttributeValue, Span, TraceContext
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+__all__ = [
+    "DJANGO_EXCLUDED_URLS",
+    "OtelSpan",
+    "OtelTracer",
+    "otlp_traces_url",
+    "tracer_provider",
+    "tracing_setup",
+    "tracing_shutdown",
+]
+
+SERVICE_NAME = "sentinel"
+# Django paths not traced: Prometheus' scrape and the health checks come every few seconds from
+# machines, not users, and would bury the requests an operator looks for; static files likewise.
+# Regexes searched in the full URL (opentelemetry-util-http's ExcludeList);
+# OTEL_PYTHON_DJANGO_EXCLUDED_URLS replaces the list.
+DJANGO_EXCLUDED_URLS = r"^https?://[^/]+/(metrics|health)/?$,^https?://[^/]+/static/"
+# How long a stopping process waits for its last spans to leave: a collector that is down would
+# hold it for the exporter's whole timeout (10 s, retries included) otherwise.
+SHUTDOWN_TIMEOUT_S = 5.0
+_TRACES_PATH = "/v1/traces"  # the OTLP/HTTP path of traces (OTLP specification, "OTLP/HTTP Request")
+
+_provider: TracerProvider | None = None
+_tracer: OtelTracer | None = None
+
+
+class OtelSpan:
+    """An OpenTelemetry span behind the engine's `Span` interface."""
+
+    __slots__ = ("context", "span")
+
+    def __init__(self, span: trace.Span, parent_id: str | None) -> None:
+        self.span = span
+        ids = span.get_span_context()
+        flags = "01" if ids.trace_flags.sampled else "00"
+        self.context = TraceContext(f"{ids.trace_id:032x}", f"{ids.span_id:016x}", parent_id, flags)
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        self.span.set_attributes(attributes)
+
+    def fail(self, description: str) -> None:
+        self.span.set_status(Status(StatusCode.ERROR, description))
+
+    def end(self) -> None:
+        self.span.end()
+
+
+class OtelTracer:
+    """The engine's `Tracer` on an OpenTelemetry tracer: the proxy's spans, parents passed explicitly
+    (no context attached to the task: nothing to detach, whatever the request does)."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+
+    def start_request(self, incoming: TraceContext, attributes: Mapping[str, AttributeValue]) -> OtelSpan:
+        parent = Context()  # a new trace, unless the client sent one
+        if incoming.parent_id is not None:
+            remote = SpanContext(
+                int(incoming.trace_id, 16),
+                int(incoming.parent_id, 16),
+                is_remote=True,
+                trace_flags=TraceFlags(int(incoming.flags, 16)),
+            )
+            parent = trace.set_span_in_context(NonRecordingSpan(remote))
+        span = self.tracer.start_span("proxy_request", context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        return OtelSpan(span, incoming.parent_id)
+
+    def start_child(self, parent: Span, name: str, *, client: bool = False) -> OtelSpan:
+        parent = cast(OtelSpan, parent)  # the engine hands back the spans this tracer made
+        context = trace.set_span_in_context(parent.span)
+        span = self.tracer.start_span(name, context=context, kind=SpanKind.CLIENT if client else SpanKind.INTERNAL)
+        return OtelSpan(span, parent.context.span_id)
+
+
+def otlp_traces_url(endpoint: str) -> str:
+    """``OTLP_ENDPOINT`` (a collector's base URL) → the traces URL; one ending in /v1/traces is kept."""
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith(_TRACES_PATH) else endpoint + _TRACES_PATH
+
+
+def tracing_setup(*, role: str) -> OtelTracer | None:
+    """Sets up tracing for this process once (later calls return the same tracer), or None when
+    ``ENABLE_TRACING`` is off.
+
+    ``role`` names the process in the resource (``sentinel.role``: web, worker). Call it before
+    Django builds its handler (``get_asgi_application``): the Django instrumentation adds its
+    middleware to ``settings.MIDDLEWARE``.
+    """
+    global _provider, _tracer
+    if not settings.ENABLE_TRACING:
+        return None
+    if _tracer is None:
+        _provider = tracer_provider(role=role, url=otlp_traces_url(str(settings.OTLP_ENDPOINT)))
+        trace.set_tracer_provider(_provider)
+        _instrument_django(_provider)
+        _tracer = OtelTracer(_provider.get_tracer("sentinel.gateway"))
+    return _tracer
+
+
+def tracing_shutdown(*, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+    """Exports the spans still queued and stops the exporter, waiting at most ``timeout_s``
+    seconds (blocking: call it from a thread in async code). Nothing to do with tracing off."""
+    if _provider is None:
+        return
+    # The SDK's shutdown has no timeout of its own: it runs in a thread we stop waiting for.
+    stopping = threading.Thread(target=_provider.shutdown, name="otel-tracing-shutdown", daemon=True)
+    stopping.start()
+    stopping.join(timeout_s)
+
+
+def tracer_provider(*, role: str, url: str) -> TracerProvider:
+    """A provider exporting in batches over OTLP/HTTP to `url` (the traces URL), its resource naming
+    the service and the process (`role`). Not installed globally: `tracing_setup` does that."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over these.
+    resource = Resource.create(
+        {
+            "service.name": SERVICE_NAME,
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+            "sentinel.role": role,
+            "process.pid": os.getpid(),
+        }
+    )
+    provider = TracerProvider(resource=resource)  # its atexit hook flushes the queue at exit
+    # The batch processor's defaults (OTEL_BSP_*: 5 s delay, 512 spans a batch, 2,048 queued) and the
+    # exporter's (10 s timeout with retries, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT) are the SDK's.
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
+    return provider
+
+
+def _instrument_django(provider: TracerProvider) -> None:
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    excluded = os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", DJANGO_EXCLUDED_URLS)
+    DjangoInstrumentor().instrument(tracer_provider=provider, excluded_urls=excluded, response_hook=_response_hook)
+
+
+def _response_hook(span: trace.Span, request: Any, response: Any) -> None:
+    """Puts the correlation id Sentinel answered with on Django's span, as the proxy's spans have it."""
+    correlation_id = response.get("x-correlation-id") if hasattr(response, "get") else None
+    if correlation_id and span.is_recording():
+        span.set_attribute("sentinel.correlation_id", correlation_id)
