@@ -5,7 +5,8 @@ other path to Django; websockets go to Channels consumers; the lifespan protocol
 the proxy's runtime (its route table refresh and its upstream connection pool).
 
 This is where the gateway's observers are wired in: the proxy's `on_complete` sink (the gateway's
-metrics; later the request log too, through `request_sinks`) and the runtime's gauge sink.
+metrics, the live dashboard's per-second buckets; later the request log too, through
+`request_sinks`) and the runtime's gauge sink.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from core.asgi_guards import BodySizeLimit  # noqa: E402
 from core.errors import error_json  # noqa: E402
 from gateway.metrics import gateway_gauges_set, request_observer  # noqa: E402
 from gateway.runtime import GatewayRuntime, build_proxy, request_sinks  # noqa: E402
+from observability.dashboard.runtime import DashboardRuntime  # noqa: E402
 from sentinel_site.routing import websocket_urlpatterns  # noqa: E402
 
 # Allocations (minus deallocations) between young collections; CPython's default is 700.
@@ -41,7 +43,11 @@ GC_YOUNG_THRESHOLD = 10_000
 
 class SentinelApplication:
     def __init__(self) -> None:
-        self.proxy = build_proxy(fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(request_observer()))
+        self.dashboard = DashboardRuntime()
+        self.proxy = build_proxy(
+            fallback=BodySizeLimit(django_http_app),
+            on_complete=request_sinks(request_observer(), self.dashboard.recorder),
+        )
         self.runtime = GatewayRuntime(self.proxy, gauges=gateway_gauges_set)
         self.websocket = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
@@ -69,9 +75,11 @@ class SentinelApplication:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.runtime.start()
+                await self.dashboard.start(gauge=self.proxy.gauge)
                 settle_garbage_collector()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.dashboard.stop()
                 await self.runtime.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
