@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
-
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
@@ -10,6 +9,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -117,9 +117,10 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
     try:
         view = scope_for(request.user, tenant_slug=slug)  # type: ignore[arg-type]
     except ScopeDenied as exc:
-        return render(request, "observability/dashboard_denied.html", {"reason": str(exc)}, status=403)
+        # A TemplateResponse: the page for people, which the API error middleware leaves as it is.
+        return TemplateResponse(request, "observability/dashboard_denied.html", {"reason": str(exc)}, status=403)
     except ScopeNotFound as exc:
-        return render(request, "observability/dashboard_denied.html", {"reason": str(exc)}, status=404)
+        return TemplateResponse(request, "observability/dashboard_denied.html", {"reason": str(exc)}, status=404)
     context = {
         "view": view,
         "tenants": tenant_choices() if request.user.is_staff else [],

@@ -52,8 +52,10 @@ class DashboardStatsView(APIView):
             if slug and slug != caller.api_key.tenant.slug:
                 raise exceptions.PermissionDenied("You may only see your own tenant's dashboard.")
             return DashboardScope(str(caller.api_key.tenant.uuid), caller.api_key.tenant.slug)
+        if caller.user is None:
+            raise exceptions.NotAuthenticated()
         try:
-            return scope_for(request.user, tenant_slug=slug)
+            return scope_for(caller.user, tenant_slug=slug)
         except ScopeDenied as exc:
             raise exceptions.PermissionDenied(str(exc)) from None
         except ScopeNotFound as exc:

@@ -142,4 +142,3 @@ def _latest_gauges(replies: list[dict[bytes, bytes]]) -> list[Gauges]:
         for process, raw in reply.items():
             latest[process.decode()] = json.loads(raw)
     return [Gauges(process, int(v[0]), float(v[1])) for process, v in sorted(latest.items())]
-

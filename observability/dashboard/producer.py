@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections
 
 from accounts.models import Tenant
 from core.prometheus import process_identifier
@@ -105,19 +104,15 @@ def snapshots_produce(*, fleet: Fleet, now: int | None = None) -> list[tuple[str
     """One tick's snapshots, as `(group, snapshot)` pairs: the fleet's, and each watched tenant's;
     each also kept in the cache for `GET /stats/dashboard`. Synchronous (ORM, Redis): call it
     from a worker thread."""
-    close_old_connections()
-    try:
-        window = fleet.window(now if now is not None else int(time.time()))
-        scopes = [DashboardScope(), *(DashboardScope(u, s) for u, s in fleet.viewers())]
-        slugs = _tenant_slugs(window)
-        produced = []
-        for scope in scopes:
-            snapshot = snapshot_build(scope=scope, window=window, tenant_slugs=slugs)
-            snapshot_keep(scope, snapshot)
-            produced.append((group_of(scope), snapshot))
-        return produced
-    finally:
-        close_old_connections()
+    window = fleet.window(now if now is not None else int(time.time()))
+    scopes = [DashboardScope(), *(DashboardScope(u, s) for u, s in fleet.viewers())]
+    slugs = _tenant_slugs(window)
+    produced = []
+    for scope in scopes:
+        snapshot = snapshot_build(scope=scope, window=window, tenant_slugs=slugs)
+        snapshot_keep(scope, snapshot)
+        produced.append((group_of(scope), snapshot))
+    return produced
 
 
 def snapshots_for(scope: DashboardScope, *, fleet: Fleet, now: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import close_old_connections
 
 from core.prometheus import process_identifier
 from observability.dashboard.fleet import Fleet, Gauges
@@ -88,7 +89,7 @@ class DashboardRuntime:
         holds = await self._guarded("lease", sync_to_async(self.lease.hold, thread_sensitive=False))
         if not holds:
             return
-        produced = await self._guarded("produce", sync_to_async(snapshots_produce, thread_sensitive=False), fleet=self.fleet)
+        produced = await self._guarded("produce", _in_thread(snapshots_produce), fleet=self.fleet)
         layer = get_channel_layer()
         for group, snapshot in produced or []:
             await self._guarded("publish", layer.group_send, group, {"type": "snapshot.push", "snapshot": snapshot})
@@ -106,6 +107,19 @@ class DashboardRuntime:
             logger.info("dashboard %s works again", step)
             self._failing.discard(step)
         return result
+
+
+def _in_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """`function` in a worker thread, closing the database connections it leaves (no request
+    cycle closes them here)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(run, thread_sensitive=False)
 
 
 async def _every_second(offset: float, step: Callable[[], Awaitable[None]]) -> None:

@@ -39,7 +39,7 @@ class BreakersTile:
 
     def __call__(self, scope: DashboardScope) -> TileData:
         upstreams = upstream_list()
-        if not scope.fleet:
+        if scope.tenant_uuid is not None:
             upstreams = upstreams.filter(routes__tenant__uuid=scope.tenant_uuid).distinct()
         urls = sorted(upstreams.values_list("url", flat=True))[:50]
         try:
@@ -69,10 +69,10 @@ class InsightTile:
 
     def __call__(self, scope: DashboardScope) -> TileData:
         incidents = Incident.objects.unresolved()
-        if not scope.fleet:
+        if scope.tenant_uuid is not None:
             incidents = incidents.filter(tenant_uuid=scope.tenant_uuid)
         newest = list(incidents.order_by("-last_seen", "-id")[:50])
-        newest.sort(key=lambda incident: -SEVERITY_RANK.get(incident.severity, 0))
+        newest.sort(key=lambda incident: -SEVERITY_RANK[Severity(incident.severity)])
         rows: list[TileRow] = [
             {"label": incident.summary, "value": _ago(incident.last_seen), "status": self._STATUS[incident.severity]}
             for incident in newest[:ROWS]
@@ -99,7 +99,7 @@ class RuleMatchesTile:
 
     def __call__(self, scope: DashboardScope) -> TileData:
         matches = match_list()
-        if not scope.fleet:
+        if scope.tenant_uuid is not None:
             matches = matches.filter(tenant__uuid=scope.tenant_uuid)
         recent = matches.filter(matched_at__gte=timezone.now() - RECENT).count()
         rows: list[TileRow] = [
@@ -133,7 +133,7 @@ class DeliveriesTile:
 
     def __call__(self, scope: DashboardScope) -> TileData:
         deliveries = delivery_list()
-        if not scope.fleet:
+        if scope.tenant_uuid is not None:
             deliveries = deliveries.filter(tenant__uuid=scope.tenant_uuid)
         hour = deliveries.filter(created_at__gte=timezone.now() - RECENT)
         failing = hour.filter(status__in=[DeliveryStatus.FAILED, DeliveryStatus.DEAD]).count()

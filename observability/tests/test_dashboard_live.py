@@ -19,7 +19,9 @@ ALICE_TENANT = "6f1c1e2a-0000-4000-8000-00000000000a"
 MALLORY_TENANT = "6f1c1e2a-0000-4000-8000-00000000000b"
 
 
-def record(status: int = 200, latency_ms: float = 5.0, tenant: str | None = ALICE_TENANT, route: str = "/a/") -> RequestRecord:
+def record(
+    status: int = 200, latency_ms: float = 5.0, tenant: str | None = ALICE_TENANT, route: str = "/a/"
+) -> RequestRecord:
     return RequestRecord(
         correlation_id="c", trace_id="", route=route, tenant_key=tenant, tier="standard",
         method="GET", path=f"{route}x", status=status, decision="forwarded", latency_ms=latency_ms,
@@ -108,7 +110,7 @@ def two_tenants_window() -> FleetWindow:
         bucket = Bucket(second)
         if second % 2 == 0:
             bucket.add(record(status=429 if second % 20 == 0 else 200, latency_ms=4))
-        for n in range(2 if second < 990 else 1):
+        for _ in range(2 if second < 990 else 1):
             bucket.add(record(status=503 if second >= 990 else 200, tenant=MALLORY_TENANT, route="/evil/"))
         buckets.append(bucket)
     fleet.push(buckets, Gauges("web-1", 3, 12.5))
