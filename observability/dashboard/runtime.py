@@ -36,6 +36,8 @@ logger = logging.getLogger("sentinel.observability")
 # Offsets into each second: push just after it ends, produce once the pushes of the fleet are in.
 PUSH_AT = 0.05
 PRODUCE_AT = 0.4
+# A step's I/O has 1 s timeouts (Redis) and a few queries: this is ample.
+STOP_TIMEOUT_SECONDS = 5
 
 
 class ProcessGauge(Protocol):
@@ -55,22 +57,28 @@ class DashboardRuntime:
         self.lease: Lease | None = None
         self.gauge: ProcessGauge | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
         self._failing: set[str] = set()
 
     async def start(self, *, gauge: ProcessGauge | None = None) -> None:
         self.gauge = gauge
         self.fleet = fleet_store()
         self.lease = lease_for(self.fleet)
+        self._stopping = asyncio.Event()
         self._tasks = [
-            asyncio.create_task(_every_second(PUSH_AT, self.push), name="dashboard-push"),
-            asyncio.create_task(_every_second(PRODUCE_AT, self.produce), name="dashboard-produce"),
+            asyncio.create_task(_every_second(PUSH_AT, self.push, self._stopping), name="dashboard-push"),
+            asyncio.create_task(_every_second(PRODUCE_AT, self.produce, self._stopping), name="dashboard-produce"),
         ]
 
     async def stop(self) -> None:
+        """Lets each loop finish the step it is in (a step cancelled mid-way would leave its worker
+        thread running past the server's shutdown), then releases the lease."""
+        self._stopping.set()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            try:
+                await asyncio.wait_for(task, timeout=STOP_TIMEOUT_SECONDS)
+            except (TimeoutError, asyncio.CancelledError):
+                logger.warning("dashboard loop %s did not stop in time", task.get_name())
         self._tasks = []
         if self.lease is not None:
             await self._guarded("release", sync_to_async(self.lease.release, thread_sensitive=False))
@@ -122,10 +130,13 @@ def _in_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return sync_to_async(run, thread_sensitive=False)
 
 
-async def _every_second(offset: float, step: Callable[[], Awaitable[None]]) -> None:
+async def _every_second(offset: float, step: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
     """Calls `step` at `offset` s into every wall-clock second (the same instant in every process,
-    so the producer reads what the pushers just wrote); a slow step skips the seconds it overran."""
-    while True:
+    so the producer reads what the pushers just wrote) until `stopping` is set; a slow step skips
+    the seconds it overran."""
+    while not stopping.is_set():
         now = time.time()
-        await asyncio.sleep((int(now) + 1 + offset) - now)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=(int(now) + 1 + offset) - now)
+            return
         await step()
