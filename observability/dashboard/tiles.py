@@ -26,7 +26,9 @@ RECENT = timedelta(hours=1)
 
 
 def _ago(moment: Any) -> str:
-    return f"{timesince(moment, timezone.now()).split(',')[0]} ago"
+    """`5 minutes ago`, or `just now` within the first minute."""
+    since = timesince(moment, timezone.now()).split(",")[0]
+    return "just now" if since.startswith("0\xa0") else f"{since} ago"
 
 
 class BreakersTile:

@@ -17,10 +17,15 @@
   let watchdog = null;
   let charts = null;
 
+  let lastUpdate = null;
+
   function setStatus(kind, text) {
     status.className = "pill " + kind;
     status.textContent = text;
     root.classList.toggle("stale", kind !== "live");
+    const banner = document.getElementById("banner");
+    banner.hidden = kind !== "reconnecting";
+    if (lastUpdate) document.getElementById("banner-since").textContent = lastUpdate;
   }
 
   function socketUrl() {
@@ -59,7 +64,8 @@
   function reconnectLater() {
     const delay = Math.round(Math.random() * Math.min(CAP_MS, BASE_MS * Math.pow(2, attempt)));
     attempt += 1;
-    setStatus("reconnecting", "Reconnecting… (try " + attempt + ", in " + (delay / 1000).toFixed(1) + " s)");
+    setStatus("reconnecting", "Reconnecting… (try " + attempt + ")");
+    document.getElementById("banner-next").textContent = (delay / 1000).toFixed(1) + " s";
     setTimeout(connect, delay);
   }
 
@@ -79,7 +85,7 @@
   function render(snapshot) {
     const t = snapshot.traffic;
     text("kpi-rpm", fmt.format(t.requests_per_minute));
-    text("kpi-rps", fmt.format(t.requests_per_second) + " req/s last second");
+    text("kpi-rps", fmt.format(t.requests_per_second) + " req/s now");
     text("kpi-p50", ms(t.latency_ms.p50));
     text("kpi-p95", ms(t.latency_ms.p95));
     text("kpi-p99", ms(t.latency_ms.p99));
@@ -88,11 +94,12 @@
     text("kpi-429", fmt.format(t.s429));
     text("kpi-503", fmt.format(t.s503));
     text("kpi-pressure", snapshot.fleet.pressure.toFixed(0));
-    text("kpi-fleet", snapshot.fleet.processes + " web process" + (snapshot.fleet.processes === 1 ? "" : "es") +
-      " · " + snapshot.fleet.in_flight + " in flight");
+    text("kpi-fleet", snapshot.fleet.processes + " proc · " + snapshot.fleet.in_flight + " in flight");
+    document.getElementById("kpi-fleet").title = snapshot.fleet.processes + " web processes reporting";
     mark("kpi-errors", t.error_rate >= 0.05 ? "critical" : t.error_rate >= 0.01 ? "warning" : "");
     mark("kpi-pressure", snapshot.fleet.pressure >= 90 ? "critical" : snapshot.fleet.pressure >= 70 ? "warning" : "");
-    updated.textContent = "updated " + new Date(snapshot.at * 1000).toLocaleTimeString();
+    lastUpdate = new Date(snapshot.at * 1000).toLocaleTimeString();
+    updated.textContent = "updated " + lastUpdate;
     renderTop("top-tenants", snapshot.top_tenants, "tenant");
     renderTop("top-routes", snapshot.top_routes, "route");
     renderCharts(snapshot.series);
