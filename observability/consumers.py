@@ -8,9 +8,11 @@ handshake completes (close code 4403, which servers answer with HTTP 403).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+import redis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -24,6 +26,8 @@ from observability.dashboard.scopes import (
     scope_for,
     snapshot_kept,
 )
+
+logger = logging.getLogger("sentinel.observability")
 
 # Refused sockets: 4000-4999 is the application's range (RFC 6455 7.4.2); 4401/4403 read as HTTP.
 CLOSE_UNAUTHENTICATED = 4401
@@ -53,7 +57,10 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.accept()
         await self._touch()
         # The page fills at once from the latest snapshot instead of waiting for the next tick.
-        kept = await database_sync_to_async(snapshot_kept)(self.view)
+        try:
+            kept = await database_sync_to_async(snapshot_kept)(self.view)
+        except (redis.RedisError, OSError):
+            kept = None  # the next tick's frame will do
         if kept is not None:
             await self.send_json(kept)
 
@@ -72,12 +79,17 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self._touch()
 
     async def _touch(self) -> None:
+        """Marks the viewer's tenant as watched, so the producer computes its view. Redis being
+        down costs the viewer its frames until it is back, not its socket."""
         view = self.view
         if view is not None and not view.fleet:
             fleet = fleet_store()
-            await database_sync_to_async(fleet.viewer_touch)(
-                str(view.tenant_uuid), str(view.tenant_slug), ttl=VIEWER_TTL_SECONDS
-            )
+            try:
+                await database_sync_to_async(fleet.viewer_touch)(
+                    str(view.tenant_uuid), str(view.tenant_slug), ttl=VIEWER_TTL_SECONDS
+                )
+            except (redis.RedisError, OSError):
+                logger.warning("dashboard viewer mark failed (Redis)", exc_info=True)
 
 
 def _scope_of(user: Any, tenant_slug: str | None) -> DashboardScope:

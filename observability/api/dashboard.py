@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions
@@ -13,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.selectors import caller_from_request
+from core.errors import ServiceUnavailable
 from core.openapi import error_responses
 from core.tiles import DashboardScope
 from observability.dashboard.producer import snapshots_for
@@ -33,15 +35,18 @@ class DashboardStatsView(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("tenant", OpenApiTypes.STR, description="Staff: a tenant's slug.")],
-        responses={200: OpenApiTypes.OBJECT, **error_responses(403, 404)},
+        responses={200: OpenApiTypes.OBJECT, **error_responses(403, 404, 503)},
     )
     def get(self, request: Request) -> Response:
         view = self._scope(request)
-        if not view.fleet:
-            fleet_store().viewer_touch(str(view.tenant_uuid), str(view.tenant_slug), ttl=VIEWER_TTL_SECONDS)
-        snapshot = snapshot_kept(view)
-        if snapshot is None:
-            snapshot = snapshots_for(view, fleet=fleet_store(), now=int(time.time()))
+        try:
+            if not view.fleet:
+                fleet_store().viewer_touch(str(view.tenant_uuid), str(view.tenant_slug), ttl=VIEWER_TTL_SECONDS)
+            snapshot = snapshot_kept(view)
+            if snapshot is None:
+                snapshot = snapshots_for(view, fleet=fleet_store(), now=int(time.time()))
+        except (redis.RedisError, OSError) as exc:  # django-redis raises ConnectionError, an OSError
+            raise ServiceUnavailable("The dashboard's figures are unavailable (Redis).", retry_after=5) from exc
         return Response(snapshot, headers={"Cache-Control": "no-store"})
 
     @staticmethod

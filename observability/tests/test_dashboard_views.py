@@ -22,6 +22,7 @@ from observability.dashboard.producer import snapshots_produce
 from observability.dashboard.scopes import fleet_store
 from observability.models import Incident, IncidentKind, Severity
 from tests.support.cast import PASSWORD
+from tests.support.net import free_port
 from tests.support.redis_keys import key_prefix
 
 pytestmark = pytest.mark.django_db
@@ -192,3 +193,15 @@ def test_a_user_without_a_tenant_is_told_so(db: None) -> None:
     client.force_login(loner)
     response = client.get("/dashboard/")
     assert response.status_code == 403 and "do not belong to a tenant" in response.content.decode()
+
+
+def test_stats_dashboard_answers_503_when_redis_is_down(
+    api: Callable[..., APIClient], alice: User, settings: Settings
+) -> None:
+    # Given a fleet store whose Redis does not answer (a port nothing listens on)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    fleet_store.cache_clear()
+    response = api(alice).get("/stats/dashboard")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response["Retry-After"]
