@@ -109,14 +109,20 @@ def test_an_anonymous_socket_is_refused() -> None:
     assert run(scenario) == (False, 4401)
 
 
-def test_a_tenant_socket_gets_its_tenant_view_and_may_not_ask_for_another(alice: User, mallory: User) -> None:
-    alice_cookie, mallory_cookie = session_cookie(alice), session_cookie(mallory)
+def test_a_tenant_socket_gets_its_tenant_view_and_may_not_ask_for_another(
+    alice: User, mallory: User, staff: User
+) -> None:
+    alice_cookie, mallory_cookie, staff_cookie = session_cookie(alice), session_cookie(mallory), session_cookie(staff)
 
     async def scenario(runtime: DashboardRuntime) -> tuple[dict[str, Any], tuple[bool, int | None]]:
         mine = WebsocketCommunicator(application, "/ws/dashboard/", headers=alice_cookie)
         assert (await mine.connect())[0]
         frame = await mine.receive_json_from(timeout=3)
         await mine.disconnect()
+        picked = WebsocketCommunicator(application, "/ws/dashboard/?tenant=evil", headers=staff_cookie)
+        assert (await picked.connect())[0]
+        assert (await picked.receive_json_from(timeout=3))["scope"] == {"tenant": "evil"}
+        await picked.disconnect()
         other = WebsocketCommunicator(application, "/ws/dashboard/?tenant=wonderland", headers=mallory_cookie)
         refused = await other.connect()
         await other.wait()  # the refused consumer has finished (no query left in flight)
