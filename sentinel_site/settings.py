@@ -175,7 +175,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{CACHE_KEY_PREFIX}:channels"},
+            "CONFIG": {
+                # A read timeout longer than channels_redis' 5 s blocking pop (BZPOPMIN): redis-py 8
+                # defaults socket_timeout to 5 s, which races that pop and tears an idle consumer
+                # down with a TimeoutError (django/channels_redis#422). A dead Redis still fails
+                # within 10 s.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
+                "prefix": f"{CACHE_KEY_PREFIX}:channels",
+            },
         }
     }
 else:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddlewareStack
+from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -22,6 +23,7 @@ from accounts.models import User
 from gateway.engine.proxy import RequestRecord
 from observability.dashboard.runtime import DashboardRuntime
 from observability.dashboard.scopes import fleet_store
+from observability.tests.test_dashboard_views import forget_snapshots
 from sentinel_site.routing import websocket_urlpatterns
 from tests.support.redis_keys import key_prefix
 
@@ -36,6 +38,7 @@ def own_prefix(settings: Settings) -> Iterator[None]:
     """The fleet store and the producer's lease under a prefix of this test's own."""
     settings.CACHE_KEY_PREFIX = key_prefix("dash-ws")
     fleet_store.cache_clear()
+    forget_snapshots()  # a socket is sent the kept snapshot when it connects: none of an earlier test
     yield
     fleet_store.cache_clear()
 
@@ -131,3 +134,23 @@ def test_a_tenant_socket_gets_its_tenant_view_and_may_not_ask_for_another(
     frame, refused = run(scenario)
     assert frame["scope"] == {"tenant": "wonderland"} and frame["top_tenants"] == []
     assert refused == (False, 4403)
+
+
+def test_a_socket_idle_longer_than_the_layers_blocking_pop_stays_open(staff: User) -> None:
+    # redis-py 8's default 5 s read timeout used to race channels_redis' 5 s BZPOPMIN and tear an
+    # idle consumer down with a TimeoutError (settings.CHANNEL_LAYERS sets a longer one).
+    cookie = session_cookie(staff)
+
+    async def scenario() -> dict[str, Any]:
+        socket = WebsocketCommunicator(application, "/ws/dashboard/", headers=cookie)
+        assert (await socket.connect())[0]
+        # Given no producer running: nothing reaches the socket for longer than the blocking pop
+        assert await socket.receive_nothing(timeout=7, interval=0.5)
+        # Then the consumer is still there to forward the next snapshot
+        await get_channel_layer().group_send("observability.snapshot", {"type": "snapshot.push", "snapshot": {"at": 1}})
+        frame = await socket.receive_json_from(timeout=3)
+        await socket.disconnect()
+        await sync_to_async(connections.close_all)()
+        return frame
+
+    assert asyncio.run(scenario()) == {"at": 1}
