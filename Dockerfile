@@ -1,5 +1,13 @@
 # One image for every Sentinel process: web (the default command), worker, beat and the mock
 # upstream. docker-compose.yml picks the process with `command:`, using the Procfile's lines.
+
+# The front-end packages (package.json, package-lock.json) from npm, as `make install` does; only
+# their dist folders reach the image, where collectstatic picks them up.
+FROM node:20-slim AS frontend
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
 FROM python:3.11-slim
 
 # HOST/UPSTREAM_HOST: in a container the servers must listen on every interface, not on the
@@ -26,6 +34,7 @@ COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
 COPY . .
+COPY --from=frontend /build/node_modules/uplot/dist node_modules/uplot/dist
 
 # Static files are collected into var/static at build time and served by WhiteNoise. Settings need
 # a SECRET_KEY to load; this throwaway one (no secret: it signs nothing) is set for this RUN step

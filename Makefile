@@ -14,7 +14,7 @@ run seed: export DOWNSTREAM_URL ?= http://127.0.0.1:$(UPSTREAM_PORT)
 # one kept in var/secret_key is used when none is given.
 WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"
 
-.PHONY: install run test lint format migrate seed check clean bench-tools
+.PHONY: install run test lint format migrate seed check clean bench-tools browser
 
 $(BIN)/python:
 	@echo "==> Creating the virtualenv in $(VENV)"
@@ -36,8 +36,16 @@ var/secret_key:
 	chmod 700 var
 	umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 
-## install: virtualenv in .venv with every dependency
-install: $(STAMP) var/secret_key
+# Front-end packages from npm (package.json, package-lock.json) into node_modules, which Django's
+# static files read from (settings.STATICFILES_DIRS): nothing is copied into the repository.
+# npm ci writes node_modules/.package-lock.json, so this reruns only when the manifest changes.
+NODE_STAMP := node_modules/.package-lock.json
+$(NODE_STAMP): package.json package-lock.json
+	@echo "==> Installing front-end packages (npm ci)"
+	npm ci --no-audit --no-fund
+
+## install: virtualenv in .venv with every dependency, and the front-end packages
+install: $(STAMP) var/secret_key $(NODE_STAMP)
 	@chmod 700 var
 
 migrate: install
@@ -62,7 +70,7 @@ run: seed
 	$(WITH_KEY) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
 
 ## test: install, lint, and the whole suite
-test: install lint
+test: install lint browser
 	$(WITH_KEY) $(BIN)/python manage.py spectacular --fail-on-warn --validate --file /dev/null
 	$(BIN)/python -m pytest
 
@@ -98,6 +106,21 @@ bench-tools: install
 	fi
 	@echo "==> Installing py-spy into $(VENV)"
 	$(BIN)/python -m pip install --quiet py-spy==0.4.3
+
+## browser: Debian's chromium for the browser tests (Playwright drives it; it downloads no browser)
+# Installed with apt-get when missing and running as root; otherwise the browser tests are skipped
+# with the reason (and fail with CI=true).
+browser:
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "==> chromium is installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "==> Installing chromium with apt-get"; \
+		$(APT) install -y --no-install-recommends chromium \
+			|| { $(APT) update && $(APT) install -y --no-install-recommends chromium; } \
+			|| echo "==> chromium could not be installed: the browser tests will say so"; \
+	else \
+		echo "==> chromium is missing and this is not root: the browser tests will be skipped"; \
+	fi
 
 clean:
 	rm -rf $(VENV) var/celery var/static var/test.sqlite3*

@@ -2,8 +2,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -19,6 +25,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.admin_base import LimitedAdminLoginForm
+from observability.dashboard.scopes import ScopeDenied, ScopeNotFound, scope_for, tenant_choices
 from observability.health import health_report
 
 
@@ -105,3 +113,38 @@ def metrics_view(
         return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     return metrics
+
+
+@login_required
+@require_safe
+def dashboard_page(request: HttpRequest) -> HttpResponse:
+    """`/dashboard/`: the live dashboard page (the figures come over `/ws/dashboard/`). Staff see
+    the fleet and may pick a tenant (`?tenant=<slug>`); anyone else sees their own tenant."""
+    slug = request.GET.get("tenant") or None
+    try:
+        view = scope_for(request.user, tenant_slug=slug)  # type: ignore[arg-type]
+    except ScopeDenied as exc:
+        # A TemplateResponse: the page for people, which the API error middleware leaves as it is.
+        return TemplateResponse(request, "observability/dashboard_denied.html", {"reason": str(exc)}, status=403)
+    except ScopeNotFound as exc:
+        return TemplateResponse(request, "observability/dashboard_denied.html", {"reason": str(exc)}, status=404)
+    context = {
+        "view": view,
+        "tenants": tenant_choices() if request.user.is_staff else [],
+        "socket_path": "/ws/dashboard/" + (f"?{urlencode({'tenant': view.tenant_slug})}" if slug else ""),
+    }
+    return render(request, "observability/dashboard.html", context)
+
+
+class DashboardLoginForm(LimitedAdminLoginForm):
+    """The admin's login form with its failed-login limiter (one budget with `POST /auth/token`),
+    open to every active user: the dashboard is the tenants' too, not only staff's."""
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        AuthenticationForm.confirm_login_allowed(self, user)
+
+
+# `/login/` (settings.LOGIN_URL): Django's login view, where `/dashboard/` sends visitors.
+dashboard_login = LoginView.as_view(
+    form_class=DashboardLoginForm, template_name="observability/login.html", redirect_authenticated_user=True
+)

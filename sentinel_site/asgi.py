@@ -6,7 +6,8 @@ the proxy's runtime (its route table refresh and its upstream connection pool) a
 log's writer.
 
 This is where the gateway's observers are wired in: the proxy's `on_complete` sink (the gateway's
-metrics, and the request log's queue, through `request_sinks`) and the runtime's gauge sink.
+metrics, the live dashboard's per-second buckets and the request log's queue, through
+`request_sinks`) and the runtime's gauge sink.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from core.asgi_guards import BodySizeLimit  # noqa: E402
 from core.errors import error_json  # noqa: E402
 from gateway.metrics import gateway_gauges_set, request_observer  # noqa: E402
 from gateway.runtime import GatewayRuntime, build_proxy, request_sinks  # noqa: E402
+from observability.dashboard.runtime import DashboardRuntime  # noqa: E402
 from observability.request_log.pipeline import request_log_pipeline  # noqa: E402
 from sentinel_site.routing import websocket_urlpatterns  # noqa: E402
 
@@ -49,9 +51,11 @@ GC_YOUNG_THRESHOLD = 10_000
 
 class SentinelApplication:
     def __init__(self) -> None:
-        # None when REQUEST_LOG_ENABLED is off: the proxy then keeps its one metrics sink.
+        # None when REQUEST_LOG_ENABLED is off: the proxy then keeps its other sinks.
         self.request_log = request_log_pipeline()
-        sinks = [request_observer()] + ([self.request_log.sink] if self.request_log else [])
+        self.dashboard = DashboardRuntime()
+        sinks = [request_observer(), self.dashboard.recorder]
+        sinks += [self.request_log.sink] if self.request_log else []
         self.proxy = build_proxy(
             fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(*sinks), tracer=gateway_tracer
         )
@@ -84,9 +88,11 @@ class SentinelApplication:
                 await self.runtime.start()
                 if self.request_log:
                     self.request_log.start()
+                await self.dashboard.start(gauge=self.proxy.gauge)
                 settle_garbage_collector()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.dashboard.stop()
                 await self.runtime.stop()
                 # uvicorn sends this after SIGTERM/SIGINT, once open connections are done (or its
                 # graceful timeout passed): every request has been recorded. Bounded by

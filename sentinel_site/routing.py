@@ -4,4 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-websocket_urlpatterns: list[Any] = []
+from django.urls import re_path
+
+from observability.consumers import DashboardConsumer
+
+websocket_urlpatterns: list[Any] = [
+    # With or without the trailing slash, as browsers and clients are written either way.
+    re_path(r"^ws/dashboard/?$", DashboardConsumer.as_asgi()),
+]

@@ -175,7 +175,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{CACHE_KEY_PREFIX}:channels"},
+            "CONFIG": {
+                # A read timeout longer than channels_redis' 5 s blocking pop (BZPOPMIN): redis-py 8
+                # defaults socket_timeout to 5 s, which races that pop and tears an idle consumer
+                # down with a TimeoutError (django/channels_redis#422). A dead Redis still fails
+                # within 10 s.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
+                "prefix": f"{CACHE_KEY_PREFIX}:channels",
+            },
         }
     }
 else:
@@ -286,7 +293,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+# Django's login view, with the admin's failed-login limiter, open to tenant users (the admin's
+# own login takes staff only): where `/dashboard/` sends a visitor who is not signed in.
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/dashboard/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -465,10 +475,22 @@ EGRESS_ALLOWED_NETWORKS = _env_networks("EGRESS_ALLOWED_NETWORKS")
 # machine), off in production mode, where 127.0.0.1 is the gateway's own host.
 EGRESS_ALLOW_LOOPBACK = env_bool("EGRESS_ALLOW_LOOPBACK", EMBEDDED_MODE)
 
+# --- Live dashboard (observability.dashboard, docs/dashboard.md) ----------------------------
+# Its panels, in display order: each a `core.tiles.Tile` by dotted path. Monitors and fraud add
+# their tile here when they land; the dashboard imports none of them.
+SENTINEL_DASHBOARD_TILES = [
+    "observability.dashboard.tiles.breakers",
+    "observability.dashboard.tiles.insight",
+    "observability.dashboard.tiles.rule_matches",
+    "observability.dashboard.tiles.deliveries",
+]
+
 # --- Static files, i18n --------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"  # created by core.apps.CoreConfig.ready(): WhiteNoise warns of a missing one
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Front-end packages come from npm (package.json, installed by `make install`): Django's finders
+# and collectstatic read the library's dist folder in node_modules, nothing is copied into the repo.
+STATICFILES_DIRS = [BASE_DIR / "static", ("vendor/uplot", BASE_DIR / "node_modules" / "uplot" / "dist")]
 # Served by WhiteNoise from the collected files; from the finders when nothing was collected yet.
 WHITENOISE_USE_FINDERS = DEBUG or not (STATIC_ROOT / "admin").exists()
 LANGUAGE_CODE = "en-us"

@@ -8,8 +8,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from gateway.api.views import CircuitResetView, CircuitStatusView
 from gateway.metrics import BreakerStateCollector, route_series_declare
 from monitors.metrics import MonitorsUpCollector
+from observability.api.dashboard import DashboardStatsView
 from observability.api.urls import insight_urlpatterns
-from observability.views import health, metrics_view
+from observability.views import dashboard_login, dashboard_page, health, metrics_view
 from rules.api.urls import event_urlpatterns
 
 urlpatterns = [
@@ -26,6 +27,9 @@ urlpatterns = [
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema")),
     path("health", health, name="health"),
+    path("login/", dashboard_login, name="login"),
+    path("dashboard/", dashboard_page, name="dashboard"),
+    path("stats/dashboard", DashboardStatsView.as_view(), name="stats-dashboard"),
     path("circuit/status", CircuitStatusView.as_view(), name="circuit-status"),
     path("circuit/reset", CircuitResetView.as_view(), name="circuit-reset"),
     # django-prometheus' metrics and Sentinel's, summed over every process (multiprocess mode),
