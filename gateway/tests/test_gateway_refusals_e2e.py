@@ -44,7 +44,7 @@ def logged_web_process(log_path: Path) -> Iterator[int]:
         process = subprocess.Popen(
             python_command("manage.py", "serve", "--port", str(port)),
             cwd=BASE_DIR,
-            env=child_env(),
+            env=child_env(LOG_LEVEL="info"),  # the access lines are at info
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -238,12 +238,14 @@ def test_every_error_is_json_unless_a_browser_asks(staff: User, tmp_path: Path) 
     assert (browser_admin.status, browser_admin.headers["content-type"][:9]) == (404, "text/html")
     assert (browser_api.status, browser_api.error["code"]) == (404, "not_found")
     assert (script_admin.status, script_admin.error["code"]) == (404, "not_found")
-    # Django's own "Not Found: /nope" line carries the id the client was given.
+    # One access line per 404, carrying the id the client was given; Django's own "Not Found: /nope"
+    # warning would repeat it (settings.LOGGING keeps django.request for errors only).
     lines = log_lines(log_path)
-    not_found = [line for line in lines if line.get("logger") == "django.request"]
+    not_found = [line for line in lines if line.get("logger") == "sentinel.access" and line.get("status") == 404]
     assert len(not_found) >= len(json_404), not_found
     assert CLIENT_ID in [line.get("correlation_id") for line in not_found], not_found
     assert all(line.get("correlation_id") for line in not_found), not_found
+    assert not [line for line in lines if line.get("logger") == "django.request"]
 
 
 def test_a_host_not_allowed_is_a_json_400_and_a_warning(tmp_path: Path) -> None:
