@@ -113,20 +113,27 @@ class SentinelAdminSite(admin.AdminSite):
     login_form = LimitedAdminLoginForm
 
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        response = super().login(request, extra_context)
-        form = (getattr(response, "context_data", None) or {}).get("form")
-        lockout = getattr(form, "lockout", None)
-        if request.method == "POST" and isinstance(lockout, Lockout):
-            refusal = TooManyRequests(
-                "Too many failed logins; try again later.",
-                retry_after=lockout.retry_after,
-                code="too_many_failed_logins",
-                limit=lockout.state(),
-            )
-            response.status_code = refusal.status_code
-            for name, value in refusal.headers():
-                response[name] = value
-        return response
+        return login_lockout_answer(request, super().login(request, extra_context))
+
+
+def login_lockout_answer(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """`response` (a login page rendered by a `LimitedAdminLoginForm` view) turned into a
+    `429 Too Many Requests` with the API's `Retry-After` and RateLimit headers when the POSTed
+    form was refused for a lockout; any other response is returned as it is. Shared by the
+    admin's login and the dashboard's `/login/`, so both doors refuse alike."""
+    form = (getattr(response, "context_data", None) or {}).get("form")
+    lockout = getattr(form, "lockout", None)
+    if request.method == "POST" and isinstance(lockout, Lockout):
+        refusal = TooManyRequests(
+            "Too many failed logins; try again later.",
+            retry_after=lockout.retry_after,
+            code="too_many_failed_logins",
+            limit=lockout.state(),
+        )
+        response.status_code = refusal.status_code
+        for name, value in refusal.headers():
+            response[name] = value
+    return response
 
 
 # --- compact changelist columns (issue 8, item 12: the admin reads well at 1280 px) ---------------

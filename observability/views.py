@@ -25,7 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.admin_base import LimitedAdminLoginForm
+from accounts.admin_base import LimitedAdminLoginForm, login_lockout_answer
 from observability.dashboard.scopes import ScopeDenied, ScopeNotFound, scope_for, tenant_choices
 from observability.health import health_report
 
@@ -144,7 +144,17 @@ class DashboardLoginForm(LimitedAdminLoginForm):
         AuthenticationForm.confirm_login_allowed(self, user)
 
 
-# `/login/` (settings.LOGIN_URL): Django's login view, where `/dashboard/` sends visitors.
-dashboard_login = LoginView.as_view(
-    form_class=DashboardLoginForm, template_name="observability/login.html", redirect_authenticated_user=True
-)
+class DashboardLoginView(LoginView):
+    """`/login/` (settings.LOGIN_URL): Django's login view, where `/dashboard/` sends visitors; a
+    locked-out username or address gets the page with the error as a 429 with `Retry-After`, as
+    the admin's login does (`login_lockout_answer`)."""
+
+    form_class = DashboardLoginForm
+    template_name = "observability/login.html"
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return login_lockout_answer(request, super().post(request, *args, **kwargs))
+
+
+dashboard_login = DashboardLoginView.as_view()

@@ -178,6 +178,18 @@ def test_a_wrong_password_on_the_login_page_is_refused_and_counted(alice: User) 
     assert "correct username and password" in response.content.decode()
 
 
+def test_a_locked_out_login_page_answers_429_with_the_wait(alice: User) -> None:
+    client = Client()
+    for _ in range(5):
+        assert client.post("/login/", {"username": "alice", "password": "wrong-password"}).status_code == 200
+    # The right password now: refused before it is checked, as at the admin and /auth/token.
+    locked = client.post("/login/?next=/dashboard/", {"username": "alice", "password": PASSWORD})
+    assert locked.status_code == 429
+    assert 1 <= int(locked["Retry-After"]) <= 900
+    assert "Too many failed logins" in locked.content.decode() and 'name="password"' in locked.content.decode()
+    assert client.get("/dashboard/").status_code == 302  # not signed in
+
+
 def test_staff_pick_a_tenant_on_the_page(staff: User, tenant_a: Tenant, tenant_b: Tenant) -> None:
     client = Client()
     client.force_login(staff)
