@@ -35,7 +35,11 @@ class RequestLog(models.Model):
     correlation_id = models.CharField(max_length=128)
     trace_id = models.CharField(max_length=32, blank=True)
     tenant_uuid = models.UUIDField("tenant UUID", null=True, blank=True)
-    tenant_key = models.CharField(max_length=80, blank=True, help_text="The limiter's key: uuid or ip:<address>.")
+    tenant_key = models.CharField(
+        max_length=80,
+        blank=True,
+        help_text="The limiter's key: the tenant's uuid, or ip:ADDRESS for an anonymous caller.",
+    )
     tier = models.CharField(max_length=16, blank=True)
     principal = models.CharField(max_length=64, blank=True, help_text="User id or API key prefix.")
     route_id = models.IntegerField(null=True, blank=True)
