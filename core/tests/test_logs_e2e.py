@@ -98,7 +98,10 @@ def test_every_process_writes_json_lines_and_a_request_once_with_its_correlation
         "Content-Type": "application/json",
         "x-correlation-id": "logs-test-event",
     }
-    beat_command = python_command("-m", "celery", "-A", "sentinel_site", "beat", "--schedule", "/dev/null")
+    # A schedule file of the test's own: beat's shelve removes a file it cannot read and creates a
+    # new one in its place (`--schedule /dev/null` once replaced the machine's /dev/null).
+    schedule = str(tmp_path / "celerybeat-schedule")
+    beat_command = python_command("-m", "celery", "-A", "sentinel_site", "beat", "--schedule", schedule)
     stream_command = python_command("manage.py", "consume_events", "--block-ms", "200")
     names = ("web", "worker", "beat", "stream")
     with log_files(tmp_path, *names) as (web_log, worker_log, beat_log, stream_log):
