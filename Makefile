@@ -10,6 +10,9 @@ PORT   ?= 8000
 UPSTREAM_PORT ?= 8080
 run seed: export UPSTREAM_PORT := $(UPSTREAM_PORT)
 run seed: export DOWNSTREAM_URL ?= http://127.0.0.1:$(UPSTREAM_PORT)
+# Fleet-wide incidents (a flooding address, a failing upstream) become events of the demo tenant
+# whose demo rule notifies the mock upstream's /sink (seed_demo_rules).
+run: export INSIGHT_EVENTS_TENANT ?= globex
 # In production mode (DATABASE_URL or REDIS_URL set) settings demand SECRET_KEY; locally the
 # one kept in var/secret_key is used when none is given.
 WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"

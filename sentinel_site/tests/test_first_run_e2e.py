@@ -96,6 +96,7 @@ def test_the_ready_banner_repeats_the_urls_and_the_one_time_credentials(
 
     assert "Sentinel is ready." in banner
     assert f"http://127.0.0.1:{port}/admin/" in banner
+    assert f"http://127.0.0.1:{port}/dashboard/" in banner
     assert f"{seeded['admin_username']} / {seeded['admin_password']}" in banner
     assert seeded["demo_api_key"] in banner
     assert f"http://127.0.0.1:{upstream_port}/sink" in banner

@@ -60,6 +60,7 @@ class Command(BaseCommand):
             "=" * 72,
             f"Sentinel is {state}.",
             f"  home       {base}/",
+            f"  dashboard  {base}/dashboard/  (live traffic, breakers, incidents; log in below)",
             f"  API docs   {base}/docs",
             f"  admin      {base}/admin/",
             f"  health     {base}/health",

@@ -1,9 +1,10 @@
-"""`python manage.py seed_demo_rules`: a demo webhook channel and a demo rule, so the rules engine
+"""`python manage.py seed_demo_rules`: a demo webhook channel and two demo rules, so the rules engine
 does something out of the box.
 
 The channel `demo-sink` of the demo tenant posts to the mock upstream's `/sink` (DOWNSTREAM_URL +
-`/sink`), which lists what it received at `GET /sink`; the rule notifies it of orders over 500.
-Both are created once; later edits stay. Run after `seed_demo`, which creates the tenant.
+`/sink`), which lists what it received at `GET /sink`; one rule notifies it of orders over 500, the
+other of the insight engine's incidents (warning or critical, opened or escalated).
+All are created once; later edits stay. Run after `seed_demo`, which creates the tenant.
 
 In production mode the egress policy refuses tenant channels to loopback addresses (SPEC 7): the
 channel is then skipped with the policy's reason, and so is the rule (a demo that cannot deliver
@@ -30,6 +31,14 @@ DEMO_DSL = (
     'when event.type == "order" and amount > 500\n'
     f'then notify("webhook:{DEMO_CHANNEL}", "Big order {{event.id}}: {{amount}} {{currency}}")'
 )
+# The insight engine's incidents arrive as events (`type == "incident"`): fleet-wide ones in the
+# tenant INSIGHT_EVENTS_TENANT names, which `make run` sets to this demo tenant.
+DEMO_INCIDENT_RULE = "Incidents (demo)"
+DEMO_INCIDENT_DSL = (
+    'when event.type == "incident" and change != "resolved" and severity in ["warning", "critical"]\n'
+    f'then notify("webhook:{DEMO_CHANNEL}", "Incident {{kind}} ({{severity}}): {{summary}}")'
+)
+DEMO_RULES = [(DEMO_RULE, DEMO_DSL), (DEMO_INCIDENT_RULE, DEMO_INCIDENT_DSL)]
 
 
 def demo_sink_url() -> str:
@@ -46,13 +55,14 @@ class Command(BaseCommand):
             self.stderr.write(f"tenant {DEMO_TENANT!r} does not exist: run `manage.py seed_demo` first")
             return
         if not self._ensure_channel(tenant):
-            self.stderr.write(f"rule    {DEMO_RULE!r} not created either: it would have no channel to notify")
+            self.stderr.write("demo rules not created either: they would have no channel to notify")
             return
-        if Rule.objects.filter(tenant=tenant, name=DEMO_RULE).exists():
-            self.stdout.write(f"rule    {DEMO_RULE!r} exists")
-        else:
-            rule_create(tenant=tenant, name=DEMO_RULE, dsl=DEMO_DSL, cooldown_seconds=0)
-            self.stdout.write(f"rule    {DEMO_RULE!r} created for {DEMO_TENANT}")
+        for name, dsl in DEMO_RULES:
+            if Rule.objects.filter(tenant=tenant, name=name).exists():
+                self.stdout.write(f"rule    {name!r} exists")
+            else:
+                rule_create(tenant=tenant, name=name, dsl=dsl, cooldown_seconds=0)
+                self.stdout.write(f"rule    {name!r} created for {DEMO_TENANT}")
 
     def _ensure_channel(self, tenant: Tenant) -> bool:
         """True when the demo channel exists (now or already)."""
