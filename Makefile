@@ -17,7 +17,7 @@ run: export INSIGHT_EVENTS_TENANT ?= globex
 # one kept in var/secret_key is used when none is given.
 WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"
 
-.PHONY: install run test lint format migrate seed check clean bench-tools browser
+.PHONY: install ports run test lint format migrate seed check clean bench-tools browser
 
 $(BIN)/python:
 	@echo "==> Creating the virtualenv in $(VENV)"
@@ -63,14 +63,20 @@ seed: migrate
 	$(WITH_KEY) $(BIN)/python manage.py seed_demo_routes
 	$(WITH_KEY) $(BIN)/python manage.py seed_demo_rules
 
+# Before migrating or starting anything: a second `make run`, or another server on a port, is
+# stopped here with the port's name rather than by a bind error scrolled away in honcho's output.
+ports: install
+	@$(WITH_KEY) $(BIN)/python manage.py await_ready --ports-free --port $(PORT) --upstream-port $(UPSTREAM_PORT)
+
 ## run: install, migrate, seed demo data, then every Procfile process together
 # await_ready runs beside honcho and prints the URLs and the first-run credentials again once
-# /health answers: honcho's output would scroll a banner printed before it away at once.
-run: seed
+# /health answers: honcho's output would scroll a banner printed before it away at once. It
+# watches honcho's pid (the shell's, which exec hands to honcho) and prints nothing if honcho ends.
+run: ports seed
 	$(WITH_KEY) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo "==> Starting every process of the Procfile (Ctrl-C stops them all); the URLs follow once /health answers"
-	$(WITH_KEY) $(BIN)/python manage.py await_ready --port $(PORT) --upstream-port $(UPSTREAM_PORT) &
-	$(WITH_KEY) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
+	$(WITH_KEY) PATH="$(CURDIR)/$(BIN):$$PATH" sh -c '$(BIN)/python manage.py await_ready --port $(PORT) \
+		--upstream-port $(UPSTREAM_PORT) --while-pid $$$$ & exec $(BIN)/honcho start -f Procfile -p $(PORT)'
 
 ## test: install, lint, and the whole suite
 test: install lint browser

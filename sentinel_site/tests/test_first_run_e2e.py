@@ -93,7 +93,26 @@ def test_the_ready_banner_repeats_the_urls_and_the_one_time_credentials(
             timeout=120,
             check=True,
         ).stdout.decode()
+        # A second `make run` while this one serves: stopped before anything starts, naming the port.
+        second = subprocess.run(
+            python_command("manage.py", "await_ready", "--ports-free", "--port", str(port), "--upstream-port", "1"),
+            env=child_env(SENTINEL_VAR_DIR=str(tmp_path)),
+            capture_output=True,
+            timeout=60,
+        )
+        # And a banner whose honcho has ended prints nothing, although /health answers (another's).
+        ended = subprocess.Popen(["true"])
+        ended.wait()
+        orphan = subprocess.run(
+            python_command("manage.py", "await_ready", "--port", str(port), "--while-pid", str(ended.pid)),
+            env=child_env(SENTINEL_VAR_DIR=str(tmp_path)),
+            capture_output=True,
+            timeout=60,
+        )
 
+    assert second.returncode != 0
+    assert f"port {port} (web) is already in use" in second.stderr.decode()
+    assert (orphan.returncode, orphan.stdout) == (0, b"")
     assert "Sentinel is ready." in banner
     assert f"http://127.0.0.1:{port}/admin/" in banner
     assert f"http://127.0.0.1:{port}/dashboard/" in banner

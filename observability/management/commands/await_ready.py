@@ -2,11 +2,18 @@
 
 `make run` starts it in the background next to honcho: the processes' output scrolls fast, so the
 URLs and the first-run credentials are printed again once Sentinel is actually serving, as the
-last thing on the screen.
+last thing on the screen. With `--while-pid` (honcho's pid) it gives up quietly when honcho has
+ended, so a start that failed is never followed by "ready" (another instance answering /health on
+the port would otherwise be taken for this one).
+
+`--ports-free` is the check `make run` makes before migrating and starting anything: it fails,
+naming the port, when something already listens on the web or the mock upstream's port.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +40,24 @@ def health_status(url: str) -> int | None:
         return None
 
 
+def port_taken(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:`port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def process_alive(pid: int) -> bool:
+    """True while process `pid` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 class Command(BaseCommand):
     help = "Wait for /health, then print Sentinel's URLs and the first-run credentials."
 
@@ -40,17 +65,40 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--upstream-port", type=int, default=8080)
         parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds")
+        parser.add_argument("--while-pid", type=int, help="stop waiting, printing nothing, once this process ends")
+        parser.add_argument(
+            "--ports-free", action="store_true", help="only check that both ports are free; fail naming a taken one"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["ports_free"]:
+            self._ports_free(options["port"], options["upstream_port"])
+            return
         base = f"http://127.0.0.1:{options['port']}"
+        owner = options["while_pid"]
         deadline = time.monotonic() + options["timeout"]
-        status = health_status(f"{base}/health")
-        while status != 200 and time.monotonic() < deadline:
-            time.sleep(POLL_INTERVAL_S)  # polling a condition with a deadline
+        status = None
+        while time.monotonic() < deadline:
+            if owner is not None and not process_alive(owner):
+                return  # honcho ended: the start failed or was stopped, and it said why
             status = health_status(f"{base}/health")
+            if status == 200:
+                break
+            time.sleep(POLL_INTERVAL_S)  # polling a condition with a deadline
+        if owner is not None and not process_alive(owner):
+            return
         if status is None:
             raise CommandError(f"Sentinel did not answer at {base}/health within {options['timeout']:.0f} s")
         self.stdout.write(self._banner(base, options["upstream_port"], status))
+
+    @staticmethod
+    def _ports_free(port: int, upstream_port: int) -> None:
+        for name, number in (("web", port), ("mock upstream", upstream_port)):
+            if port_taken(number):
+                raise CommandError(
+                    f"port {number} ({name}) is already in use: is Sentinel already running? "
+                    "Stop it, or pick free ports: make run PORT=8100 UPSTREAM_PORT=8180"
+                )
 
     def _banner(self, base: str, upstream_port: int, status: int) -> str:
         upstream = f"http://127.0.0.1:{upstream_port}"
