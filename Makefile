@@ -60,8 +60,8 @@ migrate: install
 seed: migrate
 	@echo "==> Seeding demo data"
 	$(WITH_KEY) $(BIN)/python manage.py seed_demo
-	$(WITH_KEY) $(BIN)/python manage.py seed_demo_routes
-	$(WITH_KEY) $(BIN)/python manage.py seed_demo_rules
+	$(WITH_KEY) $(BIN)/python manage.py seed_demo_routes --follow-downstream
+	$(WITH_KEY) $(BIN)/python manage.py seed_demo_rules --follow-downstream
 
 # Before migrating or starting anything: a second `make run`, or another server on a port, is
 # stopped here with the port's name rather than by a bind error scrolled away in honcho's output.

@@ -17,8 +17,11 @@ import pytest
 from django.core.management import call_command
 
 from accounts.models import User
+from gateway.models import Route
+from gateway.services import route_update
 from observability.management.commands.await_ready import Command
 from rules.models import Delivery, DeliveryStatus, NotificationChannel, Rule
+from rules.services import channel_update
 from tests.support.net import free_port, http_request
 from tests.support.processes import MockUpstreams, celery_worker, child_env, python_command, web_process
 from tests.support.redis_keys import key_prefix
@@ -161,3 +164,30 @@ def test_the_banner_says_so_when_the_first_run_file_belongs_to_another_database(
 
     assert "another database" in lines[0]
     assert not any("demo_api_key" in line or "snl_" in line for line in lines)
+
+
+def test_a_run_on_other_ports_moves_the_demo_route_and_channel_but_not_what_someone_set(
+    seeded: dict[str, str], settings: Any
+) -> None:
+    """`make run UPSTREAM_PORT=8180` after a run on 8080: the demo route and channel follow the
+    mock upstream (the trial found them left on the old port: 502, and webhooks to nowhere)."""
+    moved = "http://127.0.0.1:8180"
+    settings.SENTINEL_GATEWAY = {**settings.SENTINEL_GATEWAY, "DOWNSTREAM_URL": moved}
+    call_command("seed_demo_routes", "--follow-downstream", stdout=(out := io.StringIO()))
+    call_command("seed_demo_rules", "--follow-downstream", stdout=out)
+
+    assert Route.objects.get(path_prefix="/proxy/").targets == [moved]
+    assert NotificationChannel.objects.get(name="demo-sink").target == f"{moved}/sink"
+    assert "re-pointed" in out.getvalue()
+
+    # Targets someone chose stay, as does everything without the flag.
+    route = Route.objects.get(path_prefix="/proxy/")
+    route_update(route=route, targets=["http://localhost:9000"])
+    channel = NotificationChannel.objects.get(name="demo-sink")
+    channel_update(channel=channel, target="http://127.0.0.1:8180/hooks/sentinel")
+    settings.SENTINEL_GATEWAY = {**settings.SENTINEL_GATEWAY, "DOWNSTREAM_URL": "http://127.0.0.1:8280"}
+    call_command("seed_demo_routes", "--follow-downstream", stdout=io.StringIO(), stderr=io.StringIO())
+    call_command("seed_demo_rules", "--follow-downstream", stdout=io.StringIO())
+
+    assert Route.objects.get(path_prefix="/proxy/").targets == ["http://localhost:9000"]
+    assert NotificationChannel.objects.get(name="demo-sink").target == "http://127.0.0.1:8180/hooks/sentinel"

@@ -4,7 +4,9 @@ does something out of the box.
 The channel `demo-sink` of the demo tenant posts to the mock upstream's `/sink` (DOWNSTREAM_URL +
 `/sink`), which lists what it received at `GET /sink`; one rule notifies it of orders over 500, the
 other of the insight engine's incidents (warning or critical, opened or escalated).
-All are created once; later edits stay. Run after `seed_demo`, which creates the tenant.
+All are created once; later edits stay (with ``--follow-downstream``, what `make run` passes, a
+channel that still points at an earlier run's mock upstream follows this run's: `core.demo`).
+Run after `seed_demo`, which creates the tenant.
 
 In production mode the egress policy refuses tenant channels to loopback addresses (SPEC 7): the
 channel is then skipped with the policy's reason, and so is the rule (a demo that cannot deliver
@@ -16,13 +18,14 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.models import Tenant
 from core.conf import sentinel_settings
+from core.demo import mock_upstream_moved
 from core.errors import DomainError
 from rules.models import NotificationChannel, Rule
-from rules.services import channel_create, rule_create
+from rules.services import channel_create, channel_update, rule_create
 
 DEMO_TENANT = "globex"
 DEMO_CHANNEL = "demo-sink"
@@ -47,14 +50,21 @@ def demo_sink_url() -> str:
 
 
 class Command(BaseCommand):
-    help = "Create the demo webhook channel (to the mock upstream's /sink) and the demo rule; safe to run again."
+    help = "Create the demo webhook channel (to the mock upstream's /sink) and the demo rules; safe to run again."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--follow-downstream",
+            action="store_true",
+            help="re-point the channel when it still targets an earlier run's mock upstream (make run)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=DEMO_TENANT).first()
         if tenant is None:
             self.stderr.write(f"tenant {DEMO_TENANT!r} does not exist: run `manage.py seed_demo` first")
             return
-        if not self._ensure_channel(tenant):
+        if not self._ensure_channel(tenant, follow=options["follow_downstream"]):
             self.stderr.write("demo rules not created either: they would have no channel to notify")
             return
         for name, dsl in DEMO_RULES:
@@ -64,12 +74,21 @@ class Command(BaseCommand):
                 rule_create(tenant=tenant, name=name, dsl=dsl, cooldown_seconds=0)
                 self.stdout.write(f"rule    {name!r} created for {DEMO_TENANT}")
 
-    def _ensure_channel(self, tenant: Tenant) -> bool:
+    def _ensure_channel(self, tenant: Tenant, *, follow: bool) -> bool:
         """True when the demo channel exists (now or already)."""
-        if NotificationChannel.objects.filter(tenant=tenant, kind="webhook", name=DEMO_CHANNEL).exists():
+        target = demo_sink_url()
+        channel = NotificationChannel.objects.filter(tenant=tenant, kind="webhook", name=DEMO_CHANNEL).first()
+        if channel is not None and follow and mock_upstream_moved(channel.target, target):
+            try:
+                channel_update(channel=channel, target=target)
+            except DomainError as exc:
+                self.stderr.write(f"channel webhook:{DEMO_CHANNEL} kept at {channel.target}: {exc.message}")
+                return True
+            self.stdout.write(f"channel webhook:{DEMO_CHANNEL} -> {target} (re-pointed from an earlier run's)")
+            return True
+        if channel is not None:
             self.stdout.write(f"channel webhook:{DEMO_CHANNEL} exists")
             return True
-        target = demo_sink_url()
         try:
             channel_create(
                 tenant=tenant, kind="webhook", name=DEMO_CHANNEL, target=target, secret=secrets.token_urlsafe(24)
