@@ -215,10 +215,13 @@
       { label: "429", stroke: "#d97706", width: 1.5 },
       { label: "503", stroke: "#7c3aed", width: 1.5 },
     ]);
+    // A second without requests has no latency (null): the line breaks there rather than drawing
+    // a slope across idle time, and points keep a lone busy second visible between gaps.
+    const dots = { show: true, size: 4 };
     const latency = chart("chart-latency", [
-      { label: "p50", stroke: "#059669", width: 2, spanGaps: true },
-      { label: "p95", stroke: "#d97706", width: 1.5, spanGaps: true },
-      { label: "p99", stroke: "#dc2626", width: 1.5, spanGaps: true },
+      { label: "p50", stroke: "#059669", width: 2, spanGaps: false, points: dots },
+      { label: "p95", stroke: "#d97706", width: 1.5, spanGaps: false, points: dots },
+      { label: "p99", stroke: "#dc2626", width: 1.5, spanGaps: false, points: dots },
     ]);
     window.addEventListener("resize", function () {
       for (const c of [requests, latency]) c.setSize(size(c.root.parentElement));
