@@ -45,10 +45,16 @@ class RequestLog(models.Model):
     route_id = models.IntegerField(null=True, blank=True)
     route = models.CharField(max_length=200, blank=True, help_text="The route's path prefix.")
     method = models.CharField(max_length=16)
-    path = models.CharField(max_length=2000)
+    path = models.CharField(
+        max_length=2000, help_text="As the client sent it, escapes kept; without the query (it may hold credentials)."
+    )
     status = models.PositiveSmallIntegerField()
     decision = models.CharField(max_length=16, choices=Decision.choices)
-    reason = models.CharField(max_length=32, blank=True, help_text="Why a request was refused.")
+    reason = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Why it was refused or failed: unsafe_path, not_authenticated, connect_error, timeout, upstream_5xx…",
+    )
     latency_ms = models.FloatField()
     upstream = models.CharField(max_length=300, blank=True)
     upstream_latency_ms = models.FloatField(null=True, blank=True)

@@ -418,8 +418,12 @@ class _RecordBuilder:
         if result.outcome == "egress_denied":  # Sentinel's own refusal: nothing reached the upstream
             self.finish(result.status, "rejected", "egress_denied")
             return
+        # The forwarder's outcome names what went wrong (`connect_error`, `timeout`, `upstream_5xx`,
+        # `client_disconnect`, ...); a plain answer has no reason.
         self.finish(
-            result.status, "upstream_error" if result.counts_as_failure or result.status >= 500 else "forwarded"
+            result.status,
+            "upstream_error" if result.counts_as_failure or result.status >= 500 else "forwarded",
+            "" if result.outcome == "ok" else result.outcome,
         )
 
     def build(self, started: float) -> RequestRecord:
@@ -434,7 +438,9 @@ class _RecordBuilder:
             tenant_key=identity.tenant_key if identity else None,
             tier=identity.tier if identity else None,
             method=self.scope["method"],
-            path=self.scope["path"][:2000],
+            # As the client sent it (its escapes kept), as an access log's request line: an encoded
+            # separator the proxy refused must not be recorded as the path it decodes to.
+            path=((self.scope.get("raw_path") or b"").decode("latin-1") or self.scope["path"])[:2000],
             status=self.status,
             decision=self.decision,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),

@@ -70,11 +70,13 @@ class Harness:
         self.proxy.state.tenants = TenantDirectory([VITAL])
 
     async def request(
-        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"", *, sent_path: str = ""
     ) -> Response:
+        """`path` as the server decoded it; `sent_path` the client's octets (`path` when empty)."""
         raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        raw_path = (sent_path or path).encode("latin-1")
         scope = {
-            "type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+            "type": "http", "method": method, "path": path, "raw_path": raw_path, "query_string": b"",
             "headers": [(b"host", b"gw.test"), *raw], "scheme": "http", "client": ("198.51.100.4", 5555),
             "server": ("127.0.0.1", 8000), "http_version": "1.1",
         }  # fmt: skip
@@ -151,6 +153,21 @@ def test_rejections_are_json_with_the_right_status() -> None:
 
     h = run(scenario)
     assert [r.decision for r in h.records] == ["auth_failed", "rejected", "rejected", "rejected"]
+
+
+def test_the_record_keeps_the_path_as_the_client_sent_it() -> None:
+    """The request log is what an operator searches after an attack: an encoded separator must be
+    recorded as sent, not as the harmless-looking path the server decoded it to."""
+
+    async def scenario(h: Harness) -> None:
+        assert (await h.request("GET", "/pub/a/b", sent_path="/pub/a%2fb"))[0] == 400
+        assert (await h.request("GET", "/pub/caf\u00e9", sent_path="/pub/caf%C3%A9"))[0] == 200
+
+    h = run(scenario)
+    assert [(r.path, r.status, r.reason) for r in h.records] == [
+        ("/pub/a%2fb", 400, "unsafe_path"),
+        ("/pub/caf%C3%A9", 200, ""),
+    ]
 
 
 def test_the_local_bucket_refuses_a_burst() -> None:
