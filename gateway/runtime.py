@@ -104,6 +104,7 @@ def gateway_config() -> GatewayConfig:
         request_timeout_ms=conf.REQUEST_TIMEOUT_MS,
         rate_limit_fail_mode=conf.RATE_LIMIT_FAIL_MODE,
         forced_pressure=conf.FORCED_PRESSURE,
+        trusted_proxy_count=settings.TRUSTED_PROXY_COUNT,
     )
 
 

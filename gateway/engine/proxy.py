@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeAlias
 
 from core.correlation import accept_correlation_id as correlation_id
 from core.errors import error_json
+from core.forwarded import forwarded_client
 from core.ratelimit_headers import service_unavailable_headers, too_many_requests_headers
 from gateway.engine.auth import Authenticator, AuthFailure, Identity, TenantDirectory
 from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
@@ -82,6 +83,9 @@ class GatewayConfig:
     request_timeout_ms: int = 30_000
     rate_limit_fail_mode: str = "open"
     forced_pressure: float | None = None  # tests and drills: act as if pressure were this
+    # Reverse proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_COUNT): whose
+    # address the limits, the request log and the insight engine see (`forwarded_client`).
+    trusted_proxy_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,12 @@ class Proxy:
         headers = _header_map(scope)
         correlation = correlation_id(headers.get("x-correlation-id"))
         trace = self._trace_context(headers)
-        client_ip = (scope.get("client") or ("unknown", 0))[0]
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        client_ip = (
+            forwarded_client(peer, _header_values(scope, b"x-forwarded-for"), self.config.trusted_proxy_count)
+            if self.config.trusted_proxy_count
+            else peer
+        )
         base_headers: list[Header] = [(b"x-correlation-id", correlation.encode())]
         record = _RecordBuilder(scope, correlation, trace.trace_id, route, client_ip, headers)
         self.gauge.started()
@@ -246,7 +255,7 @@ class Proxy:
                 upstream_path=upstream_path,
                 timeout_ms=route.timeout_ms or self.config.request_timeout_ms,
                 max_body_bytes=route.max_body_bytes,
-                client_ip=client_ip,
+                client_ip=peer,  # appended to X-Forwarded-For: the hop this proxy received from
                 extra_headers=extra,
                 response_headers=base_headers + limit_headers,
                 hidden_headers=CREDENTIAL_HEADERS.get(identity.kind, frozenset()),
@@ -459,6 +468,11 @@ class _RecordBuilder:
             tenant_uuid=tenant.uuid if tenant else None,
             breaker_transition=self.breaker_transition,
         )
+
+
+def _header_values(scope: Scope, name: bytes) -> list[str]:
+    """Every value of request header `name` (lower-case), in order."""
+    return [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
 
 
 def _header_map(scope: Scope) -> dict[str, str]:

@@ -170,6 +170,21 @@ def test_the_record_keeps_the_path_as_the_client_sent_it() -> None:
     ]
 
 
+def test_behind_a_trusted_proxy_the_client_is_the_address_it_forwarded() -> None:
+    """TRUSTED_PROXY_COUNT=1: limits, the record and the insight engine see the client the load
+    balancer (the socket peer, 198.51.100.4) names, not the balancer; a forged entry further left
+    is not believed; the upstream gets the chain with the balancer appended."""
+
+    async def scenario(h: Harness) -> None:
+        status, _, body = await h.request("GET", "/pub/x", {"x-forwarded-for": "6.6.6.6, 203.0.113.7"})
+        assert status == 200
+        assert json.loads(body)["headers"]["x-forwarded-for"] == "6.6.6.6, 203.0.113.7, 198.51.100.4"
+        assert json.loads(body)["headers"]["x-tenant-id"] == "ip:203.0.113.7"
+
+    h = run(scenario, config=GatewayConfig(trusted_proxy_count=1))
+    assert (h.records[0].client_ip, h.records[0].tenant_key) == ("203.0.113.7", "ip:203.0.113.7")
+
+
 def test_the_local_bucket_refuses_a_burst() -> None:
     async def scenario(h: Harness) -> None:
         statuses = [(await h.request("GET", "/pub/x"))[0] for _ in range(4)]
