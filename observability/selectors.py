@@ -295,6 +295,20 @@ def incidents_unresolved_for(*, caller: Caller | None, limit: int | None = None)
     queryset: QuerySet[Incident] = Incident.objects.unresolved()
     if caller is not None:
         queryset = incidents_visible(queryset, caller=caller)
+    return _most_severe_first(queryset, limit)
+
+
+def incidents_unresolved_in(*, tenant_uuid: str | None, limit: int | None = None) -> list[Incident]:
+    """The unresolved incidents of a dashboard scope, ordered as `incidents_unresolved_for`:
+    every one for the fleet (`tenant_uuid` None, staff only), else only that tenant's, which is
+    what `incidents_unresolved_for` gives a member of that tenant (fleet-wide ones are staff's)."""
+    queryset: QuerySet[Incident] = Incident.objects.unresolved()
+    if tenant_uuid is not None:
+        queryset = queryset.filter(tenant_uuid=tenant_uuid)
+    return _most_severe_first(queryset, limit)
+
+
+def _most_severe_first(queryset: QuerySet[Incident], limit: int | None) -> list[Incident]:
     rank = Case(
         *(When(severity=severity, then=Value(-order)) for severity, order in SEVERITY_RANK.items()),
         default=Value(0),

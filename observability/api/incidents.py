@@ -24,10 +24,8 @@ from accounts.selectors import caller_from_request
 from core.openapi import error_responses
 from observability import selectors, services
 from observability.insight.config import insight_config
-from observability.insight.phrasing import overall_status, phrase, plain_sentences
+from observability.insight.phrasing import overview, phrase
 from observability.models import Incident, IncidentKind, IncidentStatus, Severity
-
-MAX_FINDINGS = 50
 
 
 class IncidentSerializer(serializers.ModelSerializer):
@@ -144,20 +142,20 @@ class InsightView(APIView):
 
     @extend_schema(responses={200: InsightSerializer})
     def get(self, request: Request) -> Response:
-        incidents = selectors.incidents_unresolved_for(caller=caller_from_request(request))
-        findings: list[dict[str, Any]] = list(IncidentSerializer(incidents[:MAX_FINDINGS], many=True).data)
-        status = overall_status([incident.severity for incident in incidents])
-        phrasing = phrase(status, findings, insight_config(), cache)
+        # The same overview as the dashboard's insight tile (observability.dashboard.tiles).
+        seen = overview(selectors.incidents_unresolved_for(caller=caller_from_request(request)))
+        findings: list[dict[str, Any]] = list(IncidentSerializer(seen.findings, many=True).data)
+        phrasing = phrase(seen.status, findings, insight_config(), cache)
         state = selectors.insight_state()
         return Response(
             {
-                "status": status,
+                "status": seen.status,
                 "summary": phrasing.text,
-                "sentences": plain_sentences(status, findings),
+                "sentences": seen.sentences,
                 "phrasing": phrasing.source,
                 "llm_error": phrasing.llm_error,
                 "findings": findings,
-                "open_incidents": len(incidents),
+                "open_incidents": seen.open_incidents,
                 "analysed_at": state.analysed_at if state else None,
                 "generated_at": timezone.now(),
             }

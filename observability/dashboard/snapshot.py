@@ -19,6 +19,7 @@ and its tiles are called with its scope: nothing of another tenant is in it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -133,19 +134,59 @@ def _fleet(window: FleetWindow) -> dict[str, Any]:
     }
 
 
+# Tiles failing now, by (tile key, scope's tenant UUID or None): how many renders in a row failed.
+_failing: dict[tuple[str, str | None], int] = {}
+_failing_lock = threading.Lock()
+
+
 def tiles_render(scope: DashboardScope) -> list[dict[str, Any]]:
     """Every registered tile's data for `scope`, in the setting's order. A tile that raises is
-    logged and shown with `error` set; the others are unaffected."""
+    shown with `error` set; the others are unaffected.
+
+    A failure is logged once per episode, per tile and scope: the first with its traceback
+    (ERROR), then nothing while the same tile keeps failing for that scope (the renders are
+    counted; a tile runs every second, and a database outage would otherwise log one traceback
+    per tile per second), then one WARNING line with the count when it renders again."""
     rendered: list[dict[str, Any]] = []
     for tile in dashboard_tiles():
         head = {"key": tile.key, "title": tile.title}
+        episode = (tile.key, scope.tenant_uuid)
         started = time.perf_counter()
         try:
             rendered.append({**head, **tile(scope)})
         except Exception:
-            logger.exception("dashboard tile %s failed", tile.key)
+            if _failure_count(episode) == 1:
+                logger.exception(
+                    "dashboard tile %s failed for %s; quiet until it renders again", tile.key, _scope_name(scope)
+                )
             rendered.append({**head, "status": "idle", "figures": [], "rows": [], "empty": "", "error": True})
+        else:
+            failures = _recovered(episode)
+            if failures:
+                logger.warning(
+                    "dashboard tile %s renders again for %s after %d failed renders",
+                    tile.key,
+                    _scope_name(scope),
+                    failures,
+                )
         elapsed = time.perf_counter() - started
         if elapsed > 0.25:  # a tile is called every second: a slow one delays every viewer
             logger.warning("dashboard tile %s took %.0f ms", tile.key, elapsed * 1000)
     return rendered
+
+
+def _failure_count(episode: tuple[str, str | None]) -> int:
+    """Counts one more failed render of `episode`; returns the count (1: a new episode)."""
+    with _failing_lock:
+        _failing[episode] = _failing.get(episode, 0) + 1
+        return _failing[episode]
+
+
+def _recovered(episode: tuple[str, str | None]) -> int:
+    """Ends `episode`; returns how many renders failed in it (0: it was not failing)."""
+    with _failing_lock:
+        return _failing.pop(episode, 0)
+
+
+def _scope_name(scope: DashboardScope) -> str:
+    return "the fleet" if scope.fleet else f"tenant {scope.tenant_slug or scope.tenant_uuid}"

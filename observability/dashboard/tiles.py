@@ -17,7 +17,9 @@ from core.tiles import DashboardScope, TileData, TileRow, TileStatus
 from gateway.breaker_state import breaker_states
 from gateway.engine.breaker import BreakerUnavailable
 from gateway.selectors import upstream_list
-from observability.models import SEVERITY_RANK, Incident, Severity
+from observability.insight.phrasing import DEGRADED, OK, overview
+from observability.models import Severity
+from observability.selectors import incidents_unresolved_in
 from rules.models import DeliveryStatus
 from rules.selectors import delivery_list, match_list
 
@@ -62,34 +64,42 @@ class BreakersTile:
 
 
 class InsightTile:
-    """Open (unresolved) incidents of the insight engine, the most severe and newest first, each
-    with its one-sentence summary; a tenant sees its own."""
+    """What `GET /ai/insight` tells this scope, then its open incidents.
+
+    Rows: first the overall status and plain sentences of `/ai/insight` for the same viewer
+    (staff for the fleet, a member for a tenant: `observability.insight.phrasing.overview` of
+    the same incidents; never the LLM's phrasing, which the tile, called every second, must not
+    ask for), then the open incidents, most severe and newest first, each with its age. The
+    tile's status is the overall status (`degraded` shows as `warning`)."""
 
     key = "insight"
-    title = "Insight: open incidents"
-    _STATUS: dict[str, TileStatus] = {Severity.INFO: "ok", Severity.WARNING: "warning", Severity.CRITICAL: "critical"}
+    title = "Insight"
+    _STATUS: dict[str, TileStatus] = {
+        Severity.INFO: "ok",
+        Severity.WARNING: "warning",
+        Severity.CRITICAL: "critical",
+        OK: "ok",
+        DEGRADED: "warning",
+    }
 
     def __call__(self, scope: DashboardScope) -> TileData:
-        incidents = Incident.objects.unresolved()
-        if scope.tenant_uuid is not None:
-            incidents = incidents.filter(tenant_uuid=scope.tenant_uuid)
-        newest = list(incidents.order_by("-last_seen", "-id")[:50])
-        newest.sort(key=lambda incident: -SEVERITY_RANK[Severity(incident.severity)])
+        seen = overview(incidents_unresolved_in(tenant_uuid=scope.tenant_uuid))
+        status = self._STATUS[seen.status]
+        lead: list[TileRow] = [{"label": sentence, "value": "", "status": status} for sentence in seen.sentences]
         rows: list[TileRow] = [
             {"label": incident.summary, "value": _ago(incident.last_seen), "status": self._STATUS[incident.severity]}
-            for incident in newest[:ROWS]
+            for incident in seen.findings[:ROWS]
         ]
         return {
-            "status": _worst(row["status"] for row in rows),
-            "figures": [{"label": "open", "value": len(newest)}],
-            "rows": rows,
+            "status": status,
+            "figures": [{"label": "open", "value": seen.open_incidents}],
+            "rows": lead + rows,
             "empty": "All clear: no open incident.",
         }
 
 
 def insight_tile(scope: DashboardScope) -> TileData:
-    """The newest open incidents' summaries for `scope` (the latest insight, until `/ai/insight`'s
-    summary is wired in here at merge)."""
+    """The insight tile's data for `scope` (see `InsightTile`)."""
     return InsightTile()(scope)
 
 

@@ -21,9 +21,9 @@ irregular-interval form of the EWMA that Netflix Atlas (``:des``/``:trend``) and
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 # The kinds and severities, as observability.models names them (a test holds them equal).
 FLOOD_IP = "flood_ip"
@@ -137,17 +137,21 @@ def baselines_update(
     return nxt
 
 
+def severity_of(value: float, *, warning_at: float, critical_at: float) -> str | None:
+    """CRITICAL when `value` >= `critical_at`, else WARNING when >= `warning_at`, else None: the
+    one grading every detector ends in (a ratio against factors, or a count against thresholds)."""
+    if value >= critical_at:
+        return CRITICAL
+    return WARNING if value >= warning_at else None
+
+
 def grade(
     current: float, baseline: float, *, floor: float, factor: float, critical_factor: float
 ) -> tuple[str | None, float]:
     """(severity or None, ratio): `current` against ``max(baseline, floor / factor)``."""
     effective = max(baseline, floor / factor, 1e-12)
     ratio = current / effective
-    if ratio >= critical_factor:
-        return CRITICAL, ratio
-    if ratio >= factor:
-        return WARNING, ratio
-    return None, ratio
+    return severity_of(ratio, warning_at=factor, critical_at=critical_factor), ratio
 
 
 def histogram_quantile(
@@ -221,6 +225,36 @@ class Grading:
         return grade(current, baseline, floor=self.floor, factor=self.factor, critical_factor=self.critical_factor)
 
 
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Graded:
+    """A figure that graded: its severity, its ratio to the effective baseline, the figure
+    itself (`current`) and the EWMA baseline it was compared with."""
+
+    severity: str
+    ratio: float
+    current: float
+    baseline: float
+
+
+def _graded(
+    subjects: Iterable[S], measure: Callable[[S], tuple[float, float] | None], grading: Grading
+) -> Iterator[tuple[S, Graded]]:
+    """The subjects whose figure grades a warning or worse, with the grading: `measure` gives a
+    subject's (current figure, baseline), or None for a subject not to judge (too few requests,
+    no baseline yet). The shape the rate detectors share; each phrases its own finding."""
+    for subject in subjects:
+        measured = measure(subject)
+        if measured is None:
+            continue
+        current, baseline = measured
+        severity, ratio = grading.grade(current, baseline)
+        if severity is not None:
+            yield subject, Graded(severity, ratio, current, baseline)
+
+
 def floods(
     kind: str,
     traffic: Iterable[Traffic],
@@ -235,12 +269,12 @@ def floods(
     The evidence carries the share answered 429: a flood the limiter already holds off is less
     urgent to a reader than one reaching the upstream."""
     found = []
-    for item in traffic:
-        rate = item.requests * 60.0 / window_seconds
-        baseline = baselines.get(item.subject, 0.0)
-        severity, ratio = limits.grade(rate, baseline)
-        if severity is None:
-            continue
+
+    def measure(item: Traffic) -> tuple[float, float]:
+        return item.requests * 60.0 / window_seconds, baselines.get(item.subject, 0.0)
+
+    for item, graded in _graded(traffic, measure, limits):
+        rate, baseline, ratio = graded.current, graded.baseline, graded.ratio
         limited_share = item.limited / item.requests if item.requests else 0.0
         evidence = {
             "rate_per_min": round(rate, 1),
@@ -253,7 +287,7 @@ def floods(
             "window_seconds": window_seconds,
         }
         summary = _flood_sentence(kind, item, rate, baseline, ratio, limited_share, limits, baseline_seconds)
-        found.append(Finding(kind, item.subject, severity, summary, evidence, item.tenant_uuid))
+        found.append(Finding(kind, item.subject, graded.severity, summary, evidence, item.tenant_uuid))
     return found
 
 
@@ -321,9 +355,7 @@ def brute_force(
 
 
 def _count_grade(count: int, threshold: int, critical_factor: float) -> str | None:
-    if count >= threshold * critical_factor:
-        return CRITICAL
-    return WARNING if count >= threshold else None
+    return severity_of(count, warning_at=threshold, critical_at=threshold * critical_factor)
 
 
 def _capital(text: str) -> str:
@@ -352,14 +384,14 @@ def error_spikes(
     share and the floor share, once the window holds `error_min_requests` (fewer say nothing:
     two errors in three requests are 67 % and no spike)."""
     found = []
-    for route in routes:
+
+    def measure(route: RouteWindow) -> tuple[float, float] | None:
         if route.requests < limits.error_min_requests:
-            continue
-        share = route.errors / route.requests
-        baseline = baselines.get(route.subject, 0.0)
-        severity, ratio = limits.errors.grade(share, baseline)
-        if severity is None:
-            continue
+            return None
+        return route.errors / route.requests, baselines.get(route.subject, 0.0)
+
+    for route, graded in _graded(routes, measure, limits.errors):
+        share, baseline, ratio = graded.current, graded.baseline, graded.ratio
         summary = (
             f"Route {route.subject} answers 5xx to {percent(share)} of requests ({number(route.errors)} of "
             f"{number(route.requests)} in {span(window_seconds)}) against a {duration(baseline_seconds)} "
@@ -374,7 +406,7 @@ def error_spikes(
             "route_id": route.route_id,
             "window_seconds": window_seconds,
         }
-        found.append(Finding(ERROR_SPIKE, route.subject, severity, summary, evidence, route.tenant_uuid))
+        found.append(Finding(ERROR_SPIKE, route.subject, graded.severity, summary, evidence, route.tenant_uuid))
     return found
 
 
@@ -390,14 +422,16 @@ def latency_regressions(
     histogram) against its EWMA baseline p95 and the floor, once `latency_min_requests` were
     forwarded. A route with no baseline yet is not judged: its first p95 becomes the baseline."""
     found = []
-    for route in routes:
+
+    def measure(route: RouteWindow) -> tuple[float, float] | None:
         p95 = histogram_quantile(0.95, route.latency_buckets)
         baseline = baselines.get(route.subject)
         if p95 is None or baseline is None or route.forwarded < limits.latency_min_requests:
-            continue
-        severity, ratio = limits.latency.grade(p95, baseline)
-        if severity is None:
-            continue
+            return None
+        return p95, baseline
+
+    for route, graded in _graded(routes, measure, limits.latency):
+        p95, baseline, ratio = graded.current, graded.baseline, graded.ratio
         summary = (
             f"Route {route.subject} p95 latency is {number(p95)} ms, {number(ratio)}{TIMES} its "
             f"{duration(baseline_seconds)} baseline of {number(baseline)} ms ({number(route.forwarded)} "
@@ -411,7 +445,7 @@ def latency_regressions(
             "route_id": route.route_id,
             "window_seconds": window_seconds,
         }
-        found.append(Finding(LATENCY_REGRESSION, route.subject, severity, summary, evidence, route.tenant_uuid))
+        found.append(Finding(LATENCY_REGRESSION, route.subject, graded.severity, summary, evidence, route.tenant_uuid))
     return found
 
 
@@ -424,9 +458,10 @@ def breaker_flapping(
     limping between up and down, which no single alert on "open" describes."""
     found = []
     for upstream, opens in sorted(opens_by_upstream.items()):
-        if opens < threshold:
+        # Critical needs the threshold too (a `critical` set below it does not open more).
+        severity = severity_of(opens, warning_at=threshold, critical_at=max(critical, threshold))
+        if severity is None:
             continue
-        severity = CRITICAL if opens >= critical else WARNING
         summary = f"The breaker of upstream {upstream} opened {number(opens)} times in {span(window_seconds)}."
         evidence = {"opens": opens, "threshold": threshold, "window_seconds": window_seconds}
         found.append(Finding(BREAKER_FLAPPING, upstream, severity, summary, evidence))

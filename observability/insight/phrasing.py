@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 
@@ -26,6 +26,7 @@ logger = logging.getLogger("sentinel.insight")
 
 OK, DEGRADED = "ok", "degraded"
 MAX_SENTENCES = 5
+MAX_FINDINGS = 50  # the incidents `GET /ai/insight` lists (and phrases) at most
 FAILURE_CACHE_SECONDS = 60
 SYSTEM_PROMPT = (
     "You are the status line of an API gateway's operations dashboard. Rephrase the findings "
@@ -52,6 +53,40 @@ def plain_sentences(status: str, findings: Sequence[Mapping[str, Any]]) -> list[
     shown = [str(finding["summary"]) for finding in findings[: MAX_SENTENCES - 1]]
     rest = count - len(shown)
     return [head, *shown, *([f"And {rest} more."] if rest > 0 else [])]
+
+
+class _Finding(Protocol):
+    @property
+    def severity(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+
+
+F = TypeVar("F", bound=_Finding)
+
+
+@dataclass(frozen=True)
+class Overview(Generic[F]):
+    """What one viewer is told about the unresolved incidents it may see, the same at
+    `GET /ai/insight` and on the dashboard's insight tile: the overall `status`
+    (`ok | degraded | critical`), Sentinel's plain `sentences`, the incidents they are built
+    from (`findings`, the first MAX_FINDINGS) and how many are open in all."""
+
+    status: str
+    sentences: list[str]
+    findings: list[F]
+    open_incidents: int
+
+
+def overview(incidents: Sequence[F]) -> Overview[F]:
+    """The overview of `incidents` (unresolved, walled for the viewer, most severe first, as
+    `observability.selectors.incidents_unresolved_for` / `incidents_unresolved_in` give them):
+    the status of them all, sentences from the first MAX_FINDINGS. No LLM here: `phrase` is
+    the view's, the tile runs every second."""
+    status = overall_status([incident.severity for incident in incidents])
+    findings = list(incidents[:MAX_FINDINGS])
+    sentences = plain_sentences(status, [{"severity": f.severity, "summary": f.summary} for f in findings])
+    return Overview(status, sentences, findings, len(incidents))
 
 
 @dataclass(frozen=True)

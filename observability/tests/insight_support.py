@@ -1,8 +1,8 @@
 """Request-log rows for the insight tests, written as the request-log writer would write them.
 
-Until the writer (issue 10 item 1) is merged, tests make traffic with `traffic_write`; the
-acceptance test's flood goes through `flood_send`, the one function to switch to real proxied
-traffic once the writer lands.
+The analysis tests (test_insight_analysis.py) call the engine in-process on rows they place at
+chosen times, with `traffic_write` and `flood_send`; the acceptance test (test_insight_e2e.py)
+floods a real web process instead, whose writer writes the rows.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def traffic_write(
 
 def flood_send(*, client_ip: str, count: int, limited: int = 0) -> None:
     """A flood from `client_ip`: `count` requests in the last second, the last `limited` of
-    them answered 429. The swap point for real traffic through a web process."""
+    them answered 429."""
     traffic_write(count=count - limited, client_ip=client_ip)
     if limited:
         traffic_write(count=limited, client_ip=client_ip, status=429, decision=Decision.LIMITED)

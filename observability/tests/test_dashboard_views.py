@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.core.cache import cache
@@ -128,24 +129,59 @@ def test_stats_dashboard_serves_what_the_producer_computed(
     assert api(staff).get("/stats/dashboard").json() == produced["observability.snapshot"]
 
 
-def test_the_insight_tile_lists_open_incidents_of_the_viewers_tenant_only(
+def test_the_insight_tile_says_what_ai_insight_says_to_the_same_viewer_then_lists_its_incidents(
     api: Callable[..., APIClient], alice: User, mallory: User, staff: User
 ) -> None:
     now = timezone.now()
-    for tenant, summary in ((alice.membership.tenant, "Wonderland floods"), (mallory.membership.tenant, "Evil floods")):
+    wonderland, evil = alice.membership.tenant, mallory.membership.tenant
+    for tenant, severity, summary in (
+        (wonderland, Severity.CRITICAL, "Wonderland floods."),
+        (evil, Severity.WARNING, "Evil floods."),
+        (None, Severity.CRITICAL, "Traffic from 203.0.113.9 floods the fleet."),  # fleet-wide: staff's
+    ):
         Incident.objects.create(
-            kind=IncidentKind.FLOOD_TENANT, subject=tenant.slug, tenant_uuid=tenant.uuid, severity=Severity.CRITICAL,
-            summary=summary, first_seen=now, last_seen=now,
+            kind=IncidentKind.FLOOD_TENANT, subject=tenant.slug if tenant else "203.0.113.9",
+            tenant_uuid=tenant.uuid if tenant else None, severity=severity, summary=summary,
+            first_seen=now, last_seen=now,
         )  # fmt: skip
 
-    def insight(user: User) -> dict[str, object]:
+    def insight(user: User) -> dict[str, Any]:
         tiles = api(user).get("/stats/dashboard").json()["tiles"]
         return next(tile for tile in tiles if tile["key"] == "insight")
 
-    assert [row["label"] for row in insight(alice)["rows"]] == ["Wonderland floods"]  # type: ignore[index]
-    assert insight(alice)["status"] == "critical"
-    assert [row["label"] for row in insight(mallory)["rows"]] == ["Evil floods"]  # type: ignore[index]
-    assert sorted(row["label"] for row in insight(staff)["rows"]) == ["Evil floods", "Wonderland floods"]  # type: ignore[attr-defined]
+    def labels(tile: dict[str, Any]) -> list[str]:
+        return [row["label"] for row in tile["rows"]]
+
+    for user, incidents in (
+        (alice, ["Wonderland floods."]),
+        (mallory, ["Evil floods."]),
+        (staff, ["Traffic from 203.0.113.9 floods the fleet.", "Wonderland floods.", "Evil floods."]),
+    ):
+        told = api(user).get("/ai/insight").json()
+        tile = insight(user)
+        # The tile leads with /ai/insight's plain sentences for the same viewer, then the incidents
+        assert labels(tile) == told["sentences"] + incidents, user
+        assert tile["status"] == {"critical": "critical", "degraded": "warning"}[told["status"]]
+        assert tile["figures"] == [{"label": "open", "value": told["open_incidents"]}]
+    # A tenant's tile holds nothing of another tenant or of the fleet
+    assert labels(insight(alice)) == [
+        "Critical: 1 open incident (1 critical).",
+        "Wonderland floods.",
+        "Wonderland floods.",
+    ]
+    assert insight(mallory)["status"] == "warning" and not any(
+        "Wonderland" in label for label in labels(insight(mallory))
+    )
+    assert labels(insight(staff))[0] == "Critical: 3 open incidents (2 critical)."
+
+
+def test_the_insight_tile_says_all_clear_without_incidents(api: Callable[..., APIClient], alice: User) -> None:
+    tile = next(tile for tile in api(alice).get("/stats/dashboard").json()["tiles"] if tile["key"] == "insight")
+    assert (tile["status"], [row["label"] for row in tile["rows"]]) == (
+        "ok",
+        api(alice).get("/ai/insight").json()["sentences"],
+    )
+    assert tile["rows"][0]["label"] == "All clear: no open incidents."
 
 
 def test_every_registered_tile_renders_for_the_fleet_and_a_tenant(tenant_a: Tenant) -> None:
