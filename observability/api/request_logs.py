@@ -142,7 +142,8 @@ def _route(request: Request) -> dict[str, Any]:
         if len(raw) > 9:  # past an integer column: no route has that id
             raise _invalid("route", "No route has this id.")
         return {"route_id": int(raw)}
-    return {"route_prefix": raw}
+    # Route prefixes end with "/" (gateway.services): `route=/orders` means the route /orders/.
+    return {"route_prefix": raw if raw.endswith("/") else raw + "/"}
 
 
 def _tenant_uuid(request: Request, caller: Caller) -> uuid.UUID | None:
@@ -162,8 +163,27 @@ def _tenant_uuid(request: Request, caller: Caller) -> uuid.UUID | None:
     return tenant.uuid
 
 
+# Every parameter the list reads: one it does not (a typo such as `statuss=500`) is a 400, not a
+# filter silently dropped that returns every row.
+LIST_PARAMETERS = frozenset(
+    {
+        "since", "until", "status", "decision", "client_ip", "correlation_id", "path_prefix", "method",
+        "tenant", "route", "cursor", "page_size", "format",
+    }
+)  # fmt: skip
+
+
 def filters_from_query(request: Request, caller: Caller) -> RequestLogFilters:
-    """The query string as ``RequestLogFilters``; a ValidationError (400) names each bad one."""
+    """The query string as ``RequestLogFilters``; a ValidationError (400) names each bad one, and
+    each parameter the list does not know."""
+    unknown = sorted(set(request.query_params) - LIST_PARAMETERS)
+    if unknown:
+        raise exceptions.ValidationError(
+            {
+                name[:40]: [f"Unknown parameter; the filters are {', '.join(sorted(LIST_PARAMETERS))}."]
+                for name in unknown[:5]
+            }
+        )
     since, until = _moment(request, "since"), _moment(request, "until")
     if since is not None and until is not None and since >= until:
         raise _invalid("until", "Must be later than since.")

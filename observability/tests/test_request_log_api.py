@@ -180,6 +180,7 @@ def variety(tenant_a: Tenant) -> dict[str, RequestLog]:
         ({"path_prefix": "/invoices/%"}, []),  # LIKE wildcards are matched as text
         ({"method": "post"}, ["post"]),
         ({"route": "/wonderland/payments/"}, ["route"]),  # through the route's id
+        ({"route": "/wonderland/payments"}, ["route"]),  # the prefix without its closing slash
         ({"route": "/retired/"}, ["gone_route"]),  # no such route any more: the recorded prefix
         ({"route": "999"}, ["gone_route"]),
     ],
@@ -333,6 +334,8 @@ def _cursor(text: str) -> str:
         ({"page_size": "0"}, "page_size"),
         ({"page_size": "501"}, "page_size"),
         ({"page_size": "ten"}, "page_size"),
+        ({"statuss": "500"}, "statuss"),  # a typo is not a filter silently dropped
+        ({"status": "500", "client": "1.2.3.4"}, "client"),
     ],
 )
 def test_bad_input_is_a_400_that_names_it(
