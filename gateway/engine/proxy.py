@@ -237,7 +237,7 @@ class Proxy:
                 record.pressure = pressure
                 target, permit = await self._choose_target(route)
             except Rejection as rejection:
-                await _send_error(
+                record.error_bytes = await _send_error(
                     send, rejection.status, rejection.code, rejection.message, base_headers + rejection.headers
                 )
                 record.finish(rejection.status, rejection.decision, rejection.reason)
@@ -412,6 +412,7 @@ class _RecordBuilder:
         self.upstream: str | None = None
         self.result: ForwardResult | None = None
         self.reason = ""
+        self.error_bytes = 0  # the JSON error's body, when Sentinel answered instead of the upstream
         self.limiter_unavailable = False
         self.breaker_transition = ""
 
@@ -456,7 +457,7 @@ class _RecordBuilder:
             upstream=self.upstream,
             upstream_latency_ms=result.upstream_latency_ms if result else None,
             bytes_in=result.bytes_in if result else 0,
-            bytes_out=result.bytes_out if result else 0,
+            bytes_out=result.bytes_out if result else self.error_bytes,
             client_ip=self.client_ip,
             user_agent=self.user_agent,
             pressure=self.pressure,
@@ -485,9 +486,11 @@ def _header_map(scope: Scope) -> dict[str, str]:
     return headers
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, headers: list[Header]) -> None:
-    """The JSON error of SPEC 7 with ``headers`` (a Rejection's, after the correlation id)."""
+async def _send_error(send: Send, status: int, code: str, message: str, headers: list[Header]) -> int:
+    """Sends the JSON error of SPEC 7 with ``headers`` (a Rejection's, after the correlation id);
+    returns the body's length in bytes (the record's ``bytes_out``)."""
     body = error_json(code, message)
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": body})
+    return len(body)

@@ -168,6 +168,7 @@ def test_the_record_keeps_the_path_as_the_client_sent_it() -> None:
         ("/pub/a%2fb", 400, "unsafe_path"),
         ("/pub/caf%C3%A9", 200, ""),
     ]
+    assert h.records[0].bytes_out > 50  # the JSON error it was sent
 
 
 def test_behind_a_trusted_proxy_the_client_is_the_address_it_forwarded() -> None:
