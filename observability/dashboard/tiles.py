@@ -57,7 +57,10 @@ class BreakersTile:
         not_closed = sum(1 for row in rows if row["status"] != "ok")
         return {
             "status": _worst(row["status"] for row in rows),
-            "figures": [{"label": "upstreams", "value": len(rows)}, {"label": "not closed", "value": not_closed}],
+            "figures": [
+                {"label": "upstream" if len(rows) == 1 else "upstreams", "value": len(rows)},
+                {"label": "not closed", "value": not_closed},
+            ],
             "rows": rows[:ROWS],
             "empty": "No upstream yet: routes name them.",
         }

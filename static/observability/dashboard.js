@@ -182,6 +182,7 @@
       const value = document.createElement("span");
       value.className = "value";
       value.textContent = r.value;
+      value.title = String(r.value);
       li.append(label, value);
       list.append(li);
     }
