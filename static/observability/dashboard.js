@@ -98,7 +98,7 @@
     document.getElementById("kpi-fleet").title = snapshot.fleet.processes + " web processes reporting";
     mark("kpi-errors", t.error_rate >= 0.05 ? "critical" : t.error_rate >= 0.01 ? "warning" : "");
     mark("kpi-pressure", snapshot.fleet.pressure >= 90 ? "critical" : snapshot.fleet.pressure >= 70 ? "warning" : "");
-    lastUpdate = new Date(snapshot.at * 1000).toLocaleTimeString();
+    lastUpdate = new Date(snapshot.at * 1000).toLocaleTimeString([], { hour12: false });  // 24-hour, as the admin's times
     updated.textContent = "updated " + lastUpdate;
     renderTop("top-tenants", snapshot.top_tenants, "tenant");
     renderTop("top-routes", snapshot.top_routes, "route");
