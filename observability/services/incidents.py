@@ -48,15 +48,27 @@ def incident_observe(*, finding: Finding, now: datetime) -> tuple[Incident, str 
                 return opened, OPENED
         change = ESCALATED if _escalate(finding) else None
         current = Incident.objects.unresolved().filter(kind=finding.kind, subject=finding.subject)
-        current.filter(last_seen__lt=now).update(
-            last_seen=now, summary=finding.summary[:500], evidence=finding.evidence
-        )
-        incident = current.first()
+        incident = current.select_for_update().first()
         if incident is None:  # resolved by hand in the meantime: the finding opens a new one
             return incident_observe(finding=finding, now=now)
+        if incident.last_seen < now:
+            incident.evidence = _evidence_with_peak(incident, finding)  # reads the summary it replaces
+            incident.last_seen, incident.summary = now, finding.summary[:500]
+            incident.save(update_fields=["last_seen", "summary", "evidence"])
         if change is not None:
             _announce(incident, ESCALATED)
         return incident, change
+
+
+def _evidence_with_peak(incident: Incident, finding: Finding) -> dict[str, Any]:
+    """The finding's figures (the present), with `peak`: the figures of the most severe
+    observation so far, which the incident's severity stands for (it never drops while the
+    incident lasts, while the summary and the figures follow the present)."""
+    previous = dict(incident.evidence)
+    peak = previous.pop("peak", None) or {**previous, "severity": incident.severity, "summary": incident.summary}
+    if SEVERITY_RANK[Severity(finding.severity)] >= SEVERITY_RANK[Severity(incident.severity)]:
+        peak = {**finding.evidence, "severity": finding.severity, "summary": finding.summary[:500]}
+    return {**finding.evidence, "peak": peak}
 
 
 def _open(finding: Finding, now: datetime) -> Incident | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 from pytest_django import Settings
 from rest_framework.test import APIClient
@@ -18,7 +19,7 @@ from accounts.models import LoginFailure, LoginFailureReason, Tenant, User
 from accounts.services import login_failure_log
 from gateway.models import Route
 from observability import services
-from observability.models import Decision, Incident, IncidentStatus, InsightState
+from observability.models import Decision, Incident, IncidentStatus, InsightState, RequestLog
 from observability.tests.insight_support import flood_send, traffic_write
 from rules.models import Event
 
@@ -100,6 +101,24 @@ def test_an_incident_escalates_once_and_resolves_after_the_quiet_periods(insight
         ("escalated", "critical", "open"),
         ("resolved", "critical", "resolved"),
     ]
+
+
+def test_an_incident_that_calms_down_keeps_its_peak_figures(insight: Any) -> None:
+    """Severity never drops while an incident lasts; its summary and figures follow the present,
+    and `evidence.peak` keeps the figures the severity stands for (found by the new-user trial:
+    a critical incident showed only the calmer present)."""
+    flood_send(client_ip=FLOOD_IP, count=1400)  # critical
+    insight(now=timezone.now())
+    RequestLog.objects.update(time=F("time") - timedelta(minutes=10))  # out of the next window
+    flood_send(client_ip=FLOOD_IP, count=400)  # a warning's worth
+    insight(now=timezone.now())
+
+    incident = Incident.objects.get()
+    assert incident.severity == "critical"
+    assert incident.summary.startswith(f"Traffic from {FLOOD_IP} is 400 req/min")
+    assert incident.evidence["requests"] == 400
+    assert (incident.evidence["peak"]["severity"], incident.evidence["peak"]["requests"]) == ("critical", 1400)
+    assert "1,400 req/min" in incident.evidence["peak"]["summary"]
 
 
 def test_the_baseline_learns_a_normal_level_and_is_kept(insight: Any) -> None:
