@@ -18,7 +18,7 @@ from gateway.breaker_state import breaker_states
 from gateway.engine.breaker import BreakerUnavailable
 from gateway.selectors import upstream_list
 from observability.insight.phrasing import DEGRADED, OK, overview
-from observability.models import Severity
+from observability.models import IncidentStatus, Severity
 from observability.selectors import incidents_unresolved_in
 from rules.models import DeliveryStatus
 from rules.selectors import delivery_list, match_list
@@ -88,14 +88,30 @@ class InsightTile:
     def __call__(self, scope: DashboardScope) -> TileData:
         seen = overview(incidents_unresolved_in(tenant_uuid=scope.tenant_uuid))
         status = self._STATUS[seen.status]
-        lead: list[TileRow] = [{"label": sentence, "value": "", "status": status} for sentence in seen.sentences]
+        # The sentences that are not an incident's own summary (the status, "And N more."): the
+        # summaries follow as the incidents' rows, each once.
+        summaries = {incident.summary for incident in seen.findings}
+        lead: list[TileRow] = [
+            {"label": sentence, "value": "", "status": status}
+            for sentence in seen.sentences
+            if sentence not in summaries
+        ]
         rows: list[TileRow] = [
-            {"label": incident.summary, "value": _ago(incident.last_seen), "status": self._STATUS[incident.severity]}
+            {
+                "label": incident.summary,
+                "value": ("acknowledged · " if incident.status == IncidentStatus.ACKNOWLEDGED else "")
+                + _ago(incident.last_seen),
+                "status": self._STATUS[incident.severity],
+            }
             for incident in seen.findings[:ROWS]
         ]
+        acknowledged = sum(1 for incident in seen.findings if incident.status == IncidentStatus.ACKNOWLEDGED)
         return {
             "status": status,
-            "figures": [{"label": "open", "value": seen.open_incidents}],
+            "figures": [
+                {"label": "open", "value": seen.open_incidents - acknowledged},
+                {"label": "acknowledged", "value": acknowledged},
+            ],
             "rows": lead + rows,
             "empty": "All clear: no open incident.",
         }

@@ -25,6 +25,7 @@ from observability.models import Incident, IncidentKind, Severity
 from tests.support.cast import PASSWORD
 from tests.support.net import free_port
 from tests.support.redis_keys import key_prefix
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -159,16 +160,24 @@ def test_the_insight_tile_says_what_ai_insight_says_to_the_same_viewer_then_list
     ):
         told = api(user).get("/ai/insight").json()
         tile = insight(user)
-        # The tile leads with /ai/insight's plain sentences for the same viewer, then the incidents
-        assert labels(tile) == told["sentences"] + incidents, user
+        # The tile leads with /ai/insight's plain status sentence for the same viewer, then the
+        # incidents, whose summaries are the rest of /ai/insight's sentences (each shown once).
+        assert labels(tile) == told["sentences"][:1] + incidents, user
+        assert told["sentences"][1:] == incidents
         assert tile["status"] == {"critical": "critical", "degraded": "warning"}[told["status"]]
-        assert tile["figures"] == [{"label": "open", "value": told["open_incidents"]}]
+        assert tile["figures"] == [
+            {"label": "open", "value": told["open_incidents"]},
+            {"label": "acknowledged", "value": 0},
+        ]
     # A tenant's tile holds nothing of another tenant or of the fleet
-    assert labels(insight(alice)) == [
-        "Critical: 1 open incident (1 critical).",
-        "Wonderland floods.",
-        "Wonderland floods.",
-    ]
+    assert labels(insight(alice)) == ["Critical: 1 open incident (1 critical).", "Wonderland floods."]
+    # An acknowledged incident says so, and counts apart from the open ones.
+    wonderland_floods = Incident.objects.get(summary="Wonderland floods.")
+    assert api(alice).post(f"/api/v1/incidents/{wonderland_floods.pk}/acknowledge").status_code == 200
+    # The next snapshot (they are kept for a second) shows it.
+    wait_until(lambda: insight(alice)["figures"][1]["value"] == 1, timeout=10, what="the next snapshot")
+    assert insight(alice)["rows"][1]["value"].startswith("acknowledged · ")
+    assert insight(alice)["figures"] == [{"label": "open", "value": 0}, {"label": "acknowledged", "value": 1}]
     assert insight(mallory)["status"] == "warning" and not any(
         "Wonderland" in label for label in labels(insight(mallory))
     )
