@@ -8,6 +8,7 @@ they still point at a mock upstream of an earlier run, and keep anything an oper
 from __future__ import annotations
 
 import re
+from argparse import ArgumentParser
 
 # The form the Makefile gives DOWNSTREAM_URL (http://127.0.0.1:<UPSTREAM_PORT>), with an optional path.
 _MOCK_UPSTREAM = re.compile(r"^http://127\.0\.0\.1:\d{1,5}(?P<path>/[a-z]*)?$")
@@ -21,3 +22,12 @@ def mock_upstream_moved(current: str, wanted: str) -> bool:
     if now is None or then is None:
         return False
     return now.group("path") == then.group("path") and current.rstrip("/") != wanted.rstrip("/")
+
+
+def follow_downstream_option(parser: ArgumentParser, what: str) -> None:
+    """The seed commands' ``--follow-downstream`` flag (what `make run` passes), for `what`."""
+    parser.add_argument(
+        "--follow-downstream",
+        action="store_true",
+        help=f"re-point the {what} when it still targets an earlier run's mock upstream (make run)",
+    )

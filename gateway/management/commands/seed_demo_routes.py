@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from core.conf import sentinel_settings
-from core.demo import mock_upstream_moved
+from core.demo import follow_downstream_option, mock_upstream_moved
 from gateway.services import route_ensure_default, route_update
 
 
@@ -17,11 +17,7 @@ class Command(BaseCommand):
     help = "Create the default /proxy/ route to DOWNSTREAM_URL; safe to run again."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--follow-downstream",
-            action="store_true",
-            help="re-point the route when it still targets an earlier run's mock upstream (make run)",
-        )
+        follow_downstream_option(parser, "route")
 
     def handle(self, *args: Any, **options: Any) -> None:
         downstream = sentinel_settings.gateway.DOWNSTREAM_URL

@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.models import Tenant
 from core.conf import sentinel_settings
-from core.demo import mock_upstream_moved
+from core.demo import follow_downstream_option, mock_upstream_moved
 from core.errors import DomainError
 from rules.models import NotificationChannel, Rule
 from rules.services import channel_create, channel_update, rule_create
@@ -53,11 +53,7 @@ class Command(BaseCommand):
     help = "Create the demo webhook channel (to the mock upstream's /sink) and the demo rules; safe to run again."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--follow-downstream",
-            action="store_true",
-            help="re-point the channel when it still targets an earlier run's mock upstream (make run)",
-        )
+        follow_downstream_option(parser, "channel")
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=DEMO_TENANT).first()
