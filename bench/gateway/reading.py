@@ -160,6 +160,7 @@ def variants(results: Results) -> list[str]:
             say(
                 key,
                 config=name,
+                commit=name.rsplit(" ", 1)[-1],
                 rps=count(figures.rps),
                 off_rps=count(off.rps),
                 change=f"{100 * (figures.rps / off.rps - 1):+.1f}",
