@@ -6,6 +6,14 @@ official SDK's `TracerProvider` with a `BatchSpanProcessor` and the OTLP/HTTP pr
 API, admin, auth) and returns the `OtelTracer` the proxy's spans go through. With tracing off it
 returns None, imports none of the SDK, and the proxy is built without spans at all.
 
+Celery (``opentelemetry-instrumentation-celery``): a task queued inside a traced context (a Django
+view's span) carries that context in its message (an ``apply_async/<task>`` span, kind producer),
+and the worker runs it in a ``run/<task>`` span (kind consumer) of the same trace. The worker sets
+tracing up in each pool process as it starts (Celery's ``worker_process_init``, where the
+instrumentation's documentation puts it: the batch processor's thread must be started after the
+fork), with ``role="worker"``, and sends what it holds as the process stops
+(``worker_process_shutdown``).
+
 Spans leave the process from the batch processor's own thread: a request never waits on the
 collector, and a collector that is down costs dropped spans (the SDK logs its retries), never a
 failed or slower request. `tracing_shutdown` exports what is still queued when the server stops
@@ -137,9 +145,10 @@ def tracing_setup(*, role: str) -> OtelTracer | None:
     """Sets up tracing for this process once (later calls return the same tracer), or None when
     ``ENABLE_TRACING`` is off.
 
-    ``role`` names the process in the resource (``sentinel.role``: web, worker). Call it before
-    Django builds its handler (``get_asgi_application``): the Django instrumentation adds its
-    middleware to ``settings.MIDDLEWARE``.
+    ``role`` names the process in the resource (``sentinel.role``: web, worker). Celery's task
+    publishing and running are instrumented in every role, Django's requests in the web's: call it
+    there before Django builds its handler (``get_asgi_application``), since the Django
+    instrumentation adds its middleware to ``settings.MIDDLEWARE``.
     """
     global _provider, _tracer
     if not settings.ENABLE_TRACING:
@@ -148,7 +157,9 @@ def tracing_setup(*, role: str) -> OtelTracer | None:
         url = otlp_traces_url(str(settings.OTLP_ENDPOINT))
         _provider = tracer_provider(role=role, url=url, sampler=default_sampler())
         trace.set_tracer_provider(_provider)
-        _instrument_django(_provider)
+        if role == "web":
+            _instrument_django(_provider)
+        _instrument_celery(_provider)
         _tracer = OtelTracer(_provider.get_tracer("sentinel.gateway"))
     return _tracer
 
@@ -212,6 +223,14 @@ def _instrument_django(provider: TracerProvider) -> None:
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     excluded = os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", DJANGO_EXCLUDED_URLS)
     DjangoInstrumentor().instrument(tracer_provider=provider, excluded_urls=excluded, response_hook=_response_hook)
+
+
+def _instrument_celery(provider: TracerProvider) -> None:
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+    instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]  # the package has no annotations here
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider)
 
 
 def _response_hook(span: trace.Span, request: Any, response: Any) -> None:

@@ -1,17 +1,22 @@
-"""Tracing as an operator runs it: a real web process exporting to a real OTLP/HTTP receiver
-(tests/support/otlp_receiver.py decodes the protobuf it gets), a real upstream echoing what it got."""
+"""Tracing as an operator runs it: a real web process (and a real Celery worker) exporting to a real
+OTLP/HTTP receiver (tests/support/otlp_receiver.py decodes the protobuf it gets), a real upstream
+echoing what it got."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from accounts.api.serializers import TokenSerializer
+from accounts.models import User
 from gateway import services
 from tests.support.net import free_port, http_request
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
-from tests.support.processes import MockUpstreams, web_server
+from tests.support.processes import MockUpstreams, celery_worker, web_server
+from tests.support.redis_keys import key_prefix
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -255,3 +260,45 @@ def test_by_default_one_new_trace_in_a_hundred_and_every_client_sampled_one_is_e
     assert len(receiver.spans()) == 5 * len(exported)
     # 1 % of 200: 2 expected; 40 or more has a probability below 1e-30 (binomial tail).
     assert len(sampled_roots) < roots // 5
+
+
+def test_a_task_queued_in_a_traced_request_runs_in_the_same_trace_in_the_worker(
+    receiver: OtlpReceiver, alice: User, tmp_path: Path
+) -> None:
+    # The processes' own broker queue (a key prefix on Redis, a folder in embedded mode); the
+    # default sampler, the client's sampled traceparent deciding for the whole trace.
+    env = {
+        **traced(receiver, DEFAULT_SAMPLER),
+        "CACHE_KEY_PREFIX": key_prefix("tracing-celery"),
+        "SENTINEL_VAR_DIR": str(tmp_path),
+    }
+    headers = {
+        "Authorization": f"Bearer {TokenSerializer.get_token(alice).access_token}",
+        "Content-Type": "application/json",
+        "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+    }
+    task = "rules.tasks.events_evaluate"
+
+    with web_server(**env) as (port, _), celery_worker(name="tracing", **env):
+        status = http_request(port, "POST", "/events", body=b'{"type": "order"}', headers=headers)[0]
+        ran = receiver.wait_for(
+            lambda spans: [s for s in spans if s.name == f"run/{task}" and s.trace_id == CLIENT_TRACE],
+            what=f"the worker's span of {task} in the client's trace",
+        )[0]
+        queued = receiver.wait_for(
+            lambda spans: [s for s in spans if s.name == f"apply_async/{task}" and s.trace_id == CLIENT_TRACE],
+            what=f"the web's span queuing {task}",
+        )[0]
+        view = receiver.wait_for(
+            lambda spans: [s for s in spans if s.parent_span_id == CLIENT_SPAN and s.kind == "SERVER"],
+            what="the span of POST /events",
+        )[0]
+
+    assert status == 202
+    assert (ran.kind, ran.resource["sentinel.role"]) == ("CONSUMER", "worker")
+    assert (queued.kind, queued.resource["sentinel.role"]) == ("PRODUCER", "web")
+    # The worker's span is a child of the web's publish, itself under the request's span.
+    assert ran.parent_span_id == queued.span_id
+    assert queued.parent_span_id == view.span_id
+    assert view.attributes["url.path"] == "/events"
+    assert not ran.failed
