@@ -6,11 +6,25 @@ official SDK's `TracerProvider` with a `BatchSpanProcessor` and the OTLP/HTTP pr
 API, admin, auth) and returns the `OtelTracer` the proxy's spans go through. With tracing off it
 returns None, imports none of the SDK, and the proxy is built without spans at all.
 
+Celery (``opentelemetry-instrumentation-celery``): a task queued inside a traced context (a Django
+view's span) carries that context in its message (an ``apply_async/<task>`` span, kind producer),
+and the worker runs it in a ``run/<task>`` span (kind consumer) of the same trace. The worker sets
+tracing up in each pool process as it starts (Celery's ``worker_process_init``, where the
+instrumentation's documentation puts it: the batch processor's thread must be started after the
+fork), with ``role="worker"``, and sends what it holds as the process stops
+(``worker_process_shutdown``).
+
 Spans leave the process from the batch processor's own thread: a request never waits on the
 collector, and a collector that is down costs dropped spans (the SDK logs its retries), never a
 failed or slower request. `tracing_shutdown` exports what is still queued when the server stops
 (the ASGI lifespan's shutdown): the SDK's own ``atexit`` hook is not enough, since uvicorn ends
 the process with the signal it received (SIGTERM), which skips ``atexit``.
+
+Sampling (head sampling, decided when a trace starts): the operator's ``OTEL_TRACES_SAMPLER`` and
+``OTEL_TRACES_SAMPLER_ARG`` when set, read by the SDK itself; else `DEFAULT_SAMPLER` with
+`DEFAULT_SAMPLER_RATIO` (parent-based: a client's sampled ``traceparent`` is always continued and
+exported, an unsampled one never). A request not sampled gets a non-recording ``proxy_request``
+span and nothing more: `TracedProxy` builds no child span and computes no attribute for it.
 
 Names follow OpenTelemetry's semantic conventions for HTTP (the stable ones: ``http.request.method``,
 ``http.response.status_code``, ``http.route``; ``OTEL_SEMCONV_STABILITY_OPT_IN=http`` makes Django's
@@ -34,11 +48,15 @@ from gateway.engine.tracing import AttributeValue, Span, TraceContext
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 __all__ = [
+    "DEFAULT_SAMPLER",
+    "DEFAULT_SAMPLER_RATIO",
     "DJANGO_EXCLUDED_URLS",
     "OtelSpan",
     "OtelTracer",
+    "default_sampler",
     "otlp_traces_url",
     "tracer_provider",
     "tracing_setup",
@@ -54,6 +72,14 @@ DJANGO_EXCLUDED_URLS = r"^https?://[^/]+/(metrics|health)/?$,^https?://[^/]+/sta
 # How long a stopping process waits for its last spans to leave: a collector that is down would
 # hold it for the exporter's whole timeout (10 s, retries included) otherwise.
 SHUTDOWN_TIMEOUT_S = 5.0
+# The sampler when the operator names none (OTEL_TRACES_SAMPLER unset): the SDK's
+# ParentBased(TraceIdRatioBased(ratio)), `parentbased_traceidratio` in OTEL_TRACES_SAMPLER's terms.
+# 1 % of the traces Sentinel starts, as Istio's default (meshConfig random sampling 1.0 %, istio.io
+# "Configure trace sampling") and Kong's (kong.conf tracing_sampling_rate 0.01); Envoy alone traces
+# 100 %. Every trace a client sampled is kept whatever the ratio. Tracing every request cost one
+# process 61 % of its throughput (docs/benchmarks.md): not a default for a gateway.
+DEFAULT_SAMPLER = "parentbased_traceidratio"
+DEFAULT_SAMPLER_RATIO = 0.01
 _TRACES_PATH = "/v1/traces"  # the OTLP/HTTP path of traces (OTLP specification, "OTLP/HTTP Request")
 
 _provider: TracerProvider | None = None
@@ -63,10 +89,11 @@ _tracer: OtelTracer | None = None
 class OtelSpan:
     """An OpenTelemetry span behind the engine's `Span` interface."""
 
-    __slots__ = ("context", "span")
+    __slots__ = ("context", "recording", "span")
 
     def __init__(self, span: trace.Span, parent_id: str | None) -> None:
         self.span = span
+        self.recording = span.is_recording()  # False: not sampled, a no-op span
         ids = span.get_span_context()
         flags = "01" if ids.trace_flags.sampled else "00"
         self.context = TraceContext(f"{ids.trace_id:032x}", f"{ids.span_id:016x}", parent_id, flags)
@@ -118,17 +145,21 @@ def tracing_setup(*, role: str) -> OtelTracer | None:
     """Sets up tracing for this process once (later calls return the same tracer), or None when
     ``ENABLE_TRACING`` is off.
 
-    ``role`` names the process in the resource (``sentinel.role``: web, worker). Call it before
-    Django builds its handler (``get_asgi_application``): the Django instrumentation adds its
-    middleware to ``settings.MIDDLEWARE``.
+    ``role`` names the process in the resource (``sentinel.role``: web, worker). Celery's task
+    publishing and running are instrumented in every role, Django's requests in the web's: call it
+    there before Django builds its handler (``get_asgi_application``), since the Django
+    instrumentation adds its middleware to ``settings.MIDDLEWARE``.
     """
     global _provider, _tracer
     if not settings.ENABLE_TRACING:
         return None
     if _tracer is None:
-        _provider = tracer_provider(role=role, url=otlp_traces_url(str(settings.OTLP_ENDPOINT)))
+        url = otlp_traces_url(str(settings.OTLP_ENDPOINT))
+        _provider = tracer_provider(role=role, url=url, sampler=default_sampler())
         trace.set_tracer_provider(_provider)
-        _instrument_django(_provider)
+        if role == "web":
+            _instrument_django(_provider)
+        _instrument_celery(_provider)
         _tracer = OtelTracer(_provider.get_tracer("sentinel.gateway"))
     return _tracer
 
@@ -144,9 +175,27 @@ def tracing_shutdown(*, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
     stopping.join(timeout_s)
 
 
-def tracer_provider(*, role: str, url: str) -> TracerProvider:
+def default_sampler() -> Sampler | None:
+    """`DEFAULT_SAMPLER` at ``OTEL_TRACES_SAMPLER_ARG`` (a ratio in [0, 1]) or `DEFAULT_SAMPLER_RATIO`
+    when the operator set no ``OTEL_TRACES_SAMPLER``; None when they did (the SDK then reads both
+    variables itself: OpenTelemetry's "General SDK Configuration"). An ARG that is not a number in
+    [0, 1] raises ValueError, which stops the start with its message."""
+    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
+        return None
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    arg = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    ratio = float(arg) if arg else DEFAULT_SAMPLER_RATIO
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a ratio in [0, 1]")
+    return ParentBased(TraceIdRatioBased(ratio))
+
+
+def tracer_provider(*, role: str, url: str, sampler: Sampler | None = None) -> TracerProvider:
     """A provider exporting in batches over OTLP/HTTP to `url` (the traces URL), its resource naming
-    the service and the process (`role`). Not installed globally: `tracing_setup` does that."""
+    the service and the process (`role`), sampling with `sampler` (None: the SDK's own choice from
+    ``OTEL_TRACES_SAMPLER``, by default every trace). Not installed globally: `tracing_setup` does
+    that, with `default_sampler()`."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -161,7 +210,7 @@ def tracer_provider(*, role: str, url: str) -> TracerProvider:
             "process.pid": os.getpid(),
         }
     )
-    provider = TracerProvider(resource=resource)  # its atexit hook flushes the queue at exit
+    provider = TracerProvider(resource=resource, sampler=sampler)  # its atexit hook flushes the queue at exit
     # The batch processor's defaults (OTEL_BSP_*: 5 s delay, 512 spans a batch, 2,048 queued) and the
     # exporter's (10 s timeout with retries, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT) are the SDK's.
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
@@ -174,6 +223,14 @@ def _instrument_django(provider: TracerProvider) -> None:
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     excluded = os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", DJANGO_EXCLUDED_URLS)
     DjangoInstrumentor().instrument(tracer_provider=provider, excluded_urls=excluded, response_hook=_response_hook)
+
+
+def _instrument_celery(provider: TracerProvider) -> None:
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+    instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]  # the package has no annotations here
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider)
 
 
 def _response_hook(span: trace.Span, request: Any, response: Any) -> None:

@@ -6,6 +6,12 @@ in beat alike: Celery neither replaces the root logger's handlers with its own p
 nor prints its banners (plain text on stdout); `--loglevel` can only make a process more verbose
 than `LOG_LEVEL`. A task queued while a request (or another task) is served carries its correlation
 id, and the worker's lines for that task carry it too; a task queued by beat takes its own task id.
+
+Tracing (``ENABLE_TRACING``, observability.tracing): each pool process of a forking (prefork)
+worker sets it up as it starts (``worker_process_init``, after the fork, as the instrumentation's
+documentation says), a worker whose pool does not fork (the thread pool of embedded mode) once at
+``worker_init``; each sends its last spans as it stops. A task queued in a traced request runs in
+a span of the request's trace.
 """
 
 from __future__ import annotations
@@ -93,6 +99,33 @@ def _logging_setup(loglevel: int | str | None = None, **_: Any) -> None:
     django_logging_apply(loglevel=loglevel)
 
 
+def _tracing_setup(**_: Any) -> None:
+    from observability.tracing import tracing_setup
+
+    tracing_setup(role="worker")
+
+
+def _tracing_shutdown(**_: Any) -> None:
+    from observability.tracing import tracing_shutdown
+
+    tracing_shutdown()
+
+
+def _forks(worker: Any) -> bool:
+    # At worker_init the pool is still named as configured (`worker_pool`, --pool): a name or a class.
+    return "prefork" in str(getattr(worker, "pool_cls", "prefork")).lower()
+
+
+def _tracing_setup_unforked(sender: Any = None, **_: Any) -> None:
+    if not _forks(sender):
+        _tracing_setup()
+
+
+def _tracing_shutdown_unforked(sender: Any = None, **_: Any) -> None:
+    if not _forks(sender):
+        _tracing_shutdown()
+
+
 def _worker_shutting_down(sig: str, how: str, **_: Any) -> None:
     logger.info("worker: %s shutdown (%s)", how, sig, extra={"signal": sig, "shutdown": how})
 
@@ -119,6 +152,10 @@ def _correlation_leave(task: Any, **_: Any) -> None:
 app.on_configure.connect(_prepare_local_state, weak=False)
 signals.setup_logging.connect(_logging_setup, weak=False)
 signals.worker_shutting_down.connect(_worker_shutting_down, weak=False)
+signals.worker_process_init.connect(_tracing_setup, weak=False)
+signals.worker_process_shutdown.connect(_tracing_shutdown, weak=False)
+signals.worker_init.connect(_tracing_setup_unforked, weak=False)
+signals.worker_shutdown.connect(_tracing_shutdown_unforked, weak=False)
 signals.before_task_publish.connect(_correlation_publish, weak=False)
 signals.task_prerun.connect(_correlation_enter, weak=False)
 signals.task_postrun.connect(_correlation_leave, weak=False)

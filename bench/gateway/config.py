@@ -48,7 +48,9 @@ class Plan:
     profile_seconds: float
     quick: bool
     retries: int
-    tracing: bool  # also measure one process with ENABLE_TRACING on, exporting to a sink
+    variants: bool  # also measure one process per configuration of bench.gateway.variants
+    rounds: int  # interleaved rounds of those configurations
+    baseline: str | None  # an earlier commit measured beside them (tracing off), or None
     database_url: str
     redis_url: str
     docs: Path
@@ -62,7 +64,13 @@ def parse_args(argv: Sequence[str], description: str) -> Plan:
     parser.add_argument("--quick", action="store_true", help="smoke test: 3 s runs, docs/benchmarks.md untouched")
     parser.add_argument("--retries", type=int, default=2, help="re-runs of a run that other processes disturbed (2)")
     parser.add_argument(
-        "--no-tracing", action="store_true", help="skip the run of one process with tracing on (OTLP to a local sink)"
+        "--no-variants",
+        action="store_true",
+        help="skip the runs of one process with tracing on (OTLP to a local sink), the request log off, the baseline",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of those runs (2)")
+    parser.add_argument(
+        "--baseline", metavar="COMMIT", help="also run the code of COMMIT (git archive, its own scratch database)"
     )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="scratch database (dropped and created)")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis; keys under {KEY_PREFIX}:")
@@ -79,7 +87,9 @@ def parse_args(argv: Sequence[str], description: str) -> Plan:
         profile_seconds=3.0 if quick else 8.0,
         quick=quick,
         retries=max(0, args.retries),
-        tracing=not args.no_tracing,
+        variants=not args.no_variants,
+        rounds=1 if quick else max(1, args.rounds),
+        baseline=args.baseline,
         database_url=args.database_url,
         redis_url=args.redis_url,
         docs=args.docs,

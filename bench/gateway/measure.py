@@ -3,9 +3,10 @@
 Each target (direct, nginx, Sentinel x1, Sentinel x2) gets warm-up rounds until its rate is steady,
 a measured closed-loop run at `--connections` and a one-connection run; Sentinel x1 is then driven,
 with the direct call and nginx, at half its measured rate by the open-loop generator, and profiled
-under load. Every measured run records the CPU (cores) of the process trees taking part, and is run
-again (up to `--retries` times, once the machine is quiet) when processes not ours took more than
-`OTHER_LIMIT` core meanwhile: the machine is shared.
+under load; then one process in each configuration of `bench.gateway.variants` (tracing, request
+log, an earlier commit), in interleaved rounds. Every measured run records the CPU (cores) of the
+process trees taking part, and is run again (up to `--retries` times, once the machine is quiet)
+when processes not ours took more than `OTHER_LIMIT` core meanwhile: the machine is shared.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from bench.gateway.servers import (
     prepare_data,
     sentinel,
     sentinel_env,
-    start_otlp_sink,
     start_reference_servers,
 )
 from bench.gateway.tools import Tools
@@ -47,6 +47,16 @@ class Row:
     others: list[tuple[str, float]]  # the busiest processes this benchmark did not start
 
 
+@dataclass(frozen=True)
+class VariantRow:
+    """One measured run of a configuration of the variants phase (`bench.gateway.variants`): its
+    round (1-based) and the machine's 1-minute load average just before it."""
+
+    round: int
+    load_average: float
+    row: Row
+
+
 @dataclass
 class Results:
     """Every row of the three tables, the half-load rate (req/s), the profile, the code measured
@@ -55,6 +65,7 @@ class Results:
     saturation: list[Row] = field(default_factory=list)
     single: list[Row] = field(default_factory=list)
     half: list[Row] = field(default_factory=list)
+    variants: list[VariantRow] = field(default_factory=list)
     half_rate: float = 0.0
     profile: Profile | None = None
     code: CodeState | None = None  # what the servers were started from
@@ -143,10 +154,6 @@ def below_saturation(
     results.profile = profile_sentinel(plan, tools.py_spy, load, service, targets[-1].url, tmp)
 
 
-# The target name of the tracing-on run: one process, spans of every request exported to a sink.
-TRACED = "sentinel, tracing on"
-
-
 @dataclass(frozen=True)
 class Bench:
     """What every Sentinel run shares: the load, the servers' secret key, the bench user's token,
@@ -159,17 +166,6 @@ class Bench:
     roots: dict[str, int]
     tmp: Path
     stack: contextlib.ExitStack
-
-
-def run_traced(bench: Bench, results: Results) -> None:
-    """One process with ENABLE_TRACING on, exporting every span over OTLP/HTTP to a local sink that
-    discards them: saturation and one-connection rows, beside the same process with tracing off."""
-    sink, endpoint = start_otlp_sink(bench.stack, bench.tmp)
-    traced = {"ENABLE_TRACING": "true", "OTLP_ENDPOINT": endpoint}
-    with sentinel(bench.plan, bench.secret_key, 1, bench.jwt, bench.tmp, **traced) as (service, port):
-        roots = {**bench.roots, "srv": service.pid, "sink": sink.pid}
-        target = Target(TRACED, "1", f"http://127.0.0.1:{port}/proxy/", roots, must_be_clean=True)
-        run_target(bench.plan, bench.load, target, results)
 
 
 def run_all(plan: Plan, tools: Tools, stack: contextlib.ExitStack, tmp: Path) -> Results:
@@ -205,6 +201,9 @@ def run_all(plan: Plan, tools: Tools, stack: contextlib.ExitStack, tmp: Path) ->
             row = run_target(plan, load, target, results)
             if workers == 1:
                 below_saturation(plan, tools, load, [*references, target], row, service, tmp, results)
-        if workers == 1 and plan.tracing:
-            run_traced(Bench(plan, load, secret_key, jwt, {"upstream": upstream, **redis_roots}, tmp, stack), results)
+        if workers == 1 and plan.variants:
+            from bench.gateway.variants import run_variants  # it builds on this module
+
+            bench = Bench(plan, load, secret_key, jwt, {"upstream": upstream, **redis_roots}, tmp, stack)
+            run_variants(bench, f"http://127.0.0.1:{upstream_port}", plan.rounds, plan.baseline, results)
     return results

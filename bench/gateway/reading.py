@@ -1,14 +1,18 @@
 """ "Reading the figures": the report's closing bullets, each said only when its figures exist —
 the goals met or not, two processes against one, Sentinel against nginx, the profile's headline,
-the latency added, and the rows that other processes disturbed despite the retries."""
+the latency added, tracing, the request log and an earlier commit against tracing off, and the rows
+that other processes disturbed despite the retries."""
 
 from __future__ import annotations
 
+import statistics
+
 from bench.common.markdown import count, ms
 from bench.gateway.config import GOAL_ADDED_P50_MS, GOAL_RPS_PER_PROCESS, OTHER_LIMIT
-from bench.gateway.figures import find_row, say, us_per_request
-from bench.gateway.measure import TRACED, Results, Row
+from bench.gateway.figures import find_row, say, us_per_request, variant_summary
+from bench.gateway.measure import Results, Row
 from bench.gateway.profile import Profile
+from bench.gateway.variants import OFF
 
 
 def _verdict(ok: bool) -> str:
@@ -97,12 +101,21 @@ def profile_headline(profile: Profile | None) -> list[str]:
     ]
 
 
+def _added_p50(rows: list[Row], processes: str | None = None) -> tuple[Row, Row, float] | None:
+    """Sentinel's row (of `processes`), the direct call's, and the p50 Sentinel adds (ms); None
+    when either row is missing."""
+    sentinel, direct = find_row(rows, "sentinel", processes), find_row(rows, "direct")
+    if sentinel is None or direct is None:
+        return None
+    return sentinel, direct, sentinel.load.p50_ms - direct.load.p50_ms
+
+
 def latency(results: Results, one: Row | None) -> list[str]:
     """The latency goal at half load, against the direct call at the same rate."""
-    sentinel, direct = find_row(results.half, "sentinel"), find_row(results.half, "direct")
-    if sentinel is None or direct is None:
+    found = _added_p50(results.half)
+    if found is None:
         return []
-    added = sentinel.load.p50_ms - direct.load.p50_ms
+    sentinel, direct, added = found
     lines = [
         say(
             "reading.latency",
@@ -122,33 +135,55 @@ def latency(results: Results, one: Row | None) -> list[str]:
 
 def single(results: Results) -> list[str]:
     """What Sentinel (and nginx) add at p50 on one connection."""
-    sentinel, direct = find_row(results.single, "sentinel", "1"), find_row(results.single, "direct")
-    if sentinel is None or direct is None:
+    found = _added_p50(results.single, "1")
+    if found is None:
         return []
+    _, direct, added = found
     nginx = find_row(results.single, "nginx")
     nginx_part = say("reading.single.nginx", added=ms(nginx.load.p50_ms - direct.load.p50_ms)) if nginx else ""
-    return [say("reading.single", added=ms(sentinel.load.p50_ms - direct.load.p50_ms), nginx=nginx_part)]
+    return [say("reading.single", added=ms(added), nginx=nginx_part)]
 
 
-def tracing(results: Results, one: Row | None) -> list[str]:
-    """What tracing on costs one process: throughput and CPU per request against the same process
-    with it off (the off run has no span code on its path: gateway.runtime.build_proxy)."""
-    traced = find_row(results.saturation, TRACED)
-    if one is None or traced is None or not traced.load.rps or not one.load.rps:
+def variants(results: Results) -> list[str]:
+    """Each configuration of the variants phase against tracing off, by the mean over the rounds,
+    with the rounds' spread as the noise to read the differences against."""
+    summary = dict(variant_summary(results.variants))
+    off = summary.get(OFF)
+    if off is None:
         return []
-    off_us, on_us = us_per_request(one), us_per_request(traced)
-    return [
-        say(
-            "reading.tracing",
-            on_rps=count(traced.load.rps),
-            off_rps=count(one.load.rps),
-            change=f"{100 * (traced.load.rps / one.load.rps - 1):+.1f}",
-            on_us=count(on_us),
-            off_us=count(off_us),
-            added_us=count(on_us - off_us),
-            sink=f"{traced.cores.get('sink', 0):.2f}",
+    lines = []
+    for name, figures in summary.items():
+        if name == OFF:
+            continue
+        key = "reading.variant.baseline" if name.startswith("before tracing") else "reading.variant"
+        lines.append(
+            say(
+                key,
+                config=name,
+                commit=name.rsplit(" ", 1)[-1],
+                rps=count(figures.rps),
+                off_rps=count(off.rps),
+                change=f"{100 * (figures.rps / off.rps - 1):+.1f}",
+                us=count(figures.us),
+                off_us=count(off.us),
+                added_us=f"{figures.us - off.us:+,.0f}",
+                now_change=f"{100 * (off.rps / figures.rps - 1):+.1f}",
+                now_added_us=f"{off.us - figures.us:+,.0f}",
+            )
         )
-    ]
+    spreads = [figures.spread for figures in summary.values()]
+    averages = [row.load_average for row in results.variants]
+    lines.append(
+        say(
+            "reading.variant.noise",
+            rounds=max(row.round for row in results.variants),
+            spread_max=f"{100 * max(spreads):.1f}",
+            spread_median=f"{100 * statistics.median(spreads):.1f}",
+            load_min=f"{min(averages):.2f}",
+            load_max=f"{max(averages):.2f}",
+        )
+    )
+    return lines
 
 
 def disturbed(results: Results) -> list[str]:
@@ -174,5 +209,5 @@ def reading(results: Results, nproc: int, generator: str) -> list[str]:
     lines += profile_headline(results.profile)
     lines += latency(results, one)
     lines += single(results)
-    lines += tracing(results, one)
+    lines += variants(results)
     return lines + disturbed(results)

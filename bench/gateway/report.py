@@ -12,11 +12,12 @@ from pathlib import Path
 from bench.common.markdown import NONE, count, fill, machine, ms, table, utc_now
 from bench.common.scratch import DROPPED_SETTINGS
 from bench.gateway.config import KEY_PREFIX, OTHER_LIMIT, TENANT_LIMITS, WARMUP_ROUNDS, Plan, secs
-from bench.gateway.figures import cores, find_row, say, us_per_request
-from bench.gateway.measure import Results, Row
+from bench.gateway.figures import cores, find_row, say, us_per_request, variant_summary
+from bench.gateway.measure import Results, Row, VariantRow
 from bench.gateway.profile import Profile
 from bench.gateway.reading import reading
 from bench.gateway.tools import Tools, versions
+from bench.gateway.variants import OFF
 
 TEMPLATE_PATH = Path(__file__).with_name("report.md.tmpl")
 
@@ -47,6 +48,31 @@ def latency_table(rows: list[Row], gen_label: str) -> str:
         body.append([row.target, row.processes, count(row.load.rps), ms(row.load.p50_ms), ms(row.load.p99_ms)])
         body[-1] += [added, non2xx, cores(row, "srv"), cores(row, "gen"), cores(row, "other")]
     return table(headers, body)
+
+
+def variants_tables(rows: list[VariantRow]) -> str:
+    """Every run of the variants phase in the order it ran, then each configuration over its rounds."""
+    if not rows:
+        return say("variants.skipped")
+    headers = ["round", "configuration", "rps", "p50 ms", "p99 ms", "non-2xx", "srv cores", "sink cores"]
+    headers += ["other cores", "box cores", "load avg (1 min)", "srv CPU µs/req"]
+    body = []
+    for run in rows:
+        row, load = run.row, run.row.load
+        body.append([str(run.round), row.target, count(load.rps), ms(load.p50_ms), ms(load.p99_ms)])
+        body[-1] += [str(load.non2xx + load.socket_errors), cores(row, "srv"), cores(row, "sink")]
+        body[-1] += [cores(row, "other"), cores(row, "box"), f"{run.load_average:.2f}"]
+        body[-1].append(count(us_per_request(row)) if load.rps else NONE)
+    summary = variant_summary(rows)
+    off = dict(summary).get(OFF)
+    means = []
+    for name, figures in summary:
+        change = f"{100 * (figures.rps / off.rps - 1):+.1f} %" if off else NONE
+        added = f"{figures.us - off.us:+,.0f}" if off else NONE
+        means.append([name, count(figures.rps), f"{100 * figures.spread:.1f} %", change, count(figures.us), added])
+    headers_means = ["configuration", "rps (mean)", "rps spread", "rps vs tracing off", "srv CPU µs/req (mean)"]
+    headers_means.append("µs/req vs tracing off")
+    return table(headers, body) + "\n\n" + table(headers_means, means)
 
 
 def profile_section(profile: Profile | None, top: int = 10) -> str:
@@ -120,6 +146,10 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
         "half_rate": count(results.half_rate),
         "half_table": latency_table(results.half, "gen"),
         "profile": profile_section(results.profile),
+        "rounds": plan.rounds,
+        "options": (" --no-variants" if not plan.variants else f" --rounds {plan.rounds}")
+        + (f" --baseline {plan.baseline}" if plan.baseline and plan.variants else ""),
+        "variants_tables": variants_tables(results.variants),
         "reading": "\n".join(reading(results, nproc, "wrk" if tools.wrk else "Python")),
     }
     return fill(TEMPLATE_PATH, figures)

@@ -10,6 +10,10 @@ parent), or starts a trace; its ids replace the ones `continue_trace` made, so t
 `trace_id`, the exported spans and the upstream's `traceparent` name one trace. The upstream's
 `traceparent` names the `upstream` span as its parent, as an instrumented HTTP client would.
 
+Sampling: a `proxy_request` span the sampler dropped (not `recording`) is not kept as the request's
+span, so no child span is started and no attribute computed for that request: its only costs are
+the sampler's decision and the ids its `context` carries on to the request log and the upstream.
+
 Refusals and failures are marked on the span that decided them (status ERROR with the reason) and
 on `proxy_request`, whose `sentinel.decision` and `sentinel.reason` attributes say which: a 429,
 401 or 503 is what an operator looks for in a trace search.
@@ -29,11 +33,12 @@ from gateway.engine.routes import RouteSpec
 from gateway.engine.tracing import AttributeValue, Span, TraceContext, Tracer, continue_trace
 
 RecordSink = Callable[[RequestRecord], None]
+_NO_ATTRIBUTES: Mapping[str, AttributeValue] = {}
 
 __all__ = ["TracedProxy"]
 
 # The `proxy_request` span of the request the running task serves (each ASGI request runs in a
-# task of its own, so one request never sees another's).
+# task of its own, so one request never sees another's); None when it is not sampled.
 _request_span: ContextVar[Span | None] = ContextVar("sentinel_proxy_request_span", default=None)
 
 
@@ -62,13 +67,16 @@ class TracedProxy(Proxy):
             _request_span.reset(token)
 
     def _trace_context(self, headers: dict[str, str]) -> TraceContext:
-        attributes = {"user_agent.original": headers.get("user-agent", "")[:256]}
-        span = self.tracer.start_request(continue_trace(headers.get("traceparent")), attributes)
-        _request_span.set(span)
+        span = self.tracer.start_request(continue_trace(headers.get("traceparent")), _NO_ATTRIBUTES)
+        if span.recording:
+            span.set_attributes({"user_agent.original": headers.get("user-agent", "")[:256]})
+            _request_span.set(span)
         return span.context
 
     async def _window_check(self, key: str, limit: int, window_ms: int) -> WindowDecision:
         span = self._child("distributed_limiter_check")
+        if span is None:
+            return await super()._window_check(key, limit, window_ms)
         try:
             decision = await super()._window_check(key, limit, window_ms)
             span.set_attributes(
@@ -85,6 +93,8 @@ class TracedProxy(Proxy):
 
     async def _choose_target(self, route: RouteSpec) -> tuple[str, Permit | None]:
         span = self._child("circuit_breaker")
+        if span is None:
+            return await super()._choose_target(route)
         try:
             target, permit = await super()._choose_target(route)
             state = permit.state if permit else "unknown"  # no permit: the breaker's store did not answer
@@ -98,6 +108,8 @@ class TracedProxy(Proxy):
 
     async def _forward(self, **request: Any) -> ForwardResult:
         span = self._child("upstream", client=True)
+        if span is None:  # the upstream's traceparent names proxy_request, unsampled
+            return await super()._forward(**request)
         traceparent = span.context.traceparent.encode()
         headers: list[Header] = request["extra_headers"]
         request["extra_headers"] = [(n, traceparent if n == b"traceparent" else v) for n, v in headers]
@@ -110,10 +122,10 @@ class TracedProxy(Proxy):
         finally:
             span.end()
 
-    def _child(self, name: str, *, client: bool = False) -> Span:
+    def _child(self, name: str, *, client: bool = False) -> Span | None:
+        """A step's span, or None when the request is not sampled."""
         parent = _request_span.get()
-        assert parent is not None, "a step outside handle()"
-        return self.tracer.start_child(parent, name, client=client)
+        return None if parent is None else self.tracer.start_child(parent, name, client=client)
 
 
 class _TracedBuckets(LocalTokenBuckets):
@@ -125,7 +137,7 @@ class _TracedBuckets(LocalTokenBuckets):
 
     def take(self, key: str, capacity: int, refill_per_second: float, now: float | None = None) -> BucketDecision:
         parent = _request_span.get()
-        if parent is None:  # a take outside a request (none today): no span to hang it on
+        if parent is None:  # not sampled (or a take outside a request): no span
             return super().take(key, capacity, refill_per_second, now)
         span = self.tracer.start_child(parent, "token_bucket_check")
         try:

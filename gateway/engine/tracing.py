@@ -58,6 +58,12 @@ class Span(Protocol):
         as the parent of whatever is called next (the upstream, for the `upstream` span)."""
         ...
 
+    @property
+    def recording(self) -> bool:
+        """False for a span the sampler dropped: it records nothing, and the proxy builds no child
+        of it and computes no attribute for it (its `context` still carries the trace on)."""
+        ...
+
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None: ...
 
     def fail(self, description: str) -> None:
@@ -74,7 +80,9 @@ class Tracer(Protocol):
         """The request's server span `proxy_request`: a child of the client's span
         (`incoming.parent_id`, sampled or not as `incoming.flags` say) when it sent a valid
         traceparent, else the root of a new trace. Its `context` gives the ids the request log,
-        the upstream and the exported spans all use."""
+        the upstream and the exported spans all use. The sampler decides whether it is `recording`
+        (a client's sampled or unsampled traceparent is followed); `attributes` are given to it,
+        so pass only what a sampler needs: the proxy sets the rest once the span records."""
         ...
 
     def start_child(self, parent: Span, name: str, *, client: bool = False) -> Span:

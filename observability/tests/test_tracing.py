@@ -5,17 +5,30 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from gateway.engine.traced_proxy import TracedProxy
+from gateway.engine.tracing import AttributeValue, Span, TraceContext
 from gateway.tests.test_engine_proxy import Harness, run
-from observability.tracing import OtelTracer, otlp_traces_url, tracer_provider
+from observability.tracing import (
+    DEFAULT_SAMPLER,
+    DEFAULT_SAMPLER_RATIO,
+    OtelSpan,
+    OtelTracer,
+    default_sampler,
+    otlp_traces_url,
+    tracer_provider,
+)
 from tests.support.otlp_receiver import OtlpReceiver, otlp_receiver
 from tests.support.processes import child_env, python_command
 
 UNSAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+SAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 @pytest.fixture
@@ -24,16 +37,35 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield running
 
 
-def traced_run(receiver: OtlpReceiver, headers: dict[str, str]) -> tuple[Harness, dict[str, str]]:
-    """One GET /pub/x through a TracedProxy; returns the harness (its records) and the headers the
-    upstream received. The provider is shut down (its spans sent) before this returns."""
-    provider = tracer_provider(role="test", url=otlp_traces_url(receiver.endpoint))
+class CountingTracer(OtelTracer):
+    """The OpenTelemetry tracer, counting the spans the proxy asks it for."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        super().__init__(tracer)
+        self.started: list[str] = []
+
+    def start_request(self, incoming: TraceContext, attributes: Mapping[str, AttributeValue]) -> OtelSpan:
+        self.started.append("proxy_request")
+        return super().start_request(incoming, attributes)
+
+    def start_child(self, parent: Span, name: str, *, client: bool = False) -> OtelSpan:
+        self.started.append(name)
+        return super().start_child(parent, name, client=client)
+
+
+def traced_run(
+    receiver: OtlpReceiver, headers: dict[str, str], sampler: Sampler | None = None
+) -> tuple[Harness, dict[str, str], CountingTracer]:
+    """One GET /pub/x through a TracedProxy; returns the harness (its records), the headers the
+    upstream received and the tracer. The provider is shut down (its spans sent) before this returns."""
+    provider = tracer_provider(role="test", url=otlp_traces_url(receiver.endpoint), sampler=sampler)
+    tracer = CountingTracer(provider.get_tracer("test"))
     echoed: dict[str, str] = {}
 
     async def scenario(h: Harness) -> None:
         proxy = h.proxy
         h.proxy = TracedProxy(
-            tracer=OtelTracer(provider.get_tracer("test")),
+            tracer=tracer,
             config=proxy.config, fallback=proxy.fallback, authenticator=proxy.authenticator,
             window_limiter=proxy.window_limiter, breaker=proxy.breaker, forwarder=proxy.forwarder,
             gauge=proxy.gauge, admission=proxy.admission, on_complete=h.records.append,
@@ -45,11 +77,11 @@ def traced_run(receiver: OtlpReceiver, headers: dict[str, str]) -> tuple[Harness
 
     harness = run(scenario)
     provider.shutdown()
-    return harness, echoed
+    return harness, echoed, tracer
 
 
 def test_the_request_log_the_upstream_and_the_spans_name_one_trace(receiver: OtlpReceiver) -> None:
-    harness, upstream_headers = traced_run(receiver, {})
+    harness, upstream_headers, _ = traced_run(receiver, {})
 
     request = receiver.spans("proxy_request")[0]
     upstream = receiver.spans("upstream")[0]
@@ -65,13 +97,67 @@ def test_the_request_log_the_upstream_and_the_spans_name_one_trace(receiver: Otl
 
 
 def test_an_unsampled_trace_is_continued_but_not_exported(receiver: OtlpReceiver) -> None:
-    harness, upstream_headers = traced_run(receiver, {"traceparent": UNSAMPLED})
+    harness, upstream_headers, tracer = traced_run(receiver, {"traceparent": UNSAMPLED})
 
     trace_id = UNSAMPLED.split("-")[1]
     assert harness.records[0].trace_id == trace_id
     assert upstream_headers["traceparent"].startswith(f"00-{trace_id}-")
     assert upstream_headers["traceparent"].endswith("-00")  # the client's decision travels on
     assert receiver.spans() == []
+    assert tracer.started == ["proxy_request"]  # a no-op span, and no step span built for it
+
+
+def test_a_request_the_sampler_drops_builds_no_step_span_and_a_sampled_parent_is_kept(
+    receiver: OtlpReceiver,
+) -> None:
+    never = ParentBased(TraceIdRatioBased(0.0))
+
+    dropped = traced_run(receiver, {}, never)
+    kept = traced_run(receiver, {"traceparent": SAMPLED}, never)
+
+    assert dropped[1]["traceparent"].endswith("-00")
+    assert dropped[2].started == ["proxy_request"]
+    assert kept[2].started == ["proxy_request", "token_bucket_check", "distributed_limiter_check",
+                               "circuit_breaker", "upstream"]  # fmt: skip
+    assert {s.trace_id for s in receiver.spans()} == {SAMPLED.split("-")[1]}
+    assert len(receiver.spans()) == 5
+    assert receiver.spans("proxy_request")[0].attributes["user_agent.original"] == ""
+
+
+def test_the_default_sampler_keeps_one_new_trace_in_a_hundred_and_follows_the_parent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
+    sampler = default_sampler()
+    assert sampler is not None
+    # TraceIdRatioBased keeps a trace when its id's low 64 bits are under ratio * 2**64.
+    bound = round(DEFAULT_SAMPLER_RATIO * 2**64)
+    under, over = (7 << 64) | (bound - 1), (7 << 64) | bound
+
+    def sampled(trace_id: int, parent_flags: int | None = None) -> bool:
+        parent = None
+        if parent_flags is not None:
+            remote = SpanContext(trace_id, 0xB7AD6B7169203331, is_remote=True, trace_flags=TraceFlags(parent_flags))
+            parent = trace.set_span_in_context(NonRecordingSpan(remote))
+        return sampler.should_sample(parent, trace_id, "proxy_request").decision.is_sampled()
+
+    assert (DEFAULT_SAMPLER, DEFAULT_SAMPLER_RATIO) == ("parentbased_traceidratio", 0.01)
+    assert (sampled(under), sampled(over)) == (True, False)  # a new trace: its id decides
+    assert (sampled(over, 0x01), sampled(under, 0x00)) == (True, False)  # a client's: its flag decides
+
+
+def test_the_operators_sampler_variables_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    assert "TraceIdRatioBased{0.25}" in default_sampler().get_description()  # type: ignore[union-attr]
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "2")
+    with pytest.raises(ValueError, match="not a ratio"):
+        default_sampler()
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")  # the SDK reads it and its ARG itself
+    assert default_sampler() is None
 
 
 @pytest.mark.parametrize(

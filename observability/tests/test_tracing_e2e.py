@@ -1,17 +1,22 @@
-"""Tracing as an operator runs it: a real web process exporting to a real OTLP/HTTP receiver
-(tests/support/otlp_receiver.py decodes the protobuf it gets), a real upstream echoing what it got."""
+"""Tracing as an operator runs it: a real web process (and a real Celery worker) exporting to a real
+OTLP/HTTP receiver (tests/support/otlp_receiver.py decodes the protobuf it gets), a real upstream
+echoing what it got."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from accounts.api.serializers import TokenSerializer
+from accounts.models import User
 from gateway import services
 from tests.support.net import free_port, http_request
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
-from tests.support.processes import MockUpstreams, web_server
+from tests.support.processes import MockUpstreams, celery_worker, web_server
+from tests.support.redis_keys import key_prefix
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,6 +25,10 @@ CLIENT_SPAN = "00f067aa0ba902b7"
 STEPS = {"token_bucket_check", "distributed_limiter_check", "circuit_breaker", "upstream"}
 # The SDK's batch delay (OTEL_BSP_SCHEDULE_DELAY, ms): spans leave within 0.1 s instead of 5 s.
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
+# Every trace sampled, as the README tells an operator who debugs: these tests look at every span.
+EVERY_TRACE = {"OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_TRACES_SAMPLER_ARG": None}
+# The operator's sampler unset: Sentinel's default (parentbased_traceidratio at 1 %).
+DEFAULT_SAMPLER = {"OTEL_TRACES_SAMPLER": None, "OTEL_TRACES_SAMPLER_ARG": None}
 
 
 @pytest.fixture
@@ -35,8 +44,8 @@ def upstream(mock_upstream: MockUpstreams) -> str:
     return url
 
 
-def traced(receiver: OtlpReceiver) -> dict[str, str]:
-    return {"ENABLE_TRACING": "true", "OTLP_ENDPOINT": receiver.endpoint, **FAST_EXPORT}
+def traced(receiver: OtlpReceiver, sampler: dict[str, str | None] = EVERY_TRACE) -> dict[str, str | None]:
+    return {"ENABLE_TRACING": "true", "OTLP_ENDPOINT": receiver.endpoint, **FAST_EXPORT, **sampler}
 
 
 def request_of(receiver: OtlpReceiver, correlation_id: str) -> ReceivedSpan:
@@ -176,7 +185,7 @@ def test_nothing_is_exported_when_tracing_is_off(receiver: OtlpReceiver, upstrea
 def test_a_collector_that_is_down_costs_requests_nothing(upstream: str) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
-    with web_server(ENABLE_TRACING="true", OTLP_ENDPOINT=nowhere, **FAST_EXPORT) as (port, process):
+    with web_server(ENABLE_TRACING="true", OTLP_ENDPOINT=nowhere, **FAST_EXPORT, **EVERY_TRACE) as (port, process):
         statuses = [http_request(port, "GET", f"/open/{n}")[0] for n in range(15)]  # under the burst of 20
         statuses.append(http_request(port, "GET", "/api/v1/routes")[0])
         # Stopping is not held up for good by spans that cannot be delivered (the exporter's own
@@ -198,3 +207,98 @@ def test_a_stopping_web_process_sends_the_spans_it_still_holds(receiver: OtlpRec
 
     assert status == 200
     assert [s.attributes["sentinel.correlation_id"] for s in receiver.spans("proxy_request")] == ["trace-last"]
+
+
+def upstream_traceparent(port: int, path: str, headers: dict[str, str] | None = None) -> str:
+    """The traceparent the upstream received for one GET of `path`."""
+    status, _, body = http_request(port, "GET", path, headers=headers)
+    assert status == 200
+    return str(json.loads(body)["headers"]["traceparent"])
+
+
+def test_with_a_ratio_of_zero_only_traces_the_client_sampled_are_exported(
+    receiver: OtlpReceiver, upstream: str
+) -> None:
+    ratio_zero = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
+    sampled = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+    unsampled_trace = "0af7651916cd43dd8448eb211c80319c"
+
+    with web_server(**traced(receiver, ratio_zero)) as (port, process):
+        root = upstream_traceparent(port, "/open/root", {"x-correlation-id": "ratio0-root"})
+        unsampled = upstream_traceparent(port, "/open/u", {"traceparent": f"00-{unsampled_trace}-{CLIENT_SPAN}-00"})
+        http_request(port, "GET", "/api/v1/routes")  # Django's span, a root: not sampled either
+        kept = upstream_traceparent(port, "/open/s", {"traceparent": sampled, "x-correlation-id": "ratio0-kept"})
+        children_of(receiver, request_of(receiver, "ratio0-kept"), 4)
+        process.terminate()  # a stopped process has sent all it held: nothing else can come
+        process.wait(timeout=30)
+
+    assert (root[-2:], unsampled[-2:], kept[-2:]) == ("00", "00", "01")  # the upstreams are told too
+    assert {s.trace_id for s in receiver.spans()} == {CLIENT_TRACE}
+    assert len(receiver.spans()) == 5  # proxy_request and its four steps
+
+
+def test_by_default_one_new_trace_in_a_hundred_and_every_client_sampled_one_is_exported(
+    receiver: OtlpReceiver, mock_upstream: MockUpstreams
+) -> None:
+    services.route_create(
+        tenant=None, name="wide", path_prefix="/wide/", targets=[mock_upstream("wide").url], auth_mode="none",
+        burst_capacity=10_000, refill_rate=10_000, base_rate_limit=100_000,
+    )  # fmt: skip
+    roots = 200
+
+    with web_server(**traced(receiver, DEFAULT_SAMPLER)) as (port, process):
+        sent_upstream = [upstream_traceparent(port, f"/wide/{n}") for n in range(roots)]
+        kept = upstream_traceparent(port, "/wide/k", {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
+        process.terminate()
+        process.wait(timeout=30)
+
+    exported = {s.trace_id for s in receiver.spans("proxy_request")}
+    sampled_roots = {tp.split("-")[1] for tp in sent_upstream if tp.endswith("-01")}
+    assert kept.endswith("-01") and CLIENT_TRACE in exported  # the client's sampled trace goes on
+    # Exactly the traces whose sampled flag went upstream were exported, whole (proxy_request + 4 steps).
+    assert exported - {CLIENT_TRACE} == sampled_roots
+    assert len(receiver.spans()) == 5 * len(exported)
+    # 1 % of 200: 2 expected; 40 or more has a probability below 1e-30 (binomial tail).
+    assert len(sampled_roots) < roots // 5
+
+
+def test_a_task_queued_in_a_traced_request_runs_in_the_same_trace_in_the_worker(
+    receiver: OtlpReceiver, alice: User, tmp_path: Path
+) -> None:
+    # The processes' own broker queue (a key prefix on Redis, a folder in embedded mode); the
+    # default sampler, the client's sampled traceparent deciding for the whole trace.
+    env = {
+        **traced(receiver, DEFAULT_SAMPLER),
+        "CACHE_KEY_PREFIX": key_prefix("tracing-celery"),
+        "SENTINEL_VAR_DIR": str(tmp_path),
+    }
+    headers = {
+        "Authorization": f"Bearer {TokenSerializer.get_token(alice).access_token}",
+        "Content-Type": "application/json",
+        "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+    }
+    task = "rules.tasks.events_evaluate"
+
+    with web_server(**env) as (port, _), celery_worker(name="tracing", **env):
+        status = http_request(port, "POST", "/events", body=b'{"type": "order"}', headers=headers)[0]
+        ran = receiver.wait_for(
+            lambda spans: [s for s in spans if s.name == f"run/{task}" and s.trace_id == CLIENT_TRACE],
+            what=f"the worker's span of {task} in the client's trace",
+        )[0]
+        queued = receiver.wait_for(
+            lambda spans: [s for s in spans if s.name == f"apply_async/{task}" and s.trace_id == CLIENT_TRACE],
+            what=f"the web's span queuing {task}",
+        )[0]
+        view = receiver.wait_for(
+            lambda spans: [s for s in spans if s.parent_span_id == CLIENT_SPAN and s.kind == "SERVER"],
+            what="the span of POST /events",
+        )[0]
+
+    assert status == 202
+    assert (ran.kind, ran.resource["sentinel.role"]) == ("CONSUMER", "worker")
+    assert (queued.kind, queued.resource["sentinel.role"]) == ("PRODUCER", "web")
+    # The worker's span is a child of the web's publish, itself under the request's span.
+    assert ran.parent_span_id == queued.span_id
+    assert queued.parent_span_id == view.span_id
+    assert view.attributes["url.path"] == "/events"
+    assert not ran.failed
