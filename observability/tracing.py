@@ -33,7 +33,9 @@ instrumentation use them too), Sentinel's own under ``sentinel.``.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Mapping
@@ -58,7 +60,9 @@ __all__ = [
     "OtelTracer",
     "default_sampler",
     "otlp_traces_url",
+    "route_template",
     "tracer_provider",
+    "tracing_announce",
     "tracing_setup",
     "tracing_shutdown",
 ]
@@ -164,6 +168,24 @@ def tracing_setup(*, role: str) -> OtelTracer | None:
     return _tracer
 
 
+def tracing_announce() -> None:
+    """Logs, at info on `sentinel.tracing`, where this process's spans go and how they are
+    sampled; nothing with tracing off. Called once logging is set up (the web's lifespan start,
+    a worker's process start): `tracing_setup` runs before Django configures logging."""
+    if _tracer is None:
+        return
+    chosen = os.environ.get("OTEL_TRACES_SAMPLER", "").strip()
+    sampler = (
+        f"{chosen} {os.environ.get('OTEL_TRACES_SAMPLER_ARG', '').strip()}".strip()
+        if chosen
+        else f"{DEFAULT_SAMPLER} {os.environ.get('OTEL_TRACES_SAMPLER_ARG', '').strip() or DEFAULT_SAMPLER_RATIO}"
+    )
+    url = otlp_traces_url(str(settings.OTLP_ENDPOINT))
+    logging.getLogger("sentinel.tracing").info(
+        "tracing on: spans to %s, sampler %s", url, sampler, extra={"otlp_url": url, "sampler": sampler}
+    )
+
+
 def tracing_shutdown(*, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
     """Exports the spans still queued and stops the exporter, waiting at most ``timeout_s``
     seconds (blocking: call it from a thread in async code). Nothing to do with tracing off."""
@@ -233,8 +255,32 @@ def _instrument_celery(provider: TracerProvider) -> None:
         instrumentor.instrument(tracer_provider=provider)
 
 
+# A URL pattern's parts as a person writes a route: DRF's routers give regexes
+# (`^api/v1/routes/(?P<pk>[0-9]{1,18})/?$`), Django's path() converters (`<int:pk>`).
+_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+_CONVERTER = re.compile(r"<(?:\w+:)?(\w+)>")
+
+
+def route_template(pattern: str) -> str:
+    """`pattern` (what Django resolved: `ResolverMatch.route`) as a route template for span names
+    and `http.route` (OpenTelemetry's HTTP conventions: "the matched route, the path template"):
+    `^api/v1/routes/(?P<pk>[0-9]{1,18})/?$` → `/api/v1/routes/{pk}`, `dashboard/` → `/dashboard/`."""
+    template = pattern.removeprefix("^").removesuffix("$").removesuffix("/?")
+    template = _CONVERTER.sub(r"{\1}", _NAMED_GROUP.sub(r"{\1}", template)).replace("/?", "/")
+    return "/" + template.lstrip("/")
+
+
 def _response_hook(span: trace.Span, request: Any, response: Any) -> None:
-    """Puts the correlation id Sentinel answered with on Django's span, as the proxy's spans have it."""
+    """Names Django's span `METHOD /route/{param}` with that template as `http.route` (the
+    instrumentation uses the raw pattern: a regex for DRF's routes), and puts the correlation id
+    Sentinel answered with on it, as the proxy's spans have it."""
+    if not span.is_recording():
+        return
+    match = getattr(request, "resolver_match", None)
+    if match is not None and match.route:
+        route = route_template(str(match.route))
+        span.update_name(f"{request.method} {route}")
+        span.set_attribute("http.route", route)
     correlation_id = response.get("x-correlation-id") if hasattr(response, "get") else None
-    if correlation_id and span.is_recording():
+    if correlation_id:
         span.set_attribute("sentinel.correlation_id", correlation_id)

@@ -25,7 +25,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 # A server may import this module without manage.py (`uvicorn sentinel_site.asgi:application`).
 local_state_prepare()
 
-from observability.tracing import tracing_setup, tracing_shutdown  # noqa: E402
+from observability.tracing import tracing_announce, tracing_setup, tracing_shutdown  # noqa: E402
 
 # Before Django builds its handler: with tracing on, the Django instrumentation adds its middleware.
 gateway_tracer = tracing_setup(role="web")
@@ -90,6 +90,7 @@ class SentinelApplication:
                     self.request_log.start()
                 await self.dashboard.start(gauge=self.proxy.gauge)
                 settle_garbage_collector()
+                tracing_announce()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.dashboard.stop()

@@ -100,9 +100,10 @@ def _logging_setup(loglevel: int | str | None = None, **_: Any) -> None:
 
 
 def _tracing_setup(**_: Any) -> None:
-    from observability.tracing import tracing_setup
+    from observability.tracing import tracing_announce, tracing_setup
 
     tracing_setup(role="worker")
+    tracing_announce()
 
 
 def _tracing_shutdown(**_: Any) -> None:

@@ -22,6 +22,7 @@ from observability.tracing import (
     OtelTracer,
     default_sampler,
     otlp_traces_url,
+    route_template,
     tracer_provider,
 )
 from tests.support.otlp_receiver import OtlpReceiver, otlp_receiver
@@ -180,3 +181,20 @@ def test_tracing_on_without_a_usable_endpoint_stops_the_start(endpoint: str | No
 
     assert result.returncode != 0
     assert "ENABLE_TRACING is true but OTLP_ENDPOINT" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("pattern", "template"),
+    [
+        ("^api/v1/routes/?$", "/api/v1/routes"),
+        ("^api/v1/routes/(?P<pk>[^/.]+)/?$", "/api/v1/routes/{pk}"),
+        ("^api/v1/request-logs/(?P<pk>[0-9]{1,18})/?$", "/api/v1/request-logs/{pk}"),
+        ("^api/v1/incidents/(?P<pk>[^/.]+)/acknowledge/?$", "/api/v1/incidents/{pk}/acknowledge"),
+        ("dashboard/", "/dashboard/"),
+        ("ai/insight", "/ai/insight"),
+        ("admin/<path:object_id>/", "/admin/{object_id}/"),
+        ("", "/"),
+    ],
+)
+def test_django_spans_are_named_by_the_route_template(pattern: str, template: str) -> None:
+    assert route_template(pattern) == template

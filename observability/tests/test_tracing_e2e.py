@@ -145,8 +145,9 @@ def test_refused_requests_are_marked_on_their_spans(receiver: OtlpReceiver, upst
     assert not [s for s in receiver.spans() if s.parent_span_id == refused_429.span_id and s.name != bucket.name]
 
 
-def test_django_requests_are_traced_and_metrics_and_health_are_not(receiver: OtlpReceiver) -> None:
-    with web_server(**traced(receiver)) as (port, _):
+def test_django_requests_are_traced_and_metrics_and_health_are_not(receiver: OtlpReceiver, tmp_path: Path) -> None:
+    log_path = tmp_path / "web.log"
+    with log_path.open("wb") as log, web_server(log=log, LOG_LEVEL="info", **traced(receiver)) as (port, _):
         http_request(port, "GET", "/metrics")
         http_request(port, "GET", "/health")
         status, _, _ = http_request(
@@ -159,11 +160,14 @@ def test_django_requests_are_traced_and_metrics_and_health_are_not(receiver: Otl
 
     assert status == 401
     assert (api.kind, api.trace_id, api.parent_span_id) == ("SERVER", CLIENT_TRACE, CLIENT_SPAN)
-    assert api.name.startswith("GET api/v1/routes")  # the URL pattern Django resolved
+    # The route Django resolved, as a template (DRF's router pattern is a regex).
+    assert (api.name, api.attributes["http.route"]) == ("GET /api/v1/routes", "/api/v1/routes")
     assert api.attributes["http.response.status_code"] == 401
     assert api.attributes["sentinel.correlation_id"]
     paths = {s.attributes.get("url.path") for s in receiver.spans()}
     assert not paths & {"/metrics", "/health"}
+    # The process said where its spans go, once its logging was set up.
+    assert f"tracing on: spans to {receiver.endpoint}/v1/traces, sampler parentbased_always_on" in log_path.read_text()
 
 
 def test_nothing_is_exported_when_tracing_is_off(receiver: OtlpReceiver, upstream: str) -> None:
