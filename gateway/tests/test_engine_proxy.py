@@ -159,13 +159,22 @@ def test_the_record_keeps_the_path_as_the_client_sent_it() -> None:
     """The request log is what an operator searches after an attack: an encoded separator must be
     recorded as sent, not as the harmless-looking path the server decoded it to."""
 
+    refused = {  # as sent → as the server decoded it
+        "/pub/a%2fb": "/pub/a/b",
+        "/pub/%2e%2e/admin": "/pub/../admin",
+        "/pub/a%5cb": "/pub/a\\b",
+        "/pub/%252e%252e/x": "/pub/%2e%2e/x",
+        "/pub/a;x=1/b": "/pub/a;x=1/b",
+    }
+
     async def scenario(h: Harness) -> None:
-        assert (await h.request("GET", "/pub/a/b", sent_path="/pub/a%2fb"))[0] == 400
+        for sent, decoded in refused.items():
+            assert (await h.request("GET", decoded, sent_path=sent))[0] == 400, sent
         assert (await h.request("GET", "/pub/caf\u00e9", sent_path="/pub/caf%C3%A9"))[0] == 200
 
     h = run(scenario)
     assert [(r.path, r.status, r.reason) for r in h.records] == [
-        ("/pub/a%2fb", 400, "unsafe_path"),
+        *((sent, 400, "unsafe_path") for sent in refused),
         ("/pub/caf%C3%A9", 200, ""),
     ]
     assert h.records[0].bytes_out > 50  # the JSON error it was sent
