@@ -17,6 +17,7 @@ not spent on an attacker. If the cache is down, the limiter fails open: logging 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import secrets
@@ -177,8 +178,11 @@ class LoginLimiter:
 
     @staticmethod
     def keys(username: str, ip: str) -> dict[str, str]:
-        # Usernames are case-insensitive (accounts_user_username_ci_unique): `Alice` is `alice`.
-        return {"username": f"accounts:login_fail:u:{username.strip().lower()}", "ip": f"accounts:login_fail:ip:{ip}"}
+        # Usernames are case-insensitive (accounts_user_username_ci_unique): `Alice` is `alice`. A
+        # username is whatever a client typed (spaces, control characters, 150 characters): its
+        # digest keeps the cache key short and printable.
+        folded = hashlib.sha256(username.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return {"username": f"accounts:login_fail:u:{folded}", "ip": f"accounts:login_fail:ip:{ip}"}
 
     def lockout(self, *, username: str, ip: str) -> Lockout | None:
         """The lockout in force for this username or IP, if any; None when the cache is down."""
