@@ -78,10 +78,13 @@ run: ports seed
 	$(WITH_KEY) PATH="$(CURDIR)/$(BIN):$$PATH" sh -c '$(BIN)/python manage.py await_ready --port $(PORT) \
 		--upstream-port $(UPSTREAM_PORT) --while-pid $$$$ & exec $(BIN)/honcho start -f Procfile -p $(PORT)'
 
-## test: install, lint, and the whole suite
+## test: install, lint, and the whole suite in two pytest-xdist workers (`make test TEST_WORKERS=0`
+# runs it in one process). Most end-to-end tests wait on the processes they start, so two workers
+# share the 2 cores well; each has its own var folder (tests/support/settings.py).
+TEST_WORKERS ?= 2
 test: install lint browser
 	$(WITH_KEY) $(BIN)/python manage.py spectacular --fail-on-warn --validate --file /dev/null
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # Type checks (CONVENTIONS 10): mypy --strict (with the Django and DRF plugins) on the hot paths,
 # the ground floor and every app's services and selectors.

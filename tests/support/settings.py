@@ -9,8 +9,16 @@ as ``manage.py`` is a command's: it writes ``var/secret_key`` first when the set
 
 import os
 
-from core.local_state import local_state_prepare
+from core.local_state import local_state_prepare, var_dir
 from tests.support.redis_keys import site_prefix
+
+# `make test` runs the suite in pytest-xdist workers: each is a test run of its own, with a var
+# folder of its own (the embedded database, Celery's filesystem broker, the metrics folder), so
+# the processes one worker starts never read another's queue or files. Redis keys are apart
+# already (one RUN_ROOT per pytest process).
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker:
+    os.environ["SENTINEL_VAR_DIR"] = str(var_dir() / "xdist" / _worker)
 
 local_state_prepare()
 # The test process and every process it starts write their Redis keys (cache, channel layer,
