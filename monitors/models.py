@@ -87,7 +87,7 @@ class Monitor(models.Model):
     )
     conditions = models.TextField(
         blank=True,
-        help_text='Rules DSL over status, response_time (ms), headers, body, cert_expiry_days, e.g. '
+        help_text="Rules DSL over status, response_time (ms), headers, body, cert_expiry_days, e.g. "
         'status == 200 and body.status == "UP".',
     )
     follow_redirects = models.BooleanField(default=True)
