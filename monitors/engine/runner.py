@@ -420,7 +420,7 @@ class CheckRunner:
         except (socket.gaierror, UnicodeError) as exc:
             raise _Failure(_dns_reason(host, exc)) from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        target = f"{host}:{port}"
+        target = _host_port(host, port)
         if self.egress is not None:
             for address in addresses:  # every one judged before any is tried, as for http
                 self.egress.check_address(address, target=target)
@@ -513,15 +513,17 @@ def _client_error_reason(exc: aiohttp.ClientError, spec: CheckSpec) -> str:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         error = exc.certificate_error
         words = getattr(error, "verify_message", "") or str(error)
-        return f"TLS error: {words.rstrip('.')} ({exc.host}:{exc.port})"
+        return f"TLS error: {words.rstrip('.')} ({_host_port(exc.host, exc.port)})"
     if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
         return f"TLS error: {_ssl_words(exc)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return _os_error_reason(exc.os_error, f"{exc.host}:{exc.port}")
+        return _os_error_reason(exc.os_error, _host_port(exc.host, exc.port))
     if isinstance(exc, aiohttp.TooManyRedirects):
         return f"too many redirects (more than {MAX_REDIRECTS})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return f"invalid URL: only http:// and https:// can be checked ({exc})"
     if isinstance(exc, aiohttp.InvalidURL):
         return f"invalid URL: {exc}"
     if isinstance(exc, aiohttp.ClientPayloadError):
@@ -531,6 +533,12 @@ def _client_error_reason(exc: aiohttp.ClientError, spec: CheckSpec) -> str:
     if isinstance(exc, aiohttp.ClientOSError):
         return _os_error_reason(exc, spec.target)
     return f"request failed ({type(exc).__name__}: {_first_line(exc)})"
+
+
+def _host_port(host: str, port: int | None) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:22``)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}" if port is not None else shown
 
 
 def _dns_reason(host: str, error: BaseException) -> str:
