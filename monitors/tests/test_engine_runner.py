@@ -426,7 +426,7 @@ def test_a_cancelled_batch_gives_back_every_slot(servers: Servers) -> None:
         try:
             batch = asyncio.create_task(runner.run_batch(specs))
             await asyncio.sleep(0)  # the feeder takes the one slot, starts a check, sleeps for the next
-            batch.cancel()  # ...and is cancelled before that check ever ran
+            batch.cancel()  # ...and is cancelled with that check in flight
             with contextlib.suppress(asyncio.CancelledError):
                 await batch
             # With the slot given back, the runner still runs checks.
