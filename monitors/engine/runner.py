@@ -217,8 +217,8 @@ class CheckRunner:
         try:
             for index in order:
                 # One feeder sleeps until the next due time, rather than a sleeping task per spec.
-                delay = specs[index].due_at - time.time()
-                if delay > 0:
+                # A loop: the loop's clock is monotonic, due times are wall-clock; never start early.
+                while (delay := specs[index].due_at - time.time()) > 0:
                     await asyncio.sleep(delay)
                 await self._semaphore.acquire()
                 task = asyncio.create_task(one(index))
