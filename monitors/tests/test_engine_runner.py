@@ -435,3 +435,22 @@ def test_a_cancelled_batch_gives_back_every_slot(servers: Servers) -> None:
             await runner.aclose()
 
     assert asyncio.run(scenario()).outcome == "up"
+
+
+def test_concurrent_checks_each_record_their_own_certificate(servers: Servers) -> None:
+    specs = [
+        http(f"{servers.https['good']}/ok", monitor_id=1),
+        http(f"{servers.http}/ok", monitor_id=2),
+        http(f"{servers.https['expired']}/ok", monitor_id=3, verify_tls=False),
+    ] * 5
+
+    async def scenario() -> list[CheckReport]:
+        runner = CheckRunner(egress=LOOPBACK_OK, ssl_context=servers.pki.client_context())
+        try:
+            return list(await asyncio.gather(*(runner.run(spec) for spec in specs)))
+        finally:
+            await runner.aclose()
+
+    reports = asyncio.run(scenario())
+
+    assert {(r.monitor_id, r.outcome, r.cert_expiry_days) for r in reports} == {(1, "up", 30), (2, "up", None), (3, "up", -2)}
