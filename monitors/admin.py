@@ -33,6 +33,23 @@ STATE_COLOURS = {
     MonitorState.UNKNOWN: "#6e7781",
 }
 INLINE_ROWS = 20
+RESULT_COLUMNS: tuple[str, ...] = (
+    "checked_at", "outcome", "status_code", "latency_ms", "reason", "failed_condition", "cert_expiry_days",
+)  # fmt: skip
+FLIP_COLUMNS: tuple[str, ...] = ("created_at", "old_state", "new_state", "reason", "processed_at", "held_by")
+RUN_STATE_COLUMNS: tuple[str, ...] = (
+    "state", "state_changed_at", "last_checked_at", "last_outcome", "last_reason", "last_latency_ms",
+    "cert_expires_at", "next_due_at", "version", "created_at", "updated_at",
+)  # fmt: skip
+WINDOW_COLUMNS: tuple[str, ...] = (
+    "tenant",
+    "name",
+    "monitor",
+    "starts_at",
+    "duration_minutes",
+    "recurrence",
+    "timezone",
+)
 
 
 @admin.display(description="tenant", ordering="tenant__slug")
@@ -107,16 +124,16 @@ class _ReadOnlyInline(admin.TabularInline):
 class CheckResultInline(_ReadOnlyInline):
     model = CheckResult
     verbose_name_plural = f"latest {INLINE_ROWS} check results"
-    fields = ["checked_at", "outcome", "status_code", "latency_ms", "reason", "failed_condition", "cert_expiry_days"]
-    readonly_fields = fields
+    fields = RESULT_COLUMNS
+    readonly_fields = RESULT_COLUMNS
 
 
 class FlipInline(_ReadOnlyInline):
     model = Flip
     fk_name = "monitor"
     verbose_name_plural = f"latest {INLINE_ROWS} state flips"
-    fields = ["created_at", "old_state", "new_state", "reason", "processed_at", "held_by"]
-    readonly_fields = fields
+    fields = FLIP_COLUMNS
+    readonly_fields = FLIP_COLUMNS
 
 
 class MonitorChangeList(ChangeList):
@@ -142,10 +159,7 @@ class MonitorAdmin(ServiceModelAdmin):
     filter_horizontal = ["channels"]
     inlines = [CheckResultInline, FlipInline]
     actions = ["check_now", "pause", "resume"]
-    readonly_fields = [
-        "state", "state_changed_at", "last_checked_at", "last_outcome", "last_reason", "last_latency_ms",
-        "cert_expires_at", "next_due_at", "version", "created_at", "updated_at",
-    ]  # fmt: skip
+    readonly_fields = RUN_STATE_COLUMNS
     fieldsets = [
         (None, {"fields": ["tenant", "name", "kind", "target", "enabled", "published"]}),
         (
@@ -180,7 +194,7 @@ class MonitorAdmin(ServiceModelAdmin):
                 ]
             },
         ),
-        ("Run state", {"fields": readonly_fields}),
+        ("Run state", {"fields": RUN_STATE_COLUMNS}),
     ]
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
@@ -273,7 +287,7 @@ class MaintenanceWindowAdmin(ServiceModelAdmin):
     list_select_related = ["tenant", "monitor"]
     autocomplete_fields = ["tenant"]
     raw_id_fields = ["monitor"]
-    fields = ["tenant", "name", "monitor", "starts_at", "duration_minutes", "recurrence", "timezone"]
+    fields = WINDOW_COLUMNS
 
     def get_readonly_fields(self, request: HttpRequest, obj: MaintenanceWindow | None = None) -> list[str]:
         return ["tenant"] if obj is not None else []
@@ -287,7 +301,7 @@ class MaintenanceWindowAdmin(ServiceModelAdmin):
         return short_time(obj.starts_at)
 
     def save_model(self, request: HttpRequest, obj: MaintenanceWindow, form: forms.ModelForm, change: bool) -> None:
-        names = [name for name in self.fields if name != "tenant"]
+        names = [name for name in WINDOW_COLUMNS if name != "tenant"]
         data = form.cleaned_data
         if change:
             stored = MaintenanceWindow.objects.get(pk=obj.pk)

@@ -175,7 +175,8 @@ def _percentiles_sqlite(latencies: QuerySet[CheckResult]) -> list[float | None]:
     for fraction in PERCENTILES.values():
         position = (count - 1) * fraction
         low = math.floor(position)
-        pair = list(ordered[low : low + 2])
+        # latency_ms IS NOT NULL in `latencies`: every value read is a float.
+        pair = [float(value or 0.0) for value in ordered[low : low + 2]]
         high_value = pair[1] if len(pair) > 1 else pair[0]
         figures.append(pair[0] + (position - low) * (high_value - pair[0]))
     return figures

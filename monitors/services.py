@@ -373,7 +373,7 @@ def monitor_update(*, monitor: Monitor, **fields: Any) -> Monitor:
     with _unique_name(_NAME_TAKEN):
         if new_version:
             # F(): two concurrent edits get two versions, not one.
-            monitor.version = F("version") + 1  # type: ignore[assignment]
+            monitor.version = F("version") + 1
         monitor.save()
         if channels is not None:
             monitor.channels.set(channels)
