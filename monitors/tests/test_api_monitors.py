@@ -371,3 +371,19 @@ def test_staff_create_in_a_named_tenant_and_are_held_to_the_egress_policy(
     )
 
     assert (response.status_code, error_of(response)["code"]) == (400, "egress_denied")
+
+
+def test_the_list_reads_its_channels_in_one_query_not_one_a_monitor(
+    api: Api, alice: User, tenant_a: Tenant, django_assert_max_num_queries: Any
+) -> None:
+    channel = NotificationChannel.objects.create(tenant=tenant_a, kind="webhook", name="ops", target=PUBLIC_URL)
+    client = api(alice)
+    for index in range(10):
+        create_monitor(client, name=f"m{index}", channels=[channel.pk])
+
+    # The caller, the count, the page (tenant joined), the page's channels: never one a monitor.
+    with django_assert_max_num_queries(6):
+        listed = client.get("/api/v1/monitors").json()["results"]
+
+    assert len(listed) == 10
+    assert all(item["channels"] == [channel.pk] for item in listed)
