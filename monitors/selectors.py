@@ -87,7 +87,6 @@ def _cursor_decode(raw: str) -> tuple[datetime, int]:
 
 def history(
     monitor: Monitor,
-    *,
     since: datetime | None = None,
     until: datetime | None = None,
     outcome: str | None = None,
@@ -253,7 +252,7 @@ def _flips_for(monitor: Monitor, since: datetime, now: datetime) -> list[tuple[d
     return before + inside
 
 
-def uptime(monitor: Monitor, *, now: datetime) -> dict[str, PeriodFigures]:
+def uptime(monitor: Monitor, now: datetime) -> dict[str, PeriodFigures]:
     """`monitor`'s figures over the 24 h, 7 d and 30 d before `now` (aware):
     ``{"24h": {since, uptime_percent, checks, failures, latency_ms: {p50, p95, p99}, incidents:
     {count, total_seconds, longest_seconds, ongoing}}, "7d": ..., "30d": ...}``.
