@@ -53,8 +53,13 @@ WINDOW_COLUMNS: tuple[str, ...] = (
 
 
 @admin.display(description="tenant", ordering="tenant__slug")
-def tenant_slug(obj: Any) -> str:
-    return str(obj.tenant.slug)
+def tenant_slug(obj: Any) -> SafeString:
+    return _nowrap(obj.tenant.slug)
+
+
+def _nowrap(text: str) -> SafeString:
+    # Narrow columns at 1280 px would otherwise break words in the middle ("maintenan ce").
+    return format_html('<span style="white-space: nowrap">{}</span>', text)
 
 
 # --- monitors ----------------------------------------------------------------------------------------
@@ -72,6 +77,11 @@ class MonitorAdminForm(forms.ModelForm):
 
     class Meta:
         model = Monitor
+        widgets = {
+            "target": forms.TextInput(attrs={"size": 80}),
+            "headers": forms.Textarea(attrs={"rows": 2, "cols": 80, "style": "font-family: monospace"}),
+            "expected_status": forms.Textarea(attrs={"rows": 1, "cols": 40, "style": "font-family: monospace"}),
+        }
         fields = [
             "tenant", "name", "kind", "target", "method", "headers", "body", "expected_status", "keyword",
             "keyword_absent", "max_latency_ms", "conditions", "follow_redirects", "verify_tls", "timeout_seconds",
@@ -150,7 +160,7 @@ class MonitorChangeList(ChangeList):
 @admin.register(Monitor)
 class MonitorAdmin(ServiceModelAdmin):
     form = MonitorAdminForm
-    list_display = ["name", tenant_slug, "kind", "state_badge", "last_check", "uptime_24h", "interval"]
+    list_display = ["name", tenant_slug, "kind_code", "state_badge", "last_check", "uptime_24h", "interval"]
     list_filter = ["state", "kind", "enabled", "published", ("tenant", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "target"]
     list_select_related = ["tenant"]
@@ -238,19 +248,23 @@ class MonitorAdmin(ServiceModelAdmin):
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: Monitor) -> SafeString:
         colour = STATE_COLOURS.get(MonitorState(obj.state), "#6e7781")
-        return format_html('<strong style="color: {}">{}</strong>', colour, obj.state)
+        return format_html('<strong style="color: {}; white-space: nowrap">{}</strong>', colour, obj.state)
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_code(self, obj: Monitor) -> str:
+        return obj.kind
 
     @admin.display(description="last check", ordering="last_checked_at")
     def last_check(self, obj: Monitor) -> SafeString | str:
         if obj.last_checked_at is None:
             return "—"
-        reason = shorten(obj.last_reason, 40) if obj.last_reason else ""
-        return format_html("{} {} {}", short_time(obj.last_checked_at), obj.last_outcome, reason)
+        reason = shorten(obj.last_reason, 48) if obj.last_reason else ""
+        return format_html("{} {} {}", _nowrap(short_time(obj.last_checked_at)), obj.last_outcome, reason)
 
     @admin.display(description="uptime 24 h")
-    def uptime_24h(self, obj: Monitor) -> str:
+    def uptime_24h(self, obj: Monitor) -> SafeString:
         figure = getattr(obj, "uptime_24h", None)
-        return "—" if figure is None else f"{figure:.2f} %"
+        return _nowrap("—" if figure is None else f"{figure:.2f} %")
 
     @admin.display(description="interval", ordering="interval_seconds")
     def interval(self, obj: Monitor) -> str:
