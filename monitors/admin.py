@@ -21,6 +21,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts.admin_base import ServiceModelAdmin, changed_values, copy_saved, short_time, shorten
+from core.errors import DomainError
 from monitors import selectors, services
 from monitors.models import CheckResult, Flip, MaintenanceWindow, Monitor, MonitorState
 
@@ -224,12 +225,19 @@ class MonitorAdmin(ServiceModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Monitor, form: forms.ModelForm, change: bool) -> None:
         data = form.cleaned_data
-        if change:
-            stored = Monitor.objects.get(pk=obj.pk)
-            names = list(changed_values(form, _SERVICE_FIELDS))
-            saved = services.monitor_update(monitor=stored, **_service_values(data, names))
-        else:
-            saved = services.monitor_create(tenant=data["tenant"], **_service_values(data, _SERVICE_FIELDS))
+        try:
+            if change:
+                stored = Monitor.objects.get(pk=obj.pk)
+                names = list(changed_values(form, _SERVICE_FIELDS))
+                saved = services.monitor_update(monitor=stored, **_service_values(data, names))
+            else:
+                saved = services.monitor_create(tenant=data["tenant"], **_service_values(data, _SERVICE_FIELDS))
+        except DomainError as error:
+            if error.code != "egress_denied":
+                raise
+            # Its details are the address and the rule (the API's shape), not {field: [messages]}:
+            # put the message on the target field, where ServiceModelAdmin shows refusals.
+            raise DomainError(error.message, details={"target": [error.message]}, code=error.code) from None
         copy_saved(obj, saved)
 
     def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:

@@ -221,3 +221,17 @@ def test_the_admin_is_for_staff_only(alice: User) -> None:
     client.force_login(alice)
 
     assert client.get(URL).status_code == 302
+
+
+def test_a_loopback_target_is_refused_on_the_admin_form_under_the_production_policy(
+    staff_client: Client, tenant_a: Tenant, settings: object
+) -> None:
+    settings.EGRESS_ALLOW_LOOPBACK = False  # type: ignore[attr-defined]
+    data = form_data(staff_client.get(f"{URL}add/").content.decode(), "monitor_form")
+    data.update({"tenant": [str(tenant_a.pk)], "name": ["inside"], "target": ["http://127.0.0.1:6379/"]})
+
+    response = staff_client.post(f"{URL}add/", data)
+
+    assert response.status_code == 200
+    assert "EGRESS_ALLOWED_NETWORKS" in response.content.decode()
+    assert not Monitor.objects.exists()
