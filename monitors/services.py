@@ -323,6 +323,12 @@ def _apply(monitor: Monitor, fields: dict[str, Any]) -> list[NotificationChannel
 
 # --- monitors ---------------------------------------------------------------------------------------
 
+# What pause and resume write: the run state an operator may set.
+_RUN_STATE_FIELDS = [
+    "enabled", "state", "state_changed_at", "consecutive_failures", "consecutive_successes", "next_due_at",
+    "updated_at",
+]  # fmt: skip
+
 
 def monitor_create(*, tenant: Tenant, **fields: Any) -> Monitor:
     """Creates a monitor in `tenant`, enabled unless ``enabled=False`` (then paused), first check
@@ -358,23 +364,30 @@ def monitor_update(*, monitor: Monitor, **fields: Any) -> Monitor:
     """Changes any of MONITOR_FIELDS, checked as ``monitor_create`` checks them (same errors).
     A change to what a check does (CHECK_FIELDS) bumps `version`; a shorter interval brings the
     next check no later than one new interval from now; ``enabled`` set to false pauses and to
-    true resumes, as ``monitor_pause`` / ``monitor_resume`` do."""
+    true resumes, as ``monitor_pause`` / ``monitor_resume`` do. Only the columns this change
+    touches are written: the run state the scheduler writes meanwhile is not overwritten with
+    what `monitor` held when it was read."""
     before = {field: getattr(monitor, field) for field in CHECK_FIELDS}
     old_interval, was_enabled = monitor.interval_seconds, monitor.enabled
     channels = _apply(monitor, fields)
     new_version = any(getattr(monitor, field) != before[field] for field in CHECK_FIELDS & fields.keys())
+    written = {field for field in fields if field != "channels"} | {"updated_at"}
     now = timezone.now()
     if monitor.interval_seconds < old_interval:
         monitor.next_due_at = min(monitor.next_due_at, now + timedelta(seconds=monitor.interval_seconds))
+        written.add("next_due_at")
     if was_enabled and not monitor.enabled:
         _set_paused(monitor, now)
+        written.update(_RUN_STATE_FIELDS)
     elif not was_enabled and monitor.enabled:
         _set_resumed(monitor, now)
+        written.update(_RUN_STATE_FIELDS)
     with _unique_name(_NAME_TAKEN):
         if new_version:
             # F(): two concurrent edits get two versions, not one.
             monitor.version = F("version") + 1
-        monitor.save()
+            written.add("version")
+        monitor.save(update_fields=sorted(written))
         if channels is not None:
             monitor.channels.set(channels)
     if new_version:
@@ -401,12 +414,6 @@ def _set_resumed(monitor: Monitor, now: datetime) -> None:
     monitor.state_changed_at = now
     monitor.consecutive_failures = monitor.consecutive_successes = 0
     monitor.next_due_at = now
-
-
-_RUN_STATE_FIELDS = [
-    "enabled", "state", "state_changed_at", "consecutive_failures", "consecutive_successes", "next_due_at",
-    "updated_at",
-]  # fmt: skip
 
 
 def monitor_pause(*, monitor: Monitor) -> Monitor:

@@ -201,3 +201,15 @@ def test_a_window_update_is_checked_and_delete_removes_it(tenant_a: Tenant) -> N
 
     services.maintenance_window_delete(window=window)
     assert not MaintenanceWindow.objects.exists()
+
+
+def test_an_update_does_not_overwrite_the_run_state_written_since_the_monitor_was_read(tenant_a: Tenant) -> None:
+    stale = make(tenant_a)
+    # The state machine flips it while an operator has the edit form open.
+    Monitor.objects.filter(pk=stale.pk).update(state=MonitorState.DOWN, consecutive_failures=3)
+
+    services.monitor_update(monitor=stale, name="renamed", keyword="OK")
+
+    stored = Monitor.objects.get()
+    assert (stored.name, stored.keyword, stored.version) == ("renamed", "OK", 2)
+    assert (stored.state, stored.consecutive_failures) == (MonitorState.DOWN, 3)
