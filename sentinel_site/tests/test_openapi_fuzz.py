@@ -65,6 +65,9 @@ BODILESS_VERBS = {
     ("POST", "/api/v1/api-keys/{id}/revoke"),
     ("POST", "/api/v1/incidents/{id}/acknowledge"),
     ("POST", "/api/v1/incidents/{id}/resolve"),
+    ("POST", "/api/v1/monitors/{id}/pause"),
+    ("POST", "/api/v1/monitors/{id}/resume"),
+    ("POST", "/api/v1/monitors/{id}/check-now"),
 }
 # Not `negative_data_rejection`: DRF's pagination ignores a junk `page_size` and reads an empty
 # `page` as the first, by design; that leniency is all the check finds (tried at 60 examples).
@@ -95,7 +98,9 @@ def test_the_schema_builds_without_warnings_and_documents_every_promised_path(bu
     for promised in ("/auth/signup", "/auth/token", "/auth/token/refresh", "/auth/me", "/events", "/health",
                      "/circuit/status", "/circuit/reset", "/api/v1/tenants", "/api/v1/tenants/{id}/members",
                      "/api/v1/api-keys", "/api/v1/routes", "/api/v1/rules", "/api/v1/channels", "/api/v1/events",
-                     "/api/v1/matches", "/api/v1/deliveries"):  # fmt: skip
+                     "/api/v1/matches", "/api/v1/deliveries", "/api/v1/monitors", "/api/v1/monitors/{id}",
+                     "/api/v1/monitors/{id}/history", "/api/v1/monitors/{id}/uptime",
+                     "/api/v1/maintenance-windows"):  # fmt: skip
         assert promised in paths
 
 
@@ -163,6 +168,8 @@ UNSTORABLE_REFERENCES = ["bad\x00slug", "\x00", "²", "99999999999999999999999",
         ("/api/v1/routes", {"name": "r", "path_prefix": "/x/", "targets": ["http://127.0.0.1:9/"]}),
         ("/api/v1/rules", {"name": "r", "dsl": 'when type == "a" then notify("webhook:x")'}),
         ("/api/v1/channels", {"kind": "webhook", "name": "c", "target": "http://127.0.0.1:9/"}),
+        ("/api/v1/monitors", {"name": "m", "target": "http://127.0.0.1:9/"}),
+        ("/api/v1/maintenance-windows", {"name": "w", "starts_at": "2026-12-01T00:00:00Z", "duration_minutes": 5}),
     ],
 )
 def test_a_tenant_reference_no_database_can_look_up_is_a_400(
