@@ -3,9 +3,9 @@
 The settings module keeps one namespaced dict per app (``SENTINEL_ACCOUNTS``, ``SENTINEL_GATEWAY``,
 ``SENTINEL_RULES``, ``SENTINEL_OBSERVABILITY``, ``SENTINEL_MONITORS``), each value read from its
 environment variable with its default and its bounds there, in one place. This object is how code
-reads them, after DRF's ``api_settings``: attributes with types (mypy checks every name and use), the dict's shape checked
-on first use (a missing or unknown key raises ``ImproperlyConfigured`` naming the dict), and each
-section built again when the dict is replaced (``override_settings`` and pytest-django's
+reads them, after DRF's ``api_settings``: attributes with types (mypy checks every name and use),
+the dict's shape checked on first use (a missing or unknown key raises ``ImproperlyConfigured``
+naming the dict), and each section built again when the dict is replaced (``override_settings`` and pytest-django's
 ``settings`` fixture replace it), so tests that override a dict are honoured without a signal. A
 dict changed in place is not noticed: replace it (``{**settings.SENTINEL_RULES, "X": 1}``).
 """
