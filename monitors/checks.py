@@ -433,6 +433,8 @@ class CheckPipeline:
         while True:
             first = self._reports.get()
             if first is None:
+                # The writer's connection is its thread's own: nobody else can close it.
+                connection.close()
                 return
             batch = [first]
             deadline = time.monotonic() + self._flush_seconds
