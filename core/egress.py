@@ -22,7 +22,7 @@ must pass. A name that does not resolve at save time is accepted: DNS may be dow
 published, and the connect-time check judges whatever it resolves to later. At connect time the
 caller judges the address it actually connects to (``EgressPolicy.refusal``), so a name re-pointed
 after the save (DNS rebinding) cannot pass: the gateway's aiohttp connector does it in
-``gateway.engine.egress_connector``, httpx clients through ``guarded_transport`` below.
+``core.egress_aiohttp``, httpx clients through ``guarded_transport`` below.
 
 Plain Python: no Django (the gateway engine imports this module).
 """

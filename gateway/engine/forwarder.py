@@ -42,9 +42,9 @@ import aiohttp
 from yarl import URL
 
 from core.egress import EgressDenied, EgressPolicy
+from core.egress_aiohttp import GuardedConnector
 from core.errors import error_json
 from gateway.engine.disconnect import DisconnectWatch
-from gateway.engine.egress_connector import GuardedConnector
 from gateway.engine.octets import ExactRequest
 from gateway.engine.rewrites import (
     Header,

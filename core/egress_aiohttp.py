@@ -1,7 +1,9 @@
-"""The forwarder's connector for tenants' routes: it connects only where the egress policy allows.
+"""An aiohttp connector that connects only where the egress policy allows.
 
-The policy itself (which addresses are refused, and why) is ``core.egress``; docs/egress.md tells
-the whole story. This module is where aiohttp meets it. Plain Python, no Django.
+Used by the gateway's forwarder for tenants' routes and by the monitors' check runner for every
+http check (each redirect hop opens its connection through it too). The policy itself (which
+addresses are refused, and why) is ``core.egress``; docs/egress.md tells the whole story. This
+module is where aiohttp meets it. Plain Python, no Django.
 """
 
 from __future__ import annotations
