@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
@@ -151,14 +151,14 @@ def _epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _values(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[object]]) -> tuple[str, list[object]]:
+def _values(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[object]]) -> tuple[str, list[Any]]:
     """``WITH v(cols) AS (VALUES …)`` for ``rows``, and its parameters. On PostgreSQL each value
     is cast to its column's type (an untyped parameter would be text); SQLite needs no cast."""
     adapt = connection.ops.adapt_datetimefield_value
     postgres = connection.vendor == "postgresql"
     cell = [f"CAST(%s AS {kind})" if postgres else "%s" for _, kind in columns]
     row_sql = "(" + ", ".join(cell) + ")"
-    params: list[object] = []
+    params: list[Any] = []
     for row in rows:
         params.extend(adapt(value) if isinstance(value, datetime) else value for value in row)
     names = ", ".join(name for name, _ in columns)
@@ -219,8 +219,8 @@ def rollups_add(reports: Iterable[CheckReport]) -> int:
         started = _epoch(report.started_at)
         hour = started.replace(minute=0, second=0, microsecond=0)
         latency = report.latency_ms or 0.0
-        for period, bucket in ((RollupPeriod.HOUR, hour), (RollupPeriod.DAY, hour.replace(hour=0))):
-            row = counts.setdefault((report.monitor_id, str(period), bucket), [0, 0, 0.0, 0.0])
+        for period, bucket in ((RollupPeriod.HOUR.value, hour), (RollupPeriod.DAY.value, hour.replace(hour=0))):
+            row = counts.setdefault((report.monitor_id, period, bucket), [0, 0, 0.0, 0.0])
             row[0] += 1
             row[1] += report.outcome != CheckOutcome.UP
             row[2] += latency
@@ -228,7 +228,7 @@ def rollups_add(reports: Iterable[CheckReport]) -> int:
     if not counts:
         return 0
     adapt = connection.ops.adapt_datetimefield_value
-    params: list[object] = []
+    params: list[Any] = []
     # A fixed order: two writers upserting overlapping rows lock them in the same order.
     for (monitor_id, period, bucket), (checks, failures, total, top) in sorted(counts.items()):
         params.extend((monitor_id, period, adapt(bucket), int(checks), int(failures), total, top))
@@ -524,7 +524,7 @@ def history_prune(*, now: datetime, batch_rows: int | None = None) -> dict[str, 
             ids = list(old.order_by("pk").values_list("pk", flat=True)[:size])
             if not ids:
                 break
-            count, _ = old.model.objects.filter(pk__in=ids).delete()
+            count, _ = old.model._default_manager.filter(pk__in=ids).delete()
             total += count
             if len(ids) < size:
                 break

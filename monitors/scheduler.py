@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import connection, transaction
 
@@ -130,7 +131,7 @@ def _claim_sqlite(*, now: datetime, horizon: datetime, margin_seconds: float, li
             .values_list("id", "next_due_at", "interval_seconds", "timeout_seconds")[:limit]
         )
         claims: list[Claim] = []
-        params: list[dict[str, object]] = []
+        params: list[dict[str, Any]] = []
         for pk, due, interval, timeout in rows:
             late = (now - due).total_seconds()
             steps = max(1, int(late // interval) + 1)
