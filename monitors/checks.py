@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from monitors.engine.runner import CheckRunner
     from monitors.engine.spec import CheckReport, CheckSpec
 
-__all__ = ["CheckPipeline", "RunState", "reports_write", "specs_load", "state_next"]
+__all__ = ["CheckPipeline", "RunState", "claims_release", "history_prune", "reports_write", "specs_load", "state_next"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,18 @@ def specs_load(claims: Sequence[Claim]) -> list[CheckSpec]:
             )
         )
     return specs
+
+
+def claims_release(claims: Iterable[Claim]) -> int:
+    """Releases ``claims`` whose check will not run, each only if the monitor still holds that
+    very claim (a lapsed claim taken again is another's); returns how many were released. One
+    query per claim: this is for the rare monitor paused or deleted between claim and run."""
+    released = 0
+    for claim in claims:
+        released += Monitor.objects.filter(pk=claim.monitor_id, claimed_until=claim.claimed_until).update(
+            claimed_until=None
+        )
+    return released
 
 
 # --- the state machine -------------------------------------------------------------------------
@@ -396,8 +408,11 @@ class CheckPipeline:
 
     def submit(self, claims: Sequence[Claim]) -> int:
         """Loads the claimed monitors' specs (one query, in the caller's thread) and hands them to
-        the loop; returns at once with the number of checks handed over."""
+        the loop; returns at once with the number of checks handed over. The claims of monitors
+        paused or deleted since they were claimed are released (``claims_release``)."""
         specs = specs_load(claims)
+        loaded = {spec.monitor_id for spec in specs}
+        claims_release([claim for claim in claims if claim.monitor_id not in loaded])
         if not specs:
             return 0
         by_id = {claim.monitor_id: claim for claim in claims}

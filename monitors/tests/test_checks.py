@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from accounts.models import Tenant
-from monitors.checks import RunState, history_prune, reports_write, state_next
+from monitors.checks import RunState, claims_release, history_prune, reports_write, state_next
 from monitors.engine.spec import CheckReport
 from monitors.models import CheckResult, Flip, Monitor, MonitorRollup, MonitorState
 from monitors.scheduler import Claim, monitors_claim
@@ -224,3 +224,15 @@ def test_retention_deletes_old_results_and_roll_ups_in_batches_and_keeps_recent_
     assert list(CheckResult.objects.values_list("checked_at", flat=True)) == [now - timedelta(days=29)]
     assert history_prune(now=now + timedelta(days=70))["hourly"] == 4
     assert MonitorRollup.objects.filter(period="day").count() == 5
+
+
+@pytest.mark.django_db
+def test_a_claim_is_released_only_by_its_holder(watched: Monitor) -> None:
+    stale = claimed(watched, T0)
+    current = claimed(watched, T0 + timedelta(minutes=5))
+
+    released = (claims_release([stale]), claims_release([current]))
+    watched.refresh_from_db()
+
+    assert released == (0, 1)
+    assert watched.claimed_until is None
