@@ -202,6 +202,9 @@ if not REDIS_URL:
         "store_processed": False,
         "polling_interval": env_float("CELERY_POLL_INTERVAL", 0.5, minimum=0.05),
     }
+    # kombu's filesystem transport with atomic puts: its own may hand a worker a half-written
+    # message, which stops the worker (core.broker_filesystem).
+    CELERY_BROKER_TRANSPORT = "core.broker_filesystem:Transport"
     # Threads, not forked processes: the rules' time windows live in the worker's memory in
     # embedded mode, and must be one memory for the counts to be right.
     CELERY_WORKER_POOL = "threads"
