@@ -27,7 +27,7 @@ _dumps: Callable[[Any], str] = dumps
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]  # kombu's own signature
         """Puts ``payload`` on ``queue``: written in full under a skipped name, then renamed."""
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = Path(self.data_folder_out) / name
