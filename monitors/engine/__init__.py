@@ -10,10 +10,11 @@ design, and why:
   measures and can fail on what a user's first request meets: the DNS lookup, the TCP connect
   and the TLS handshake (hence a certificate's expiry is read on every https check). A reused
   connection would hide a dead listener or a replaced certificate until it closed.
-* **One DNS cache, short-lived** (10 s, no longer than the shortest interval): monitors sharing a
-  host share a lookup instead of each calling ``getaddrinfo`` in the thread pool (at 10,000
-  monitors of one host, ~170 lookups a second), while each monitor's next check still resolves
-  anew, so a name that stops resolving fails its monitors within one interval.
+* **One DNS cache, short-lived** (10 s, aiohttp's default and the shortest interval): monitors
+  sharing a host share a lookup instead of each calling ``getaddrinfo`` in the loop's thread pool
+  (at 10,000 monitors of one host, ~170 lookups a second), and an answer is never older than 10 s,
+  so a name that stops resolving, or is re-pointed, is seen within 10 s. The lookup itself is
+  measured only when it is not cached; connect and TLS are measured every time.
 * **Egress at connect time**: every connection, redirect hops included, goes through
   ``core.egress_aiohttp.GuardedConnector``; tcp checks judge every resolved address before
   connecting. A name re-pointed after the monitor was saved cannot reach a refused address.

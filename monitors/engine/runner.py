@@ -58,8 +58,8 @@ logger = logging.getLogger(__name__)
 
 #: The CheckResult columns' length (reason, failed_condition): longer text is cut to fit.
 MAX_REASON_CHARS: Final = 500
-#: Seconds a DNS answer is shared between checks: aiohttp's default, and no longer than the
-#: shortest interval (10 s), so each monitor's next check resolves its name again.
+#: Seconds a DNS answer is shared between checks: aiohttp's default, and the shortest interval,
+#: so no check acts on an answer older than that (see the package docstring).
 DNS_CACHE_SECONDS: Final = 10
 #: Compiled conditions kept, by (monitor_id, version): more than a worker's monitors, bounded.
 CONDITION_CACHE_SIZE: Final = 20_000
@@ -85,6 +85,7 @@ class _Failure(Exception):
 class _Progress:
     """What one check got to, filled in as it goes (by aiohttp's trace hooks too)."""
 
+    started_at: float = 0.0  # epoch seconds, as in the report
     phase: str = "resolving the name"
     # DER of the certificate the latest connection presented (None over plain TCP).
     peer_certificate: bytes | None = None
@@ -103,6 +104,10 @@ class _Body:
 
 class CheckRunner:
     """Runs checks (``CheckSpec`` → ``CheckReport``) in the running event loop.
+
+    Every check opens a new connection, never reusing one (no keep-alive): each sees the TCP
+    connect and the TLS handshake (and a DNS lookup unless another check of the same name made
+    one in the last 10 s), as a user's first request would, and reads the certificate anew.
 
     ``egress`` judges every address an http connection (each redirect hop included) or a tcp
     check connects to (``core.egress``); None means no policy (the platform's own monitors).
@@ -195,10 +200,7 @@ class CheckRunner:
         tasks: set[asyncio.Task[None]] = set()
 
         async def one(index: int) -> None:
-            try:
-                report = await self._run_holding_slot(specs[index])
-            finally:
-                self._semaphore.release()
+            report = await self._run_holding_slot(specs[index])
             reports[index] = report
             if on_report is not None:
                 try:
@@ -206,16 +208,22 @@ class CheckRunner:
                 except Exception:
                     logger.exception("on_report failed for monitor %s", report.monitor_id)
 
+        def finished(task: asyncio.Task[None]) -> None:
+            # A done callback, not a `finally` in `one`: a task cancelled before it ever ran
+            # must give its slot back too.
+            tasks.discard(task)
+            self._semaphore.release()
+
         try:
             for index in order:
                 # One feeder sleeps until the next due time, rather than a sleeping task per spec.
-                delay = specs[index].due_at - time.time()
-                if delay > 0:
+                # A loop: the loop's clock is monotonic, due times are wall-clock; never start early.
+                while (delay := specs[index].due_at - time.time()) > 0:
                     await asyncio.sleep(delay)
                 await self._semaphore.acquire()
                 task = asyncio.create_task(one(index))
                 tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                task.add_done_callback(finished)
             while tasks:
                 await asyncio.gather(*tasks)
         except BaseException:
@@ -235,7 +243,7 @@ class CheckRunner:
     async def _run_holding_slot(self, spec: CheckSpec) -> CheckReport:
         started_at = time.time()
         lag_ms = max(0.0, (started_at - spec.due_at) * 1000.0) if spec.due_at else 0.0
-        progress = _Progress()
+        progress = _Progress(started_at=started_at)
         reason, failed_condition = "", ""
         try:
             async with asyncio.timeout(spec.timeout_seconds):
@@ -327,7 +335,7 @@ class CheckRunner:
                 "headers": headers,
             }
             if progress.cert_expires_at is not None:
-                values["cert_expiry_days"] = _days_left(progress.cert_expires_at, time.time())
+                values["cert_expiry_days"] = _days_left(progress.cert_expires_at, progress.started_at)
             cut_json = False
             if body is not None and "body" in condition.fields:
                 parsed, cut_json = _body_value(body)
@@ -420,7 +428,7 @@ class CheckRunner:
         except (socket.gaierror, UnicodeError) as exc:
             raise _Failure(_dns_reason(host, exc)) from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        target = f"{host}:{port}"
+        target = _host_port(host, port)
         if self.egress is not None:
             for address in addresses:  # every one judged before any is tried, as for http
                 self.egress.check_address(address, target=target)
@@ -513,15 +521,17 @@ def _client_error_reason(exc: aiohttp.ClientError, spec: CheckSpec) -> str:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         error = exc.certificate_error
         words = getattr(error, "verify_message", "") or str(error)
-        return f"TLS error: {words.rstrip('.')} ({exc.host}:{exc.port})"
+        return f"TLS error: {words.rstrip('.')} ({_host_port(exc.host, exc.port)})"
     if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
         return f"TLS error: {_ssl_words(exc)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return _os_error_reason(exc.os_error, f"{exc.host}:{exc.port}")
+        return _os_error_reason(exc.os_error, _host_port(exc.host, exc.port))
     if isinstance(exc, aiohttp.TooManyRedirects):
         return f"too many redirects (more than {MAX_REDIRECTS})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return f"invalid URL: only http:// and https:// can be checked ({exc})"
     if isinstance(exc, aiohttp.InvalidURL):
         return f"invalid URL: {exc}"
     if isinstance(exc, aiohttp.ClientPayloadError):
@@ -531,6 +541,12 @@ def _client_error_reason(exc: aiohttp.ClientError, spec: CheckSpec) -> str:
     if isinstance(exc, aiohttp.ClientOSError):
         return _os_error_reason(exc, spec.target)
     return f"request failed ({type(exc).__name__}: {_first_line(exc)})"
+
+
+def _host_port(host: str, port: int | None) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:22``)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}" if port is not None else shown
 
 
 def _dns_reason(host: str, error: BaseException) -> str:

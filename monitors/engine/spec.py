@@ -71,7 +71,9 @@ class CheckReport:
     operator understands ("connection refused by 127.0.0.1:8080", "status 500, expected
     200-299"...); ``failed_condition`` is the failing conjunct with its actual values
     (``'status (500) == 200'``) when a condition failed, else ``""``. ``latency_ms`` runs from
-    the start of the connection to the last byte read (None when nothing answered).
+    the start of the connection (the DNS lookup when not cached, the TCP connect, the TLS
+    handshake; every redirect hop) to the last byte read: the body's when a keyword or a
+    condition read it, else the headers'; for tcp, until connected. None when nothing answered.
     ``cert_expiry_days`` (whole days, negative once expired) and ``cert_expires_at`` (epoch
     seconds) are set on every https check that completed a TLS handshake, verified or not.
     ``lag_ms`` is ``started_at - due_at`` in milliseconds (0 when ``due_at`` is 0).

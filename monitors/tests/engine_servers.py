@@ -271,7 +271,7 @@ def running_servers(folder: Path, *, host: str = "127.0.0.1") -> Iterator[Server
     runner_box: list[web.AppRunner] = []
 
     async def start() -> None:
-        runner = web.AppRunner(build_app(recorder), access_log=None, shutdown_timeout=0.5)
+        runner = web.AppRunner(build_app(recorder), access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
         await runner.setup()
         runner_box.append(runner)
         for name, context in [("http", None)] + [

@@ -5,6 +5,7 @@ the server's side. No Django: the engine must not need it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 from collections.abc import Iterator
@@ -414,3 +415,23 @@ def test_run_never_raises_for_a_targets_fault(servers: Servers) -> None:
 
     assert [report.outcome for report in reports] == ["down"] * 4
     assert all(report.reason for report in reports)
+
+
+def test_a_cancelled_batch_gives_back_every_slot(servers: Servers) -> None:
+    now = time.time()
+    specs = [http(f"{servers.http}/ok", monitor_id=1), http(f"{servers.http}/ok", monitor_id=2, due_at=now + 60)]
+
+    async def scenario() -> CheckReport:
+        runner = CheckRunner(egress=LOOPBACK_OK, concurrency=1)
+        try:
+            batch = asyncio.create_task(runner.run_batch(specs))
+            await asyncio.sleep(0)  # the feeder takes the one slot, starts a check, sleeps for the next
+            batch.cancel()  # ...and is cancelled with that check in flight
+            with contextlib.suppress(asyncio.CancelledError):
+                await batch
+            # With the slot given back, the runner still runs checks.
+            return await asyncio.wait_for(runner.run(http(f"{servers.http}/ok", monitor_id=3)), 5)
+        finally:
+            await runner.aclose()
+
+    assert asyncio.run(scenario()).outcome == "up"

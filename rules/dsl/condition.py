@@ -141,7 +141,8 @@ def compile_condition(text: str) -> CompiledCondition:
     if not isinstance(text, str):
         raise DslError("condition text must be a string")
     if not text.strip():
-        raise DslError("condition is empty", **_end(text))
+        line, column = _end(text)
+        raise DslError("condition is empty", line=line, column=column)
     try:
         return _compile(text)
     except DslSyntaxError as exc:
@@ -152,8 +153,8 @@ def compile_condition(text: str) -> CompiledCondition:
         raise DslError(f"condition could not be compiled ({type(exc).__name__})") from exc
 
 
-def _end(text: str) -> dict[str, int]:
-    return {"line": text.count("\n") + 1, "column": len(text) - (text.rfind("\n") + 1) + 1}
+def _end(text: str) -> tuple[int, int]:
+    return text.count("\n") + 1, len(text) - (text.rfind("\n") + 1) + 1
 
 
 def _clearer(text: str, exc: DslSyntaxError) -> DslSyntaxError:
@@ -191,10 +192,23 @@ def _compile(text: str) -> CompiledCondition:
     fields: set[str] = set()
     for conjunct in conjuncts(expression):
         test, _ = compiler.condition(conjunct)
-        references = [node for node in conjunct.iter_subtrees_topdown() if node.data == "field"]
+        references = _field_nodes(conjunct)
         fields.update(field_of(node)[0] for node in references)
         parts.append(_Conjunct(test, _pieces(text, conjunct, references)))
     return CompiledCondition(text, frozenset(fields), tuple(parts))
+
+
+def _field_nodes(conjunct: Tree[Token]) -> list[Tree[Token]]:
+    """The conjunct's field references in source order (iterative: depth is bounded already)."""
+    found: list[Tree[Token]] = []
+    pending = [conjunct]
+    while pending:
+        node = pending.pop()
+        if node.data == "field":
+            found.append(node)
+            continue
+        pending.extend(reversed([child for child in node.children if isinstance(child, Tree)]))
+    return found
 
 
 def _pieces(text: str, conjunct: Tree[Token], references: list[Tree[Token]]) -> tuple[str | tuple[str, Getter], ...]:
