@@ -134,18 +134,19 @@ def state_next(
     * inside a maintenance window the state is ``maintenance`` (the counters still count); when
       the window has closed the state follows the counters: ``down`` or ``up`` if one reached its
       threshold, else ``unknown``;
-    * a paused monitor (``enabled`` False) keeps its state; ``paused`` on an enabled monitor (a
-      resume not yet seen) follows the counters like ``unknown``.
+    * a paused monitor (``enabled`` False: a check in flight when the operator paused it) keeps
+      its state and its counters, which the pause cleared; ``paused`` on an enabled monitor
+      follows the counters like ``unknown``.
 
     Thresholds below 1 count as 1.
     """
+    if not enabled:
+        return current
     failures, successes = (0, current.successes + 1) if outcome == CheckOutcome.UP else (current.failures + 1, 0)
     failed = failures >= max(1, failure_threshold)
     recovered = successes >= max(1, success_threshold)
     state = current.state
-    if not enabled:
-        pass
-    elif in_maintenance:
+    if in_maintenance:
         state = MonitorState.MAINTENANCE
     elif state in (MonitorState.MAINTENANCE, MonitorState.PAUSED, MonitorState.UNKNOWN):
         state = MonitorState.DOWN if failed else MonitorState.UP if recovered else MonitorState.UNKNOWN

@@ -97,12 +97,12 @@ def test_inside_a_maintenance_window_the_state_is_maintenance_and_the_counters_s
     assert after == RunState("maintenance", 3, 0)
 
 
-def test_a_paused_monitor_keeps_its_state() -> None:
+def test_a_paused_monitor_keeps_its_state_and_counters() -> None:
     after = state_next(
-        RunState("paused", 2, 0), "down", failure_threshold=3, success_threshold=2, in_maintenance=False, enabled=False
+        RunState("paused", 0, 0), "down", failure_threshold=1, success_threshold=2, in_maintenance=False, enabled=False
     )
 
-    assert after.state == "paused"
+    assert after == RunState("paused", 0, 0)
 
 
 # --- writes ------------------------------------------------------------------------------------
@@ -171,6 +171,7 @@ def test_a_paused_monitors_late_report_changes_no_state(watched: Monitor) -> Non
     watched.refresh_from_db()
 
     assert flips == [] and watched.state == "paused"
+    assert (watched.consecutive_successes, watched.last_outcome) == (0, "up")
     assert watched.claimed_until is None
 
 
