@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -14,8 +13,6 @@ from django.utils import timezone
 from core.conf import sentinel_settings
 from monitors.checks import CheckPipeline, history_prune
 from monitors.scheduler import Claim, monitors_claim
-
-logger = logging.getLogger(__name__)
 
 # --- scheduling and checks (the scheduler part) ----------------------------------------------------
 
