@@ -1,11 +1,11 @@
 """Sentinel's own tunables as one typed object: ``sentinel_settings.gateway.BURST_CAPACITY``.
 
 The settings module keeps one namespaced dict per app (``SENTINEL_ACCOUNTS``, ``SENTINEL_GATEWAY``,
-``SENTINEL_RULES``, ``SENTINEL_OBSERVABILITY``), each value read from its environment variable with
-its default and its bounds there, in one place. This object is how code reads them, after DRF's
-``api_settings``: attributes with types (mypy checks every name and use), the dict's shape checked
-on first use (a missing or unknown key raises ``ImproperlyConfigured`` naming the dict), and each
-section built again when the dict is replaced (``override_settings`` and pytest-django's
+``SENTINEL_RULES``, ``SENTINEL_OBSERVABILITY``, ``SENTINEL_MONITORS``), each value read from its
+environment variable with its default and its bounds there, in one place. This object is how code
+reads them, after DRF's ``api_settings``: attributes with types (mypy checks every name and use),
+the dict's shape checked on first use (a missing or unknown key raises ``ImproperlyConfigured``
+naming the dict), and each section built again when the dict is replaced (``override_settings`` and pytest-django's
 ``settings`` fixture replace it), so tests that override a dict are honoured without a signal. A
 dict changed in place is not noticed: replace it (``{**settings.SENTINEL_RULES, "X": 1}``).
 """
@@ -21,6 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 __all__ = [
     "AccountsSettings",
     "GatewaySettings",
+    "MonitorsSettings",
     "ObservabilitySettings",
     "RulesSettings",
     "SentinelSettings",
@@ -100,6 +101,25 @@ class ObservabilitySettings:
     REQUEST_LOG_SHUTDOWN_SECONDS: float  # how long a stopping process keeps trying to flush
 
 
+@dataclass(frozen=True)
+class MonitorsSettings:
+    """``SENTINEL_MONITORS``: check scheduling, the worker's check pipeline and retention (seconds
+    in ``_SECONDS``, days in ``_DAYS``)."""
+
+    DISPATCH_SECONDS: float
+    DISPATCH_LOOKAHEAD_SECONDS: float
+    DISPATCH_MAX_CLAIMS: int
+    BATCH_SIZE: int
+    CLAIM_MARGIN_SECONDS: float
+    CHECK_CONCURRENCY: int
+    WRITE_BATCH_ROWS: int
+    WRITE_FLUSH_SECONDS: float
+    CHECK_RESULT_RETENTION_DAYS: int
+    ROLLUP_HOURLY_RETENTION_DAYS: int
+    ROLLUP_DAILY_RETENTION_DAYS: int
+    RETENTION_BATCH_ROWS: int
+
+
 _Section = TypeVar("_Section")
 
 
@@ -117,6 +137,10 @@ class SentinelSettings:
     @property
     def gateway(self) -> GatewaySettings:
         return self._section("SENTINEL_GATEWAY", GatewaySettings)
+
+    @property
+    def monitors(self) -> MonitorsSettings:
+        return self._section("SENTINEL_MONITORS", MonitorsSettings)
 
     @property
     def observability(self) -> ObservabilitySettings:

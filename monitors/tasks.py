@@ -2,11 +2,92 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable
+from typing import Any
 
-from celery import shared_task
+from celery import shared_task, signals
+from django.utils import timezone
+
+from core.conf import sentinel_settings
+from monitors.checks import CheckPipeline, history_prune
+from monitors.scheduler import Claim, monitors_claim
 
 # --- scheduling and checks (the scheduler part) ----------------------------------------------------
+
+# How long a stopping worker waits for the checks it holds to finish and be written (seconds); a
+# check still running after it is dropped and its claim lapses.
+PIPELINE_DRAIN_SECONDS = 15.0
+
+_pipeline_lock = threading.Lock()
+_pipeline: CheckPipeline | None = None
+
+
+def check_pipeline() -> CheckPipeline:
+    """This process's check pipeline, started on first use (after a prefork worker's fork, each
+    child starts its own: an event loop and its threads do not survive a fork)."""
+    global _pipeline
+    with _pipeline_lock:
+        if _pipeline is None or _pipeline.pid != os.getpid():
+            from core.egress_django import egress_policy
+            from monitors.engine.runner import CheckRunner
+
+            conf = sentinel_settings.monitors
+            _pipeline = CheckPipeline(
+                runner_factory=lambda: CheckRunner(egress=egress_policy(), concurrency=conf.CHECK_CONCURRENCY),
+                write_rows=conf.WRITE_BATCH_ROWS,
+                flush_seconds=conf.WRITE_FLUSH_SECONDS,
+                on_flips=flips_alert_enqueue,
+            )
+        return _pipeline
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _pipeline_close(**_: Any) -> None:
+    """A stopping worker (or prefork child) finishes and writes the checks it holds first."""
+    global _pipeline
+    with _pipeline_lock:
+        pipeline, _pipeline = _pipeline, None
+    if pipeline is not None and pipeline.pid == os.getpid():
+        pipeline.close(timeout=PIPELINE_DRAIN_SECONDS)
+
+
+@shared_task(name="monitors.tasks.checks_dispatch")
+def checks_dispatch() -> int:
+    """Claims the monitors due within DISPATCH_LOOKAHEAD_SECONDS (``monitors.scheduler``) and
+    queues them to ``checks_run`` in batches of BATCH_SIZE (settings ``SENTINEL_MONITORS``).
+    Each batch expires when its first claim does: a batch taken later would run checks whose
+    monitors may already be claimed again. Returns the number of checks claimed."""
+    conf = sentinel_settings.monitors
+    claims = monitors_claim(
+        now=timezone.now(),
+        lookahead_seconds=conf.DISPATCH_LOOKAHEAD_SECONDS,
+        margin_seconds=conf.CLAIM_MARGIN_SECONDS,
+        limit=conf.DISPATCH_MAX_CLAIMS,
+    )
+    for start in range(0, len(claims), conf.BATCH_SIZE):
+        batch = claims[start : start + conf.BATCH_SIZE]
+        checks_run.apply_async(
+            args=[[claim.as_message() for claim in batch]],
+            expires=min(claim.claimed_until for claim in batch),
+        )
+    return len(claims)
+
+
+@shared_task(name="monitors.tasks.checks_run")
+def checks_run(claims: list[list[object]]) -> int:
+    """Hands a batch of claimed checks (``Claim.as_message`` lists) to this process's check
+    pipeline and returns at once with how many were handed over: the checks run at their due
+    times on the pipeline's event loop and are written by its writer thread."""
+    return check_pipeline().submit([Claim.from_message(message) for message in claims])
+
+
+@shared_task(name="monitors.tasks.checks_retention")
+def checks_retention() -> dict[str, int]:
+    """Deletes check results and roll-ups past their retention (``checks.history_prune``)."""
+    return history_prune(now=timezone.now())
 
 
 # --- alerts (the alerts part) ------------------------------------------------------------------------

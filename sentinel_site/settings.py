@@ -202,6 +202,9 @@ if not REDIS_URL:
         "store_processed": False,
         "polling_interval": env_float("CELERY_POLL_INTERVAL", 0.5, minimum=0.05),
     }
+    # kombu's filesystem transport with atomic puts: its own may hand a worker a half-written
+    # message, which stops the worker (core.broker_filesystem).
+    CELERY_BROKER_TRANSPORT = "core.broker_filesystem:Transport"
     # Threads, not forked processes: the rules' time windows live in the worker's memory in
     # embedded mode, and must be one memory for the counts to be right.
     CELERY_WORKER_POOL = "threads"
@@ -241,11 +244,28 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("INSIGHT_PERIOD_SECONDS", 60.0, minimum=0.5),
         "options": {"expires": env_float("INSIGHT_PERIOD_SECONDS", 60.0, minimum=0.5)},
     },
+    # Monitors (SPEC 5): claims the checks due and hands them to the `checks` queue. A dispatch not
+    # taken within its period expires: the next one claims the same monitors, so a backlog of beats
+    # never runs stale dispatches.
+    "monitors-dispatch": {
+        "task": "monitors.tasks.checks_dispatch",
+        "schedule": env_float("MONITORS_DISPATCH_SECONDS", 1.0, minimum=0.1),
+        "options": {"expires": env_float("MONITORS_DISPATCH_SECONDS", 1.0, minimum=0.1)},
+    },
+    # Deletes check results and roll-ups past their retention, in bounded batches; hourly for the
+    # same reason as the request log's.
+    "monitors-retention": {"task": "monitors.tasks.checks_retention", "schedule": 3600.0},
 }
 # Deliveries have a queue of their own, so a burst of evaluations cannot starve them. A worker
 # started without -Q consumes every queue listed here; `-Q deliveries` makes a sending-only one.
-CELERY_TASK_QUEUES: dict[str, dict[str, object]] = {"celery": {}, "deliveries": {}}
-CELERY_TASK_ROUTES = {"rules.tasks.delivery_attempt": {"queue": "deliveries"}}
+# Monitor checks too: a batch of due checks must not wait behind evaluations or deliveries, nor they
+# behind it (`-Q checks` makes a checking-only worker).
+CELERY_TASK_QUEUES: dict[str, dict[str, object]] = {"celery": {}, "deliveries": {}, "checks": {}}
+CELERY_TASK_ROUTES = {
+    "rules.tasks.delivery_attempt": {"queue": "deliveries"},
+    "monitors.tasks.checks_dispatch": {"queue": "checks"},
+    "monitors.tasks.checks_run": {"queue": "checks"},
+}
 
 # --- Rules and notifications (SPEC 4) ------------------------------------------------------
 SENTINEL_RULES: dict[str, Any] = {
@@ -265,6 +285,38 @@ SENTINEL_RULES: dict[str, Any] = {
     "EVENTS_STREAM": env_str("EVENTS_STREAM", "sentinel:events") or "sentinel:events",
     "EVENT_MAX_BYTES": env_int("EVENT_MAX_BYTES", 64 * 1024, minimum=256),
     "EVENT_MAX_DEPTH": env_int("EVENT_MAX_DEPTH", 16, minimum=2),
+}
+
+# --- Monitors (SPEC 5) ---------------------------------------------------------------------
+SENTINEL_MONITORS: dict[str, Any] = {
+    # How often the dispatcher claims due checks (seconds); also its beat entry's period.
+    "DISPATCH_SECONDS": env_float("MONITORS_DISPATCH_SECONDS", 1.0, minimum=0.1),
+    # Checks due this far ahead are claimed now and started at their due time by the worker: a
+    # dispatch period plus the queue's latency, so a check is on the worker before it is due.
+    "DISPATCH_LOOKAHEAD_SECONDS": env_float("MONITORS_DISPATCH_LOOKAHEAD_SECONDS", 3.0, minimum=0.0),
+    # At most this many monitors claimed by one dispatch; the rest stay due for the next one.
+    "DISPATCH_MAX_CLAIMS": env_int("MONITORS_DISPATCH_MAX_CLAIMS", 5000, minimum=1),
+    # Checks per task queued to the worker.
+    "BATCH_SIZE": env_int("MONITORS_BATCH_SIZE", 500, minimum=1),
+    # A claim lasts the check's due time + its timeout + this margin (seconds): time to write the
+    # report. Past it the claim lapses and another dispatch may run the check (a worker killed).
+    "CLAIM_MARGIN_SECONDS": env_float("MONITORS_CLAIM_MARGIN_SECONDS", 30.0, minimum=1.0),
+    # Checks in flight at once in one worker process (its event loop, all batches together).
+    "CHECK_CONCURRENCY": env_int("MONITORS_CHECK_CONCURRENCY", 1000, minimum=1),
+    # Reports are written together: when this many wait, or when the oldest has waited this long.
+    "WRITE_BATCH_ROWS": env_int("MONITORS_WRITE_BATCH_ROWS", 1000, minimum=1),
+    "WRITE_FLUSH_SECONDS": env_float("MONITORS_WRITE_FLUSH_SECONDS", 0.25, minimum=0.01),
+    # 30 days: the longest uptime window SPEC 5's API shows is 30 days, and the history a user
+    # browses result by result is the recent one; older figures come from the roll-ups. At 10,000
+    # monitors every 60 s that is ~432 million rows, the most a single PostgreSQL table here should
+    # hold; a smaller fleet can afford more.
+    "CHECK_RESULT_RETENTION_DAYS": env_int("CHECK_RESULT_RETENTION_DAYS", 30, minimum=1),
+    # Hourly roll-ups for 90 days (the status page's 90-day bar at hourly detail); daily ones for
+    # 400 days (a year's report plus a month of slack).
+    "ROLLUP_HOURLY_RETENTION_DAYS": env_int("MONITORS_ROLLUP_HOURLY_RETENTION_DAYS", 90, minimum=1),
+    "ROLLUP_DAILY_RETENTION_DAYS": env_int("MONITORS_ROLLUP_DAILY_RETENTION_DAYS", 400, minimum=1),
+    # Rows deleted by one statement of the retention task: short transactions, short locks.
+    "RETENTION_BATCH_ROWS": env_int("MONITORS_RETENTION_BATCH_ROWS", 10_000, minimum=1),
 }
 
 # E-mail notifications: SMTP when EMAIL_HOST is set, else printed by the console backend.

@@ -18,6 +18,7 @@ def test_each_section_holds_its_settings_dict() -> None:
     assert asdict(sentinel_settings.accounts) == settings.SENTINEL_ACCOUNTS
     assert asdict(sentinel_settings.gateway) == settings.SENTINEL_GATEWAY
     assert asdict(sentinel_settings.rules) == settings.SENTINEL_RULES
+    assert asdict(sentinel_settings.monitors) == settings.SENTINEL_MONITORS
 
 
 def test_a_replaced_dict_is_read_again_and_the_old_one_comes_back_after(settings: Any) -> None:
