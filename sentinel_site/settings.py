@@ -242,6 +242,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "options": {"expires": env_float("INSIGHT_PERIOD_SECONDS", 60.0, minimum=0.5)},
     },
 }
+# Monitors' alerts (issue 11, the alerts part): flips whose task was lost, reminders while down,
+# TLS certificate expiry warnings. Each claims its rows, so two beats never send twice.
+CELERY_BEAT_SCHEDULE |= {
+    "monitors-flips-sweep": {"task": "monitors.tasks.flips_sweep", "schedule": 30.0},
+    "monitors-reminders": {"task": "monitors.tasks.reminders_send", "schedule": 60.0, "options": {"expires": 60.0}},
+    "monitors-cert-warnings": {
+        "task": "monitors.tasks.cert_warnings_check",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
+}
 # Deliveries have a queue of their own, so a burst of evaluations cannot starve them. A worker
 # started without -Q consumes every queue listed here; `-Q deliveries` makes a sending-only one.
 CELERY_TASK_QUEUES: dict[str, dict[str, object]] = {"celery": {}, "deliveries": {}}
