@@ -23,6 +23,12 @@ A flip created inside an open maintenance window of the monitor (or its tenant) 
 whatever its states. Events ``monitor.down`` / ``monitor.up`` go to the rules engine for every
 flip to down or up, held and in-window ones included: rules decide for themselves.
 
+What a webhook channel receives is the rules app's notification body, ``{delivery_id,
+idempotency_key, alert: {title, ...}, message}``, whose ``alert`` holds, besides the title: for a
+flip, the event's payload (``_payload``); for a reminder, the payload of the flip to down with
+``type: "monitor.reminder"`` and ``down_for_seconds`` counted to the reminder; for a certificate,
+``{type: "monitor.certificate", monitor, cert_expires_at, days_left, warning_days}``.
+
 Dependencies (``Monitor.depends_on``), what Sentinel chose:
 
 * A flip to down is **held** when the monitor's parent is down when the flip is processed (its
