@@ -188,6 +188,10 @@ class Delivery(models.Model):
                 name="rules_delivery_source_once",
                 condition=~models.Q(source_ref=""),
             ),
+            # Every delivery says what it is for: a rule's match, or the source it notifies about.
+            models.CheckConstraint(
+                condition=models.Q(match__isnull=False) | ~models.Q(source_ref=""), name="rules_delivery_has_a_source"
+            ),
         ]
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="rules_delivery_tenant_time"),

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -133,3 +134,10 @@ def test_the_api_and_the_admin_show_a_delivery_without_a_match(
     assert (listed["match"], listed["title"], listed["source_ref"]) == (None, "shop is down", "monitor-flip:1")
     assert change.status_code == 200 and changelist.status_code == 200
     assert "shop is down" in changelist.content.decode()
+
+
+def test_a_delivery_without_a_match_needs_a_source_ref(tenant_a: Tenant) -> None:
+    channel = webhook(tenant_a, "https://a.example/h")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Delivery.objects.create(tenant=tenant_a, channel=channel, message="about nothing")
