@@ -107,7 +107,15 @@ def flip_alert(*, flip_id: int, now: datetime | None = None) -> str:
 def _down_alert(flip: Flip) -> str:
     monitor = flip.monitor
     parent = monitor.depends_on
-    if parent is not None and parent.state == MonitorState.DOWN:
+    # The parent's row lock orders this hold against the processing of the parent's up flip
+    # (which takes the same lock before releasing its held dependents): without it, a hold
+    # committed just after that release began would never be released, and the outage lost.
+    parent_state = (
+        Monitor.objects.select_for_update().filter(pk=parent.pk).values_list("state", flat=True).first()
+        if parent is not None
+        else None
+    )
+    if parent is not None and parent_state == MonitorState.DOWN:
         parent_flip = _latest_flip(parent, MonitorState.DOWN)
         if parent_flip is not None:
             Flip.objects.filter(pk=flip.pk).update(held_by=parent_flip)
@@ -129,6 +137,8 @@ def _up_alert(flip: Flip) -> str:
         return "silent"  # a held dependent recovered while its parent was down
     if down is not None and monitors_in_maintenance(monitors=[(monitor.pk, monitor.tenant_id)], now=down.created_at):
         return "silent"  # its outage began inside a window and was never reported
+    # Taken before the held dependents are read, for the summary and the release (see _down_alert).
+    Monitor.objects.select_for_update().filter(pk=monitor.pk).values_list("pk", flat=True).first()
     summary = _dependents_line(down, recovered=True) if down is not None else ""
     _notify(
         monitor,
