@@ -50,13 +50,20 @@ class Setup:
         return [json.loads(request.body) for request in self.sink.received]
 
 
-@pytest.fixture
-def setup(tenant_a: Tenant) -> Iterator[Setup]:
+@pytest.fixture(scope="module")
+def module_sink() -> Iterator[HttpSink]:
+    # One server for the module: stopping one takes half a second (its poll interval).
     with http_sink() as sink:
-        channel = rules_services.channel_create(
-            tenant=tenant_a, kind="webhook", name="oncall", target=sink.url + "/hook", secret=SECRET
-        )
-        yield Setup(tenant_a, sink, channel)
+        yield sink
+
+
+@pytest.fixture
+def setup(tenant_a: Tenant, module_sink: HttpSink) -> Setup:
+    module_sink.received.clear()
+    channel = rules_services.channel_create(
+        tenant=tenant_a, kind="webhook", name="oncall", target=module_sink.url + "/hook", secret=SECRET
+    )
+    return Setup(tenant_a, module_sink, channel)
 
 
 def flip(monitor: Monitor, old: str, new: str, *, at: datetime | None = None, reason: str = "") -> Flip:
