@@ -38,11 +38,15 @@ Dependencies (``Monitor.depends_on``), what Sentinel chose:
   most of those races. A held flip sends nothing on its own.
 * The parent's alerts (down, up, reminders) carry one summary of its dependents held by its
   current outage, e.g. ``3 dependents also down: a, b, c``.
-* When the parent's up flip is processed, each held dependent still down (its latest flip is
-  the held one) is **released**: its ``held_by`` is cleared (a conditional UPDATE, so once) and
-  its down alert is sent on its own then, so no outage is lost.
+* When the parent's flip away from down is processed (to up, or paused, or maintenance; and
+  even when the parent's own outage was held by a grandparent), each dependent its outage held
+  and still down (its latest flip is the held one) is **released**: its ``held_by`` is cleared
+  (a conditional UPDATE, so once) and its down alert is sent on its own then, so no outage is
+  lost. A hold and the parent's release are serialised on the parent's row (select_for_update).
 * A held dependent that recovers while its parent is down sends nothing: its up flip alerts only
   when the down flip it resolves alerted (not held, or released).
+* The summary lists direct dependents only; in a chain, a grandparent's alerts name the parent.
+  Two monitors depending on each other never hold each other's outage.
 """
 
 from __future__ import annotations
@@ -95,13 +99,12 @@ def flip_alert(*, flip_id: int, now: datetime | None = None) -> str:
         monitor = flip.monitor
         if flip.new_state in (MonitorState.DOWN, MonitorState.UP):
             _event_emit(flip)
-        if monitors_in_maintenance(monitors=[(monitor.pk, monitor.tenant_id)], now=flip.created_at):
-            return "maintenance"
+        in_window = bool(monitors_in_maintenance(monitors=[(monitor.pk, monitor.tenant_id)], now=flip.created_at))
         if flip.new_state == MonitorState.DOWN:
-            return _down_alert(flip)
-        if flip.new_state == MonitorState.UP and flip.old_state == MonitorState.DOWN:
-            return _up_alert(flip)
-        return "silent"
+            return "maintenance" if in_window else _down_alert(flip)
+        if flip.old_state == MonitorState.DOWN:
+            return _outage_end(flip, in_window=in_window)
+        return "maintenance" if in_window else "silent"
 
 
 def _down_alert(flip: Flip) -> str:
@@ -117,7 +120,13 @@ def _down_alert(flip: Flip) -> str:
     )
     if parent is not None and parent_state == MonitorState.DOWN:
         parent_flip = _latest_flip(parent, MonitorState.DOWN)
-        if parent_flip is not None:
+        # Two monitors depending on each other must not hold each other's outage.
+        cycle = (
+            parent_flip is not None
+            and parent_flip.held_by_id is not None
+            and (Flip.objects.filter(pk=parent_flip.held_by_id, monitor=monitor).exists())
+        )
+        if parent_flip is not None and not cycle:
             Flip.objects.filter(pk=flip.pk).update(held_by=parent_flip)
             return "held"
     _notify(
@@ -130,30 +139,41 @@ def _down_alert(flip: Flip) -> str:
     return "alerted"
 
 
-def _up_alert(flip: Flip) -> str:
+def _outage_end(flip: Flip, *, in_window: bool) -> str:
+    """A flip from down to anything else: the up alert when it is due, then the release of the
+    dependents this outage held (whatever the new state: up, paused, maintenance, and even when
+    this monitor's own outage was held, so a chain of dependents loses none)."""
     monitor = flip.monitor
     down = _latest_flip(monitor, MonitorState.DOWN, before=flip)
-    if down is not None and down.held_by_id is not None:
-        return "silent"  # a held dependent recovered while its parent was down
-    if down is not None and monitors_in_maintenance(monitors=[(monitor.pk, monitor.tenant_id)], now=down.created_at):
-        return "silent"  # its outage began inside a window and was never reported
     # Taken before the held dependents are read, for the summary and the release (see _down_alert).
     Monitor.objects.select_for_update().filter(pk=monitor.pk).values_list("pk", flat=True).first()
-    summary = _dependents_line(down, recovered=True) if down is not None else ""
-    _notify(
-        monitor,
-        title=f"{monitor.name} is up",
-        message=_up_message(flip, down, extra=summary),
-        context=_payload(flip),
-        source_ref=f"monitor-flip:{flip.pk}",
-    )
+    outcome = "maintenance" if in_window else "silent"
+    if flip.new_state == MonitorState.UP and not in_window and _outage_reported(monitor, down):
+        summary = _dependents_line(down, recovered=True)
+        _notify(
+            monitor,
+            title=f"{monitor.name} is up",
+            message=_up_message(flip, down, extra=summary),
+            context=_payload(flip),
+            source_ref=f"monitor-flip:{flip.pk}",
+        )
+        outcome = "alerted"
     if down is not None:
-        _dependents_release(down)
-    return "alerted"
+        _dependents_release(down, parent_state=flip.new_state)
+    return outcome
 
 
-def _dependents_release(parent_down: Flip) -> None:
-    """Sends, on their own, the down alerts of dependents held by `parent_down` and still down."""
+def _outage_reported(monitor: Monitor, down: Flip | None) -> bool:
+    """Whether the outage that `down` began was alerted: not held (or released since), and not
+    begun inside a maintenance window. An up flip with no down flip before it says nothing."""
+    if down is None or down.held_by_id is not None:
+        return False
+    return not monitors_in_maintenance(monitors=[(monitor.pk, monitor.tenant_id)], now=down.created_at)
+
+
+def _dependents_release(parent_down: Flip, *, parent_state: str) -> None:
+    """Sends, on their own, the down alerts of dependents held by `parent_down` and still down;
+    `parent_state` is what the parent is now."""
     for held in Flip.objects.filter(held_by=parent_down).select_related("monitor", "monitor__tenant"):
         child = held.monitor
         latest = _latest_flip(child)
@@ -162,7 +182,7 @@ def _dependents_release(parent_down: Flip) -> None:
         # Conditional: the release happens once even if this parent's up flip were re-run.
         if Flip.objects.filter(pk=held.pk, held_by=parent_down).update(held_by=None) != 1:
             continue
-        note = f"Held while {parent_down.monitor.name} was down; it is up again, this one is not."
+        note = f"Held while {parent_down.monitor.name} was down; it is {parent_state} now, this one is still down."
         _notify(
             child,
             title=f"{child.name} is down",

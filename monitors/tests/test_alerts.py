@@ -315,3 +315,43 @@ def test_the_sweep_finds_flips_whose_task_was_lost(setup: Setup) -> None:
 
     assert alerts.flips_unprocessed() == [lost.pk]
     assert fresh.pk not in alerts.flips_unprocessed()
+
+
+def test_in_a_chain_a_dependent_still_down_when_its_held_parent_recovers_alerts_on_its_own(setup: Setup) -> None:
+    core = setup.monitor("core")
+    router = setup.monitor("router", depends_on=core)
+    shop = setup.monitor("shop", depends_on=router)
+    t0 = timezone.now() - timedelta(minutes=30)
+    alerts.flip_alert(flip_id=flip(core, UP, DOWN, at=t0).pk)
+    assert alerts.flip_alert(flip_id=flip(router, UP, DOWN, at=t0).pk) == "held"
+    assert alerts.flip_alert(flip_id=flip(shop, UP, DOWN, at=t0).pk) == "held"
+
+    # The router recovers while core is still down: its recovery is silent, shop is released.
+    assert alerts.flip_alert(flip_id=flip(router, DOWN, UP, at=t0 + timedelta(minutes=5)).pk) == "silent"
+
+    titles = [b["alert"]["title"] for b in setup.received()]
+    assert titles == ["core is down", "shop is down"]
+
+
+def test_a_parent_paused_while_down_releases_its_held_dependents(setup: Setup) -> None:
+    router = setup.monitor("router")
+    shop = setup.monitor("shop", depends_on=router)
+    alerts.flip_alert(flip_id=flip(router, UP, DOWN).pk)
+    alerts.flip_alert(flip_id=flip(shop, UP, DOWN).pk)
+
+    assert alerts.flip_alert(flip_id=flip(router, DOWN, MonitorState.PAUSED).pk) == "silent"
+
+    shop_alert = setup.received()[-1]
+    assert shop_alert["alert"]["title"] == "shop is down"
+    assert "it is paused now, this one is still down" in shop_alert["message"]
+
+
+def test_two_monitors_depending_on_each_other_do_not_hold_each_other(setup: Setup) -> None:
+    a = setup.monitor("a")
+    b = setup.monitor("b", depends_on=a)
+    Monitor.objects.filter(pk=a.pk).update(depends_on=b)
+    a_down, b_down = flip(a, UP, DOWN), flip(b, UP, DOWN)
+
+    # b's flip is processed first: a is down, so b is held by a's flip; a's then is not held by b's.
+    assert alerts.flip_alert(flip_id=b_down.pk) == "held"
+    assert alerts.flip_alert(flip_id=a_down.pk) == "alerted"
