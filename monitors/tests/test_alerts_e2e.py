@@ -9,11 +9,13 @@ import hmac
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connection, connections
+from django.utils import timezone
 
 from accounts.models import Tenant, User
 from monitors import alerts
@@ -53,6 +55,24 @@ def enqueue_from_another_process(flip_id: int, times: int, env: dict[str, str]) 
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def in_two_threads(work: Callable[[], None]) -> None:
+    """Runs `work` in two threads released at once, each on its own database connection."""
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        try:
+            start.wait(timeout=10)
+            work()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
 
 
 def down_flip(monitor: Monitor) -> Flip:
@@ -112,22 +132,31 @@ def test_two_threads_claiming_one_flip_send_one_delivery_per_channel(tenant_a: T
     shop = Monitor.objects.create(tenant=tenant_a, name="shop", target="https://shop.example/health")
     shop.channels.add(*channels)
     flip = down_flip(shop)
-    start = threading.Barrier(2)
     outcomes: list[str] = []
 
     def run() -> None:
-        try:
-            start.wait(timeout=10)
-            outcomes.append(alerts.flip_alert(flip_id=flip.pk))
-        finally:
-            connections.close_all()
+        outcomes.append(alerts.flip_alert(flip_id=flip.pk))
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    in_two_threads(run)
 
     assert sorted(outcomes) == ["alerted", "claimed"]
     assert sorted(Delivery.objects.values_list("channel_id", flat=True)) == sorted(c.pk for c in channels)
     assert Event.objects.filter(type="monitor.down").count() == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
+def test_two_beats_sending_reminders_at_once_remind_once(tenant_a: Tenant) -> None:
+    channel = rules_services.channel_create(tenant=tenant_a, kind="webhook", name="c", target="https://h.example/")
+    shop = Monitor.objects.create(
+        tenant=tenant_a, name="shop", target="https://shop.example/health", reminder_interval_seconds=600
+    )
+    shop.channels.add(channel)
+    flip = down_flip(shop)
+    Flip.objects.filter(pk=flip.pk).update(created_at=timezone.now() - timedelta(hours=1), processed_at=timezone.now())
+    Monitor.objects.filter(pk=shop.pk).update(state_changed_at=timezone.now() - timedelta(hours=1))
+    counts: list[int] = []
+
+    in_two_threads(lambda: counts.append(alerts.reminders_send()))
+
+    assert sorted(counts) == [0, 1]
+    assert Delivery.objects.filter(source_ref__startswith=f"monitor-reminder:{shop.pk}:").count() == 1
