@@ -376,15 +376,17 @@ class RuleMatchAdmin(admin.ModelAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["created", "status", "attempts", "channel", tenant_slug, "next_attempt", "short_error"]
+    list_display = ["created", "status", "attempts", "channel", tenant_slug, "about", "next_attempt", "short_error"]
     list_filter = ["status", "channel__kind", "tenant__tier"]
-    search_fields = ["channel__name", "last_error"]
+    search_fields = ["channel__name", "last_error", "source_ref", "title"]
     list_select_related = ["channel", "tenant"]
     show_full_result_count = False
     # Read-only: state moves through the workers' claims and the resend action, never by hand.
     readonly_fields = (
         "tenant",
         "match",
+        "source_ref",
+        "title",
         "channel",
         "status",
         "attempts",
@@ -393,6 +395,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         "sent_at",
         "last_error",
         "message",
+        "context",
         "created_at",
     )
     fields = readonly_fields
@@ -404,6 +407,14 @@ class DeliveryAdmin(admin.ModelAdmin):
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Delivery) -> Any:
         return short_time(obj.created_at)
+
+    @admin.display(description="about")
+    def about(self, obj: Delivery) -> Any:
+        # A rule's delivery names its match; a notification no rule produced (a monitor's
+        # alert) has no match and says what it is about instead.
+        if obj.match_id is not None:
+            return f"match #{obj.match_id}"
+        return shorten(obj.title or obj.source_ref, 40) or "—"
 
     @admin.display(description="next attempt", ordering="next_attempt_at")
     def next_attempt(self, obj: Delivery) -> Any:

@@ -20,6 +20,7 @@ class EventSource(models.TextChoices):
     API = "api", "REST API"
     STREAM = "stream", "Redis stream"
     INSIGHT = "insight", "Insight engine"
+    MONITOR = "monitor", "Monitor"
 
 
 class Event(models.Model):
@@ -152,10 +153,19 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
 
 
 class Delivery(models.Model):
+    """One message to one channel. Either a rule match's (`match` set), or a notification no
+    rule produced (`match` empty: a monitor's alert), which carries its own `title` (the e-mail
+    subject, a webhook's `alert.title`), `context` (what a webhook receives instead of the rule,
+    match and event) and `source_ref` (what it notifies about, e.g. ``monitor-flip:123``: unique
+    per channel, so a re-run never notifies a channel twice)."""
+
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="deliveries")
-    match = models.ForeignKey(RuleMatch, on_delete=models.CASCADE, related_name="deliveries")
+    match = models.ForeignKey(RuleMatch, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries")
     channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="deliveries")
     message = models.TextField()
+    title = models.CharField(max_length=200, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    source_ref = models.CharField(max_length=100, blank=True)
     status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
@@ -171,13 +181,26 @@ class Delivery(models.Model):
         verbose_name = "delivery"
         verbose_name_plural = "deliveries"
         ordering = ["-created_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["match", "channel"], name="rules_delivery_once")]
+        constraints = [
+            models.UniqueConstraint(fields=["match", "channel"], name="rules_delivery_once"),
+            models.UniqueConstraint(
+                fields=["channel", "source_ref"],
+                name="rules_delivery_source_once",
+                condition=~models.Q(source_ref=""),
+            ),
+            # Every delivery says what it is for: a rule's match, or the source it notifies about.
+            models.CheckConstraint(
+                condition=models.Q(match__isnull=False) | ~models.Q(source_ref=""), name="rules_delivery_has_a_source"
+            ),
+        ]
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="rules_delivery_tenant_time"),
             models.Index(fields=["status", "next_attempt_at"], name="rules_delivery_due"),
         ]
 
     def __str__(self) -> str:
+        if self.match_id is None:
+            return f"{self.channel} for {self.source_ref or 'a notification'}"
         return f"{self.channel} for match #{self.match_id}"
 
     @property

@@ -75,8 +75,17 @@ def validate_target(kind: str, target: str) -> None:
 
 
 def payload(delivery: Delivery) -> dict[str, Any]:
-    """What a webhook receives: the rule, the event and the rendered message."""
+    """What a webhook receives: the rule, the match, the event and the rendered message; for a
+    delivery no rule produced (a monitor's alert), ``{delivery_id, idempotency_key, alert:
+    {title, **context}, message}`` instead."""
     match = delivery.match
+    if match is None:
+        return {
+            "delivery_id": delivery.pk,
+            "idempotency_key": delivery.idempotency_key,
+            "alert": {**delivery.context, "title": delivery.title},
+            "message": delivery.message,
+        }
     return {
         "delivery_id": delivery.pk,
         "idempotency_key": delivery.idempotency_key,
@@ -138,7 +147,8 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> float | None:
 
 
 def _send_email(channel: NotificationChannel, delivery: Delivery) -> None:
-    subject = f"[Sentinel] {delivery.match.rule.name}"
+    about = delivery.match.rule.name if delivery.match is not None else delivery.title or "Notification"
+    subject = f"[Sentinel] {about}"
     message = EmailMessage(
         subject=subject,
         body=delivery.message,

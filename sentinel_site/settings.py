@@ -256,6 +256,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # same reason as the request log's.
     "monitors-retention": {"task": "monitors.tasks.checks_retention", "schedule": 3600.0},
 }
+# Monitors' alerts (issue 11, the alerts part): flips whose task was lost, reminders while down,
+# TLS certificate expiry warnings. Each claims its rows, so two beats never send twice.
+CELERY_BEAT_SCHEDULE |= {
+    "monitors-flips-sweep": {"task": "monitors.tasks.flips_sweep", "schedule": 30.0},
+    "monitors-reminders": {"task": "monitors.tasks.reminders_send", "schedule": 60.0, "options": {"expires": 60.0}},
+    "monitors-cert-warnings": {
+        "task": "monitors.tasks.cert_warnings_check",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
+}
 # Deliveries have a queue of their own, so a burst of evaluations cannot starve them. A worker
 # started without -Q consumes every queue listed here; `-Q deliveries` makes a sending-only one.
 # Monitor checks too: a batch of due checks must not wait behind evaluations or deliveries, nor they

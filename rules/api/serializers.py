@@ -148,6 +148,9 @@ class MatchSerializer(serializers.ModelSerializer):
 
 
 class DeliverySerializer(serializers.ModelSerializer):
+    """A delivery; `match` is null for a notification no rule produced (a monitor's alert), which
+    says what it is about in `title` and `source_ref` (e.g. ``monitor-flip:123``)."""
+
     channel_label = serializers.SerializerMethodField()
 
     class Meta:
@@ -155,6 +158,8 @@ class DeliverySerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "match",
+            "title",
+            "source_ref",
             "channel",
             "channel_label",
             "status",

@@ -1,5 +1,6 @@
 """Writes of the rules app (SPEC 4), one module per job: ``events`` (ingest), ``definitions`` (rules
-and channels), ``evaluation``, ``delivery``. Callers import from here: ``from rules import services``."""
+and channels), ``evaluation``, ``delivery``, ``notifications`` (deliveries no rule produced).
+Callers import from here: ``from rules import services``."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from rules.services.delivery import (
 )
 from rules.services.evaluation import EvaluationReport, events_evaluate, match_record
 from rules.services.events import event_ingest, event_problem
+from rules.services.notifications import notification_send
 
 __all__ = [
     "MAX_EVENTS_PER_REQUEST",
@@ -54,6 +56,7 @@ __all__ = [
     "events_evaluate",
     "match_record",
     "next_attempt_delay",
+    "notification_send",
     "receiver_pause",
     "receiver_paused_until",
     "retry_delay",

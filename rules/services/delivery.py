@@ -41,6 +41,7 @@ def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery
     )
     if not claimed:
         return None
+    # A left join: a delivery no rule produced has no match.
     return Delivery.objects.select_related("channel", "match__rule", "match__event").get(pk=delivery_id)
 
 

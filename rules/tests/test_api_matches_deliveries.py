@@ -99,6 +99,8 @@ class TestDeliveries:
         assert set(delivery) == {
             "id",
             "match",
+            "title",
+            "source_ref",
             "channel",
             "channel_label",
             "status",
