@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.utils import timezone
 
 from accounts.models import Tenant
@@ -42,3 +43,12 @@ def hour_rollup(target: Monitor, hours_ago: int, checks: int, failures: int) -> 
     return MonitorRollup.objects.create(
         monitor=target, period=RollupPeriod.HOUR, bucket=hour, checks=checks, failures=failures
     )
+
+
+def forget_status_pages() -> None:
+    """Drops the status pages' cached answers: on Redis the test run's cache outlives a test, and
+    every test's tenant has the same slug."""
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("monitors:status:*")  # only these keys, never the whole Redis DB
+    else:
+        cache.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from monitors.models import Monitor
+from monitors.tests.status_support import forget_status_pages
 
 # The command creates through monitors.services (the API's services), which another branch of
 # issue 11 writes: until it is merged there is nothing to test.
@@ -18,6 +20,13 @@ pytest.importorskip("monitors.services", reason="monitors.services (monitor_crea
 pytestmark = pytest.mark.django_db
 
 UPSTREAM = "http://127.0.0.1:18080"
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_status_pages() -> Iterator[None]:
+    forget_status_pages()
+    yield
+    forget_status_pages()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,9 +17,16 @@ from django.utils import timezone
 from accounts.models import Tenant
 from monitors.models import MonitorState
 from monitors.status import PAGE_SIZE
-from monitors.tests.status_support import day_rollup, hour_rollup, monitor, today
+from monitors.tests.status_support import day_rollup, forget_status_pages, hour_rollup, monitor, today
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_status_pages() -> Iterator[None]:
+    forget_status_pages()
+    yield
+    forget_status_pages()
 
 
 @pytest.fixture
