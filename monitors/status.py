@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 
 from accounts.models import Tenant
 from monitors.models import Monitor, MonitorRollup, MonitorState, RollupPeriod
@@ -106,14 +107,6 @@ def overall_status(counts: dict[str, int]) -> str:
 
 
 @dataclass(frozen=True)
-class BarCell:
-    """One UTC day of the bar: `level` a CSS class word, `title` the hover text."""
-
-    level: str
-    title: str
-
-
-@dataclass(frozen=True)
 class PublicMonitor:
     id: int
     name: str
@@ -122,7 +115,9 @@ class PublicMonitor:
     last_checked_at: datetime | None
     reason: str  # public_reason() while down, else ""
     uptime_90d: float | None
-    bar: tuple[BarCell, ...]
+    # The 90 cells, oldest day first: `<i class="LEVEL" title="YYYY-MM-DD: 99.95% up"></i>`, built
+    # here rather than in a template loop (9,000 cells a page: a third of the page's time).
+    bar_html: SafeString
 
 
 @dataclass(frozen=True)
@@ -177,24 +172,27 @@ def status_page(slug: str, page: int = 1) -> StatusPage | None:
     fields = ("id", "name", "state", "state_changed_at", "last_checked_at", "last_reason")
     down = published.filter(state=MonitorState.DOWN).order_by("state_changed_at", "id").values(*fields)
     rows = list(published.order_by("name", "id").values(*fields)[(page - 1) * PAGE_SIZE : page * PAGE_SIZE])
-    days: dict[int, dict[datetime, tuple[int, int]]] = {row["id"]: {} for row in rows}
+    days: dict[int, dict[date, tuple[int, int]]] = {row["id"]: {} for row in rows}
     rollups = MonitorRollup.objects.filter(
         monitor_id__in=list(days), period=RollupPeriod.DAY, bucket__gte=first_day
     ).values_list("monitor_id", "bucket", "checks", "failures")
     for monitor_id, bucket, checks, failures in rollups:
-        days[monitor_id][_day_start(bucket)] = (checks, failures)
-    calendar = [first_day + timedelta(days=n) for n in range(BAR_DAYS)]
+        # A day's bucket is its UTC midnight, and the database hands it back in UTC.
+        days[monitor_id][bucket.date()] = (checks, failures)
+    calendar = [((first_day + timedelta(days=n)).date()) for n in range(BAR_DAYS)]
+    labels = [day.isoformat() for day in calendar]
 
-    def public(row: dict[str, Any], by_day: dict[datetime, tuple[int, int]] | None) -> PublicMonitor:
-        bar: list[BarCell] = []
+    def public(row: dict[str, Any], by_day: dict[date, tuple[int, int]] | None) -> PublicMonitor:
+        cells: list[str] = []
         total_checks = total_failures = 0
-        for day in calendar if by_day is not None else ():
+        for day, label in zip(calendar, labels, strict=True) if by_day is not None else ():
             checks, failures = (by_day or {}).get(day, (0, 0))
             total_checks += checks
             total_failures += failures
             uptime = uptime_percent(checks, failures)
-            label = f"{day:%Y-%m-%d}: " + ("no data" if uptime is None else f"{uptime:.2f}% up")
-            bar.append(BarCell(_level(uptime), label))
+            # Only a fixed word, a date and a number: nothing to escape.
+            title = "no data" if uptime is None else f"{uptime:.2f}% up"
+            cells.append(f'<i class="{_level(uptime)}" title="{label}: {title}"></i>')
         return PublicMonitor(
             id=row["id"],
             name=row["name"],
@@ -203,7 +201,7 @@ def status_page(slug: str, page: int = 1) -> StatusPage | None:
             last_checked_at=row["last_checked_at"],
             reason=public_reason(row["last_reason"]) if row["state"] == MonitorState.DOWN else "",
             uptime_90d=uptime_percent(total_checks, total_failures),
-            bar=tuple(bar),
+            bar_html=mark_safe("".join(cells)),  # noqa: S308 (see above: nothing to escape)
         )
 
     return StatusPage(
