@@ -274,7 +274,7 @@ def status_summary(slug: str) -> dict[str, Any] | None:
 
 
 # shields.io's named colours for a monitor's state (https://shields.io/badges/endpoint-badge).
-BADGE_COLOURS = {
+BADGE_COLOURS: dict[str, str] = {
     MonitorState.UP: "brightgreen",
     MonitorState.DOWN: "red",
     MonitorState.PAUSED: "lightgrey",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from core.tiles import DashboardScope, TileData, TileRow
+from core.tiles import DashboardScope, TileData, TileRow, TileStatus
 from monitors.models import Monitor, MonitorState
 from monitors.status import state_counts
 
@@ -48,7 +48,7 @@ class MonitorsTile:
                 }
             )
         total = sum(counts.values())
-        status = "critical" if counts[MonitorState.DOWN] else ("ok" if total else "idle")
+        status: TileStatus = "critical" if counts[MonitorState.DOWN] else ("ok" if total else "idle")
         return {
             "status": status,
             "figures": [
