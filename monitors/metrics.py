@@ -7,8 +7,10 @@ zero from the first scrape, whether or not a check has run yet.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
+from django.db import DatabaseError
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -29,6 +31,8 @@ check_latency = Histogram(
     "sentinel_latency_seconds", "Response time of monitor checks' targets.", buckets=CHECK_LATENCY_BUCKETS
 )
 series_declare(checks, outcome=CHECK_OUTCOMES)
+
+logger = logging.getLogger(__name__)
 
 
 def monitors_up_count() -> int:
@@ -52,16 +56,25 @@ class MonitorsUpCollector(Collector):
     """
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        counts = fleet_state_counts()
-        yield GaugeMetricFamily("sentinel_monitors_up", "Enabled monitors currently up.", value=counts[MonitorState.UP])
-        yield GaugeMetricFamily(
-            "sentinel_monitors_down", "Enabled monitors currently down.", value=counts[MonitorState.DOWN]
-        )
+        up = GaugeMetricFamily("sentinel_monitors_up", "Enabled monitors currently up.")
+        down = GaugeMetricFamily("sentinel_monitors_down", "Enabled monitors currently down.")
         certificates = GaugeMetricFamily(
             "sentinel_monitor_certificate_days_remaining",
             "Days until the TLS certificate an enabled monitor's target last presented expires.",
             labels=["monitor_id", "tenant"],
         )
-        for monitor_id, tenant, days in certificate_days_remaining():
-            certificates.add_metric([str(monitor_id), tenant], round(days, 3))
+        try:
+            counts = fleet_state_counts()
+            expiries = certificate_days_remaining()
+        except DatabaseError:
+            # A scrape must still answer (every process's own metrics) with the database down: the
+            # families stay empty, which `absent()` alerts on, rather than reading 0 monitors down.
+            logger.warning("monitor states unavailable for /metrics", exc_info=True)
+        else:
+            up.add_metric([], counts[MonitorState.UP])
+            down.add_metric([], counts[MonitorState.DOWN])
+            for monitor_id, tenant, days in expiries:
+                certificates.add_metric([str(monitor_id), tenant], round(days, 3))
+        yield up
+        yield down
         yield certificates

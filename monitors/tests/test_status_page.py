@@ -238,3 +238,12 @@ def test_the_page_is_read_only(visitor: Client, tenant_a: Tenant) -> None:
     answer = visitor.post("/status/wonderland/", data=json.dumps({}), content_type="application/json")
 
     assert answer.status_code == 405
+
+
+def test_a_monitor_name_is_text_never_markup(visitor: Client, tenant_a: Tenant) -> None:
+    monitor(tenant_a, '<script>alert("x")</script>', state=MonitorState.DOWN, last_reason="refused")
+
+    html = visitor.get("/status/wonderland/").content.decode()
+
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
