@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("gateway.api.urls")),
     path("api/v1/", include("rules.api.urls")),
     path("api/v1/", include("observability.api.urls")),
+    path("api/v1/", include("monitors.api.urls")),
     path("", include(event_urlpatterns)),
     path("", include(insight_urlpatterns)),
     path("", include("monitors.urls")),

@@ -64,6 +64,8 @@ def _parser() -> Lark:
         GRAMMAR_PATH.read_text(encoding="utf-8"),
         parser="lalr",
         lexer="basic",
+        # "start" is a rule (`when ... then ...`), "condition" a bare expression (monitors).
+        start=["start", "condition"],
         propagate_positions=True,
         maybe_placeholders=True,
     )
@@ -144,13 +146,15 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> DslSyntaxError:
 _NESTING_NODES: Final = frozenset({"group", "not_", "neg", "list", "window_count", "window_sum"})
 
 
-def parse(text: str) -> Tree[Token]:
-    """The checked parse tree of a rule; raises DslSyntaxError or DslError."""
+def parse(text: str, *, start: str = "start") -> Tree[Token]:
+    """The checked parse tree of a rule (``start="start"``) or of a bare condition
+    (``start="condition"``); raises DslSyntaxError or DslError."""
     if len(text) > MAX_TEXT_CHARS:
         line, column = _position_of(text, MAX_TEXT_CHARS)
-        raise DslError(f"rule is longer than {MAX_TEXT_CHARS} characters", line=line, column=column)
+        what = "condition" if start == "condition" else "rule"
+        raise DslError(f"{what} is longer than {MAX_TEXT_CHARS} characters", line=line, column=column)
     try:
-        tree = _parser().parse(text)
+        tree = _parser().parse(text, start=start)
     except UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
     _check_depth(tree)
