@@ -13,10 +13,6 @@ from django.test import Client
 from monitors.models import Monitor
 from monitors.tests.status_support import forget_status_pages
 
-# The command creates through monitors.services (the API's services), which another branch of
-# issue 11 writes: until it is merged there is nothing to test.
-pytest.importorskip("monitors.services", reason="monitors.services (monitor_create) not merged yet")
-
 pytestmark = pytest.mark.django_db
 
 UPSTREAM = "http://127.0.0.1:18080"
@@ -76,4 +72,15 @@ def test_without_the_demo_tenant_it_says_what_to_run_first(db: None) -> None:
     call_command("seed_demo_monitors", stdout=io.StringIO(), stderr=(errors := io.StringIO()))
 
     assert "seed_demo" in errors.getvalue()
+    assert not Monitor.objects.exists()
+
+
+def test_under_the_production_egress_policy_the_demo_monitor_is_skipped_with_the_reason(
+    seeded_tenant: None, settings: Any
+) -> None:
+    settings.EGRESS_ALLOW_LOOPBACK = False  # production mode's default
+
+    call_command("seed_demo_monitors", stdout=io.StringIO(), stderr=(errors := io.StringIO()))
+
+    assert "not created" in errors.getvalue() and "loopback" in errors.getvalue()
     assert not Monitor.objects.exists()
