@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from monitors.models import MonitorState
-from monitors.status import PAGE_SIZE
+from monitors.status import PAGE_SIZE, public_reason
 from monitors.tests.status_support import day_rollup, forget_status_pages, hour_rollup, monitor, today
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -81,7 +81,7 @@ def test_an_incident_says_since_when_and_what_kind_of_failure_never_the_target(
         headers={"Authorization": "Bearer top-secret-token"},
         last_reason="timeout after 10.0 s connecting to payments.internal.corp.example:8443",
     )
-    monitor(tenant_a, "Search", state=MonitorState.DOWN, last_reason="status (503) == 200")
+    monitor(tenant_a, "Search", state=MonitorState.DOWN, last_reason="status 503, expected 200-299")
     monitor(tenant_a, "Web", state=MonitorState.UP)
 
     html = visitor.get("/status/wonderland/", HTTP_ACCEPT=BROWSER).content.decode()
@@ -247,3 +247,23 @@ def test_a_monitor_name_is_text_never_markup(visitor: Client, tenant_a: Tenant) 
 
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [
+        ("timeout: no answer within 10 s (while connecting)", "timed out"),
+        ("DNS failure: db.internal.example does not resolve (Name or service not known)", "DNS failure"),
+        ("connection refused by 10.1.2.3:8080", "connection refused"),
+        ("cannot connect to db.internal.example:5432 (No route to host)", "connection failed"),
+        ("TLS error: Hostname mismatch, certificate is not valid for 'db.internal.example'", "TLS error"),
+        ("status 500, expected 200-299", "answered HTTP 500"),
+        ('keyword "timeout status 500" not found in the body', "unexpected content"),
+        ('condition failed: body.password ("hunter2") == "x"', "a health condition failed"),
+        ("too slow: 812 ms, the limit is 300 ms", "too slow"),
+        ("egress denied: Egress to '10.0.0.5:80' refused: it resolves to 10.0.0.5", "check failed"),
+        ("", "check failed"),
+    ],
+)
+def test_a_reason_is_shown_as_its_kind_only(reason: str, shown: str) -> None:
+    assert public_reason(reason) == shown
