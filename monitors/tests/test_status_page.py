@@ -96,14 +96,16 @@ def test_an_incident_says_since_when_and_what_kind_of_failure_never_the_target(
     assert down.target not in html
 
 
-def test_every_checked_monitor_down_is_an_outage(visitor: Client, tenant_a: Tenant) -> None:
+def test_maintenance_is_said_and_counts_as_checked(visitor: Client, tenant_a: Tenant) -> None:
     monitor(tenant_a, "One", state=MonitorState.DOWN)
     monitor(tenant_a, "Two", state=MonitorState.DOWN)
     monitor(tenant_a, "Paused", state=MonitorState.PAUSED)
+    monitor(tenant_a, "Maintained", state=MonitorState.MAINTENANCE)
+    monitor(tenant_a, "Maintained too", state=MonitorState.MAINTENANCE)
 
     html = visitor.get("/status/wonderland/").content.decode()
 
-    assert "Major outage" in html
+    assert "Partial outage: 2 of 5 down · 2 under maintenance" in html
 
 
 @pytest.mark.parametrize("slug", ["nobody", "evil", "inactive"])
@@ -267,3 +269,14 @@ def test_a_monitor_name_is_text_never_markup(visitor: Client, tenant_a: Tenant) 
 )
 def test_a_reason_is_shown_as_its_kind_only(reason: str, shown: str) -> None:
     assert public_reason(reason) == shown
+
+
+def test_every_checked_monitor_down_is_an_outage(visitor: Client, tenant_a: Tenant) -> None:
+    monitor(tenant_a, "One", state=MonitorState.DOWN)
+    monitor(tenant_a, "Two", state=MonitorState.DOWN)
+    monitor(tenant_a, "Paused", state=MonitorState.PAUSED)
+    monitor(tenant_a, "New", state=MonitorState.UNKNOWN)
+
+    html = visitor.get("/status/wonderland/").content.decode()
+
+    assert "Major outage: every checked service is down" in html
