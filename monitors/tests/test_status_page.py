@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from monitors.models import MonitorState
-from monitors.status import PAGE_SIZE, public_reason
+from monitors.status import INCIDENTS_SHOWN, PAGE_SIZE, public_reason
 from monitors.tests.status_support import day_rollup, forget_status_pages, hour_rollup, monitor, today
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -280,3 +280,26 @@ def test_every_checked_monitor_down_is_an_outage(visitor: Client, tenant_a: Tena
     html = visitor.get("/status/wonderland/").content.decode()
 
     assert "Major outage: every checked service is down" in html
+
+
+def test_incidents_list_the_longest_running_and_count_them_all(visitor: Client, tenant_a: Tenant) -> None:
+    now = timezone.now()
+    for n in range(INCIDENTS_SHOWN + 1):
+        monitor(tenant_a, f"down{n:02d}", state=MonitorState.DOWN, state_changed_at=now - timedelta(minutes=n))
+
+    html = visitor.get("/status/wonderland/").content.decode()
+    incidents = html[html.index('class="incidents"') : html.index('class="monitors"')]
+
+    assert f"Current incidents ({INCIDENTS_SHOWN + 1})" in incidents
+    assert incidents.count('<li class="incident">') == INCIDENTS_SHOWN
+    assert f"<strong>down{INCIDENTS_SHOWN:02d}</strong>" in incidents  # down longest
+    assert "<strong>down00</strong>" not in incidents  # down most recently
+    assert f"Showing the {INCIDENTS_SHOWN} longest-running of {INCIDENTS_SHOWN + 1}." in incidents
+
+
+def test_head_answers_like_get_without_a_body(visitor: Client, tenant_a: Tenant) -> None:
+    monitor(tenant_a, "API")
+
+    answer = visitor.head("/status/wonderland/")
+
+    assert answer.status_code == 200 and answer.content == b""
