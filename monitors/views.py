@@ -13,6 +13,7 @@ HTML), the JSON answers are always SPEC 7's JSON error.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +27,8 @@ from django.views.decorators.http import require_safe
 from core.api_errors import error_response
 from monitors.status import monitor_badge, status_page, status_summary
 
+logger = logging.getLogger(__name__)
+
 # Seconds an answer is cached (server and client side). A monitor's state can be this much
 # staler on the page than in the API; the checks themselves run every interval_seconds (≥ 10 s).
 STATUS_CACHE_SECONDS = 30
@@ -38,13 +41,23 @@ def _cache_seconds() -> int:
 
 
 def _cached(key: str, build: Any) -> Any:
-    """`build()`, kept in the cache under `key`; a None (a 404) is not kept."""
+    """`build()`, kept in the cache under `key`; a None (a 404) is not kept. A cache that fails
+    (Redis down) is skipped with a warning: a status page is read most when things are down."""
     seconds = _cache_seconds()
-    found = cache.get(key) if seconds > 0 else None
+    found = None
+    if seconds > 0:
+        try:
+            found = cache.get(key)
+        except Exception:
+            logger.warning("status page cache unavailable; answering uncached", exc_info=True)
+            seconds = 0
     if found is None:
         found = build()
         if found is not None and seconds > 0:
-            cache.set(key, found, seconds)
+            try:
+                cache.set(key, found, seconds)
+            except Exception:
+                logger.warning("status page cache unavailable; answer not kept", exc_info=True)
     return found
 
 

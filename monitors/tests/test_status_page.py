@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -18,6 +19,7 @@ from accounts.models import Tenant
 from monitors.models import MonitorState
 from monitors.status import INCIDENTS_SHOWN, PAGE_SIZE, public_reason
 from monitors.tests.status_support import day_rollup, forget_status_pages, hour_rollup, monitor, today
+from tests.support.net import free_port
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
@@ -303,3 +305,20 @@ def test_head_answers_like_get_without_a_body(visitor: Client, tenant_a: Tenant)
     answer = visitor.head("/status/wonderland/")
 
     assert answer.status_code == 200 and answer.content == b""
+
+
+def test_with_the_cache_down_the_page_still_answers(
+    visitor: Client, tenant_a: Tenant, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor(tenant_a, "API", state=MonitorState.UP)
+    # A real Redis client to a port nothing listens on: every cache call fails to connect.
+    settings.CACHES = {
+        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
+    }
+
+    page = visitor.get("/status/wonderland/")
+    twin = visitor.get("/status/wonderland/status.json")
+
+    assert page.status_code == 200 and "All systems operational" in page.content.decode()
+    assert twin.status_code == 200 and twin.json()["status"] == "operational"
+    assert "status page cache unavailable; answering uncached" in caplog.text
