@@ -56,12 +56,13 @@ migrate: install
 	$(WITH_KEY) $(BIN)/python manage.py migrate --noinput
 
 # Each app seeds its own demo objects: tenants, staff user and a demo key; the default route; a
-# webhook channel to the mock upstream's /sink and a rule that notifies it.
+# webhook channel to the mock upstream's /sink and a rule that notifies it; a monitor of its /health.
 seed: migrate
 	@echo "==> Seeding demo data"
 	$(WITH_KEY) $(BIN)/python manage.py seed_demo
 	$(WITH_KEY) $(BIN)/python manage.py seed_demo_routes --follow-downstream
 	$(WITH_KEY) $(BIN)/python manage.py seed_demo_rules --follow-downstream
+	$(WITH_KEY) $(BIN)/python manage.py seed_demo_monitors --follow-downstream
 
 # Before migrating or starting anything: a second `make run`, or another server on a port, is
 # stopped here with the port's name rather than by a bind error scrolled away in honcho's output.

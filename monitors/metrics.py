@@ -7,13 +7,17 @@ zero from the first scrape, whether or not a check has run yet.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
+from django.db import DatabaseError
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from core.prometheus import series_declare
+from monitors.models import MonitorState
+from monitors.status import certificate_days_remaining, fleet_state_counts
 
 # A check's outcome as the monitor's state machine reads it, before thresholds: up or down.
 CHECK_OUTCOMES = ("up", "down")
@@ -28,20 +32,49 @@ check_latency = Histogram(
 )
 series_declare(checks, outcome=CHECK_OUTCOMES)
 
+logger = logging.getLogger(__name__)
+
 
 def monitors_up_count() -> int:
-    """Enabled monitors whose state is up. No monitor exists before the monitors app's models land
-    (SPEC 5), so none is up; that issue replaces this body with its selector."""
-    return 0
+    """Enabled monitors whose state is up (one query, fleet-wide)."""
+    return fleet_state_counts()[MonitorState.UP]
 
 
 class MonitorsUpCollector(Collector):
-    """`sentinel_monitors_up`: enabled monitors currently up, read at scrape time.
+    """The monitors' fleet-wide gauges, read from the database at scrape time:
 
-    A fleet-wide figure, like the breaker states: a gauge set by the processes that run checks would
-    report a stale or restarted process's value; counting at scrape time is exact. The site
-    registers it with the `/metrics` view.
+    * `sentinel_monitors_up` and `sentinel_monitors_down`: enabled monitors up, down (one query);
+    * `sentinel_monitor_certificate_days_remaining{monitor_id, tenant}`: days (fractional,
+      negative once expired) until the TLS certificate an enabled monitor last saw expires (one
+      query). Per monitor, like blackbox_exporter's `probe_ssl_earliest_cert_expiry` and Uptime
+      Kuma's `monitor_cert_days_remaining`: an aggregate (the fleet's minimum) would say that
+      something expires, not what; one series per https monitor is bounded by the monitors
+      themselves. Days rather than an expiry timestamp so that an alert reads `< 14`.
+
+    Gauges set by the processes that run checks would report a stale or restarted process's
+    value; counting at scrape time is exact. The site registers it with the `/metrics` view.
     """
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("sentinel_monitors_up", "Enabled monitors currently up.", value=monitors_up_count())
+        up = GaugeMetricFamily("sentinel_monitors_up", "Enabled monitors currently up.")
+        down = GaugeMetricFamily("sentinel_monitors_down", "Enabled monitors currently down.")
+        certificates = GaugeMetricFamily(
+            "sentinel_monitor_certificate_days_remaining",
+            "Days until the TLS certificate an enabled monitor's target last presented expires.",
+            labels=["monitor_id", "tenant"],
+        )
+        try:
+            counts = fleet_state_counts()
+            expiries = certificate_days_remaining()
+        except DatabaseError:
+            # A scrape must still answer (every process's own metrics) with the database down: the
+            # families stay empty, which `absent()` alerts on, rather than reading 0 monitors down.
+            logger.warning("monitor states unavailable for /metrics", exc_info=True)
+        else:
+            up.add_metric([], counts[MonitorState.UP])
+            down.add_metric([], counts[MonitorState.DOWN])
+            for monitor_id, tenant, days in expiries:
+                certificates.add_metric([str(monitor_id), tenant], round(days, 3))
+        yield up
+        yield down
+        yield certificates

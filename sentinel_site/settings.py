@@ -546,6 +546,7 @@ SENTINEL_DASHBOARD_TILES = [
     "observability.dashboard.tiles.insight",
     "observability.dashboard.tiles.rule_matches",
     "observability.dashboard.tiles.deliveries",
+    "monitors.tiles.monitors",
 ]
 
 # --- Static files, i18n --------------------------------------------------------------------

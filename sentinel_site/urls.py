@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/v1/", include("monitors.api.urls")),
     path("", include(event_urlpatterns)),
     path("", include(insight_urlpatterns)),
+    path("", include("monitors.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema")),
