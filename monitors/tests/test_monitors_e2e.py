@@ -4,11 +4,13 @@ against a real local HTTP server whose answer the test flips from 200 to 500 and
 Checks are made due by setting ``next_due_at`` to now (the interval stays at its 10 s minimum, so
 no check falls due by itself during the test): each forced check must run exactly once, the
 monitor must go down at exactly its failure threshold and up at exactly its success threshold,
-with one flip each way, although two dispatchers claim and two workers run checks.
+with one flip each way, although two dispatchers claim and two workers run checks; and the down
+and the recovery each reach the monitor's webhook channel (a real local sink) exactly once.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,6 +23,9 @@ from django.utils import timezone
 
 from accounts.models import Tenant, Tier
 from monitors.models import CheckResult, Flip, Monitor
+from rules import services as rules_services
+from rules.models import Delivery, DeliveryStatus
+from rules.tests.sinks import http_sink
 from tests.support.processes import celery_worker
 from tests.support.redis_keys import lasting_key_prefix
 from tests.support.waiting import wait_until
@@ -77,6 +82,7 @@ def workers(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
         "CELERY_POLL_INTERVAL": "0.05",
         "MONITORS_DISPATCH_SECONDS": "0.2",
         "MONITORS_WRITE_FLUSH_SECONDS": "0.05",
+        "DELIVERY_BACKOFF_SECONDS": "0.2",
         "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics"),
     }
     (folder / "metrics").mkdir()
@@ -106,23 +112,33 @@ def test_a_monitor_goes_down_at_its_failure_threshold_and_up_at_its_success_thre
 ) -> None:
     tenant = Tenant.objects.create(name="Wonderland", slug="wonderland", tier=Tier.STANDARD)
     far = timezone.now() + timedelta(hours=1)
-    monitor = Monitor.objects.create(
-        tenant=tenant,
-        name="health",
-        target=target.url,
-        interval_seconds=10,
-        timeout_seconds=5,
-        failure_threshold=3,
-        success_threshold=2,
-        next_due_at=far,
-    )
-    script = [(200, "unknown"), (200, "up"), (500, "up"), (500, "up"), (500, "down"), (200, "down"), (200, "up")]
+    with http_sink() as sink:
+        channel = rules_services.channel_create(tenant=tenant, kind="webhook", name="oncall", target=sink.url)
+        monitor = Monitor.objects.create(
+            tenant=tenant,
+            name="health",
+            target=target.url,
+            interval_seconds=10,
+            timeout_seconds=5,
+            failure_threshold=3,
+            success_threshold=2,
+            next_due_at=far,
+        )
+        monitor.channels.add(channel)
+        script = [(200, "unknown"), (200, "up"), (500, "up"), (500, "up"), (500, "down"), (200, "down"), (200, "up")]
 
-    states = []
-    for n, (status, _) in enumerate(script):
-        target.status = status
-        monitor = check_once(monitor, n)
-        states.append(monitor.state)
+        states = []
+        for n, (status, _) in enumerate(script):
+            target.status = status
+            monitor = check_once(monitor, n)
+            states.append(monitor.state)
+
+        # unknown -> up alerts nobody (a new monitor); the down and the recovery alert once each.
+        wait_until(
+            lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 2, timeout=30, what="two alerts"
+        )
+        wait_until(lambda: sink.count() >= 2, timeout=10, what="the sink to receive both alerts")
+        alerts = [json.loads(request.body)["alert"] for request in sink.received]
 
     flips = list(Flip.objects.filter(monitor=monitor).order_by("id").values_list("old_state", "new_state", "reason"))
     assert states == [state for _, state in script]
@@ -133,3 +149,5 @@ def test_a_monitor_goes_down_at_its_failure_threshold_and_up_at_its_success_thre
     ]
     # Each forced check ran once, though two dispatchers claim and two workers run checks.
     assert CheckResult.objects.filter(monitor=monitor).count() == len(script) == target.requests
+    assert [alert["title"] for alert in alerts] == ["health is down", "health is up"]
+    assert Delivery.objects.count() == 2
