@@ -211,11 +211,13 @@ WHERE monitors_monitor.id = v.id AND monitors_monitor.state = v.old
 RETURNING monitors_monitor.id
 """
 _ROLLUP_UPSERT = """
-INSERT INTO monitors_monitorrollup (monitor_id, period, bucket, checks, failures, latency_sum_ms, latency_max_ms)
+INSERT INTO monitors_monitorrollup
+    (monitor_id, period, bucket, checks, failures, latency_count, latency_sum_ms, latency_max_ms)
 VALUES {rows}
 ON CONFLICT (monitor_id, period, bucket) DO UPDATE SET
     checks = monitors_monitorrollup.checks + excluded.checks,
     failures = monitors_monitorrollup.failures + excluded.failures,
+    latency_count = monitors_monitorrollup.latency_count + excluded.latency_count,
     latency_sum_ms = monitors_monitorrollup.latency_sum_ms + excluded.latency_sum_ms,
     latency_max_ms = CASE WHEN excluded.latency_max_ms > monitors_monitorrollup.latency_max_ms
                           THEN excluded.latency_max_ms ELSE monitors_monitorrollup.latency_max_ms END
@@ -224,28 +226,30 @@ ON CONFLICT (monitor_id, period, bucket) DO UPDATE SET
 
 def rollups_add(reports: Iterable[CheckReport]) -> int:
     """Adds ``reports`` to their monitors' hourly and daily roll-ups (UTC hour and day of
-    ``started_at``) in one ``INSERT … ON CONFLICT DO UPDATE``: checks, failures, the sum and the
-    maximum of latency in milliseconds (a check without a latency, e.g. a timeout, adds 0 to
-    both). Returns the number of roll-up rows written."""
+    ``started_at``) in one ``INSERT … ON CONFLICT DO UPDATE``: checks, failures, and the count,
+    sum and maximum of the latencies measured, in milliseconds (a check without a latency, e.g. a
+    timeout, counts in none of the three). Returns the number of roll-up rows written."""
     counts: dict[tuple[int, str, datetime], list[float]] = {}
     for report in reports:
         started = _epoch(report.started_at)
         hour = started.replace(minute=0, second=0, microsecond=0)
-        latency = report.latency_ms or 0.0
+        latency = report.latency_ms
         for period, bucket in ((RollupPeriod.HOUR.value, hour), (RollupPeriod.DAY.value, hour.replace(hour=0))):
-            row = counts.setdefault((report.monitor_id, period, bucket), [0, 0, 0.0, 0.0])
+            row = counts.setdefault((report.monitor_id, period, bucket), [0, 0, 0, 0.0, 0.0])
             row[0] += 1
             row[1] += report.outcome != CheckOutcome.UP
-            row[2] += latency
-            row[3] = max(row[3], latency)
+            if latency is not None:
+                row[2] += 1
+                row[3] += latency
+                row[4] = max(row[4], latency)
     if not counts:
         return 0
     adapt = connection.ops.adapt_datetimefield_value
     params: list[Any] = []
     # A fixed order: two writers upserting overlapping rows lock them in the same order.
-    for (monitor_id, period, bucket), (checks, failures, total, top) in sorted(counts.items()):
-        params.extend((monitor_id, period, adapt(bucket), int(checks), int(failures), total, top))
-    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(counts))
+    for (monitor_id, period, bucket), (checks, failures, measured, total, top) in sorted(counts.items()):
+        params.extend((monitor_id, period, adapt(bucket), int(checks), int(failures), int(measured), total, top))
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(counts))
     with connection.cursor() as cursor:
         cursor.execute(_ROLLUP_UPSERT.format(rows=rows), params)
     return len(counts)

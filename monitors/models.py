@@ -207,6 +207,9 @@ class MonitorRollup(models.Model):
     bucket = models.DateTimeField(help_text="Start of the hour or UTC day.")
     checks = models.PositiveIntegerField(default=0)
     failures = models.PositiveIntegerField(default=0)
+    # Checks that measured a latency (a timeout or a refused connection measures none): the mean
+    # latency of the bucket is latency_sum_ms / latency_count, not / checks.
+    latency_count = models.PositiveIntegerField(default=0)
     latency_sum_ms = models.FloatField(default=0.0)
     latency_max_ms = models.FloatField(default=0.0)
 

@@ -37,12 +37,22 @@ def check_pipeline() -> CheckPipeline:
 
             conf = sentinel_settings.monitors
             _pipeline = CheckPipeline(
-                runner_factory=lambda: CheckRunner(egress=egress_policy(), concurrency=conf.CHECK_CONCURRENCY),
+                runner_factory=lambda: CheckRunner(
+                    egress=egress_policy(), concurrency=conf.CHECK_CONCURRENCY, on_egress_denied=_egress_refused
+                ),
                 write_rows=conf.WRITE_BATCH_ROWS,
                 flush_seconds=conf.WRITE_FLUSH_SECONDS,
                 on_flips=flips_alert_enqueue,
             )
         return _pipeline
+
+
+def _egress_refused(spec: Any, denied: Any) -> None:
+    """A check's connection the egress policy refused: logged and counted like a route's or a
+    channel's (sentinel_egress_refusals_total{kind="monitor", stage="connect"})."""
+    from core.egress_django import egress_refusal_record
+
+    egress_refusal_record(kind="monitor", stage="connect", tenant=None, target=spec.target, denied=denied)
 
 
 @signals.worker_process_shutdown.connect

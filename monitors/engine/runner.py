@@ -118,7 +118,9 @@ class CheckRunner:
     body that was cut fails with a reason saying the body was larger than the bound (a text body
     is judged on what was read). Response headers are bounded by aiohttp's parser (8190 bytes a
     line). ``ssl_context`` verifies certificates when a spec's ``verify_tls`` is on; by default
-    the system's CAs (``ssl.create_default_context()``).
+    the system's CAs (``ssl.create_default_context()``). ``on_egress_denied(spec, denied)`` is
+    called in the loop for each connection the policy refused (the site logs and counts it); it
+    must not block.
 
     Create it inside the loop that runs the checks; ``aclose`` it when done.
     """
@@ -130,12 +132,14 @@ class CheckRunner:
         concurrency: int = 200,
         body_limit_bytes: int = 1_048_576,
         ssl_context: ssl.SSLContext | None = None,
+        on_egress_denied: Callable[[CheckSpec, EgressDenied], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if body_limit_bytes < 0:
             raise ValueError("body_limit_bytes cannot be negative")
         self.egress = egress
+        self.on_egress_denied = on_egress_denied
         self.concurrency = concurrency
         self.body_limit_bytes = body_limit_bytes
         self._verified_ssl: ssl.SSLContext = ssl_context or ssl.create_default_context()
@@ -259,6 +263,8 @@ class CheckRunner:
             reason = f"timeout: no answer within {spec.timeout_seconds:g} s (while {progress.phase})"
         except EgressDenied as denied:
             reason = f"egress denied: {denied}"
+            if self.on_egress_denied is not None:
+                self.on_egress_denied(spec, denied)
         except aiohttp.ClientError as exc:
             reason = _client_error_reason(exc, spec)
         except OSError as exc:

@@ -201,13 +201,15 @@ def test_roll_ups_add_checks_failures_and_latency_per_hour_and_day(watched: Moni
     reports_write([(claimed(watched, later), report(watched.pk, "down", later, latency=50.0))])
 
     rollups = {
-        (row.period, row.bucket): (row.checks, row.failures, row.latency_sum_ms, row.latency_max_ms)
+        (row.period, row.bucket): (row.checks, row.failures, row.latency_count, row.latency_sum_ms, row.latency_max_ms)
         for row in MonitorRollup.objects.filter(monitor=watched)
     }
+    # The check without a latency (a timeout) counts as a check and a failure, not as a latency:
+    # the first hour's mean is 40 / 2 = 20 ms, not 40 / 3.
     assert rollups == {
-        ("hour", T0): (3, 1, 40.0, 30.0),
-        ("hour", T0 + timedelta(hours=1)): (1, 1, 50.0, 50.0),
-        ("day", T0.replace(hour=0)): (4, 2, 90.0, 50.0),
+        ("hour", T0): (3, 1, 2, 40.0, 30.0),
+        ("hour", T0 + timedelta(hours=1)): (1, 1, 1, 50.0, 50.0),
+        ("day", T0.replace(hour=0)): (4, 2, 3, 90.0, 50.0),
     }
 
 

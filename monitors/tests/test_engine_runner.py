@@ -275,12 +275,19 @@ def test_a_condition_over_a_cut_json_body_says_the_body_was_too_large(servers: S
 
 
 def test_egress_denied_names_the_address_and_the_rule(servers: Servers) -> None:
-    report = check(servers, http(f"{servers.http}/ok"), egress=EgressPolicy())
+    refused: list[tuple[int, str | None]] = []
+    spec = http(f"{servers.http}/ok")
+
+    report = check(
+        servers, spec, egress=EgressPolicy(), on_egress_denied=lambda s, d: refused.append((s.monitor_id, d.address))
+    )
 
     assert report.outcome == "down"
     assert report.reason.startswith("egress denied: ")
     assert "127.0.0.1" in report.reason and "loopback (RFC 1122)" in report.reason
     assert servers.recorder.requests() == []
+    # The site logs and counts each refusal (monitors.tasks) through this hook.
+    assert refused == [(spec.monitor_id, "127.0.0.1")]
 
 
 def test_egress_is_judged_on_every_redirect_hop(servers: Servers) -> None:
