@@ -15,8 +15,9 @@ Which flips alert (Uptime Kuma's "important" beats, healthchecks' flips):
 down → up              alerts (resolved, with how long it was down)
 unknown/maintenance →  never alerts (nothing was reported down)
 up
-→ paused,              never alert (an operator's act, or a planned window)
-→ maintenance
+down → paused,         never alert (an operator's act, or a planned window); the
+→ maintenance          pause service writes down → paused only (other pauses write
+                       no flip), so that its held dependents are released
 =====================  ==========================================================
 
 A flip created inside an open maintenance window of the monitor (or its tenant) alerts nothing,
@@ -169,6 +170,16 @@ def _outage_reported(monitor: Monitor, down: Flip | None) -> bool:
     if down is None or down.held_by_id is not None:
         return False
     return not monitors_in_maintenance(monitors=[(monitor.pk, monitor.tenant_id)], now=down.created_at)
+
+
+def dependents_release(*, parent: Monitor, reason: str) -> None:
+    """Releases the dependents held by `parent`'s latest outage (see the module docstring), for
+    when the parent's outage ends without a flip of its own: the parent is being deleted.
+    `reason` says what became of it ("deleted"). Call it inside the transaction that deletes."""
+    down = _latest_flip(parent, MonitorState.DOWN)
+    if down is not None:
+        Monitor.objects.select_for_update().filter(pk=parent.pk).values_list("pk", flat=True).first()
+        _dependents_release(down, parent_state=reason)
 
 
 def _dependents_release(parent_down: Flip, *, parent_state: str) -> None:

@@ -28,6 +28,7 @@ from core.errors import Conflict, DomainError
 from monitors.engine.spec import http_target_problem, parse_expected_status, split_tcp_target
 from monitors.models import (
     MIN_INTERVAL_SECONDS,
+    Flip,
     MaintenanceWindow,
     Monitor,
     MonitorKind,
@@ -376,13 +377,13 @@ def monitor_update(*, monitor: Monitor, **fields: Any) -> Monitor:
     if monitor.interval_seconds < old_interval:
         monitor.next_due_at = min(monitor.next_due_at, now + timedelta(seconds=monitor.interval_seconds))
         written.add("next_due_at")
-    if was_enabled and not monitor.enabled:
-        _set_paused(monitor, now)
-        written.update(_RUN_STATE_FIELDS)
-    elif not was_enabled and monitor.enabled:
-        _set_resumed(monitor, now)
-        written.update(_RUN_STATE_FIELDS)
     with _unique_name(_NAME_TAKEN):
+        if was_enabled and not monitor.enabled:
+            _set_paused(monitor, now)
+            written.update(_RUN_STATE_FIELDS)
+        elif not was_enabled and monitor.enabled:
+            _set_resumed(monitor, now)
+            written.update(_RUN_STATE_FIELDS)
         if new_version:
             # F(): two concurrent edits get two versions, not one.
             monitor.version = F("version") + 1
@@ -397,15 +398,46 @@ def monitor_update(*, monitor: Monitor, **fields: Any) -> Monitor:
 
 def monitor_delete(*, monitor: Monitor) -> None:
     """Deletes a monitor with its results, roll-ups, flips and maintenance windows; its
-    dependents lose their parent. Raises nothing of its own."""
-    monitor.delete()
+    dependents lose their parent, and those its current outage held are released first (alerted
+    on their own: their outage is not lost with the parent's flips). Raises nothing of its own."""
+    from monitors.alerts import dependents_release
+
+    with transaction.atomic():
+        dependents_release(parent=monitor, reason="deleted")
+        monitor.delete()
 
 
 def _set_paused(monitor: Monitor, now: datetime) -> None:
+    if monitor.pk is not None:
+        _outage_ended_by_operator(monitor, now)
     monitor.enabled = False
     monitor.state = MonitorState.PAUSED
     monitor.state_changed_at = now
     monitor.consecutive_failures = monitor.consecutive_successes = 0
+
+
+def _outage_ended_by_operator(monitor: Monitor, now: datetime) -> None:
+    """A down monitor paused: its outage ends without a recovery. The flip down → paused alerts
+    nobody (an operator's act), but processing it releases the dependents this outage held, which
+    would otherwise stay held, unalerted, for as long as the pause lasts (monitors.alerts).
+
+    The state is read from the row under a lock, not from `monitor` (read earlier): the scheduler's
+    flip to down (a conditional UPDATE on the old state) and this pause then happen one after the
+    other, and whichever comes second sees the other's state."""
+    from monitors.tasks import flips_alert_enqueue
+
+    state = Monitor.objects.select_for_update().filter(pk=monitor.pk).values_list("state", flat=True).first()
+    if state != MonitorState.DOWN:
+        return
+    flip = Flip.objects.create(
+        tenant_id=monitor.tenant_id,
+        monitor=monitor,
+        created_at=now,
+        old_state=MonitorState.DOWN,
+        new_state=MonitorState.PAUSED,
+        reason="paused by an operator",
+    )
+    transaction.on_commit(lambda: flips_alert_enqueue([flip.pk]), robust=True)
 
 
 def _set_resumed(monitor: Monitor, now: datetime) -> None:
@@ -418,9 +450,11 @@ def _set_resumed(monitor: Monitor, now: datetime) -> None:
 
 def monitor_pause(*, monitor: Monitor) -> Monitor:
     """Stops the checks: ``enabled`` false, state ``paused``, streaks cleared. An operator's pause
-    is not an incident: no flip, no alert. Raises nothing of its own."""
-    _set_paused(monitor, timezone.now())
-    monitor.save(update_fields=_RUN_STATE_FIELDS)
+    alerts nobody; pausing a monitor that is down writes the flip down → paused, so that the
+    dependents its outage held are released and alerted on their own. Raises nothing of its own."""
+    with transaction.atomic():
+        _set_paused(monitor, timezone.now())
+        monitor.save(update_fields=_RUN_STATE_FIELDS)
     return monitor
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from accounts.models import Tenant
 from monitors import alerts
 from monitors.models import Flip, MaintenanceWindow, Monitor, MonitorState
+from monitors.services import monitor_delete, monitor_pause
 from rules import services as rules_services
 from rules.models import Delivery, DeliveryStatus, Event, EventSource, NotificationChannel
 from rules.tests.sinks import HttpSink, http_sink
@@ -344,6 +345,47 @@ def test_a_parent_paused_while_down_releases_its_held_dependents(setup: Setup) -
     shop_alert = setup.received()[-1]
     assert shop_alert["alert"]["title"] == "shop is down"
     assert "it is paused now, this one is still down" in shop_alert["message"]
+
+
+def test_pausing_a_down_parent_through_the_service_releases_its_held_dependents(setup: Setup) -> None:
+    router = setup.monitor("router")
+    shop = setup.monitor("shop", depends_on=router)
+    alerts.flip_alert(flip_id=flip(router, UP, DOWN).pk)
+    assert alerts.flip_alert(flip_id=flip(shop, UP, DOWN).pk) == "held"
+    alerted = len(setup.received())
+
+    monitor_pause(monitor=router)
+
+    paused = Flip.objects.get(monitor=router, new_state=MonitorState.PAUSED)
+    assert (paused.old_state, paused.reason) == (DOWN, "paused by an operator")
+    assert alerts.flip_alert(flip_id=paused.pk) == "silent"
+    sent = setup.received()[alerted:]
+    assert [alert["alert"]["title"] for alert in sent] == ["shop is down"]
+    assert "it is paused now, this one is still down" in sent[0]["message"]
+
+
+def test_pausing_a_monitor_that_is_not_down_writes_no_flip(setup: Setup) -> None:
+    shop = setup.monitor()
+    flip(shop, MonitorState.UNKNOWN, UP)
+
+    monitor_pause(monitor=shop)
+
+    assert not Flip.objects.filter(new_state=MonitorState.PAUSED).exists()
+
+
+def test_deleting_a_down_parent_releases_its_held_dependents(setup: Setup) -> None:
+    router = setup.monitor("router")
+    shop = setup.monitor("shop", depends_on=router)
+    alerts.flip_alert(flip_id=flip(router, UP, DOWN).pk)
+    assert alerts.flip_alert(flip_id=flip(shop, UP, DOWN).pk) == "held"
+    alerted = len(setup.received())
+
+    monitor_delete(monitor=router)
+
+    sent = setup.received()[alerted:]
+    assert [alert["alert"]["title"] for alert in sent] == ["shop is down"]
+    assert "it is deleted now, this one is still down" in sent[0]["message"]
+    assert Flip.objects.get(monitor=shop).held_by_id is None
 
 
 def test_two_monitors_depending_on_each_other_do_not_hold_each_other(setup: Setup) -> None:
