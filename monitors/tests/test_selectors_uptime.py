@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 
 from accounts.models import Tenant
 from monitors import selectors
@@ -90,6 +91,20 @@ def test_latency_percentiles_interpolate_between_ranks_like_percentile_cont(moni
     # 7 d, sorted [10, 20, 30, 40, 100, 1000]: ranks 2.5, 4.75, 4.95.
     assert figures["7d"]["latency_ms"] == pytest.approx({"p50": 35.0, "p95": 775.0, "p99": 955.0})
     assert figures["30d"]["latency_ms"] == figures["7d"]["latency_ms"]
+
+
+def test_the_rank_method_of_sqlite_agrees_with_percentile_cont_on_either_database(monitor: Monitor) -> None:
+    # The suite runs on one database at a time; the rank method's queries are plain SQL, so this
+    # checks it wherever the suite runs, and against PostgreSQL's own aggregate when it runs there.
+    latencies = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0, 6.0, 5.5, 3.5, 8.0]
+    for minute, latency in enumerate(latencies):
+        result(monitor, f"2026-11-30 11:{minute:02d}", latency)
+    rows = CheckResult.objects.filter(monitor=monitor, latency_ms__isnull=False)
+
+    # Sorted [1, 1.5, 2, 3, 3.5, 4, 5, 5.5, 6, 8, 9]: ranks 5, 9.5, 9.9 -> 4, 8.5, 8.9.
+    assert selectors._percentiles_sqlite(rows) == pytest.approx([4.0, 8.5, 8.9])
+    if connection.vendor == "postgresql":
+        assert selectors._percentiles_postgresql(rows) == pytest.approx([4.0, 8.5, 8.9])
 
 
 def test_a_single_latency_is_every_percentile(monitor: Monitor) -> None:
