@@ -8,12 +8,11 @@ through ``monitors.services``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Model, QuerySet
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, status
@@ -25,6 +24,7 @@ from rest_framework.utils.urls import replace_query_param
 from accounts.api.scoping import TenantScopedViewSet
 from accounts.models import Role, Tenant
 from core.openapi import error_responses
+from core.query_params import iso_moment
 from monitors import selectors, services
 from monitors.api.serializers import (
     CheckResultSerializer,
@@ -47,25 +47,7 @@ def _invalid(name: str, message: str) -> exceptions.ValidationError:
 
 
 def _moment(request: Request, name: str) -> datetime | None:
-    """An ISO 8601 date-time (an offset, or none: UTC) or a date (its midnight, UTC)."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    if "\x00" in raw or len(raw) > 64:
-        raise _invalid(name, "Must be an ISO 8601 date-time, e.g. 2026-11-30T14:02:00Z.")
-    try:
-        moment = parse_datetime(raw)
-        day = parse_date(raw) if moment is None else None
-    except ValueError:  # well-formed but impossible, e.g. February 30th
-        moment, day = None, None
-    if day is not None:
-        moment = datetime.combine(day, time.min)
-    if moment is None:
-        raise _invalid(name, "Must be an ISO 8601 date-time, e.g. 2026-11-30T14:02:00Z.")
-    try:  # in UTC now: 9999-12-31T23:00-05:00 is past the last datetime, and would fail in the database
-        return (moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)).astimezone(UTC)
-    except OverflowError:
-        raise _invalid(name, "Out of the range of dates.") from None
+    return iso_moment(request.query_params.get(name), name=name)
 
 
 def _history_query(request: Request) -> dict[str, Any]:

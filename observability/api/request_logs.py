@@ -14,12 +14,10 @@ import ipaddress
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import QuerySet
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, serializers, viewsets
@@ -34,6 +32,7 @@ from accounts.models import Tenant
 from accounts.permissions import ApiKeyScopePermission, TenantRolePermission
 from accounts.selectors import Caller, caller_from_request
 from core.openapi import error_responses
+from core.query_params import iso_moment
 from observability import selectors
 from observability.models import Decision, RequestLog
 from observability.selectors import LogPosition, RequestLogFilters
@@ -68,24 +67,7 @@ def _text(request: Request, name: str) -> str | None:
 
 
 def _moment(request: Request, name: str) -> datetime | None:
-    """An ISO 8601 date-time (`2026-11-30T14:02:00Z`, an offset, or none: UTC) or a date (its
-    midnight, UTC)."""
-    raw = _text(request, name)
-    if raw is None:
-        return None
-    try:
-        moment = parse_datetime(raw)
-        day = parse_date(raw) if moment is None else None
-    except ValueError:  # well-formed but impossible, e.g. February 30th
-        moment, day = None, None
-    if day is not None:
-        moment = datetime.combine(day, time.min)
-    if moment is None:
-        raise _invalid(name, "Must be an ISO 8601 date-time, e.g. 2026-11-30T14:02:00Z.")
-    try:  # in UTC now: 9999-12-31T23:00-05:00 is past the last datetime, and would fail in the database
-        return (moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)).astimezone(UTC)
-    except OverflowError:
-        raise _invalid(name, "Out of the range of dates.") from None
+    return iso_moment(_text(request, name), name=name)
 
 
 def _statuses(request: Request) -> tuple[tuple[int, ...], tuple[int, ...]]:
