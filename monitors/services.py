@@ -25,8 +25,9 @@ from accounts.models import Tenant
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
 from core.errors import Conflict, DomainError
-from monitors.engine.spec import http_target_problem, parse_expected_status, split_tcp_target
+from monitors.engine.spec import CONDITION_NAMES, http_target_problem, parse_expected_status, split_tcp_target
 from monitors.models import (
+    DEFAULT_TIMEOUT_SECONDS,
     MIN_INTERVAL_SECONDS,
     Flip,
     MaintenanceWindow,
@@ -152,7 +153,7 @@ def _conditions(value: Any) -> str:
     if not text.strip():
         return ""
     try:
-        compile_condition(text)
+        compile_condition(text, names=CONDITION_NAMES)
     except DslSyntaxError as exc:
         raise DomainError(
             f"Syntax error: {exc.message}", details={"conditions": exc.as_dict()}, code="invalid_condition"
@@ -334,7 +335,8 @@ _RUN_STATE_FIELDS = [
 def monitor_create(*, tenant: Tenant, **fields: Any) -> Monitor:
     """Creates a monitor in `tenant`, enabled unless ``enabled=False`` (then paused), first check
     due now. `fields`: any of MONITOR_FIELDS; `name` and `target` are required, the rest default
-    to the model's (Gatus' thresholds 3 and 2, 60 s interval, 10 s timeout). `channels` is a list
+    to the model's (Gatus' thresholds 3 and 2, 60 s interval, 10 s timeout, or 80 % of a shorter
+    interval when no timeout is given). `channels` is a list
     of channel ids of the same tenant; `depends_on` a monitor id of the same tenant or None.
 
     Raises DomainError (400): ``validation_error`` naming the field (interval under 10 s or over
@@ -347,6 +349,12 @@ def monitor_create(*, tenant: Tenant, **fields: Any) -> Monitor:
     for required in ("name", "target"):
         if required not in fields:
             raise _invalid(required, "This field is required.")
+    interval = fields.get("interval_seconds")
+    if "timeout_seconds" not in fields and isinstance(interval, int) and not isinstance(interval, bool):
+        # Without a timeout of its own, a short interval gets 80 % of it (Uptime Kuma's default,
+        # server/model/monitor.js) when that is under the 10 s default: `interval_seconds: 10`
+        # alone must be a valid monitor, and a check must end before the next is due.
+        fields = {**fields, "timeout_seconds": min(DEFAULT_TIMEOUT_SECONDS, round(0.8 * interval, 3))}
     monitor = Monitor(tenant=tenant)
     channels = _apply(monitor, fields)
     now = timezone.now()

@@ -30,6 +30,9 @@ MAX_EXPECTED_STATUS_ENTRIES: Final = 50
 MIN_STATUS: Final = 100
 MAX_STATUS: Final = 599
 MAX_URL_CHARS: Final = 2000
+# What a condition may read (the runner's values): the status code, the response time in ms, the
+# headers (lower-cased names), the body (parsed JSON when it is JSON), the certificate's days left.
+CONDITION_NAMES: Final = ("status", "response_time", "headers", "body", "cert_expiry_days")
 
 
 @dataclass(frozen=True, slots=True)

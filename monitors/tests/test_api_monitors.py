@@ -139,6 +139,34 @@ def test_a_window_in_a_condition_is_refused_with_its_position(api: Api, alice: U
     assert {"line", "column"} <= set(error_of(response)["details"]["conditions"])
 
 
+@pytest.mark.parametrize(
+    ("conditions", "position", "words"),
+    [
+        # A typo reads a field that is always missing: the monitor would be down for good.
+        ("status == 200 and respone_time < 300", (1, 19), "unknown name `respone_time`"),
+        ("foo == 1", (1, 1), "unknown name `foo`"),
+        ('status == 200 and (body.ok == true or header.x == "1")', (1, 39), "unknown name `header`"),
+        # Values, not tests: read as truthiness they would say nothing a user meant.
+        ("status", (1, 1), "`status` is a value, not a test"),
+        ("status == 200 and response_time + 1", (1, 19), "`response_time + 1` is a value, not a test"),
+        ("not body.items", (1, 5), "`body.items` is a value, not a test"),
+    ],
+)
+def test_a_condition_reading_an_unknown_name_or_testing_nothing_is_a_400_with_its_position(
+    api: Api, alice: User, conditions: str, position: tuple[int, int], words: str
+) -> None:
+    response = api(alice).post(
+        "/api/v1/monitors", {"name": "shop", "target": PUBLIC_URL, "conditions": conditions}, format="json"
+    )
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_condition"
+    assert words in error["message"]
+    assert (error["details"]["conditions"]["line"], error["details"]["conditions"]["column"]) == position
+    assert not Monitor.objects.exists()
+
+
 def test_a_valid_condition_is_stored_as_written(api: Api, alice: User) -> None:
     conditions = 'status == 200 and response_time < 300 and body.status == "UP"'
 

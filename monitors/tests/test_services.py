@@ -104,6 +104,20 @@ def test_the_egress_refusal_is_logged_and_counted_as_a_monitor_save(
     assert any(getattr(record, "kind", None) == "monitor" for record in caplog.records)
 
 
+@pytest.mark.parametrize(("interval", "timeout"), [(10, 8.0), (12, 9.6), (13, 10.0), (60, 10.0)])
+def test_without_a_timeout_a_short_interval_gets_80_percent_of_it(
+    tenant_a: Tenant, interval: int, timeout: float
+) -> None:
+    assert make(tenant_a, interval_seconds=interval).timeout_seconds == timeout
+
+
+def test_a_timeout_given_with_the_interval_is_kept_or_refused_as_given(tenant_a: Tenant) -> None:
+    assert make(tenant_a, interval_seconds=10, timeout_seconds=2).timeout_seconds == 2
+    with pytest.raises(DomainError) as refused:
+        make(tenant_a, name="late", interval_seconds=10, timeout_seconds=10)
+    assert refused.value.details == {"timeout_seconds": ["Must be shorter than interval_seconds."]}
+
+
 def test_a_paused_monitor_is_created_paused(tenant_a: Tenant) -> None:
     assert make(tenant_a, enabled=False).state == MonitorState.PAUSED
 

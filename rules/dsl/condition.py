@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from lark import Token, Tree
@@ -131,12 +131,18 @@ def render_value(value: Any) -> str:
     return text
 
 
-def compile_condition(text: str) -> CompiledCondition:
+def compile_condition(text: str, *, names: Collection[str] | None = None) -> CompiledCondition:
     """Compiles a condition; raises DslSyntaxError or DslError (with ``line``/``column`` in the
     user's text, 1-based), never anything else.
 
     Grammar and value semantics are a rule's ``when`` part (``rules/dsl/grammar.lark``,
     ``evaluator.py``); windows and actions are refused; bounds are ``compile_rule``'s.
+
+    Every top-level conjunct must be a test (a comparison, a membership or text test, ``not``,
+    ``or`` of tests, ``true``/``false``): a bare ``status`` or ``response_time + 1`` is refused
+    rather than read as truthiness. With ``names``, a field whose first name is not one of them
+    is refused too (a typo such as ``respone_time`` would otherwise be a condition that never
+    holds: the field is always missing).
     """
     if not isinstance(text, str):
         raise DslError("condition text must be a string")
@@ -144,7 +150,7 @@ def compile_condition(text: str) -> CompiledCondition:
         line, column = _end(text)
         raise DslError("condition is empty", line=line, column=column)
     try:
-        return _compile(text)
+        return _compile(text, names)
     except DslSyntaxError as exc:
         raise _clearer(text, exc) from None
     except DslError:
@@ -183,7 +189,15 @@ def _word_at(text: str, line: int, column: int) -> str:
     return rest[:4] if rest[:4] in ("then", "when") and not rest[4:5].isalnum() and rest[4:5] != "_" else ""
 
 
-def _compile(text: str) -> CompiledCondition:
+# Nodes that yield true or false by themselves; `or_expr`, `and_expr`, `not_` and `group` are
+# tests when what they combine is.
+_TESTS: Final = frozenset(
+    {"compare", "in_", "not_in", "contains", "startswith", "endswith", "matches", "true", "false"}
+)
+_COMBINATIONS: Final = frozenset({"or_expr", "and_expr", "not_", "group"})
+
+
+def _compile(text: str, names: Collection[str] | None) -> CompiledCondition:
     tree = parse(text, start="condition")
     expression = tree.children[0]
     assert isinstance(expression, Tree)
@@ -191,11 +205,38 @@ def _compile(text: str) -> CompiledCondition:
     parts: list[_Conjunct] = []
     fields: set[str] = set()
     for conjunct in conjuncts(expression):
-        test, _ = compiler.condition(conjunct)
+        _check_is_test(text, conjunct)
         references = _field_nodes(conjunct)
+        if names is not None:
+            _check_names(references, names)
+        test, _ = compiler.condition(conjunct)
         fields.update(field_of(node)[0] for node in references)
         parts.append(_Conjunct(test, _pieces(text, conjunct, references)))
     return CompiledCondition(text, frozenset(fields), tuple(parts))
+
+
+def _check_is_test(text: str, node: Tree[Token]) -> None:
+    """DslError at the first part of `node` that is a value rather than a test (iterative)."""
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if current.data in _COMBINATIONS:
+            pending.extend(child for child in current.children if isinstance(child, Tree))
+        elif current.data not in _TESTS:
+            source = " ".join(text[current.meta.start_pos : current.meta.end_pos].split())[:60]
+            raise DslError(
+                f"`{source}` is a value, not a test: compare it (e.g. `status == 200`, `body.ok == true`)",
+                **where(current),
+            )
+
+
+def _check_names(references: list[Tree[Token]], names: Collection[str]) -> None:
+    for node in references:
+        name = field_of(node)[0]
+        if name not in names:
+            raise DslError(
+                f"unknown name `{name}`: a condition reads {', '.join(f'`{n}`' for n in names)}", **where(node)
+            )
 
 
 def _field_nodes(conjunct: Tree[Token]) -> list[Tree[Token]]:
