@@ -37,6 +37,25 @@ class CorrelationIdFilter(logging.Filter):
         return True
 
 
+class RoutineTaskFilter(logging.Filter):
+    """Drops Celery's info lines about routine tasks (received, succeeded, beat's "Sending due
+    task") unless the level is debug: a task every second (the monitors' dispatcher, and the
+    check batches it queues) would otherwise be three lines a second, scrolling the first-run
+    banner away and burying the lines that matter. Their warnings and errors (a failure, a retry)
+    always pass; `tasks` are the task names (settings LOGGING, ``ROUTINE_TASKS``)."""
+
+    def __init__(self, tasks: list[str] | tuple[str, ...] = (), keep_below_warning: bool = False) -> None:
+        super().__init__()
+        self.tasks = tuple(tasks)
+        self.keep = keep_below_warning
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.keep or record.levelno >= logging.WARNING or not record.name.startswith("celery"):
+            return True
+        message = record.getMessage()
+        return not any(task in message for task in self.tasks)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {

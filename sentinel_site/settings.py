@@ -567,13 +567,27 @@ USE_TZ = True
 # sentinel_site/celery.py), with Python warnings routed here too (core.jsonlog.logging_configure).
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
 LOGGING_CONFIG = "core.jsonlog.logging_configure"
+# Tasks run every second or so whose Celery info lines (received, succeeded, sent by beat) are
+# dropped unless LOG_LEVEL is debug; their warnings and errors always show.
+ROUTINE_TASKS = ["monitors.tasks.checks_dispatch", "monitors.tasks.checks_run"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"correlation": {"()": "core.jsonlog.CorrelationIdFilter"}},
+    "filters": {
+        "correlation": {"()": "core.jsonlog.CorrelationIdFilter"},
+        "routine_tasks": {
+            "()": "core.jsonlog.RoutineTaskFilter",
+            "tasks": ROUTINE_TASKS,
+            "keep_below_warning": LOG_LEVEL == "DEBUG",
+        },
+    },
     "formatters": {"json": {"()": "core.jsonlog.JsonFormatter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["correlation"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["correlation", "routine_tasks"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
