@@ -374,3 +374,55 @@ class CheckResultAdmin(admin.ModelAdmin):
     @admin.display(description="reason")
     def short_reason(self, obj: CheckResult) -> SafeString | str:
         return shorten(obj.failed_condition or obj.reason, 60)
+
+
+class FlipHeldFilter(admin.SimpleListFilter):
+    title = "held"
+    parameter_name = "held"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "held by a parent's outage"), ("no", "not held")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() == "yes":
+            return queryset.filter(held_by__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(held_by__isnull=True)
+        return queryset
+
+
+@admin.register(Flip)
+class FlipAdmin(admin.ModelAdmin):
+    """Read-only: the state changes the scheduler recorded, and whether their alert went out
+    (processed) or was held by a parent's outage. Deleting stays possible for the same reason as
+    results (deleting a monitor deletes its flips)."""
+
+    list_display = ["created", "monitor", "tenant", "change", "short_reason", "processed", "held_by"]
+    list_filter = ["new_state", "old_state", FlipHeldFilter, "tenant"]
+    search_fields = ["=monitor__name"]
+    list_select_related = ["monitor", "tenant"]
+    show_full_result_count = False
+    raw_id_fields = ["monitor", "held_by"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="when", ordering="created_at")
+    def created(self, obj: Flip) -> Any:
+        return short_time(obj.created_at)
+
+    @admin.display(description="change")
+    def change(self, obj: Flip) -> str:
+        return f"{obj.old_state} → {obj.new_state}"
+
+    @admin.display(description="reason")
+    def short_reason(self, obj: Flip) -> SafeString | str:
+        return shorten(obj.reason, 60)
+
+    @admin.display(description="processed", ordering="processed_at")
+    def processed(self, obj: Flip) -> Any:
+        return short_time(obj.processed_at) if obj.processed_at else "pending"

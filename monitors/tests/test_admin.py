@@ -189,6 +189,25 @@ def test_maintenance_windows_and_check_results_pages_render(
     assert staff_client.get("/admin/monitors/checkresult/add/").status_code == 403
 
 
+def test_the_flips_page_shows_each_change_and_whether_its_alert_went_out(
+    staff_client: Client, monitor: Monitor
+) -> None:
+    Flip.objects.create(tenant=monitor.tenant, monitor=monitor, old_state="up", new_state="down", reason="status 503")
+    processed = Flip.objects.create(
+        tenant=monitor.tenant, monitor=monitor, old_state="down", new_state="up", processed_at=timezone.now()
+    )
+
+    page = staff_client.get("/admin/monitors/flip/")
+
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "up → down" in text and "down → up" in text and "status 503" in text and "pending" in text
+    for url in ("/admin/monitors/flip/?held=yes", "/admin/monitors/flip/?new_state__exact=down"):
+        assert staff_client.get(url).status_code == 200, url
+    assert staff_client.get(f"/admin/monitors/flip/{processed.pk}/change/").status_code == 200
+    assert staff_client.get("/admin/monitors/flip/add/").status_code == 403
+
+
 def test_a_maintenance_window_made_in_the_admin_is_checked_by_the_service(
     staff_client: Client, tenant_a: Tenant
 ) -> None:
