@@ -20,10 +20,6 @@ from tests.support.processes import MockUpstreams, celery_worker
 from tests.support.redis_keys import key_prefix
 from tests.support.waiting import wait_until
 
-# The checks are run by the scheduling part of issue 11 (another branch): without it, nothing
-# would check the monitor.
-pytest.importorskip("monitors.scheduler", reason="the monitors' scheduler is not merged yet")
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
