@@ -14,13 +14,6 @@ from accounts.models import ApiKey, Tenant, User, hash_api_key
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff_client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
 def test_every_model_has_an_admin_whose_pages_render(staff_client: Client, alice: User, tenant_b: Tenant) -> None:
     for model, model_admin in admin.site._registry.items():
         info = f"{model._meta.app_label}_{model._meta.model_name}"

@@ -24,13 +24,6 @@ from tests.support.cast import PASSWORD
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff_client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
 def rendered_form(client: Client, url: str, form_id: str) -> FormData:
     response = client.get(url)
     assert response.status_code == 200, url

@@ -37,13 +37,6 @@ def test_the_live_route_test_reports_each_target(staff: User, upstream: str) -> 
     assert any(text.startswith(f"/t/ → {dead}: ConnectError") for text in texts), texts
 
 
-@pytest.fixture
-def staff_client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
 def test_a_route_made_in_the_admin_form_is_made_by_the_service(staff_client: Client) -> None:
     url = "/admin/gateway/route/add/"
     data = form_data(staff_client.get(url).content.decode(), "route_form")

@@ -30,13 +30,6 @@ URL = "/admin/monitors/monitor/"
 
 
 @pytest.fixture
-def staff_client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def monitor(tenant_a: Tenant) -> Monitor:
     monitor = services.monitor_create(tenant=tenant_a, name="shop", target="http://93.184.215.14/")
     now = timezone.now()

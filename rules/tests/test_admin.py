@@ -19,13 +19,6 @@ SECRET = "s3cr3t-signing-key-do-not-leak"
 
 
 @pytest.fixture
-def staff_client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def dead_delivery(tenant_a: Tenant) -> Delivery:
     rule = services.rule_create(tenant=tenant_a, name="big orders", dsl=BIG_ORDERS)
     event = Event.objects.create(tenant=tenant_a, type="order", payload={"type": "order", "amount": 900})

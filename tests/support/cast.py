@@ -2,8 +2,9 @@
 plugin, registered by the root ``conftest.py``).
 
 The cast (CONVENTIONS 9): ``alice`` administers tenant ``wonderland``, ``bob`` is a member there,
-``mallory`` administers another tenant, ``staff`` is a superuser with no tenant. Each has the
-password ``PASSWORD``; ``make_member`` adds someone else.
+``mallory`` administers another tenant, ``staff`` is a superuser with no tenant (``staff_client``
+is a test client signed in as them). Each has the password ``PASSWORD``; ``make_member`` adds
+someone else.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -55,6 +57,14 @@ def mallory(tenant_b: Tenant) -> User:
 @pytest.fixture
 def staff(db: None) -> User:
     return User.objects.create_superuser(username="staff", email="staff@example.com", password=PASSWORD)
+
+
+@pytest.fixture
+def staff_client(staff: User) -> Client:
+    """A Django test client signed in as ``staff`` (the admin's pages)."""
+    client = Client()
+    client.force_login(staff)
+    return client
 
 
 @pytest.fixture
