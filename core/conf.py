@@ -103,7 +103,8 @@ class ObservabilitySettings:
 
 @dataclass(frozen=True)
 class MonitorsSettings:
-    """``SENTINEL_MONITORS``: check scheduling, the worker's check pipeline and retention (seconds
+    """``SENTINEL_MONITORS``: check scheduling, the worker's check pipeline, retention and the
+    status pages' cache (seconds
     in ``_SECONDS``, days in ``_DAYS``)."""
 
     DISPATCH_SECONDS: float
@@ -118,6 +119,7 @@ class MonitorsSettings:
     ROLLUP_HOURLY_RETENTION_DAYS: int
     ROLLUP_DAILY_RETENTION_DAYS: int
     RETENTION_BATCH_ROWS: int
+    STATUS_CACHE_SECONDS: int
 
 
 _Section = TypeVar("_Section")

@@ -1,7 +1,8 @@
 """The public status pages (SPEC 5): `/status/<tenant-slug>/`, its JSON twin and per-monitor badges.
 
 No login, read-only, GET and HEAD only. What they show and what they never show is
-`monitors.status`'s docstring. Each answer is kept `STATUS_CACHE_SECONDS` in the Django cache,
+`monitors.status`'s docstring. Each answer is kept STATUS_CACHE_SECONDS (settings
+``SENTINEL_MONITORS``, 30 s) in the Django cache,
 keyed by tenant slug (and page), and says so in ``Cache-Control``: a page read by thousands of
 visitors during an outage costs the database a few queries every half minute, not per visitor.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -25,19 +25,18 @@ from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
 
 from core.api_errors import error_response
+from core.conf import sentinel_settings
 from monitors.status import monitor_badge, status_page, status_summary
 
 logger = logging.getLogger(__name__)
 
-# Seconds an answer is cached (server and client side). A monitor's state can be this much
-# staler on the page than in the API; the checks themselves run every interval_seconds (≥ 10 s).
-STATUS_CACHE_SECONDS = 30
 _MAX_PAGE_DIGITS = 6  # ?page= is parsed only this long: no huge int, no unbounded cache keys
 
 
 def _cache_seconds() -> int:
-    """`STATUS_CACHE_SECONDS`, unless the setting `MONITORS_STATUS_CACHE_SECONDS` overrides it."""
-    return int(getattr(settings, "MONITORS_STATUS_CACHE_SECONDS", STATUS_CACHE_SECONDS))
+    """How long an answer is cached, server and client side: a monitor's state can be this much
+    staler on the page than in the API (the checks themselves run every interval_seconds)."""
+    return sentinel_settings.monitors.STATUS_CACHE_SECONDS
 
 
 def _cached(key: str, build: Any) -> Any:

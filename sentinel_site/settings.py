@@ -328,6 +328,10 @@ SENTINEL_MONITORS: dict[str, Any] = {
     "ROLLUP_DAILY_RETENTION_DAYS": env_int("MONITORS_ROLLUP_DAILY_RETENTION_DAYS", 400, minimum=1),
     # Rows deleted by one statement of the retention task: short transactions, short locks.
     "RETENTION_BATCH_ROWS": env_int("MONITORS_RETENTION_BATCH_ROWS", 10_000, minimum=1),
+    # Seconds a public status page, its JSON twin and badges are cached (server side and in
+    # Cache-Control): a page read by thousands during an outage costs a few queries per half
+    # minute. 0 turns the cache off.
+    "STATUS_CACHE_SECONDS": env_int("MONITORS_STATUS_CACHE_SECONDS", 30, minimum=0),
 }
 
 # E-mail notifications: SMTP when EMAIL_HOST is set, else printed by the console backend.
