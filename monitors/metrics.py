@@ -35,11 +35,6 @@ series_declare(checks, outcome=CHECK_OUTCOMES)
 logger = logging.getLogger(__name__)
 
 
-def monitors_up_count() -> int:
-    """Enabled monitors whose state is up (one query, fleet-wide)."""
-    return fleet_state_counts()[MonitorState.UP]
-
-
 class MonitorsUpCollector(Collector):
     """The monitors' fleet-wide gauges, read from the database at scrape time:
 
