@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import string
 import zoneinfo
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Tenant
+from core.db import unique_or_conflict
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
 from core.errors import Conflict, DomainError
@@ -95,18 +95,6 @@ _NAME_TAKEN = "A monitor with this name exists."
 
 def _invalid(field: str, message: str) -> DomainError:
     return DomainError(message, details={field: [message]}, code="validation_error")
-
-
-@contextmanager
-def _unique_name(message: str) -> Iterator[None]:
-    """The unique constraint's IntegrityError as a Conflict (409): catching it rather than checking
-    first also covers two concurrent requests for one name; the savepoint keeps an outer
-    transaction usable."""
-    try:
-        with transaction.atomic():
-            yield
-    except IntegrityError:
-        raise Conflict(message, details={"name": [message]}) from None
 
 
 # --- validation of single fields ---------------------------------------------------------------------
@@ -362,7 +350,7 @@ def monitor_create(*, tenant: Tenant, **fields: Any) -> Monitor:
     monitor.state_changed_at = now
     if not monitor.enabled:
         monitor.state = MonitorState.PAUSED
-    with _unique_name(_NAME_TAKEN):
+    with unique_or_conflict(_NAME_TAKEN, "name"):
         monitor.save()
         if channels:
             monitor.channels.set(channels)
@@ -385,7 +373,7 @@ def monitor_update(*, monitor: Monitor, **fields: Any) -> Monitor:
     if monitor.interval_seconds < old_interval:
         monitor.next_due_at = min(monitor.next_due_at, now + timedelta(seconds=monitor.interval_seconds))
         written.add("next_due_at")
-    with _unique_name(_NAME_TAKEN):
+    with unique_or_conflict(_NAME_TAKEN, "name"):
         if was_enabled and not monitor.enabled:
             _set_paused(monitor, now)
             written.update(_RUN_STATE_FIELDS)

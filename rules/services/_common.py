@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from django.db import IntegrityError, transaction
-
-from core.errors import Conflict, DomainError
+from core.errors import DomainError
 
 # Events per call of `event_ingest` (a request, a stream entry).
 MAX_EVENTS_PER_REQUEST = 1000
@@ -32,15 +27,3 @@ class RuleEvaluationFailed(DomainError):
     """A rule raised while evaluating a sample event (a dry run); the error is the ``__cause__``."""
 
     code = "evaluation_failed"
-
-
-@contextmanager
-def _unique_name(message: str, *fields: str) -> Iterator[None]:
-    """The unique constraint's IntegrityError as a Conflict (409). Catching it, rather than
-    checking first, also covers two concurrent requests for one name; the savepoint keeps an
-    outer transaction usable."""
-    try:
-        with transaction.atomic():
-            yield
-    except IntegrityError:
-        raise Conflict(message, details={field: [message] for field in fields}) from None

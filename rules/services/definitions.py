@@ -11,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Tenant
+from core.db import unique_or_conflict
 from core.egress import EgressDenied
 from core.egress_django import egress_policy, egress_refusal_record
 from core.errors import DomainError
@@ -21,7 +22,7 @@ from rules.models import (
     NotificationChannel,
     Rule,
 )
-from rules.services._common import EventInvalid, RuleEvaluationFailed, RuleInvalid, _unique_name
+from rules.services._common import EventInvalid, RuleEvaluationFailed, RuleInvalid
 from rules.services.events import event_problem
 
 logger = logging.getLogger("sentinel.rules")
@@ -89,7 +90,7 @@ def rule_create(*, tenant: Tenant, name: str, dsl: str, enabled: bool = True, co
     group is recorded without notifying. Raises RuleInvalid (with the error's position) when the
     DSL does not compile, Conflict (409) when the tenant has a rule of that name."""
     rule_validate(dsl)
-    with _unique_name("A rule with this name exists.", "name"):
+    with unique_or_conflict("A rule with this name exists.", "name"):
         return Rule.objects.create(
             tenant=tenant, name=name, dsl=dsl, enabled=enabled, cooldown_seconds=cooldown_seconds
         )
@@ -107,7 +108,7 @@ def rule_update(*, rule: Rule, **fields: Any) -> Rule:
         rule_validate(fields["dsl"])
     for field, value in fields.items():
         setattr(rule, field, value)
-    with _unique_name("A rule with this name exists.", "name"):
+    with unique_or_conflict("A rule with this name exists.", "name"):
         if new_version:
             # A new version starts with empty windows: counts under the old condition mean
             # nothing. F(): two concurrent edits get two versions, not one.
@@ -151,7 +152,7 @@ def channel_create(
     (``channel_target_check``), Conflict (409) when the tenant has a channel of that kind and name."""
     channel = NotificationChannel(tenant=tenant, kind=kind, name=name, target=target, secret=secret, active=active)
     channel_target_check(tenant=tenant, kind=kind, target=target)
-    with _unique_name(_CHANNEL_TAKEN, "kind", "name"):
+    with unique_or_conflict(_CHANNEL_TAKEN, "kind", "name"):
         channel.save()
     return channel
 
@@ -166,7 +167,7 @@ def channel_update(*, channel: NotificationChannel, **fields: Any) -> Notificati
     for field, value in fields.items():
         setattr(channel, field, value)
     channel_target_check(tenant=channel.tenant, kind=channel.kind, target=channel.target)
-    with _unique_name(_CHANNEL_TAKEN, "kind", "name"):
+    with unique_or_conflict(_CHANNEL_TAKEN, "kind", "name"):
         channel.save()
     return channel
 
