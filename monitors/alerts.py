@@ -98,17 +98,20 @@ def flip_alert(*, flip_id: int, now: datetime | None = None) -> str:
             return "claimed" if Flip.objects.filter(pk=flip_id).exists() else "missing"
         flip = Flip.objects.select_related("monitor", "monitor__tenant", "monitor__depends_on").get(pk=flip_id)
         monitor = flip.monitor
+        # The flip to down an outage's end closes: read once, for the event, the alert and the release.
+        down = _latest_flip(monitor, MonitorState.DOWN, before=flip) if flip.old_state == MonitorState.DOWN else None
+        payload = _payload(flip, down)
         if flip.new_state in (MonitorState.DOWN, MonitorState.UP):
-            _event_emit(flip)
+            _event_emit(flip, payload)
         in_window = bool(monitors_in_maintenance(monitors=[(monitor.pk, monitor.tenant_id)], now=flip.created_at))
         if flip.new_state == MonitorState.DOWN:
-            return "maintenance" if in_window else _down_alert(flip)
+            return "maintenance" if in_window else _down_alert(flip, payload)
         if flip.old_state == MonitorState.DOWN:
-            return _outage_end(flip, in_window=in_window)
+            return _outage_end(flip, down, payload, in_window=in_window)
         return "maintenance" if in_window else "silent"
 
 
-def _down_alert(flip: Flip) -> str:
+def _down_alert(flip: Flip, payload: dict[str, Any]) -> str:
     monitor = flip.monitor
     parent = monitor.depends_on
     # The parent's row lock orders this hold against the processing of the parent's up flip
@@ -134,18 +137,18 @@ def _down_alert(flip: Flip) -> str:
         monitor,
         title=f"{monitor.name} is down",
         message=_down_message(flip, extra=_dependents_line(flip)),
-        context=_payload(flip),
+        context=payload,
         source_ref=f"monitor-flip:{flip.pk}",
     )
     return "alerted"
 
 
-def _outage_end(flip: Flip, *, in_window: bool) -> str:
-    """A flip from down to anything else: the up alert when it is due, then the release of the
-    dependents this outage held (whatever the new state: up, paused, maintenance, and even when
-    this monitor's own outage was held, so a chain of dependents loses none)."""
+def _outage_end(flip: Flip, down: Flip | None, payload: dict[str, Any], *, in_window: bool) -> str:
+    """A flip from down to anything else (`down`: the flip to down it ends): the up alert when it
+    is due, then the release of the dependents this outage held (whatever the new state: up,
+    paused, maintenance, and even when this monitor's own outage was held, so a chain of
+    dependents loses none)."""
     monitor = flip.monitor
-    down = _latest_flip(monitor, MonitorState.DOWN, before=flip)
     # Taken before the held dependents are read, for the summary and the release (see _down_alert).
     Monitor.objects.select_for_update().filter(pk=monitor.pk).values_list("pk", flat=True).first()
     outcome = "maintenance" if in_window else "silent"
@@ -155,7 +158,7 @@ def _outage_end(flip: Flip, *, in_window: bool) -> str:
             monitor,
             title=f"{monitor.name} is up",
             message=_up_message(flip, down, extra=summary),
-            context=_payload(flip),
+            context=payload,
             source_ref=f"monitor-flip:{flip.pk}",
         )
         outcome = "alerted"
@@ -369,19 +372,20 @@ def _notify(monitor: Monitor, *, title: str, message: str, context: dict[str, An
     )
 
 
-def _event_emit(flip: Flip) -> None:
-    """``monitor.down`` / ``monitor.up`` into the rules engine; its `source_ref` keeps a re-run
-    from storing it twice."""
+def _event_emit(flip: Flip, payload: dict[str, Any]) -> None:
+    """``monitor.down`` / ``monitor.up`` (`payload`, ``_payload``) into the rules engine; its
+    `source_ref` keeps a re-run from storing it twice."""
     rules_services.event_ingest(
         tenant=flip.monitor.tenant,
-        payloads=[_payload(flip)],
+        payloads=[payload],
         source=EventSource.MONITOR,
         source_ref=f"monitor-flip:{flip.pk}",
     )
 
 
-def _payload(flip: Flip) -> dict[str, Any]:
-    """The event (and webhook ``alert``) of a flip::
+def _payload(flip: Flip, down: Flip | None = None) -> dict[str, Any]:
+    """The event (and webhook ``alert``) of a flip; `down` is the flip to down that an up flip
+    ends (None otherwise)::
 
     {"type": "monitor.down" | "monitor.up",
      "monitor": {"id": int, "name": str, "kind": "http" | "tcp", "target": str},
@@ -390,9 +394,8 @@ def _payload(flip: Flip) -> dict[str, Any]:
      "down_for_seconds": for up after down, seconds since the flip to down; else null}
     """
     down_for: float | None = None
-    if flip.new_state == MonitorState.UP and flip.old_state == MonitorState.DOWN:
-        down = _latest_flip(flip.monitor, MonitorState.DOWN, before=flip)
-        down_for = _seconds(flip.created_at - down.created_at) if down is not None else None
+    if flip.new_state == MonitorState.UP and down is not None:
+        down_for = _seconds(flip.created_at - down.created_at)
     return {
         "type": f"monitor.{flip.new_state}",
         "monitor": _monitor_json(flip.monitor),
