@@ -17,7 +17,7 @@ run: export INSIGHT_EVENTS_TENANT ?= globex
 # one kept in var/secret_key is used when none is given.
 WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"
 
-.PHONY: install ports run test lint format migrate seed check clean bench-tools browser
+.PHONY: install protos train ports run test lint format migrate seed check clean bench-tools browser
 
 $(BIN)/python:
 	@echo "==> Creating the virtualenv in $(VENV)"
@@ -47,8 +47,17 @@ $(NODE_STAMP): package.json package-lock.json
 	@echo "==> Installing front-end packages (npm ci)"
 	npm ci --no-audit --no-fund
 
-## install: virtualenv in .venv with every dependency, and the front-end packages
-install: $(STAMP) var/secret_key $(NODE_STAMP)
+# The fraud brain's gRPC stubs (SPEC 6), generated from the proto next to them and not committed.
+PROTO_STUBS := fraud/protos/fraud_pb2.py fraud/protos/fraud_pb2.pyi fraud/protos/fraud_pb2_grpc.py
+$(PROTO_STUBS) &: fraud/protos/fraud.proto $(STAMP)
+	@echo "==> Generating the fraud brain's gRPC stubs"
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. fraud/protos/fraud.proto
+
+## protos: the fraud brain's gRPC stubs (part of install)
+protos: $(PROTO_STUBS)
+
+## install: virtualenv in .venv with every dependency, the gRPC stubs and the front-end packages
+install: $(STAMP) var/secret_key $(NODE_STAMP) $(PROTO_STUBS)
 	@chmod 700 var
 
 migrate: install

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -101,6 +101,20 @@ class Tenant(RateLimitOverrides):
     uuid = models.UUIDField("UUID", default=uuid.uuid4, unique=True, editable=False)
     tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD, db_index=True)
     active = models.BooleanField(default=True, help_text="Inactive tenants cannot log in or use their keys.")
+    # SPEC 6: a fraud score (0..1) at or above a threshold gives that decision; null means the
+    # setting (FRAUD_REVIEW_THRESHOLD, FRAUD_DECLINE_THRESHOLD). Review must not exceed decline.
+    fraud_review_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Fraud score from which a transaction is sent to review (FRAUD_REVIEW_THRESHOLD).",
+    )
+    fraud_decline_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Fraud score from which a transaction is declined (FRAUD_DECLINE_THRESHOLD).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,7 +1,7 @@
 """Sentinel's own tunables as one typed object: ``sentinel_settings.gateway.BURST_CAPACITY``.
 
 The settings module keeps one namespaced dict per app (``SENTINEL_ACCOUNTS``, ``SENTINEL_GATEWAY``,
-``SENTINEL_RULES``, ``SENTINEL_OBSERVABILITY``, ``SENTINEL_MONITORS``), each value read from its
+``SENTINEL_RULES``, ``SENTINEL_OBSERVABILITY``, ``SENTINEL_MONITORS``, ``SENTINEL_FRAUD``), each value read from its
 environment variable with its default and its bounds there, in one place. This object is how code
 reads them, after DRF's ``api_settings``: attributes with types (mypy checks every name and use),
 the dict's shape checked on first use (a missing or unknown key raises ``ImproperlyConfigured``
@@ -122,6 +122,26 @@ class MonitorsSettings:
     STATUS_CACHE_SECONDS: int
 
 
+@dataclass(frozen=True)
+class FraudSettings:
+    """``SENTINEL_FRAUD``: the brain's address and deadline, its breaker, the default thresholds,
+    the re-score task, the model's folder and the brain's fault injection (ms in ``_MS``, seconds
+    in ``_SECONDS``, shares 0..1 in ``_RATE``)."""
+
+    BRAIN_ADDRESS: str
+    BRAIN_TIMEOUT_MS: int
+    BREAKER_FAILURES: int
+    BREAKER_RESET_SECONDS: float
+    REVIEW_THRESHOLD: float
+    DECLINE_THRESHOLD: float
+    RESCORE_SECONDS: float
+    RESCORE_BATCH: int
+    MODEL_DIR: str
+    BRAIN_SLOW_RATE: float
+    BRAIN_SLOW_MS: int
+    BRAIN_FAILURE_RATE: float
+
+
 _Section = TypeVar("_Section")
 
 
@@ -135,6 +155,10 @@ class SentinelSettings:
     @property
     def accounts(self) -> AccountsSettings:
         return self._section("SENTINEL_ACCOUNTS", AccountsSettings)
+
+    @property
+    def fraud(self) -> FraudSettings:
+        return self._section("SENTINEL_FRAUD", FraudSettings)
 
     @property
     def gateway(self) -> GatewaySettings:

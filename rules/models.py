@@ -21,6 +21,7 @@ class EventSource(models.TextChoices):
     STREAM = "stream", "Redis stream"
     INSIGHT = "insight", "Insight engine"
     MONITOR = "monitor", "Monitor"
+    FRAUD = "fraud", "Fraud scoring"
 
 
 class Event(models.Model):

@@ -334,6 +334,34 @@ SENTINEL_MONITORS: dict[str, Any] = {
     "STATUS_CACHE_SECONDS": env_int("MONITORS_STATUS_CACHE_SECONDS", 30, minimum=0),
 }
 
+# --- Fraud (SPEC 6, docs/fraud.md) ----------------------------------------------------------
+SENTINEL_FRAUD: dict[str, Any] = {
+    # The brain's gRPC address: where `run_brain` listens and where the web processes call it.
+    "BRAIN_ADDRESS": env_str("FRAUD_BRAIN_ADDRESS", "127.0.0.1:50051") or "127.0.0.1:50051",
+    # The deadline of one Score call (ms). Past it the transaction is approved unscored (fail-open):
+    # 40 ms keeps a fail-open answer under SPEC 6's 50 ms with the ledger write, while the brain
+    # answers in a few ms (bench/fraud.py).
+    "BRAIN_TIMEOUT_MS": env_int("FRAUD_BRAIN_TIMEOUT_MS", 40, minimum=1),
+    # SPEC 6's breaker: open after this many consecutive failures (timeouts included), try the
+    # brain again after RESET_SECONDS (pybreaker's fail_max and reset_timeout, at the spec's values).
+    "BREAKER_FAILURES": env_int("FRAUD_BREAKER_FAILURES", 3, minimum=1),
+    "BREAKER_RESET_SECONDS": env_float("FRAUD_BREAKER_RESET_SECONDS", 30.0, minimum=0.1),
+    # A tenant's thresholds when it sets none (accounts.Tenant.fraud_*_threshold): score >= review
+    # → review, score >= decline → decline.
+    "REVIEW_THRESHOLD": env_float("FRAUD_REVIEW_THRESHOLD", 0.5, minimum=0.0),
+    "DECLINE_THRESHOLD": env_float("FRAUD_DECLINE_THRESHOLD", 0.9, minimum=0.0),
+    # The re-score task: how often it looks for fail-open rows, and how many it scores per run.
+    "RESCORE_SECONDS": env_float("FRAUD_RESCORE_SECONDS", 10.0, minimum=0.5),
+    "RESCORE_BATCH": env_int("FRAUD_RESCORE_BATCH", 500, minimum=1),
+    # The trained model (run_brain trains one here when it is missing; `make train` retrains).
+    "MODEL_DIR": env_str("FRAUD_MODEL_DIR", str(VAR_DIR / "fraud-model")) or str(VAR_DIR / "fraud-model"),
+    # Fault injection in the brain, for drills (`manage.py chaos`): off unless set. A share of
+    # calls made SLOW_MS slower (the seed's 10 % x 2 s when on), and a share answered UNAVAILABLE.
+    "BRAIN_SLOW_RATE": env_float("FRAUD_BRAIN_SLOW_RATE", 0.0, minimum=0.0),
+    "BRAIN_SLOW_MS": env_int("FRAUD_BRAIN_SLOW_MS", 2000, minimum=0),
+    "BRAIN_FAILURE_RATE": env_float("FRAUD_BRAIN_FAILURE_RATE", 0.0, minimum=0.0),
+}
+
 # E-mail notifications: SMTP when EMAIL_HOST is set, else printed by the console backend.
 EMAIL_HOST = env_str("EMAIL_HOST", "") or ""
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)

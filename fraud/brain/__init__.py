@@ -1,0 +1,1 @@
+"""The fraud brain: its synthetic data set, features, model and gRPC servicer; no Django."""

@@ -1,0 +1,5 @@
+"""The fraud scoring hot path: plain Python with no Django import (like `gateway.engine`).
+
+`transaction` holds the shapes every part agrees on; `history` the user's history store;
+`client` the brain client behind its breaker; `endpoint` the ASGI handler of `POST /transaction`.
+"""
