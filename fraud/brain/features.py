@@ -1,0 +1,130 @@
+"""The model's features: one vector per transaction, from its own fields and its `History`, and for
+each feature a sentence a risk analyst reads as the reason of a score.
+
+Training (`fraud.brain.model.train`) and serving (`fraud.brain.server`) both call
+`feature_vector`, so the model sees the same numbers in both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from fraud.engine.transaction import SMALL_AMOUNT, History
+
+FEATURE_NAMES: Final = (
+    "amount_log",
+    "amount_vs_habit",
+    "velocity_10m",
+    "velocity_24h",
+    "small_amounts_1h",
+    "amount_1h",
+    "new_country",
+    "countries_24h",
+    "new_merchant",
+    "night",
+    "history_size",
+    "minutes_since_last",
+)
+# No hourly count of all transactions: it would share the credit of a burst (velocity_10m) with
+# that of card testing (small_amounts_1h), and a reason should name the pattern it saw.
+# amount_vs_habit needs a habit: below this many earlier transactions it is 0 (no evidence).
+HABIT_MIN_COUNT: Final = 3
+# The floor of the habit's ln-amount standard deviation: a user who always paid the same amount
+# would otherwise make a cent more a huge z-score.
+HABIT_MIN_STD: Final = 0.25
+# Night in UTC: the simulated users' day is 07:00-22:59 (fraud.brain.synthetic).
+NIGHT_HOURS: Final = range(6)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a reason's sentence may quote besides the feature's value."""
+
+    amount: float
+    currency: str
+    country: str
+    merchant: str
+    created_at_ms: int
+    history: History
+
+
+def feature_vector(*, amount: float, country: str, merchant: str, created_at_ms: int, history: History) -> list[float]:
+    """The features of one transaction, in FEATURE_NAMES order.
+
+    `amount` in major units (> 0), `created_at_ms` Unix epoch ms, `history` per fraud.proto.
+    `minutes_since_last` is NaN for a user's first transaction (LightGBM's missing value).
+    """
+    habit = history.count_total >= HABIT_MIN_COUNT
+    z = (math.log(amount) - history.log_amount_mean) / max(history.log_amount_std, HABIT_MIN_STD)
+    since = (created_at_ms - history.last_at_ms) / 60_000 if history.last_at_ms else math.nan
+    seen_before = history.count_total > 0
+    return [
+        math.log(amount),
+        z if habit else 0.0,
+        float(history.count_10m),
+        float(history.count_24h),
+        float(history.small_count_1h + (amount <= SMALL_AMOUNT)),
+        history.amount_1h,
+        float(bool(country) and seen_before and not history.country_seen),
+        float(history.countries_24h),
+        float(bool(merchant) and seen_before and not history.merchant_seen),
+        float(_utc(created_at_ms).hour in NIGHT_HOURS),
+        float(history.count_total),
+        max(since, 0.0) if not math.isnan(since) else math.nan,
+    ]
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _amount_vs_habit(value: float, facts: Facts) -> str:
+    ratio = facts.amount / math.exp(facts.history.log_amount_mean)
+    return f"amount {ratio:.1f}x the user's usual"
+
+
+def _small_amounts(value: float, facts: Facts) -> str:
+    return f"{int(value)} charges of at most {SMALL_AMOUNT:.2f} in the last hour (card testing)"
+
+
+def _night(value: float, facts: Facts) -> str:
+    return f"at {_utc(facts.created_at_ms):%H:%M} UTC, outside the usual daytime hours"
+
+
+def _history_size(value: float, facts: Facts) -> str:
+    if value == 0:
+        return "first transaction of this user"
+    return f"only {int(value)} earlier transactions of this user"
+
+
+def _minutes_since_last(value: float, facts: Facts) -> str:
+    if math.isnan(value):
+        return "no earlier transaction of this user"
+    return f"{value:.1f} minutes after the previous transaction"
+
+
+# One sentence per feature, from its value (and the transaction's facts); the counts are the
+# earlier transactions (fraud.proto's History), this one excluded.
+TEMPLATES: Final[dict[str, Callable[[float, Facts], str]]] = {
+    "amount_log": lambda v, f: f"amount {f.amount:.2f} {f.currency}".rstrip(),
+    "amount_vs_habit": _amount_vs_habit,
+    "velocity_10m": lambda v, f: f"{int(v)} transactions in the 10 minutes before",
+    "velocity_24h": lambda v, f: f"{int(v)} transactions in the 24 hours before",
+    "small_amounts_1h": _small_amounts,
+    "amount_1h": lambda v, f: f"{v:.2f} spent in the hour before",
+    "new_country": lambda v, f: f"first transaction from {f.country}",
+    "countries_24h": lambda v, f: f"{int(v)} countries in the last 24 hours",
+    "new_merchant": lambda v, f: f"first transaction at merchant {f.merchant}",
+    "night": _night,
+    "history_size": _history_size,
+    "minutes_since_last": _minutes_since_last,
+}
+
+
+def reason_message(feature: str, value: float, facts: Facts) -> str:
+    """The analyst's sentence for `feature` at `value`, e.g. "amount 14.2x the user's usual"."""
+    return TEMPLATES[feature](value, facts)
