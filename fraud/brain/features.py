@@ -104,7 +104,11 @@ def _history_size(value: float, facts: Facts) -> str:
 def _minutes_since_last(value: float, facts: Facts) -> str:
     if math.isnan(value):
         return "no earlier transaction of this user"
-    return f"{value:.1f} minutes after the previous transaction"
+    if value < 120:
+        return f"{value:.1f} minutes after the previous transaction"
+    if value < 2880:
+        return f"{value / 60:.1f} hours after the previous transaction"
+    return f"first transaction in {value / 1440:.1f} days"
 
 
 # One sentence per feature, from its value (and the transaction's facts); the counts are the

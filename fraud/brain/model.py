@@ -231,3 +231,19 @@ def load(model_dir: Path) -> BrainModel:
     if version_of(text) != meta.get("version"):
         raise ValueError(f"{model_dir / MODEL_FILE} does not match the version {meta.get('version')!r} of meta.json")
     return BrainModel(lgb.Booster(model_str=text), meta)
+
+
+def ensure(
+    model_dir: Path, *, review_threshold: float = 0.5, decline_threshold: float = 0.9
+) -> tuple[BrainModel, float | None]:
+    """The model of `model_dir`, trained and saved first when it has none (a first start).
+
+    Returns (model, seconds spent training, None when the artefact was already there). Raises as
+    `load` and `save` do.
+    """
+    if exists(model_dir):
+        return load(model_dir), None
+    started = time.perf_counter()
+    text, meta = train(review_threshold=review_threshold, decline_threshold=decline_threshold)
+    save(model_dir, text, meta, replace=False)
+    return load(model_dir), time.perf_counter() - started
