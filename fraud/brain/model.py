@@ -197,7 +197,8 @@ def save(model_dir: Path, model_text: str, meta: dict[str, Any], *, replace: boo
 
     Raises OSError when the parent folder cannot be written.
     """
-    meta = {"version": version_of(model_text), "trained_at": datetime.now(UTC).isoformat(), **meta}
+    stamp = {"version": version_of(model_text), "trained_at": datetime.now(UTC).isoformat()}
+    meta = {**stamp, **{k: v for k, v in meta.items() if k not in stamp}}
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}-", dir=model_dir.parent))
     try:

@@ -25,8 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from fraud.brain import model as brain_model
+from fraud.brain.messages import history_from_message
 from fraud.brain.metrics import brain_requests, brain_score_seconds
-from fraud.engine.transaction import History
 from fraud.protos import fraud_pb2, fraud_pb2_grpc
 
 logger = logging.getLogger("sentinel.fraud.brain")
@@ -81,23 +81,6 @@ def invalid(request: fraud_pb2.Transaction) -> str | None:
     if any(len(s) > MAX_STRING for s in (request.transaction_id, request.user_id, request.merchant, request.country)):
         return f"strings are limited to {MAX_STRING} characters"
     return None
-
-
-def history_from_message(message: fraud_pb2.History) -> History:
-    return History(
-        count_total=message.count_total,
-        count_10m=message.count_10m,
-        count_1h=message.count_1h,
-        count_24h=message.count_24h,
-        small_count_1h=message.small_count_1h,
-        amount_1h=message.amount_1h,
-        log_amount_mean=message.log_amount_mean,
-        log_amount_std=message.log_amount_std,
-        last_at_ms=message.last_at_ms,
-        country_seen=message.country_seen,
-        merchant_seen=message.merchant_seen,
-        countries_24h=message.countries_24h,
-    )
 
 
 class BrainServicer(fraud_pb2_grpc.FraudBrainServicer):

@@ -1,0 +1,210 @@
+"""The brain's data, features and model, in-process: the History replay, held-out quality, a
+reason naming each planted pattern, determinism and the artefact's safety."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fraud.brain import model as brain_model
+from fraud.brain.features import FEATURE_NAMES, feature_vector
+from fraud.brain.synthetic import DAY_MS, HOUR_MS, MINUTE_MS, PATTERNS, START_MS, Earlier, generate, history_of
+from fraud.engine.transaction import History
+from tests.support.brain import brain_model_dir  # noqa: F401 - the session's model, a fixture
+
+NOW = START_MS + 20 * DAY_MS + 14 * HOUR_MS  # a weekday afternoon, UTC
+
+
+def test_history_of_counts_each_window_back_from_the_transaction_excluding_it() -> None:
+    # Given a user's earlier transactions at known distances before NOW, and one after it
+    earlier = [
+        Earlier(NOW - 2 * DAY_MS, 40.0, "FR", "m1"),  # outside 24 h
+        Earlier(NOW - 24 * HOUR_MS, 10.0, "DE", "m2"),  # exactly 24 h back: the window's far edge, out
+        Earlier(NOW - 3 * HOUR_MS, 20.0, "ES", "m1"),
+        Earlier(NOW - 30 * MINUTE_MS, 1.5, "FR", "m3"),  # small
+        Earlier(NOW - 10 * MINUTE_MS, 2.0, "FR", "m3"),  # small (<= SMALL_AMOUNT); 10 min edge, out of 10m
+        Earlier(NOW - 1 * MINUTE_MS, 5.0, "FR", "m3"),
+        Earlier(NOW + MINUTE_MS, 999.0, "BR", "m9"),  # later: not history
+    ]
+    tx = Earlier(NOW, 30.0, "ES", "m2")
+
+    # When its History is computed
+    h = history_of(earlier, tx)
+
+    # Then every field follows fraud.proto's definitions
+    amounts = [40.0, 10.0, 20.0, 1.5, 2.0, 5.0]
+    logs = [math.log(a) for a in amounts]
+    mean = sum(logs) / len(logs)
+    assert h == History(
+        count_total=6,
+        count_10m=1,
+        count_1h=3,
+        count_24h=4,
+        small_count_1h=2,
+        amount_1h=8.5,
+        log_amount_mean=pytest.approx(mean),
+        log_amount_std=pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in logs) / len(logs))),
+        last_at_ms=NOW - MINUTE_MS,
+        country_seen=True,
+        merchant_seen=True,
+        countries_24h=2,  # ES and FR; DE is exactly 24 h back
+    )
+
+
+def test_history_of_a_first_transaction_is_all_zero_and_needs_two_for_a_spread() -> None:
+    assert history_of([], Earlier(NOW, 10.0, "FR", "m1")) == History()
+    one = history_of([Earlier(NOW - DAY_MS, 10.0, "FR", "")], Earlier(NOW, 10.0, "", ""))
+    assert (one.log_amount_std, one.country_seen, one.merchant_seen) == (0.0, False, False)
+
+
+def test_the_model_is_well_above_chance_on_users_it_never_saw(brain_model_dir: Path) -> None:  # noqa: F811
+    metrics = brain_model.load(brain_model_dir).meta["metrics"]
+    assert metrics["roc_auc"] >= 0.9
+    assert metrics["review"]["precision"] >= 0.8
+    assert metrics["decline"]["precision"] >= 0.9
+    assert metrics["test_rows"] > 10_000
+
+
+def _habit(amount: float = 25.0) -> list[Earlier]:
+    """Twenty days of one purchase a day around `amount` (a realistic spread), at home (FR), at
+    three merchants, in the afternoon."""
+    factors = [0.6, 1.4, 0.8, 1.2, 1.0, 0.7, 1.5, 0.9, 1.1, 1.3] * 2
+    return [
+        Earlier(NOW - (20 - i) * DAY_MS - 30 * MINUTE_MS, round(amount * f, 2), "FR", f"m{i % 3}")
+        for i, f in enumerate(factors)
+    ]
+
+
+def _planted(pattern: str) -> tuple[list[Earlier], Earlier]:
+    """A transaction with one planted pattern on top of an honest habit."""
+    habit = _habit()
+    if pattern == "amount_vs_habit":
+        return habit, Earlier(NOW, 900.0, "FR", "m1")
+    if pattern == "velocity_10m":
+        burst = [Earlier(NOW - k * MINUTE_MS, 24.0, "FR", "m1") for k in range(1, 8)]
+        return habit + burst, Earlier(NOW, 24.0, "FR", "m1")
+    if pattern == "new_country":
+        return habit, Earlier(NOW, 30.0, "BR", "m1")
+    if pattern == "new_merchant":
+        return habit, Earlier(NOW, 30.0, "FR", "m-new")
+    if pattern == "night":
+        return habit, Earlier(NOW - 11 * HOUR_MS, 30.0, "FR", "m1")  # 03:00 UTC
+    assert pattern == "small_amounts_1h"
+    testing = [Earlier(NOW - k * 4 * MINUTE_MS, 1.0, "FR", "m-shop") for k in range(1, 12)]
+    return habit + testing, Earlier(NOW, 1.0, "FR", "m-shop")
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_the_top_reason_of_a_planted_pattern_names_it(brain_model_dir: Path, pattern: str) -> None:  # noqa: F811
+    # Given an honest habit and a transaction showing one fraud pattern
+    earlier, tx = _planted(pattern)
+    model = brain_model.load(brain_model_dir)
+    honest = model.explain(
+        amount=25.0,
+        currency="EUR",
+        country="FR",
+        merchant="m1",
+        created_at_ms=NOW,
+        history=history_of(_habit(), Earlier(NOW, 25.0, "FR", "m1")),
+    )
+
+    # When the model explains it
+    explained = model.explain(
+        amount=tx.amount,
+        currency="EUR",
+        country=tx.country,
+        merchant=tx.merchant,
+        created_at_ms=tx.at_ms,
+        history=history_of(earlier, tx),
+    )
+
+    # Then its strongest reason is that pattern's feature, and it scores above the honest twin
+    assert explained.reasons[0].code == pattern, explained.reasons
+    assert explained.score > honest.score
+    assert all(r.contribution and r.contribution > brain_model.REASON_FLOOR for r in explained.reasons)
+    assert len(explained.reasons) <= brain_model.MAX_REASONS
+
+
+def test_reason_messages_quote_what_an_analyst_checks(brain_model_dir: Path) -> None:  # noqa: F811
+    model = brain_model.load(brain_model_dir)
+    messages = {}
+    for pattern in PATTERNS:
+        earlier, tx = _planted(pattern)
+        history = history_of(earlier, tx)
+        explained = model.explain(
+            amount=tx.amount,
+            currency="EUR",
+            country=tx.country,
+            merchant=tx.merchant,
+            created_at_ms=tx.at_ms,
+            history=history,
+        )
+        messages[pattern] = explained.reasons[0].message
+    assert messages["amount_vs_habit"].startswith("amount ") and "x the user's usual" in messages["amount_vs_habit"]
+    assert messages["velocity_10m"] == "7 transactions in the 10 minutes before"
+    assert messages["new_country"] == "first transaction from BR"
+    assert messages["new_merchant"] == "first transaction at merchant m-new"
+    assert messages["night"] == "at 03:00 UTC, outside the usual daytime hours"
+    assert messages["small_amounts_1h"] == "12 charges of at most 2.00 in the last hour (card testing)"
+
+
+def test_the_same_seed_trains_the_same_model(brain_model_dir: Path) -> None:  # noqa: F811
+    text, _ = brain_model.train()
+    assert brain_model.version_of(text) == brain_model.load(brain_model_dir).version
+
+
+def test_the_synthetic_set_is_reproducible_and_labels_every_pattern() -> None:
+    first, second = generate(users=200), generate(users=200)
+    assert first == second
+    assert {row.pattern for row in first if row.fraud} == set(PATTERNS)
+
+
+def test_features_of_a_first_transaction_claim_no_habit() -> None:
+    row = dict(
+        zip(
+            FEATURE_NAMES,
+            feature_vector(amount=500.0, country="BR", merchant="m1", created_at_ms=NOW, history=History()),
+            strict=True,
+        )
+    )
+    assert (row["amount_vs_habit"], row["new_country"], row["new_merchant"], row["history_size"]) == (0, 0, 0, 0)
+    assert math.isnan(row["minutes_since_last"])
+
+
+def test_roc_auc_matches_the_mann_whitney_definition() -> None:
+    labels = np.array([0, 0, 1, 1, 0, 1], dtype=np.float64)
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.4], dtype=np.float64)
+    # Pairs (positive, negative) ranked right: 0.35>0.1; 0.8 beats all 3; 0.4 beats 0.1, ties 0.4 twice.
+    assert brain_model.roc_auc(labels, scores) == pytest.approx((1 + 3 + 1 + 0.5 * 2) / 9)
+
+
+def test_a_second_brain_keeps_the_artefact_the_first_one_saved(tmp_path: Path, brain_model_dir: Path) -> None:  # noqa: F811
+    # Given a model already saved in the folder (another brain won the race)
+    target = tmp_path / "model"
+    text = (brain_model_dir / brain_model.MODEL_FILE).read_text()
+    meta = json.loads((brain_model_dir / brain_model.META_FILE).read_text())
+    first = brain_model.save(target, text, meta, replace=False)
+
+    # When a second one saves its own without `replace`, then `make train` saves with it
+    second = brain_model.save(target, text + "\n", meta, replace=False)
+    kept = brain_model.load(target).version
+    replaced = brain_model.save(target, text + "\n", meta, replace=True)
+
+    # Then the first stayed until the replacement, and no staging folder is left behind
+    assert second["version"] == first["version"] == kept
+    assert brain_model.load(target).version == replaced["version"] != kept
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_an_artefact_edited_by_hand_is_refused(tmp_path: Path, brain_model_dir: Path) -> None:  # noqa: F811
+    target = tmp_path / "model"
+    text = (brain_model_dir / brain_model.MODEL_FILE).read_text()
+    meta = json.loads((brain_model_dir / brain_model.META_FILE).read_text())
+    brain_model.save(target, text, meta, replace=False)
+    (target / brain_model.MODEL_FILE).write_text(text.replace("learning_rate", "learning_rate", 1) + " ")
+    with pytest.raises(ValueError, match="does not match the version"):
+        brain_model.load(target)
