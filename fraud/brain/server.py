@@ -117,6 +117,7 @@ class BrainServicer(fraud_pb2_grpc.FraudBrainServicer):
             return None, grpc.StatusCode.UNAVAILABLE, "the model is loading"
         fail, delay = self.faults.draw()
         if delay:
+            logger.debug("Delaying %s by %.0f ms (fault injection).", request.transaction_id, delay * 1000)
             await asyncio.sleep(delay)
         if fail:
             return None, grpc.StatusCode.UNAVAILABLE, "injected failure (fault injection)"
