@@ -1,5 +1,5 @@
-# One image for every Sentinel process: web (the default command), worker, beat and the mock
-# upstream. docker-compose.yml picks the process with `command:`, using the Procfile's lines.
+# One image for every Sentinel process: web (the default command), worker, beat, stream, the fraud
+# brain and the mock upstream. docker-compose.yml picks the process with `command:`, using the Procfile's lines.
 
 # The front-end packages (package.json, package-lock.json) from npm, as `make install` does; only
 # their dist folders reach the image, where collectstatic picks them up.
@@ -35,6 +35,10 @@ RUN pip install -r requirements.txt
 
 COPY . .
 COPY --from=frontend /build/node_modules/uplot/dist node_modules/uplot/dist
+
+# The fraud brain's gRPC stubs are generated, not committed: `make protos`' command, so the image
+# built from a fresh clone has them too (grpcio-tools is pinned in requirements.txt).
+RUN python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. fraud/protos/fraud.proto
 
 # Static files are collected into var/static at build time and served by WhiteNoise. Settings need
 # a SECRET_KEY to load; this throwaway one (no secret: it signs nothing) is set for this RUN step

@@ -56,6 +56,13 @@ $(PROTO_STUBS) &: fraud/protos/fraud.proto $(STAMP)
 ## protos: the fraud brain's gRPC stubs (part of install)
 protos: $(PROTO_STUBS)
 
+## train: (re)train the fraud brain's model into var/fraud-model (FRAUD_MODEL_DIR), print its
+# held-out ROC AUC and precision/recall at the review and decline thresholds, and record them in
+# docs/benchmarks.md. A running brain keeps its model until restarted; `run_brain` trains one
+# itself when the folder is empty, so `make run` needs no `make train` first.
+train: install
+	$(WITH_KEY) $(BIN)/python manage.py train_brain --record
+
 ## install: virtualenv in .venv with every dependency, the gRPC stubs and the front-end packages
 install: $(STAMP) var/secret_key $(NODE_STAMP) $(PROTO_STUBS)
 	@chmod 700 var

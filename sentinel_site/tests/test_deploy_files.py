@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-# SPEC 8's services (the mock upstream is `upstream`; the fraud brain has no process yet), and Jaeger.
-REQUIRED_SERVICES = {"postgres", "redis", "web", "worker", "beat", "upstream", "prometheus", "jaeger"}
+# SPEC 8's services (the mock upstream is `upstream`, the fraud brain `brain`), and Jaeger.
+REQUIRED_SERVICES = {"postgres", "redis", "web", "worker", "beat", "upstream", "brain", "prometheus", "jaeger"}
 # Environment read by the libraries in the image rather than by Sentinel's code: the OpenTelemetry
 # SDK's own variables (OTEL_*) and the interpreter's (PYTHON*).
 LIBRARY_PREFIXES = ("OTEL_", "PYTHON")
@@ -101,7 +101,7 @@ def test_depends_on_names_services_that_exist() -> None:
         assert set(service.get("depends_on", {})) <= set(services), name
 
 
-@pytest.mark.parametrize("process", ["web", "worker", "beat", "upstream", "stream"])
+@pytest.mark.parametrize("process", ["web", "worker", "beat", "upstream", "stream", "brain"])
 def test_a_compose_service_runs_its_procfile_line(process: str) -> None:
     service = compose()["services"][process]
     # The service's values as compose interpolates them from an empty shell (their defaults).
