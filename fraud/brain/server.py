@@ -166,7 +166,9 @@ async def serve(options: BrainOptions, *, stopping: asyncio.Event | None = None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    server = grpc.aio.server()
+    # gRPC turns SO_REUSEPORT on by default: a second brain on a taken port would then share it
+    # silently (half the calls to each); without it the second one fails to start, saying why.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     servicer = BrainServicer(options.faults)
     health = HealthServicer()
     fraud_pb2_grpc.add_FraudBrainServicer_to_server(servicer, server)  # type: ignore[no-untyped-call] # generated

@@ -134,8 +134,9 @@ def test_slow_rate_one_makes_a_client_deadline_expire_without_blocking_others(
         with pytest.raises(grpc.RpcError) as late:
             stub.Score(_request(), timeout=0.1)
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        # Ten slow calls at once take about one delay, not ten: the delay never blocks the loop.
-        futures = [stub.Score.future(_request(), timeout=5) for _ in range(10)]
+        # Ten slow calls at once take about one delay, not ten (4 s, past their 2 s deadline):
+        # the delay never blocks the loop.
+        futures = [stub.Score.future(_request(), timeout=2) for _ in range(10)]
         replies = [future.result() for future in futures]
         assert all(reply.reasons for reply in replies)
         assert health_status(slow.address, timeout=0.3) == SERVING  # health is never delayed
@@ -221,3 +222,31 @@ def test_the_brains_metrics_land_in_the_multiprocess_folder(
     assert sample("sentinel_fraud_brain_requests_total", {"outcome": "invalid"}) == 1
     assert sample("sentinel_fraud_brain_requests_total", {"outcome": "injected_failure"}) == 0
     assert sample("sentinel_fraud_brain_score_seconds_count") == 3
+
+
+def test_two_brains_starting_together_on_one_empty_folder_serve_one_model(
+    tmp_path: Path,
+    stub_of,  # type: ignore[no-untyped-def]
+) -> None:
+    # Given no model, when two brains start at once on the same folder (both train)
+    model_dir = tmp_path / "shared-model"
+    with brain_process(model_dir, start=False) as first, brain_process(model_dir, start=False) as second:
+        first.launch()
+        second.launch()
+        first.wait_serving()
+        second.wait_serving()
+
+        # Then both serve the one artefact left in the folder, and no staging folder remains
+        version = brain_model.load(model_dir).version
+        assert stub_of(first.address).Score(_request(), timeout=5).model_version == version
+        assert stub_of(second.address).Score(_request(), timeout=5).model_version == version
+        assert [p.name for p in tmp_path.iterdir()] == ["shared-model"]
+
+
+def test_a_second_brain_on_a_taken_port_fails_saying_so(brain: BrainProcess, brain_model_dir: Path) -> None:  # noqa: F811
+    with brain_process(brain_model_dir, start=False) as second:
+        second.address, second.port = brain.address, brain.port
+        process = second.launch()
+        assert process.wait(timeout=60) != 0
+        assert f"could not start on {brain.address}" in second.output()
+    assert health_status(brain.address) == SERVING

@@ -57,7 +57,13 @@ class BrainProcess:
     `log`, whose tail `output()` returns."""
 
     def __init__(
-        self, *, model_dir: Path, log: IO[bytes], port: int | None = None, ready_timeout: float = 60, **env: str | None
+        self,
+        *,
+        model_dir: Path,
+        log: IO[bytes],
+        env: dict[str, str | None],
+        port: int | None = None,
+        ready_timeout: float = 60,
     ) -> None:
         self.model_dir = model_dir
         self.port = port or free_port()
@@ -83,12 +89,18 @@ class BrainProcess:
         return self.process
 
     def start(self) -> BrainProcess:
-        process = self.launch()
+        self.launch()
+        return self.wait_serving()
+
+    def wait_serving(self) -> BrainProcess:
+        """Waits (deadline `ready_timeout`) until health says SERVING; fails if the process exits."""
+        process = self.process
+        assert process is not None, "launch() first"
 
         def serving() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"the brain exited with {process.returncode}:\n{self.output()}")
-            return health_status(self.address) == SERVING
+            return bool(health_status(self.address) == SERVING)
 
         wait_until(serving, timeout=self.ready_timeout, what=f"the brain on {self.address} to be SERVING")
         return self
@@ -122,7 +134,7 @@ def brain_process(model_dir: Path, *, start: bool = True, **env: str | None) -> 
     """A brain for the block (started and SERVING unless `start` is False), stopped after it; its
     output is printed if the block fails."""
     with tempfile.TemporaryFile() as log:
-        brain = BrainProcess(model_dir=model_dir, log=log, **env)
+        brain = BrainProcess(model_dir=model_dir, log=log, env=env)
         try:
             if start:
                 brain.start()
