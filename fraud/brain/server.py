@@ -96,34 +96,27 @@ class BrainServicer(fraud_pb2_grpc.FraudBrainServicer):
 
     async def Score(self, request: fraud_pb2.Transaction, context: grpc.aio.ServicerContext) -> fraud_pb2.ScoreReply:
         started = time.perf_counter()
-        reply, status, detail = await self._answer(request)
-        outcome = {
-            None: "ok",
-            grpc.StatusCode.INVALID_ARGUMENT: "invalid",
-            grpc.StatusCode.UNAVAILABLE: "not_ready" if self.model is None else "injected_failure",
-        }.get(status, "error")
-        brain_requests.labels(outcome=outcome).inc()
+        answer = await self._answer(request)
+        brain_requests.labels(outcome=answer.outcome).inc()
         brain_score_seconds.observe(time.perf_counter() - started)
-        if status is not None:
-            await context.abort(status, detail)
-        assert reply is not None
-        return reply
+        if answer.reply is None:
+            await context.abort(answer.status, answer.detail)
+            raise RuntimeError("context.abort returned")  # it raises; its stub does not say so
+        return answer.reply
 
-    async def _answer(
-        self, request: fraud_pb2.Transaction
-    ) -> tuple[fraud_pb2.ScoreReply | None, grpc.StatusCode | None, str]:
+    async def _answer(self, request: fraud_pb2.Transaction) -> _Answer:
         model = self.model
         if model is None:
-            return None, grpc.StatusCode.UNAVAILABLE, "the model is loading"
+            return _Answer("not_ready", None, grpc.StatusCode.UNAVAILABLE, "the model is loading")
         fail, delay = self.faults.draw()
         if delay:
             logger.debug("Delaying %s by %.0f ms (fault injection).", request.transaction_id, delay * 1000)
             await asyncio.sleep(delay)
         if fail:
-            return None, grpc.StatusCode.UNAVAILABLE, "injected failure (fault injection)"
+            return _Answer("injected_failure", None, grpc.StatusCode.UNAVAILABLE, "injected failure (fault injection)")
         problem = invalid(request)
         if problem:
-            return None, grpc.StatusCode.INVALID_ARGUMENT, problem
+            return _Answer("invalid", None, grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
             explained = model.explain(
                 amount=request.amount,
@@ -135,12 +128,23 @@ class BrainServicer(fraud_pb2_grpc.FraudBrainServicer):
             )
         except Exception:
             logger.exception("Scoring %s failed", request.transaction_id)
-            return None, grpc.StatusCode.INTERNAL, "the brain failed to score this transaction"
+            return _Answer("error", None, grpc.StatusCode.INTERNAL, "the brain failed to score this transaction")
         reasons = [
             fraud_pb2.Reason(code=r.code, message=r.message, contribution=r.contribution or 0.0)
             for r in explained.reasons
         ]
-        return fraud_pb2.ScoreReply(score=explained.score, reasons=reasons, model_version=model.version), None, ""
+        reply = fraud_pb2.ScoreReply(score=explained.score, reasons=reasons, model_version=model.version)
+        return _Answer("ok", reply)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A Score call's end: `outcome` (metrics.OUTCOMES), and the reply or the status to abort with."""
+
+    outcome: str
+    reply: fraud_pb2.ScoreReply | None
+    status: grpc.StatusCode = grpc.StatusCode.OK
+    detail: str = ""
 
 
 @dataclass
