@@ -26,7 +26,7 @@ def _decision_badge(decision: str) -> SafeString | str:
 
 
 @admin.register(Transaction)
-class TransactionAdmin(admin.ModelAdmin[Transaction]):
+class TransactionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptable at run time
     """Read-only: nobody adds, changes or deletes a ledger row here, superusers included; the
     only write after a row's creation is the re-score's (`fraud.services.transaction_rescore`)."""
 
