@@ -53,7 +53,7 @@ def test_unscored_rows_are_scored_once_oldest_first(brain: FakeBrain, tenant_a: 
     assert scored.score == 0.1 and scored.rescored_at is None
 
 
-def test_a_late_decline_is_stored_as_a_review_event_in_rules(brain: FakeBrain, tenant_a: Tenant, record: Record) -> None:
+def test_a_late_decline_is_a_review_event_in_rules(brain: FakeBrain, tenant_a: Tenant, record: Record) -> None:
     row = record(tenant_a, score=None)
 
     transactions_rescore()
@@ -76,9 +76,7 @@ def test_a_brain_that_is_down_leaves_the_rows_unscored(brain: FakeBrain, tenant_
     assert not Transaction.objects.filter(scored=False).exists()
 
 
-def test_a_failing_brain_stops_the_run_at_the_first_failure(
-    brain: FakeBrain, tenant_a: Tenant, record: Record
-) -> None:
+def test_a_failing_brain_stops_the_run_at_the_first_failure(brain: FakeBrain, tenant_a: Tenant, record: Record) -> None:
     record(tenant_a, "tx-1", score=None)
     record(tenant_a, "tx-2", score=None)
     brain.mode = "fail"
