@@ -36,7 +36,7 @@ from core.errors import DomainError
 
 site_configure(admin.site)
 
-TENANT_FIELDS = ("name", "slug", "tier", "active", *services.TENANT_OVERRIDE_FIELDS)
+TENANT_FIELDS = ("name", "slug", "tier", "active", *services.TENANT_OVERRIDE_FIELDS, *services.TENANT_FRAUD_FIELDS)
 
 
 def memberships_save(formset: BaseInlineFormSet) -> None:  # type: ignore[type-arg]
@@ -194,6 +194,10 @@ class TenantAdmin(MembershipsThroughServices):
         (
             "Rate-limit overrides (empty: use the settings)",
             {"fields": ["burst_capacity", "refill_rate", "window_ms", "base_rate_limit"]},
+        ),
+        (
+            "Fraud thresholds (empty: use the settings; review must not exceed decline)",
+            {"fields": list(services.TENANT_FRAUD_FIELDS)},
         ),
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
