@@ -116,6 +116,14 @@ class TestDetail:
         assert response.json()["error"]["code"] == "not_found"
         assert api(bob).get(f"{LIST}/b-1").status_code == 404
 
+    @pytest.mark.parametrize("reference", ["%00", "a%00b", "%C2%B2", "x" * 65])
+    def test_ids_no_row_can_hold_are_404(self, api: Api, staff: User, reference: str) -> None:
+        assert api(staff).get(f"{LIST}/{reference}").status_code == 404
+
+    @pytest.mark.parametrize("query", ["user_id=%00", "currency=a%00b", "tenant=%00", "tenant=%C2%B2"])
+    def test_filters_no_database_can_compare_are_400(self, api: Api, staff: User, query: str) -> None:
+        assert api(staff).get(f"{LIST}?{query}").status_code == 400
+
     def test_staff_name_the_tenant_when_two_used_one_id(
         self, api: Api, staff: User, tenant_b: Tenant, record: Record
     ) -> None:
