@@ -204,6 +204,13 @@ class TenantAdmin(MembershipsThroughServices):
     inlines = [MembershipInline, ApiKeyInline]
     actions = ["activate", "deactivate", "make_vital", "make_standard", "make_economy"]
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name in services.TENANT_FRAUD_FIELDS and field is not None:
+            # A threshold is a fraud score, not a count: say its scale on the label.
+            field.label = f"{db_field.verbose_name.capitalize()} (score 0 to 1)"
+        return field
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return (
             super()
