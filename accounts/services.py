@@ -13,7 +13,7 @@ from typing import Any
 
 from django.contrib.sessions.models import Session
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django.utils.text import slugify
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -151,8 +151,16 @@ def tenant_set_active(*, tenant: Tenant, active: bool) -> Tenant:
 def tenant_delete(*, tenant: Tenant) -> None:
     """Deletes a tenant and all it owns (memberships, keys, routes, rules, channels, events); its
     users stay, without a tenant. The proxies drop its routes, keys and limits within a second of
-    the commit. Raises nothing of its own."""
-    tenant.delete()
+    the commit.
+
+    Raises Conflict (409) when the tenant has fraud transactions: the ledger is append-only
+    (`fraud.models.Transaction.tenant` is PROTECT), so such a tenant is deactivated instead."""
+    try:
+        with transaction.atomic():
+            tenant.delete()
+    except ProtectedError:
+        message = "This tenant has fraud transactions, which are kept (append-only): deactivate it instead."
+        raise Conflict(message) from None
     transaction.on_commit(config_version_bump)
 
 

@@ -1,5 +1,6 @@
 """A tenant's fraud thresholds (SPEC 6), through each door: the service, the tenants API and the
-admin, each refusing a review threshold above the decline one (a null one counts at its setting)."""
+admin, each refusing a review threshold above the decline one (a null one counts at its setting);
+and a tenant with a fraud ledger, which is kept, cannot be deleted."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from accounts import services
 from accounts.models import Tenant, User
 from accounts.tests.htmlforms import form_data
 from core.errors import DomainError
+from fraud.tests.conftest import record_tx
 
 pytestmark = pytest.mark.django_db
 
@@ -93,3 +95,16 @@ def test_the_admin_refuses_review_above_decline_on_the_field(staff_client: Clien
     assert staff_client.post(url, data).status_code == 302
     tenant_a.refresh_from_db()
     assert (tenant_a.fraud_review_threshold, tenant_a.fraud_decline_threshold) == (0.3, 0.6)
+
+
+def test_a_tenant_with_a_fraud_ledger_is_not_deleted_but_refused_with_409(
+    api: Api, staff: User, tenant_a: Tenant
+) -> None:
+    record_tx(tenant_a)
+
+    response = api(staff).delete(f"/api/v1/tenants/{tenant_a.pk}")
+
+    assert response.status_code == 409
+    assert "deactivate" in response.json()["error"]["message"]
+    assert Tenant.objects.filter(pk=tenant_a.pk).exists()
+    assert api(staff).patch(f"/api/v1/tenants/{tenant_a.pk}", {"active": False}, format="json").status_code == 200
