@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 from celery import shared_task
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 # One Score call's deadline: generous next to the hot path's 40 ms, since nobody waits for the
 # answer, yet short enough that a hung brain does not hold the worker past the next run.
 RESCORE_TIMEOUT_SECONDS = 2.0
+# A run stops after this long, leaving the rest to the next: a brain answering slowly but within
+# the deadline (500 rows x ~2 s) would otherwise hold the worker past CELERY_TASK_SOFT_TIME_LIMIT.
+RUN_BUDGET_SECONDS = 60.0
 
 
 def _message(row: Transaction) -> fraud_pb2.Transaction:
@@ -47,13 +51,14 @@ def _status(exc: grpc.RpcError) -> str:
 
 
 @shared_task(name="fraud.tasks.transactions_rescore")
-def transactions_rescore() -> int:
+def transactions_rescore(budget_seconds: float = RUN_BUDGET_SECONDS) -> int:
     """Scores up to RESCORE_BATCH fail-open transactions, oldest first, with the history each
     saw when it arrived, through the brain's SYNC client (grpc.aio allows one event loop per
-    process; a worker has none). Stops at the first brain failure: the next run (beat, every
-    RESCORE_SECONDS) retries. Safe with two workers: `services.transaction_rescore` scores a row
-    once. Returns the number of rows this run scored."""
+    process; a worker has none). Stops at the first brain failure, or once `budget_seconds` have
+    passed: the next run (beat, every RESCORE_SECONDS) goes on. Safe with two workers:
+    `services.transaction_rescore` scores a row once. Returns the number of rows this run scored."""
     conf = sentinel_settings.fraud
+    deadline = time.monotonic() + budget_seconds
     pks = transactions_unscored(limit=conf.RESCORE_BATCH)
     if not pks:
         return 0
@@ -73,5 +78,7 @@ def transactions_rescore() -> int:
                 break
             if services.transaction_rescore(pk=row.pk, score=_score(reply)) is not None:
                 scored += 1
+            if time.monotonic() >= deadline:
+                break
     logger.info("fraud re-score run", extra={"scored": scored, "at": timezone.now().isoformat()})
     return scored

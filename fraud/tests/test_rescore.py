@@ -87,6 +87,18 @@ def test_a_failing_brain_stops_the_run_at_the_first_failure(brain: FakeBrain, te
     assert Transaction.objects.filter(scored=False).count() == 2
 
 
+def test_a_run_stops_once_its_budget_is_spent(brain: FakeBrain, tenant_a: Tenant, record: Record) -> None:
+    record(tenant_a, "tx-1", score=None)
+    record(tenant_a, "tx-2", score=None)
+    brain.mode, brain.delay_ms = "slow", 150  # slow, yet within the call's deadline
+
+    assert transactions_rescore(budget_seconds=0.1) == 1
+
+    assert Transaction.objects.filter(scored=False).count() == 1
+    brain.mode = "ok"
+    assert transactions_rescore() == 1
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
 def test_two_concurrent_runs_score_each_row_once(brain: FakeBrain, tenant_a: Tenant, record: Record) -> None:
