@@ -36,7 +36,7 @@ from core.errors import DomainError
 
 site_configure(admin.site)
 
-TENANT_FIELDS = ("name", "slug", "tier", "active", *services.TENANT_OVERRIDE_FIELDS)
+TENANT_FIELDS = ("name", "slug", "tier", "active", *services.TENANT_OVERRIDE_FIELDS, *services.TENANT_FRAUD_FIELDS)
 
 
 def memberships_save(formset: BaseInlineFormSet) -> None:  # type: ignore[type-arg]
@@ -195,10 +195,21 @@ class TenantAdmin(MembershipsThroughServices):
             "Rate-limit overrides (empty: use the settings)",
             {"fields": ["burst_capacity", "refill_rate", "window_ms", "base_rate_limit"]},
         ),
+        (
+            "Fraud thresholds (empty: use the settings; review must not exceed decline)",
+            {"fields": list(services.TENANT_FRAUD_FIELDS)},
+        ),
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
     inlines = [MembershipInline, ApiKeyInline]
     actions = ["activate", "deactivate", "make_vital", "make_standard", "make_economy"]
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name in services.TENANT_FRAUD_FIELDS and field is not None:
+            # A threshold is a fraud score, not a count: say its scale on the label.
+            field.label = f"{db_field.verbose_name.capitalize()} (score 0 to 1)"
+        return field
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return (

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.contrib.sessions.models import Session
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django.utils.text import slugify
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -36,6 +36,8 @@ from core.config_version import config_version_bump
 from core.errors import Conflict, DomainError
 
 TENANT_OVERRIDE_FIELDS = ("burst_capacity", "refill_rate", "window_ms", "base_rate_limit")
+# SPEC 6: a tenant's own fraud thresholds (None: SENTINEL_FRAUD's REVIEW_ / DECLINE_THRESHOLD).
+TENANT_FRAUD_FIELDS = ("fraud_review_threshold", "fraud_decline_threshold")
 
 
 def _unique_slug(base: str) -> str:
@@ -75,12 +77,17 @@ def tenant_create(
 ) -> Tenant:
     """A new tenant; the running proxies learn of it within a second (config version).
 
-    `overrides` are rate-limit settings of TENANT_OVERRIDE_FIELDS. Raises DomainError for an
-    unknown field, Conflict (409) when the slug is taken.
+    `overrides` are rate-limit settings of TENANT_OVERRIDE_FIELDS and fraud thresholds of
+    TENANT_FRAUD_FIELDS. Raises DomainError for an unknown field or thresholds that are not in
+    0..1 or put review above decline (`fraud_thresholds_check`), Conflict (409) when the slug is
+    taken.
     """
-    unknown = set(overrides) - set(TENANT_OVERRIDE_FIELDS)
+    unknown = set(overrides) - {*TENANT_OVERRIDE_FIELDS, *TENANT_FRAUD_FIELDS}
     if unknown:
         raise DomainError(f"Unknown tenant fields: {', '.join(sorted(unknown))}.")
+    fraud_thresholds_check(
+        review=overrides.get("fraud_review_threshold"), decline=overrides.get("fraud_decline_threshold")
+    )
     slug = slug or _unique_slug(name)
     if Tenant.objects.filter(slug=slug).exists():
         raise Conflict("A tenant with this slug exists.", details={"slug": ["A tenant with this slug exists."]})
@@ -95,12 +102,18 @@ def tenant_update(*, tenant: Tenant, **changes: Any) -> Tenant:
     setting). Every running proxy applies the change within a second: the config version moves
     once the transaction commits (SPEC 2.2).
 
-    Raises DomainError for an unknown field, Conflict (409) when the new slug is taken.
+    Raises DomainError for an unknown field or fraud thresholds that are not in 0..1 or put
+    review above decline once applied (`fraud_thresholds_check`), Conflict (409) when the new
+    slug is taken.
     """
-    allowed = {"name", "slug", "tier", "active", *TENANT_OVERRIDE_FIELDS}
+    allowed = {"name", "slug", "tier", "active", *TENANT_OVERRIDE_FIELDS, *TENANT_FRAUD_FIELDS}
     unknown = set(changes) - allowed
     if unknown:
         raise DomainError(f"Unknown tenant fields: {', '.join(sorted(unknown))}.")
+    fraud_thresholds_check(
+        review=changes.get("fraud_review_threshold", tenant.fraud_review_threshold),
+        decline=changes.get("fraud_decline_threshold", tenant.fraud_decline_threshold),
+    )
     if "slug" in changes and Tenant.objects.filter(slug=changes["slug"]).exclude(pk=tenant.pk).exists():
         raise Conflict("A tenant with this slug exists.", details={"slug": ["A tenant with this slug exists."]})
     for field, value in changes.items():
@@ -108,6 +121,25 @@ def tenant_update(*, tenant: Tenant, **changes: Any) -> Tenant:
     tenant.save()
     transaction.on_commit(config_version_bump)
     return tenant
+
+
+def fraud_thresholds_check(*, review: float | None, decline: float | None) -> None:
+    """Refuses (DomainError, 400, naming the field) a threshold outside 0..1 (NaN included), and a
+    review threshold above the decline one, each null one taken at its setting (SENTINEL_FRAUD
+    REVIEW_THRESHOLD, DECLINE_THRESHOLD): `fraud.engine.transaction.decide` checks decline first,
+    so review > decline would make review unreachable between them."""
+    for field, value in (("fraud_review_threshold", review), ("fraud_decline_threshold", decline)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise DomainError("A fraud threshold is a score from 0 to 1.", details={field: ["Must be from 0 to 1."]})
+    conf = sentinel_settings.fraud
+    effective_review = conf.REVIEW_THRESHOLD if review is None else review
+    effective_decline = conf.DECLINE_THRESHOLD if decline is None else decline
+    if effective_review > effective_decline:
+        message = f"Must not exceed the decline threshold ({effective_decline:g})."
+        raise DomainError(
+            "The review threshold must not exceed the decline threshold.",
+            details={"fraud_review_threshold": [message]},
+        )
 
 
 def tenant_set_active(*, tenant: Tenant, active: bool) -> Tenant:
@@ -119,8 +151,16 @@ def tenant_set_active(*, tenant: Tenant, active: bool) -> Tenant:
 def tenant_delete(*, tenant: Tenant) -> None:
     """Deletes a tenant and all it owns (memberships, keys, routes, rules, channels, events); its
     users stay, without a tenant. The proxies drop its routes, keys and limits within a second of
-    the commit. Raises nothing of its own."""
-    tenant.delete()
+    the commit.
+
+    Raises Conflict (409) when the tenant has fraud transactions: the ledger is append-only
+    (`fraud.models.Transaction.tenant` is PROTECT), so such a tenant is deactivated instead."""
+    try:
+        with transaction.atomic():
+            tenant.delete()
+    except ProtectedError:
+        message = "This tenant has fraud transactions, which are kept (append-only): deactivate it instead."
+        raise Conflict(message) from None
     transaction.on_commit(config_version_bump)
 
 

@@ -15,6 +15,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from observability.selectors import heartbeat_last
 
@@ -91,9 +92,24 @@ CRITICAL_CHECKS: dict[str, Callable[[], Check]] = {
 INFORMATIVE_CHECKS: dict[str, Callable[[], Check]] = {"worker": check_worker}
 
 
+def app_checks() -> dict[str, Callable[[], Check]]:
+    """The informative checks apps contribute through SENTINEL_HEALTH_COMPONENTS ({name: dotted
+    path}), imported by name so observability imports none of those apps (docs/architecture.md).
+    A check that does not import, or raises, reports `down` instead of failing the report."""
+
+    def loaded(path: str) -> Callable[[], Check]:
+        def check() -> Check:
+            return _timed(lambda: import_string(path)())
+
+        return check
+
+    return {name: loaded(path) for name, path in getattr(settings, "SENTINEL_HEALTH_COMPONENTS", {}).items()}
+
+
 def health_report() -> tuple[bool, dict[str, Any]]:
     """(healthy, report). Healthy when no critical component is down."""
-    components = {name: check() for name, check in {**CRITICAL_CHECKS, **INFORMATIVE_CHECKS}.items()}
+    checks = {**CRITICAL_CHECKS, **INFORMATIVE_CHECKS, **app_checks()}
+    components = {name: check() for name, check in checks.items()}
     healthy = all(components[name]["status"] in ("ok", "skipped") for name in CRITICAL_CHECKS)
     report = {
         "status": "ok" if healthy else "unhealthy",

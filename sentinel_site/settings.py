@@ -361,6 +361,20 @@ SENTINEL_FRAUD: dict[str, Any] = {
     "BRAIN_SLOW_MS": env_int("FRAUD_BRAIN_SLOW_MS", 2000, minimum=0),
     "BRAIN_FAILURE_RATE": env_float("FRAUD_BRAIN_FAILURE_RATE", 0.0, minimum=0.0),
 }
+# Fail-open rows get their late score (fraud.tasks.transactions_rescore); a run left in the queue
+# past the next one is dropped, the next does the same work.
+CELERY_BEAT_SCHEDULE |= {
+    "fraud-transactions-rescore": {
+        "task": "fraud.tasks.transactions_rescore",
+        "schedule": SENTINEL_FRAUD["RESCORE_SECONDS"],
+        "options": {"expires": SENTINEL_FRAUD["RESCORE_SECONDS"]},
+    },
+}
+# `GET /health`'s informative components contributed by apps, by dotted path to a check returning
+# {"status": "ok" | "down" | ..., ...} (observability imports none of them). Informative, not
+# critical: a brain that is down leaves transactions approved unscored (fail-open), and a 503
+# would pull every web process out of the load balancer at once.
+SENTINEL_HEALTH_COMPONENTS: dict[str, str] = {"brain": "fraud.health.check_brain"}
 
 # E-mail notifications: SMTP when EMAIL_HOST is set, else printed by the console backend.
 EMAIL_HOST = env_str("EMAIL_HOST", "") or ""
@@ -434,6 +448,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The fraud decision (decision and late_decision share it) next to the proxy's access decision.
+    "ENUM_NAME_OVERRIDES": {"FraudDecisionEnum": "fraud.models.Decision"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.openapi.strip_trailing_slashes",
@@ -579,6 +595,7 @@ SENTINEL_DASHBOARD_TILES = [
     "observability.dashboard.tiles.rule_matches",
     "observability.dashboard.tiles.deliveries",
     "monitors.tiles.monitors",
+    "fraud.tiles.fraud",
 ]
 
 # --- Static files, i18n --------------------------------------------------------------------

@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from fraud.api.urls import transaction_urlpatterns
 from gateway.api.views import CircuitResetView, CircuitStatusView
 from gateway.metrics import BreakerStateCollector, route_series_declare
 from monitors.metrics import MonitorsUpCollector
@@ -22,8 +23,10 @@ urlpatterns = [
     path("api/v1/", include("rules.api.urls")),
     path("api/v1/", include("observability.api.urls")),
     path("api/v1/", include("monitors.api.urls")),
+    path("api/v1/", include("fraud.api.urls")),
     path("", include(event_urlpatterns)),
     path("", include(insight_urlpatterns)),
+    path("", include(transaction_urlpatterns)),
     path("", include("monitors.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

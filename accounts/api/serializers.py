@@ -109,6 +109,8 @@ class TenantSerializer(serializers.ModelSerializer):
             "refill_rate",
             "window_ms",
             "base_rate_limit",
+            "fraud_review_threshold",
+            "fraud_decline_threshold",
             "active",
             "member_count",
             "created_at",

@@ -195,7 +195,7 @@ def test_the_insight_tile_says_all_clear_without_incidents(api: Callable[..., AP
 
 def test_every_registered_tile_renders_for_the_fleet_and_a_tenant(tenant_a: Tenant) -> None:
     keys = [tile.key for tile in dashboard_tiles()]
-    assert keys == ["breakers", "insight", "rule_matches", "deliveries", "monitors"]
+    assert keys == ["breakers", "insight", "rule_matches", "deliveries", "monitors", "fraud"]
     for scope in (DashboardScope(), DashboardScope(str(tenant_a.uuid), tenant_a.slug)):
         for tile in dashboard_tiles():
             data = tile(scope)

@@ -1,0 +1,32 @@
+"""The brain's request built from the shared shapes: one place turns a `TransactionIn` and its
+`History` into the `fraud_pb2.Transaction` of `fraud/protos/fraud.proto`, so the hot path's client
+and the re-score task send the brain the same message for the same transaction. No Django."""
+
+from __future__ import annotations
+
+from fraud.engine.transaction import History, TransactionIn
+from fraud.protos import fraud_pb2
+
+
+def history_message(history: History) -> fraud_pb2.History:
+    """fraud.proto's `History`, field for field (the dataclass mirrors the message)."""
+    return fraud_pb2.History(**history.to_json())
+
+
+def transaction_message(
+    tx: TransactionIn, history: History, tenant_uuid: str, created_at_ms: int
+) -> fraud_pb2.Transaction:
+    """fraud.proto's `Transaction`: `amount` as a double in major units (the model's input is a
+    float; the ledger keeps the exact Decimal), `tenant_uuid` dashed text, `created_at_ms` Unix
+    epoch milliseconds of the moment the web process received it."""
+    return fraud_pb2.Transaction(
+        transaction_id=tx.transaction_id,
+        tenant=tenant_uuid,
+        user_id=tx.user_id,
+        amount=float(tx.amount),
+        currency=tx.currency,
+        merchant=tx.merchant,
+        country=tx.country,
+        created_at_ms=created_at_ms,
+        history=history_message(history),
+    )

@@ -1,0 +1,121 @@
+"""Reads of the fraud ledger (CONVENTIONS 1): the hot path's replay lookup and answer, the API's
+list, the re-score task's queue and the tenant's thresholds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypedDict
+
+from django.db.models import QuerySet
+from iso4217 import Currency
+from rest_framework import serializers
+
+from accounts.models import Tenant
+from core.conf import sentinel_settings
+from fraud.models import Transaction
+
+# DRF's own field: the POST answer's `created_at` is the very text the detail's serializer gives.
+_DATETIME = serializers.DateTimeField()
+
+
+class ReasonJson(TypedDict):
+    code: str
+    message: str
+    contribution: float | None
+
+
+class TransactionAnswer(TypedDict):
+    """SPEC 6's answer to `POST /transaction`, and the first fields of the API's detail."""
+
+    transaction_id: str
+    decision: str
+    score: float | None
+    scored: bool
+    reasons: list[ReasonJson]
+    model_version: str
+    created_at: str
+
+
+def tenant_thresholds(tenant: Tenant) -> tuple[float, float]:
+    """(review, decline) score thresholds of `tenant`: its own fields (`accounts.Tenant.
+    fraud_review_threshold`, `fraud_decline_threshold`), each falling back to the setting
+    SENTINEL_FRAUD REVIEW_THRESHOLD / DECLINE_THRESHOLD when null."""
+    conf = sentinel_settings.fraud
+    review = tenant.fraud_review_threshold
+    decline = tenant.fraud_decline_threshold
+    return (
+        float(conf.REVIEW_THRESHOLD) if review is None else review,
+        float(conf.DECLINE_THRESHOLD) if decline is None else decline,
+    )
+
+
+def transaction_find(*, tenant_id: int, transaction_id: str) -> Transaction | None:
+    """The tenant's transaction of that client id (the unique index), or None."""
+    return Transaction.objects.filter(tenant_id=tenant_id, transaction_id=transaction_id).first()
+
+
+def created_at_text(moment: datetime) -> str:
+    """ISO 8601 in UTC with `Z`, exactly as DRF's DateTimeField renders it (`TIME_ZONE` is UTC)."""
+    text = _DATETIME.to_representation(moment)
+    assert isinstance(text, str)
+    return text
+
+
+def transaction_answer(row: Transaction) -> TransactionAnswer:
+    """The JSON answer for `row`: what `POST /transaction` returns, first time and on replay."""
+    return {
+        "transaction_id": row.transaction_id,
+        "decision": row.decision,
+        "score": row.score,
+        "scored": row.scored,
+        "reasons": [
+            {"code": reason["code"], "message": reason["message"], "contribution": reason.get("contribution")}
+            for reason in row.reasons
+        ],
+        "model_version": row.model_version,
+        "created_at": created_at_text(row.created_at),
+    }
+
+
+def amount_text(amount: Decimal, currency: str) -> str:
+    """The amount with the currency's minor units (ISO 4217: 12.50 EUR, 1000 JPY); currencies
+    without minor units defined (XAU, ...) keep their significant digits. Exact: no float."""
+    try:
+        exponent = Currency(currency).exponent
+    except ValueError:
+        exponent = None
+    if exponent is None:
+        return format(amount.normalize(), "f")
+    return format(amount.quantize(Decimal(1).scaleb(-exponent)), "f")
+
+
+def transaction_list(
+    *,
+    tenant: Tenant | None = None,
+    decision: str | None = None,
+    scored: bool | None = None,
+    user_id: str | None = None,
+    currency: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[Transaction]:
+    """Transactions newest first (`created_at` then id, descending: the index
+    `fraud_tx_tenant_recent`), filtered by whichever argument is not None; `since` inclusive,
+    `until` exclusive."""
+    rows = Transaction.objects.select_related("tenant").order_by("-created_at", "-id")
+    filters: dict[str, Any] = {
+        "tenant": tenant,
+        "decision": decision,
+        "scored": scored,
+        "user_id": user_id,
+        "currency": currency,
+        "created_at__gte": since,
+        "created_at__lt": until,
+    }
+    return rows.filter(**{name: value for name, value in filters.items() if value is not None})
+
+
+def transactions_unscored(*, limit: int) -> list[int]:
+    """Ids of up to `limit` fail-open rows, oldest first (the partial index `fraud_tx_unscored`)."""
+    return list(Transaction.objects.unscored().order_by("created_at", "id").values_list("pk", flat=True)[:limit])
