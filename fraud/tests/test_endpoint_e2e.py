@@ -19,7 +19,7 @@ import pytest
 
 from accounts.api.serializers import TokenSerializer
 from accounts.models import Tenant, User
-from accounts.services import api_key_create
+from accounts.services import api_key_create, tenant_update
 from fraud.models import Transaction
 from tests.support.fake_brain import FakeBrain, fake_brain
 from tests.support.net import http_request
@@ -114,12 +114,22 @@ def test_scored_answer_replay_conflict_and_tenant_isolation(
         assert brain.received[-1].history.count_1h == 1
 
 
-def test_thresholds_of_the_tenant_decide(shared_cache: dict[str, str], alice: User, tenant_a: Tenant) -> None:
-    tenant_a.fraud_review_threshold, tenant_a.fraud_decline_threshold = 0.2, 0.99
-    tenant_a.save()
+def test_thresholds_of_the_tenant_decide_and_a_change_applies_within_a_second(
+    shared_cache: dict[str, str], alice: User, tenant_a: Tenant
+) -> None:
+    tenant_update(tenant=tenant_a, fraud_review_threshold=0.2, fraud_decline_threshold=0.99)
     with fake_brain(score=0.5) as brain, serving(brain) as port:
+        # Given review 0.2 and decline 0.99, a score of 0.5 is a review
         status, _, answer = post(port, tx(), bearer(alice), path="/api/v1/transactions/")
         assert (status, answer["decision"]) == (201, "review")
+        # When an operator lowers the decline threshold, the running process applies it
+        tenant_update(tenant=tenant_a, fraud_decline_threshold=0.4)
+        numbers = iter(range(2, 1000))
+
+        def declined() -> bool:
+            return post(port, tx(f"tx-{next(numbers)}"), bearer(alice))[2]["decision"] == "decline"
+
+        wait_until(declined, timeout=5, what="the new threshold to apply")
 
 
 def test_credentials_and_tenants(
