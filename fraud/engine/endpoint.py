@@ -30,6 +30,8 @@ from gateway.engine.auth import ApiKeyResolver, AuthFailure, JwtVerifier, Tenant
 __all__ = ["BODY_LIMIT", "PATHS", "Ledger", "LedgerConflict", "Thresholds", "TransactionEndpoint"]
 
 logger = logging.getLogger("sentinel.fraud")
+# The same JSON line per request as Django's AccessLogMiddleware: this app answers before Django.
+access_logger = logging.getLogger("sentinel.access")
 
 BODY_LIMIT: Final = 16 * 1024
 PATHS: Final = frozenset({"/transaction", "/api/v1/transactions", "/api/v1/transactions/"})
@@ -129,6 +131,7 @@ class TransactionEndpoint:
         if scope["type"] != "http" or scope["path"] not in PATHS or scope["method"] != "POST":
             await self.next_app(scope, receive, send)
             return
+        started = time.perf_counter()
         try:
             status, body, headers = await self.handle(scope, receive)
         except _Refusal as refusal:
@@ -137,6 +140,13 @@ class TransactionEndpoint:
             logger.exception("POST %s failed", scope["path"])
             status, body, headers = 500, error_json("internal_error", "The transaction could not be processed."), []
         await _respond(send, status, body, headers)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        client = scope.get("client") or ("", 0)
+        access_logger.info(
+            "POST %s %s", scope["path"], status,
+            extra={"method": "POST", "path": scope["path"], "status": status, "duration_ms": elapsed_ms,
+                   "client_ip": client[0]},
+        )  # fmt: skip
 
     async def handle(self, scope: dict[str, Any], receive: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         started_ms = time.time_ns() // 1_000_000
