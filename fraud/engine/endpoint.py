@@ -129,6 +129,11 @@ class TransactionEndpoint:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in PATHS or scope["method"] != "POST":
+            if scope["type"] == "http" and scope["path"] == "/transaction":
+                # /api/v1/transactions' GET is the ledger's list (Django); /transaction is only this.
+                body = error_json("method_not_allowed", f"Method {scope['method']!r} is not allowed here.")
+                await _respond(send, 405, body, [(b"allow", b"POST")])
+                return
             await self.next_app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -184,6 +184,8 @@ def test_bad_input_is_a_json_4xx(shared_cache: dict[str, str], alice: User) -> N
             status, headers, error = post(port, payload, bearer(alice))
             assert (status, error["error"]["code"]) == (expected_status, code), (payload[:80], error)
             assert headers["content-type"] == "application/json"
+        status, headers, raw = http_request(port, "GET", "/transaction", headers=bearer(alice))
+        assert (status, headers["allow"], json.loads(raw)["error"]["code"]) == (405, "POST", "method_not_allowed")
         # Field details name the field
         _, _, error = post(port, tx(amount="0"), bearer(alice))
         assert list(error["error"]["details"]) == ["amount"]
