@@ -1,10 +1,10 @@
 """The ASGI entry point.
 
-HTTP goes first to the fraud endpoint (`POST /transaction`, `POST /api/v1/transactions`), then to
-the gateway's proxy, which serves the paths its routes match and hands every
-other path to Django; websockets go to Channels consumers; the lifespan protocol starts and stops
-the proxy's runtime (its route table refresh and its upstream connection pool) and the request
-log's writer.
+HTTP goes first to the fraud endpoint (`POST /transaction`, `POST /api/v1/transactions`: no
+Django on its path), then to the gateway's proxy, which serves the paths its routes match and
+hands every other path to Django; websockets go to Channels consumers; the lifespan protocol
+starts and stops the proxy's runtime (its route table refresh and its upstream connection pool),
+the fraud runtime (its thresholds refresh, its brain channel) and the request log's writer.
 
 This is where the gateway's observers are wired in: the proxy's `on_complete` sink (the gateway's
 metrics, the live dashboard's per-second buckets and the request log's queue, through
