@@ -17,8 +17,8 @@ Redis keys per tenant and user (one hash tag, so a cluster keeps them on one slo
 * `...:c`, `...:m`  sets of the countries and merchants used, capped at SEEN_CAP members (a
   bot cycling merchants must not grow a key without bound); TTL 90 days.
 
-The standard deviation comes from the running sums (sqrt(s2/n - mean^2), clamped at 0), which
-differs from the two-pass formula only by rounding (~1e-12 for realistic amounts).
+The standard deviation comes from the running sums (sqrt(s2/n - mean^2); a variance within
+rounding of 0 is 0), which differs from the two-pass formula only by rounding (~1e-12).
 """
 
 from __future__ import annotations
@@ -66,8 +66,12 @@ def _from_sums(n: int, s1: float, s2: float) -> tuple[float, float]:
     if n == 0:
         return 0.0, 0.0
     mean = s1 / n
-    std = math.sqrt(max(s2 / n - mean * mean, 0.0)) if n >= 2 else 0.0
-    return mean, std
+    if n < 2:
+        return mean, 0.0
+    # E[x^2] - E[x]^2 cancels catastrophically when every amount is the same: what is left below
+    # this share of E[x^2] is rounding (Redis sums in long double), and the true variance is 0.
+    variance = s2 / n - mean * mean
+    return mean, math.sqrt(variance) if variance > 1e-12 * (s2 / n) else 0.0
 
 
 @dataclass(frozen=True)

@@ -184,3 +184,25 @@ def test_redis_keys_expire() -> None:
                 await control.aclose()
 
     asyncio.run(scenario())
+
+
+def test_serving_and_training_histories_agree(kind: str) -> None:
+    """The web process's history and the training set's (`fraud.brain.synthetic.history_of`)
+    describe the same transactions identically: the model is served the features it learnt on."""
+    synthetic = pytest.importorskip("fraud.brain.synthetic", reason="the brain's training set is another branch")
+
+    async def scenario() -> None:
+        rng = random.Random(12)
+        async with store(kind) as history:
+            earlier: list[Any] = []
+            at = T0
+            for n in range(150):
+                at += rng.choice([3_000, 30_000, 9 * MIN, 59 * MIN, 6 * HOUR, 23 * HOUR])
+                amount = rng.choice(["0.50", "1.99", "2.00", "18.40", "75", "2300.10"])
+                tx = make(n, amount, country=rng.choice(["", "FR", "GB"]), merchant=rng.choice(["", "m1", "m2"]))
+                this = synthetic.Earlier(at, float(tx.amount), tx.country, tx.merchant)
+                assert_same(await history.read("A", tx, at), synthetic.history_of(earlier, this))
+                await history.add("A", tx, at)
+                earlier.append(this)
+
+    asyncio.run(scenario())
