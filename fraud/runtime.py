@@ -1,8 +1,8 @@
 """Builds `POST /transaction`'s endpoint from the settings and keeps it fed (the Django side).
 
 * The ledger: `fraud.services.transaction_record`, `fraud.selectors.transaction_find` and
-  `transaction_answer`, run in worker threads (sync_to_async, thread_sensitive=False: the ORM
-  is sync, and the default single thread would serialise every request's writes).
+  `transaction_answer`, run on a small dedicated pool of threads that keep their database
+  connections (`_in_thread`).
 * The tenants' thresholds: loaded once, reloaded when `core.config_version` moves (accounts
   bumps it on every tenant save, thresholds included), polled every REFRESH_SECONDS like
   `gateway.runtime`; a tenant without thresholds of its own gets SENTINEL_FRAUD's defaults.
@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, connection
 
 from accounts.models import Tenant
 from core.conf import sentinel_settings
@@ -41,19 +43,47 @@ from gateway.engine.resp import RespClient, gateway_redis_client
 logger = logging.getLogger("sentinel.fraud")
 
 REFRESH_SECONDS = 0.5
+T = TypeVar("T")
 _NEVER_LOADED = object()
 
 
-def _in_thread(function: Any) -> Any:
-    """`function` (an ORM call) in a worker thread, closing the connections it leaves behind."""
+# The ledger's threads. Their PostgreSQL connections stay open between requests (a new one per
+# ORM call, DB_CONN_MAX_AGE's default of 0, cost more than the rest of a request: bench figures in
+# the report); a connection that failed is closed so the next call opens a fresh one. Four threads
+# bound this process's connections, and a find or a record takes ~1 ms, so they are not the limit.
+LEDGER_THREADS = 4
+_ledger_executor: ThreadPoolExecutor | None = None
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+
+def _executor() -> ThreadPoolExecutor:
+    global _ledger_executor
+    if _ledger_executor is None:
+        _ledger_executor = ThreadPoolExecutor(max_workers=LEDGER_THREADS, thread_name_prefix="fraud-ledger")
+    return _ledger_executor
+
+
+def _executor_stop() -> None:
+    global _ledger_executor
+    if _ledger_executor is not None:
+        _ledger_executor.shutdown(wait=False)
+        _ledger_executor = None
+
+
+def _in_thread(function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """`function` (ORM calls) on the ledger's threads, keeping their connections."""
+
+    def keeping_the_connection(*args: Any, **kwargs: Any) -> T:
         try:
             return function(*args, **kwargs)
-        finally:
-            close_old_connections()
+        except (OperationalError, InterfaceError):
+            connection.close()  # dead or broken: the thread's next call connects again
+            raise
 
-    return sync_to_async(wrapper, thread_sensitive=False)
+    async def call(*args: Any, **kwargs: Any) -> T:
+        job = functools.partial(keeping_the_connection, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(_executor(), job)
+
+    return call
 
 
 def _find(*, tenant_id: int, transaction_id: str) -> Stored | None:
@@ -98,8 +128,7 @@ class DjangoLedger:
     """`fraud.engine.endpoint.Ledger` on the ORM."""
 
     async def find(self, *, tenant_id: int, transaction_id: str) -> Stored | None:
-        result: Stored | None = await _load_find(tenant_id=tenant_id, transaction_id=transaction_id)
-        return result
+        return await _load_find(tenant_id=tenant_id, transaction_id=transaction_id)
 
     async def record(
         self,
@@ -114,11 +143,10 @@ class DjangoLedger:
         history: History,
         created_at: datetime,
     ) -> tuple[dict[str, Any], bool]:
-        result: tuple[dict[str, Any], bool] = await _load_record(
+        return await _load_record(
             tenant_id=tenant_id, tx=tx, decision=decision, scored=scored, score=score, reasons=reasons,
             model_version=model_version, history=history, created_at=created_at,
         )  # fmt: skip
-        return result
 
 
 def recorded(decision: str, scored: bool) -> None:
@@ -177,6 +205,7 @@ class FraudRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.brain.close()
+        _executor_stop()
         if self.redis is not None:
             await self.redis.aclose()
 
