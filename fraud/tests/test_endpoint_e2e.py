@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,8 +23,10 @@ from accounts.models import Tenant, User
 from accounts.services import api_key_create, tenant_update
 from fraud.models import Transaction
 from tests.support.fake_brain import FakeBrain, fake_brain
-from tests.support.net import http_request
+from tests.support.net import http_request, tcp_relay
 from tests.support.processes import web_server
+from tests.support.redis_keys import key_prefix
+from tests.support.services import require_redis
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -288,3 +291,28 @@ def test_two_web_processes_see_one_breaker(shared_cache: dict[str, str], alice: 
         )  # fmt: skip
         assert status == 200 and json.loads(raw)["reset"] is True, raw
         assert fraud_breaker(first, alice)["state"] == "closed"
+
+
+def test_losing_redis_does_not_stop_scoring(alice: User) -> None:
+    redis = urlsplit(require_redis())
+    with tcp_relay(redis.port or 6379) as relay, fake_brain(score=0.3) as brain:
+        env = {"REDIS_URL": f"redis://127.0.0.1:{relay.port}{redis.path}", "CACHE_KEY_PREFIX": key_prefix("fraud")}
+        with serving(brain, **env) as port:
+            headers = bearer(alice)
+            assert post(port, tx("r-1"), headers)[2]["scored"] is True
+            # When Redis (breaker and history) becomes unreachable
+            relay.cut()
+            status, _, answer = post(port, tx("r-2"), headers)
+            # Then the brain is still asked (unprotected), with no history to go on
+            assert (status, answer["scored"], answer["score"]) == (201, True, 0.3)
+            assert brain.received[-1].transaction_id == "r-2"
+            assert brain.received[-1].history.count_total == 0
+            # And once it is back, the history counts again
+            relay.start()
+            numbers = iter(range(3, 1000))
+
+            def history_back() -> bool:
+                post(port, tx(f"r-{next(numbers)}"), headers)
+                return brain.received[-1].history.count_total >= 1
+
+            wait_until(history_back, timeout=10, what="the history to come back with Redis")
