@@ -263,15 +263,24 @@ def test_fail_open_breaker_opens_on_the_third_failure_and_closes_when_the_brain_
         assert fraud_breaker(port, alice)["state"] == "closed"
 
 
-def test_a_late_brain_fails_open_within_the_deadline(shared_cache: dict[str, str], alice: User) -> None:
+@pytest.mark.parametrize(("mode", "code"), [("slow", "brain_timeout"), ("fail", "brain_unavailable")])
+def test_a_late_or_failing_brain_fails_open_and_the_fourth_call_is_refused_at_once(
+    mode: str, code: str, shared_cache: dict[str, str], alice: User
+) -> None:
     with fake_brain() as brain, serving(brain, FRAUD_BRAIN_TIMEOUT_MS="40") as port:
-        brain.mode, brain.delay_ms = "slow", 2000
+        brain.mode, brain.delay_ms = mode, 2000
         headers = bearer(alice)
+        for n in range(3):
+            started = time.perf_counter()
+            status, _, answer = post(port, tx(f"late-{n}"), headers)
+            # Answered at the deadline, not after the brain's 2 s
+            assert time.perf_counter() - started < 1.0
+            assert (status, answer["scored"], answer["reasons"][0]["code"]) == (201, False, code)
         started = time.perf_counter()
-        status, _, answer = post(port, tx("late-1"), headers)
-        elapsed = time.perf_counter() - started
-        assert (status, answer["scored"], answer["reasons"][0]["code"]) == (201, False, "brain_timeout")
-        assert elapsed < 1.0, elapsed  # the deadline, not the brain's 2 s
+        status, _, answer = post(port, tx("late-4"), headers)
+        assert time.perf_counter() - started < 0.05
+        assert (status, answer["reasons"][0]["code"]) == (201, "breaker_open")
+        assert len(brain.received) == 3
 
 
 def test_two_web_processes_see_one_breaker(shared_cache: dict[str, str], alice: User, staff: User) -> None:
