@@ -36,7 +36,8 @@ from core.config_version import config_version_bump
 from core.errors import Conflict, DomainError
 
 TENANT_OVERRIDE_FIELDS = ("burst_capacity", "refill_rate", "window_ms", "base_rate_limit")
-# SPEC 6: a tenant's own fraud thresholds (None: SENTINEL_FRAUD's REVIEW_ / DECLINE_THRESHOLD).
+# SPEC 6's per-tenant thresholds (None: the SENTINEL_FRAUD default); the web processes' scoring
+# reloads them when the config version moves, like the proxy's tenants.
 TENANT_FRAUD_FIELDS = ("fraud_review_threshold", "fraud_decline_threshold")
 
 
@@ -98,9 +99,9 @@ def tenant_create(
 
 
 def tenant_update(*, tenant: Tenant, **changes: Any) -> Tenant:
-    """Changes a tenant's name, slug, tier, active flag or rate-limit overrides (None: back to the
-    setting). Every running proxy applies the change within a second: the config version moves
-    once the transaction commits (SPEC 2.2).
+    """Changes a tenant's name, slug, tier, active flag, rate-limit overrides or fraud thresholds
+    (None: back to the setting). Every running proxy and scorer applies the change within a
+    second: the config version moves once the transaction commits (SPEC 2.2).
 
     Raises DomainError for an unknown field or fraud thresholds that are not in 0..1 or put
     review above decline once applied (`fraud_thresholds_check`), Conflict (409) when the new

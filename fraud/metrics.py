@@ -7,7 +7,7 @@ zero from the first scrape, whether or not a transaction has been scored yet.
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from core.prometheus import series_declare
 
@@ -22,3 +22,24 @@ fraud_fail_open = Counter(
 )
 
 series_declare(fraud_decisions, decision=DECISIONS)
+
+# sentinel_fraud_brain_latency_seconds{outcome}: the brain's Score calls as the web process saw
+# them, outcome "ok" or a fail-open code (breaker_open at 0 s: refused without a call). Buckets
+# around the 40 ms deadline: the brain answers in a few ms, a timeout lands at the deadline.
+BRAIN_OUTCOMES = ("ok", "brain_timeout", "brain_unavailable", "brain_error", "breaker_open")
+fraud_brain_latency = Histogram(
+    "sentinel_fraud_brain_latency_seconds",
+    "Latency of the fraud brain's Score calls from the web process, by outcome.",
+    ["outcome"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0),
+)
+# sentinel_fraud_breaker_unavailable_total: calls made without the breaker because Redis did not answer.
+fraud_breaker_unavailable = Counter(
+    "sentinel_fraud_breaker_unavailable", "Brain calls made unprotected because the breaker's Redis did not answer."
+)
+
+series_declare(fraud_brain_latency, outcome=BRAIN_OUTCOMES)
+
+
+def brain_latency_observe(outcome: str, seconds: float) -> None:
+    fraud_brain_latency.labels(outcome=outcome).observe(seconds)

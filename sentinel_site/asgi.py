@@ -1,9 +1,10 @@
 """The ASGI entry point.
 
-HTTP goes first to the gateway's proxy, which serves the paths its routes match and hands every
-other path to Django; websockets go to Channels consumers; the lifespan protocol starts and stops
-the proxy's runtime (its route table refresh and its upstream connection pool) and the request
-log's writer.
+HTTP goes first to the fraud endpoint (`POST /transaction`, `POST /api/v1/transactions`: no
+Django on its path), then to the gateway's proxy, which serves the paths its routes match and
+hands every other path to Django; websockets go to Channels consumers; the lifespan protocol
+starts and stops the proxy's runtime (its route table refresh and its upstream connection pool),
+the fraud runtime (its thresholds refresh, its brain channel) and the request log's writer.
 
 This is where the gateway's observers are wired in: the proxy's `on_complete` sink (the gateway's
 metrics, the live dashboard's per-second buckets and the request log's queue, through
@@ -39,6 +40,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from core.asgi_guards import BodySizeLimit  # noqa: E402
 from core.errors import error_json  # noqa: E402
+from fraud.runtime import FraudRuntime  # noqa: E402
 from gateway.metrics import gateway_gauges_set, request_observer  # noqa: E402
 from gateway.runtime import GatewayRuntime, build_proxy, request_sinks  # noqa: E402
 from observability.dashboard.runtime import DashboardRuntime  # noqa: E402
@@ -60,12 +62,15 @@ class SentinelApplication:
             fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(*sinks), tracer=gateway_tracer
         )
         self.runtime = GatewayRuntime(self.proxy, gauges=gateway_gauges_set)
+        # POST /transaction (SPEC 6) before the proxy, sharing its auth parts and tenant directory.
+        self.fraud = FraudRuntime(self.proxy, next_app=self.proxy)
+        self.http = self.fraud.endpoint
         self.websocket = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.proxy(scope, receive, send)
+            await self.http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
@@ -86,6 +91,7 @@ class SentinelApplication:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.runtime.start()
+                await self.fraud.start()  # after the gateway's: its tenant directory is loaded
                 if self.request_log:
                     self.request_log.start()
                 await self.dashboard.start(gauge=self.proxy.gauge)
@@ -94,6 +100,7 @@ class SentinelApplication:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.dashboard.stop()
+                await self.fraud.stop()
                 await self.runtime.stop()
                 # uvicorn sends this after SIGTERM/SIGINT, once open connections are done (or its
                 # graceful timeout passed): every request has been recorded. Bounded by

@@ -376,6 +376,13 @@ CELERY_BEAT_SCHEDULE |= {
 # would pull every web process out of the load balancer at once.
 SENTINEL_HEALTH_COMPONENTS: dict[str, str] = {"brain": "fraud.health.check_brain"}
 
+# Breakers that `GET /circuit/status` lists beside the gateway's upstreams, and `POST
+# /circuit/reset` resets: dotted paths of objects with `entries(*, is_staff)` and `reset(upstream)`
+# (like SENTINEL_DASHBOARD_TILES, so the gateway imports none of them).
+SENTINEL_CIRCUIT_SOURCES = [
+    "fraud.breaker.circuit_source",
+]
+
 # E-mail notifications: SMTP when EMAIL_HOST is set, else printed by the console backend.
 EMAIL_HOST = env_str("EMAIL_HOST", "") or ""
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)

@@ -24,7 +24,8 @@ class RouteSerializer(TenantOwnedSerializer):
 class BreakerSerializer(serializers.Serializer):
     """One upstream's breaker, as gateway.breaker_state.breaker_states reports it."""
 
-    upstream = serializers.CharField(help_text="The upstream's base URL.")
+    upstream = serializers.CharField(help_text="The upstream's base URL (grpc://host:port for the fraud brain).")
+    name = serializers.CharField(required=False, help_text="Only for breakers that are not a route's: 'fraud-brain'.")
     routes = serializers.ListField(child=serializers.CharField(), help_text="Path prefixes of the routes using it.")
     state = serializers.ChoiceField(choices=["closed", "open", "half_open"])
     state_code = serializers.IntegerField(help_text="0 closed, 1 open, 2 half-open (the metric's encoding).")

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Model, QuerySet
+from django.utils.module_loading import import_string
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions
 from rest_framework.permissions import IsAdminUser
@@ -58,9 +60,16 @@ class RouteViewSet(TenantScopedViewSet):
         services.route_delete(route=instance)
 
 
+def circuit_sources() -> list[Any]:
+    """The other breakers SENTINEL_CIRCUIT_SOURCES names (the fraud brain's): objects with
+    `entries(*, is_staff) -> list[dict]` and `reset(upstream) -> (reset, entry) | None`."""
+    return [import_string(path) for path in getattr(settings, "SENTINEL_CIRCUIT_SOURCES", ())]
+
+
 class CircuitStatusView(APIView):
     """`GET /circuit/status`: every upstream's breaker. Staff see all; others the upstreams of
-    their tenant's routes. Later issues add the fraud brain's breaker here."""
+    their tenant's routes. Then the breakers of SENTINEL_CIRCUIT_SOURCES (the fraud brain's,
+    which every authenticated caller sees: its upstream is shared by all tenants)."""
 
     serializer_class = CircuitStatusSerializer
 
@@ -75,11 +84,14 @@ class CircuitStatusView(APIView):
         routes_by_url = {u.url: sorted(r.path_prefix for r in u.routes.all()) for u in upstreams}
         states = breaker_states(routes_by_url)
         breakers = [{"upstream": url, "routes": routes_by_url[url], **states[url]} for url in sorted(routes_by_url)]
+        for source in circuit_sources():
+            breakers += source.entries(is_staff=caller.is_staff)
         return Response({"breakers": breakers})
 
 
 class CircuitResetView(APIView):
-    """`POST /circuit/reset {"upstream": url}`: staff force a breaker closed."""
+    """`POST /circuit/reset {"upstream": url}`: staff force a breaker closed. `upstream` may also
+    name a breaker of SENTINEL_CIRCUIT_SOURCES (e.g. "fraud-brain" or its grpc:// upstream)."""
 
     permission_classes = [IsAdminUser]
     serializer_class = CircuitResetSerializer
@@ -89,6 +101,13 @@ class CircuitResetView(APIView):
         responses={200: CircuitResetResultSerializer, **error_responses(404)},
     )
     def post(self, request: Request) -> Response:
+        named = request.data.get("upstream") if isinstance(request.data, dict) else None
+        if isinstance(named, str):
+            for source in circuit_sources():
+                outcome = source.reset(named)
+                if outcome is not None:
+                    was_reset, entry = outcome
+                    return Response({**entry, "reset": was_reset})
         serializer = CircuitResetSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         url = serializer.validated_data["upstream"].rstrip("/")

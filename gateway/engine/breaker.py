@@ -30,6 +30,11 @@ Stale permits: every transition raises the breaker's generation, and a ``Permit`
 generation it was issued in. record() only acts when they match, so an outcome that arrives after
 the breaker moved on (the late-outcome race, see ``breaker_record.lua``) changes nothing.
 
+Consecutive mode (``consecutive_failures`` > 0, pybreaker's ``fail_max``; the fraud brain's breaker,
+SPEC 6): in closed state the ratio window is not kept at all; a failure adds one to a streak (the
+hash field ``s``), a success ends it, and a streak of ``consecutive_failures`` opens the breaker.
+Every transition clears the streak. Open and half-open behave as above.
+
 Failures are whatever the caller reports (the forwarder: connect errors, timeouts, 5xx). Any Redis
 error, connection error or timeout raises ``BreakerUnavailable`` at once, never retried here: the
 gateway fails open and counts it. The client (``RespClient``, built by
@@ -99,6 +104,9 @@ class BreakerConfig:
     cooldown_ms: int = 30_000
     half_open_max: int = 5
     window_ms: int = 10_000
+    # > 0: open after this many consecutive failures instead of the ratio rule (which is then
+    # off: nothing is counted in the window). 0: the ratio rule, the gateway's mode.
+    consecutive_failures: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.failure_threshold <= 1.0:
@@ -106,6 +114,8 @@ class BreakerConfig:
         for name in ("min_volume", "cooldown_ms", "half_open_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.consecutive_failures < 0:
+            raise ValueError(f"consecutive_failures must be >= 0, got {self.consecutive_failures}")
         if self.window_ms < WINDOW_BUCKETS:
             raise ValueError(f"window_ms must be >= {WINDOW_BUCKETS}, got {self.window_ms}")
 
@@ -146,7 +156,8 @@ class Transition:
 @dataclass(frozen=True)
 class BreakerState:
     """What a dashboard shows. An open breaker whose cooldown is over reads as half_open: that is
-    what the next request will find."""
+    what the next request will find. In consecutive mode ``failures`` is the current streak and
+    ``total`` is 0 (no window is kept)."""
 
     state: str
     failures: int
@@ -176,6 +187,8 @@ class _Entry:
     state: str
     generation: int
     opened_at_ms: int | None = None
+    # consecutive failures so far in closed state (consecutive mode only)
+    streak: int = 0
     # slot -> (epoch of the bucket_ms slice it holds, failures, total)
     buckets: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     # probe slot -> expiry (ms)
@@ -189,6 +202,7 @@ class _Entry:
         entry = cls(fields["st"], int(fields.get("gen", 0)))
         if "opened" in fields:
             entry.opened_at_ms = int(fields["opened"])
+        entry.streak = int(fields.get("s", 0))
         for slot in range(WINDOW_BUCKETS):
             if f"e{slot}" in fields:
                 entry.buckets[slot] = (
@@ -220,7 +234,10 @@ class _Entry:
         return failures, total
 
     def summary(self, now: int, config: BreakerConfig) -> BreakerState:
-        failures, total = self.window(now, config.bucket_ms)
+        if config.consecutive_failures:
+            failures, total = self.streak, 0
+        else:
+            failures, total = self.window(now, config.bucket_ms)
         state = self.state
         if state == OPEN and self.opened_at_ms is not None and now >= self.opened_at_ms + config.cooldown_ms:
             state = HALF_OPEN
@@ -278,7 +295,12 @@ class RedisBreaker:
         self._common = (key_ttl_ms, config.half_open_max, WINDOW_BUCKETS)
         self._acquire_args = (config.cooldown_ms, probe_ttl_ms)
         # repr() keeps every digit of the float, so 3 of 10 at a threshold of 0.3 trips in Lua too.
-        self._record_args = (config.bucket_ms, config.min_volume, repr(config.failure_threshold))
+        self._record_args = (
+            config.bucket_ms,
+            config.min_volume,
+            repr(config.failure_threshold),
+            config.consecutive_failures,
+        )
 
     def key_for(self, upstream: str) -> str:
         return f"{self.prefix}breaker:{upstream}"
@@ -402,6 +424,12 @@ class MemoryBreaker:
             return self._move(upstream, entry, OPEN, now)
         if entry.state != CLOSED:
             return None
+        if self.config.consecutive_failures:
+            entry.streak = 0 if success else entry.streak + 1
+            if entry.streak < self.config.consecutive_failures:
+                return None
+            entry.opened_at_ms = now
+            return self._move(upstream, entry, OPEN, now)
         entry.count(now, self.config.bucket_ms, success)
         failures, total = entry.window(now, self.config.bucket_ms)
         if total >= self.config.min_volume and failures / total >= self.config.failure_threshold:
@@ -417,6 +445,7 @@ class MemoryBreaker:
         entry.buckets.clear()
         entry.probes.clear()
         entry.opened_at_ms = None
+        entry.streak = 0
         if entry.state == CLOSED:
             return None
         return self._move(upstream, entry, CLOSED, self._clock())
@@ -431,6 +460,7 @@ class MemoryBreaker:
     def _move(self, upstream: str, entry: _Entry, to_state: str, now: int) -> Transition:
         transition = Transition(upstream, entry.state, to_state, now)
         entry.state = to_state
+        entry.streak = 0
         entry.generation = max(entry.generation + 1, now)
         for listener in self.listeners:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -25,6 +26,13 @@ def embedded_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
     # one that trips after two failures.
     breaker = MemoryBreaker(BreakerConfig(min_volume=2))
     monkeypatch.setattr(breaker_state, "process_breaker", lambda: breaker)
+
+
+@pytest.fixture(autouse=True)
+def only_the_gateway_breakers(settings: Any) -> None:
+    # These tests are about the routes' upstreams; the breakers of SENTINEL_CIRCUIT_SOURCES (the
+    # fraud brain's) have their own tests (fraud/tests/test_endpoint_e2e.py).
+    settings.SENTINEL_CIRCUIT_SOURCES = []
 
 
 @pytest.fixture

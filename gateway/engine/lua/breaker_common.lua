@@ -6,6 +6,7 @@
 --            st      closed | open | half_open
 --            gen     generation: grows on every transition; permits carry it (stale-permit rule)
 --            opened  when the breaker last opened (ms, Redis clock)
+--            s       consecutive failures in closed state (consecutive mode only)
 --            e<i> f<i> t<i>   window bucket i (0 .. buckets-1): its epoch, failures, total
 --            p<j>    probe slot j (1 .. half_open_max): when that probe token expires (ms)
 -- ARGV[1]  channel that transitions are published on
@@ -58,9 +59,11 @@ end
 
 -- Moves to `to`, bumps the generation and tells every process. The new generation is at least
 -- `now`, so a hash that expired and was created again never reuses a generation an old permit
--- may still carry. Pub/sub is only a notification: the state itself is this hash.
+-- may still carry. Pub/sub is only a notification: the state itself is this hash. Every
+-- transition ends a consecutive-failure streak.
 local function transition(from, gen, to)
   local new_gen = math.max(gen + 1, now)
+  redis.call('HDEL', key, 's')
   redis.call('HSET', key, 'st', to, 'gen', int(new_gen))
   redis.call('PEXPIRE', key, key_ttl_ms)
   redis.call('PUBLISH', channel,

@@ -6,6 +6,7 @@
 -- ARGV[8]  bucket_ms: width of one window bucket
 -- ARGV[9]  min_volume: requests in the window before the ratio counts
 -- ARGV[10] failure_threshold: ratio 0..1 (as Python's repr of the float, so no digits are lost)
+-- ARGV[11] consecutive_failures: > 0 selects the consecutive mode (the window is not kept)
 -- Reply    {from_state, to_state, at_ms}; from_state '' when nothing changed
 
 local permit_gen = tonumber(ARGV[6])
@@ -13,6 +14,7 @@ local success = ARGV[7] == '1'
 local bucket_ms = tonumber(ARGV[8])
 local min_volume = tonumber(ARGV[9])
 local threshold = tonumber(ARGV[10])
+local consecutive = tonumber(ARGV[11]) or 0
 
 local h = redis.call('HMGET', key, 'st', 'gen')
 local st, gen = h[1], tonumber(h[2])
@@ -42,6 +44,19 @@ end
 
 if st ~= 'closed' then
   -- An open-state permit is a refusal: there is no outcome to count.
+  return {'', '', 0}
+end
+
+if consecutive > 0 then
+  -- Consecutive mode: a success ends the streak, the Nth failure in a row opens.
+  if success then
+    redis.call('HDEL', key, 's')
+  elseif redis.call('HINCRBY', key, 's', 1) >= consecutive then
+    redis.call('HSET', key, 'opened', int(now))
+    transition('closed', gen, 'open')
+    return {'closed', 'open', now}
+  end
+  redis.call('PEXPIRE', key, key_ttl_ms)
   return {'', '', 0}
 end
 

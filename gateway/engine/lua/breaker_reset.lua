@@ -11,7 +11,7 @@ end
 
 clear_window()
 clear_probes()
-redis.call('HDEL', key, 'opened')
+redis.call('HDEL', key, 'opened', 's')
 if st == 'closed' then
   redis.call('PEXPIRE', key, key_ttl_ms)
   return {'', '', 0}

@@ -1,0 +1,157 @@
+"""The web process's client of the fraud brain: one grpc.aio channel per process, a deadline per
+call, behind the gateway engine's circuit breaker in its consecutive-failures mode (SPEC 6).
+
+Every way of not getting a score raises `BrainUnavailable` with one of FAIL_OPEN_CODES, and the
+caller approves unscored (fail-open):
+
+* breaker_open: the breaker refused; the brain was not called (no time spent on it).
+* brain_timeout: DEADLINE_EXCEEDED after `timeout_ms`.
+* brain_unavailable: UNAVAILABLE (refused connection, brain stopped or restarting).
+* brain_error: any other status, or a reply that is not a probability.
+
+Timeouts, unavailability and errors count as breaker failures; a reply counts as a success.
+When the breaker itself cannot be asked (Redis down: `BreakerUnavailable`), the brain is called
+anyway, unprotected, and `on_breaker_unavailable` is told: losing Redis must not stop scoring.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import grpc
+
+from fraud.engine.transaction import BrainUnavailable, History, Reason, Score, TransactionIn
+from fraud.protos import fraud_pb2, fraud_pb2_grpc
+from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
+
+__all__ = ["CHANNEL_OPTIONS", "BrainClient"]
+
+logger = logging.getLogger("sentinel.fraud")
+
+# gRPC's reconnect backoff starts at 1 s and grows to 120 s: a brain back after a minute's outage
+# would then wait up to two minutes for the channel to try again, long after the breaker's trial
+# call. A 1 s ceiling keeps the channel's retries within the breaker's cooldown.
+CHANNEL_OPTIONS: Final = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+)
+
+_CODES: Final = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: "brain_timeout",
+    grpc.StatusCode.UNAVAILABLE: "brain_unavailable",
+}
+
+# (outcome, seconds): outcome is "ok", a FAIL_OPEN code, or "breaker_open" (seconds 0).
+LatencyObserver = Callable[[str, float], None]
+
+
+def _ignore_latency(outcome: str, seconds: float) -> None:
+    return None
+
+
+def _nothing() -> None:
+    return None
+
+
+class BrainClient:
+    """Scores transactions with the brain at `address` ("host:port").
+
+    The channel is made on first use, on the running event loop (grpc.aio binds a channel to its
+    loop), and shared by every call of this process until `close()`.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_ms: int,
+        breaker: Breaker,
+        name: str = "fraud-brain",
+        observe: LatencyObserver = _ignore_latency,
+        on_breaker_unavailable: Callable[[], None] = _nothing,
+    ) -> None:
+        if timeout_ms < 1:
+            raise ValueError(f"timeout_ms must be >= 1, got {timeout_ms}")
+        self.address = address
+        self.timeout_s = timeout_ms / 1000
+        self.breaker = breaker
+        self.name = name
+        self.observe = observe
+        self.on_breaker_unavailable = on_breaker_unavailable
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+
+    def _stub_now(self) -> Any:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self._stub = fraud_pb2_grpc.FraudBrainStub(self._channel)  # type: ignore[no-untyped-call]
+        return self._stub
+
+    async def score(self, tx: TransactionIn, history: History, *, tenant_uuid: str, created_at_ms: int) -> Score:
+        """The brain's `Score` of `tx`. Raises `BrainUnavailable` (see the module's docstring)."""
+        permit = await self._acquire()
+        if permit is not None and not permit.allowed:
+            self.observe("breaker_open", 0.0)
+            raise BrainUnavailable("breaker_open", f"retry in {permit.retry_after_ms} ms")
+        request = fraud_pb2.Transaction(
+            transaction_id=tx.transaction_id,
+            tenant=tenant_uuid,
+            user_id=tx.user_id,
+            amount=float(tx.amount),
+            currency=tx.currency,
+            merchant=tx.merchant,
+            country=tx.country,
+            created_at_ms=created_at_ms,
+            history=fraud_pb2.History(**history.to_json()),
+        )
+        started = time.perf_counter()
+        try:
+            reply = await self._stub_now().Score(request, timeout=self.timeout_s)
+            score = _score_of(reply)
+        except grpc.aio.AioRpcError as exc:
+            code = _CODES.get(exc.code(), "brain_error")
+            await self._record(permit, success=False)
+            self.observe(code, time.perf_counter() - started)
+            raise BrainUnavailable(code, exc.code().name) from None
+        except ValueError as exc:
+            await self._record(permit, success=False)
+            self.observe("brain_error", time.perf_counter() - started)
+            raise BrainUnavailable("brain_error", str(exc)) from None
+        await self._record(permit, success=True)
+        self.observe("ok", time.perf_counter() - started)
+        return score
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._stub = None
+
+    async def _acquire(self) -> Permit | None:
+        try:
+            return await self.breaker.acquire(self.name)
+        except BreakerUnavailable:
+            self.on_breaker_unavailable()
+            logger.warning("fraud breaker unavailable; calling the brain unprotected", exc_info=True)
+            return None
+
+    async def _record(self, permit: Permit | None, *, success: bool) -> None:
+        if permit is None:
+            return
+        try:
+            await self.breaker.record(self.name, permit, success)
+        except BreakerUnavailable:
+            self.on_breaker_unavailable()
+            logger.warning("fraud breaker outcome lost", exc_info=True)
+
+
+def _score_of(reply: Any) -> Score:
+    """The reply as a `Score`; ValueError when its score is not a probability."""
+    if not 0.0 <= reply.score <= 1.0:  # NaN fails this too
+        raise ValueError(f"score {reply.score!r} is not within 0..1")
+    reasons = tuple(Reason(r.code, r.message, r.contribution) for r in reply.reasons)
+    return Score(float(reply.score), reasons, reply.model_version)

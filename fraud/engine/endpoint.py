@@ -1,0 +1,314 @@
+"""`POST /transaction` and `POST /api/v1/transactions` (SPEC 6): a plain ASGI app in front of the
+proxy, no Django on its path. Every other request goes to `next_app` untouched.
+
+Flow: body (<= 16 KiB) → credentials → JSON → validation → tenant → ledger find (replay or 409)
+→ history → brain (fail-open on BrainUnavailable) → decision → ledger record (a concurrent twin
+may win: its answer) → if this request created the row: history add and the `recorded` hook.
+
+Credentials are checked before the body is parsed, so a caller without them learns nothing about
+the body's shape. Errors are SPEC 7's JSON (`core.errors.error_json`); client input never 500s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final, Protocol
+
+from core.errors import error_json
+from fraud.engine.client import BrainClient
+from fraud.engine.history import HistoryStore, HistoryUnavailable
+from fraud.engine.transaction import BrainUnavailable, History, Reason, TransactionIn, decide
+from fraud.engine.validation import InvalidTransaction, parse_transaction
+from gateway.engine.auth import ApiKeyResolver, AuthFailure, JwtVerifier, TenantDirectory, TenantInfo
+
+__all__ = ["BODY_LIMIT", "PATHS", "Ledger", "LedgerConflict", "Thresholds", "TransactionEndpoint"]
+
+logger = logging.getLogger("sentinel.fraud")
+# The same JSON line per request as Django's AccessLogMiddleware: this app answers before Django.
+access_logger = logging.getLogger("sentinel.access")
+
+BODY_LIMIT: Final = 16 * 1024
+PATHS: Final = frozenset({"/transaction", "/api/v1/transactions", "/api/v1/transactions/"})
+SCOPE: Final = "transactions:write"
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class LedgerConflict(Exception):
+    """The tenant already has this transaction_id with another request hash (409)."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A ledger row as the endpoint needs it: its request hash and its JSON answer."""
+
+    request_hash: str
+    answer: dict[str, Any]
+
+
+class Ledger(Protocol):
+    """The Django side's ledger (fraud.runtime adapts fraud.services / fraud.selectors)."""
+
+    async def find(self, *, tenant_id: int, transaction_id: str) -> Stored | None: ...
+
+    async def record(
+        self,
+        *,
+        tenant_id: int,
+        tx: TransactionIn,
+        decision: str,
+        scored: bool,
+        score: float | None,
+        reasons: Sequence[Reason],
+        model_version: str,
+        history: History,
+        created_at: datetime,
+    ) -> tuple[dict[str, Any], bool]:
+        """(the row's answer, created). Raises LedgerConflict."""
+        ...
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A tenant as scoring needs it: its primary key and its review/decline thresholds."""
+
+    tenant_id: int
+    review: float
+    decline: float
+
+
+# (decision, scored): called once per row this process created.
+RecordedHook = Callable[[str, bool], None]
+
+
+def _ignore(decision: str, scored: bool) -> None:
+    return None
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Refusal(400, "invalid_json", f"{name} is not a number JSON allows.")
+
+
+class TransactionEndpoint:
+    """The ASGI app. `tenants` and `thresholds` are called per request: the runtime swaps them."""
+
+    def __init__(
+        self,
+        next_app: ASGIApp,
+        *,
+        jwt_verifier: JwtVerifier,
+        keys: ApiKeyResolver,
+        tenants: Callable[[], TenantDirectory],
+        thresholds: Callable[[str], Thresholds | None],
+        ledger: Ledger,
+        history: HistoryStore,
+        brain: BrainClient,
+        recorded: RecordedHook = _ignore,
+    ) -> None:
+        self.next_app = next_app
+        self.jwt_verifier = jwt_verifier
+        self.keys = keys
+        self.tenants = tenants
+        self.thresholds = thresholds
+        self.ledger = ledger
+        self.history = history
+        self.brain = brain
+        self.recorded = recorded
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in PATHS or scope["method"] != "POST":
+            if scope["type"] == "http" and scope["path"] == "/transaction":
+                # /api/v1/transactions' GET is the ledger's list (Django); /transaction is only this.
+                body = error_json("method_not_allowed", f"Method {scope['method']!r} is not allowed here.")
+                await _respond(send, 405, body, [(b"allow", b"POST")])
+                return
+            await self.next_app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            status, body, headers = await self.handle(scope, receive)
+        except _Refusal as refusal:
+            status, body, headers = refusal.status, error_json(refusal.code, refusal.message, refusal.details), []
+        except Exception:  # a bug or a dead database: SPEC 7's JSON all the same, and the traceback logged
+            logger.exception("POST %s failed", scope["path"])
+            status, body, headers = 500, error_json("internal_error", "The transaction could not be processed."), []
+        await _respond(send, status, body, headers)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        client = scope.get("client") or ("", 0)
+        access_logger.info(
+            "POST %s %s", scope["path"], status,
+            extra={"method": "POST", "path": scope["path"], "status": status, "duration_ms": elapsed_ms,
+                   "client_ip": client[0]},
+        )  # fmt: skip
+
+    async def handle(self, scope: dict[str, Any], receive: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        started_ms = time.time_ns() // 1_000_000
+        headers = _headers(scope)
+        raw = await _read_body(headers, receive)
+        caller = await self._authenticate(headers)
+        data = _decode(raw)
+        try:
+            tx, tenant_ref = parse_transaction(data)
+        except InvalidTransaction as exc:
+            raise _Refusal(400, "validation_error", "The transaction is not valid.", exc.details) from None
+        tenant = self._tenant(caller, tenant_ref)
+        limits = self.thresholds(tenant.uuid)
+        if limits is None:  # created after the last refresh: the next one brings it
+            raise _Refusal(503, "tenant_loading", "This tenant is not loaded yet; try again.")
+        stored = await self.ledger.find(tenant_id=limits.tenant_id, transaction_id=tx.transaction_id)
+        if stored is not None:
+            return self._replay(stored, tx)
+        try:
+            answer, created = await self._score_and_record(tx, tenant, limits, started_ms)
+        except LedgerConflict:  # a concurrent request with this id and another body won
+            raise _Refusal(409, "idempotency_conflict", "This transaction_id was used with another body.") from None
+        # A concurrent identical request won the insert: this one is its replay.
+        return 201, _json(answer), [] if created else [(b"idempotent-replayed", b"true")]
+
+    def _replay(self, stored: Stored, tx: TransactionIn) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        if stored.request_hash != tx.request_hash():
+            raise _Refusal(409, "idempotency_conflict", "This transaction_id was used with another body.")
+        return 201, _json(stored.answer), [(b"idempotent-replayed", b"true")]
+
+    async def _score_and_record(
+        self, tx: TransactionIn, tenant: TenantInfo, limits: Thresholds, at_ms: int
+    ) -> tuple[dict[str, Any], bool]:
+        try:
+            history = await self.history.read(tenant.uuid, tx, at_ms)
+        except HistoryUnavailable:
+            logger.warning("fraud history unavailable; scoring with none", exc_info=True)
+            history = History()
+        try:
+            score = await self.brain.score(tx, history, tenant_uuid=tenant.uuid, created_at_ms=at_ms)
+        except BrainUnavailable as exc:
+            reasons: tuple[Reason, ...] = (exc.reason(),)
+            decision, scored, value, version = "approve", False, None, ""
+        else:
+            decision, scored, value, version = (
+                decide(score.score, limits.review, limits.decline),
+                True,
+                score.score,
+                score.model_version,
+            )
+            reasons = score.reasons
+        answer, created = await self.ledger.record(
+            tenant_id=limits.tenant_id,
+            tx=tx,
+            decision=decision,
+            scored=scored,
+            score=value,
+            reasons=reasons,
+            model_version=version,
+            history=history,
+            created_at=datetime.fromtimestamp(at_ms / 1000, tz=UTC),
+        )
+        if created:
+            try:
+                await self.history.add(tenant.uuid, tx, at_ms)
+            except HistoryUnavailable:
+                logger.warning("fraud history add lost", exc_info=True)
+            self.recorded(decision, scored)
+        return answer, created
+
+    async def _authenticate(self, headers: Mapping[str, str]) -> _Caller:
+        authorization = headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            claims = self.jwt_verifier.verify(token.strip())
+            if isinstance(claims, AuthFailure):
+                raise _Refusal(claims.status, claims.code, claims.message)
+            if str(claims["user_id"]) in self.tenants().inactive_users:
+                raise _Refusal(401, "user_inactive", "This user is deactivated.")
+            tenant = claims.get("tenant")
+            return _Caller(str(tenant) if tenant else "", staff=bool(claims.get("staff")))
+        raw_key = headers.get("x-api-key", "").strip()
+        if raw_key:
+            info = await self.keys.resolve(raw_key)
+            if info is None:
+                raise _Refusal(401, "invalid_api_key", "Invalid, revoked or expired API key.")
+            if SCOPE not in info.scopes:
+                raise _Refusal(403, "insufficient_scope", f"This API key lacks the {SCOPE!r} scope.")
+            return _Caller(info.tenant_uuid, staff=False)
+        raise _Refusal(401, "not_authenticated", "A bearer token or an X-API-Key is required.")
+
+    def _tenant(self, caller: _Caller, reference: str) -> TenantInfo:
+        directory = self.tenants()
+        if caller.tenant_ref:
+            if reference and directory.find(reference) is not directory.find(caller.tenant_ref):
+                raise _Refusal(403, "wrong_tenant", "You may only submit transactions of your own tenant.")
+            reference = caller.tenant_ref
+        elif not caller.staff:
+            raise _Refusal(403, "no_tenant", "You do not belong to a tenant.")
+        elif not reference:
+            raise _Refusal(
+                400, "validation_error", "Staff must name the tenant.", {"tenant": ["This field is required."]}
+            )
+        tenant = directory.find(reference)
+        if tenant is None:
+            status = 401 if caller.tenant_ref else 400
+            raise _Refusal(status, "unknown_tenant", "The tenant is unknown.")
+        if not tenant.active:
+            raise _Refusal(403, "tenant_inactive", "This tenant is deactivated.")
+        return tenant
+
+
+@dataclass(frozen=True)
+class _Caller:
+    tenant_ref: str  # the tenant the credentials belong to, "" for staff (or a tenant-less user)
+    staff: bool
+
+
+def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+async def _read_body(headers: Mapping[str, str], receive: Any) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > BODY_LIMIT):
+        if not declared.isdigit():
+            raise _Refusal(400, "bad_request", "Content-Length is not a number.")
+        raise _Refusal(413, "payload_too_large", f"The body exceeds {BODY_LIMIT} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Refusal(400, "bad_request", "The client went away.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > BODY_LIMIT:
+            raise _Refusal(413, "payload_too_large", f"The body exceeds {BODY_LIMIT} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    except _Refusal:
+        raise
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _Refusal(400, "invalid_json", "The body is not valid JSON.") from None
+
+
+def _json(answer: dict[str, Any]) -> bytes:
+    return json.dumps(answer, default=str).encode()
+
+
+async def _respond(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,200 @@
+"""A user's transaction history as the brain's features need it (fraud.proto's `History`), kept in
+counters rather than read from the ledger: one Redis round trip to read it, one to add to it.
+
+The definitions are EXACTLY the proto's comments (and `fraud.brain.synthetic.history_of`, which
+makes the training set): windows count the transactions at times in (t - window, t]; `small` is
+amount <= SMALL_AMOUNT; the ln-amount mean and the population standard deviation are over every
+kept transaction (0 when none, std 0 when fewer than 2); `country_seen`/`merchant_seen` are False
+when this transaction's country/merchant is ""; `countries_24h` counts distinct non-empty
+countries. The transaction being scored is excluded: the endpoint reads before it adds.
+
+Redis keys per tenant and user (one hash tag, so a cluster keeps them on one slot):
+
+* `{prefix}h:{tenant:user}:w`  sorted set of the last 24 h, score = time (ms), member =
+  "amount|country|transaction_id"; trimmed on every add, TTL 25 h.
+* `...:s`  hash n, s1 (sum of ln amount), s2 (sum of squares), last (ms); TTL 90 days,
+  refreshed by every add: "still kept" in the proto means "seen in the last 90 days".
+* `...:c`, `...:m`  sets of the countries and merchants used, capped at SEEN_CAP members (a
+  bot cycling merchants must not grow a key without bound); TTL 90 days.
+
+The standard deviation comes from the running sums (sqrt(s2/n - mean^2); a variance within
+rounding of 0 is 0), which differs from the two-pass formula only by rounding (~1e-12).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from fraud.engine.transaction import SMALL_AMOUNT, History, TransactionIn
+from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError
+
+__all__ = ["HistoryStore", "HistoryUnavailable", "MemoryHistory", "RedisHistory"]
+
+MINUTE_MS: Final = 60_000
+WINDOW_10M_MS: Final = 10 * MINUTE_MS
+WINDOW_1H_MS: Final = 60 * MINUTE_MS
+WINDOW_24H_MS: Final = 24 * 60 * MINUTE_MS
+# The window key outlives its newest member by an hour, so a user quiet for 24 h still reads 0s.
+WINDOW_TTL_MS: Final = WINDOW_24H_MS + WINDOW_1H_MS
+# How long a user's habits (amount statistics, countries, merchants) are kept after their last use.
+LONG_TTL_MS: Final = 90 * 24 * 60 * MINUTE_MS
+SEEN_CAP: Final = 256
+
+_LUA_DIR = Path(__file__).parent / "lua"
+
+
+class HistoryUnavailable(Exception):
+    """The history store could not be read or written (Redis down or erroring)."""
+
+
+class HistoryStore(Protocol):
+    async def read(self, tenant: str, tx: TransactionIn, at_ms: int) -> History:
+        """The user's History as of `at_ms` (epoch ms), `tx` excluded. Raises HistoryUnavailable."""
+        ...
+
+    async def add(self, tenant: str, tx: TransactionIn, at_ms: int) -> None:
+        """Counts `tx` (received at `at_ms`) in the user's history. Raises HistoryUnavailable."""
+        ...
+
+
+def _from_sums(n: int, s1: float, s2: float) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 0.0
+    mean = s1 / n
+    if n < 2:
+        return mean, 0.0
+    # E[x^2] - E[x]^2 cancels catastrophically when every amount is the same: what is left below
+    # this share of E[x^2] is rounding (Redis sums in long double), and the true variance is 0.
+    variance = s2 / n - mean * mean
+    return mean, math.sqrt(variance) if variance > 1e-12 * (s2 / n) else 0.0
+
+
+@dataclass(frozen=True)
+class _Script:
+    source: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> _Script:
+        source = (_LUA_DIR / f"history_{name}.lua").read_text(encoding="utf-8")
+        return cls(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
+
+
+_READ = _Script.load("read")
+_ADD = _Script.load("add")
+
+
+class RedisHistory:
+    """The fleet's history, in Redis: one EVALSHA to read, one to add."""
+
+    def __init__(self, redis: RespClient, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def keys_for(self, tenant: str, user_id: str) -> tuple[str, str, str, str]:
+        base = f"{self.prefix}h:{{{tenant}:{user_id}}}"
+        return f"{base}:w", f"{base}:s", f"{base}:c", f"{base}:m"
+
+    async def read(self, tenant: str, tx: TransactionIn, at_ms: int) -> History:
+        args = (at_ms, tx.country, tx.merchant, repr(SMALL_AMOUNT), WINDOW_10M_MS, WINDOW_1H_MS, WINDOW_24H_MS)
+        reply = await self._run(_READ, self.keys_for(tenant, tx.user_id), args)
+        c10m, c1h, c24h, small, amount_1h, countries, n, s1, s2, last, country_seen, merchant_seen = reply
+        mean, std = _from_sums(int(n), float(s1), float(s2))
+        return History(
+            count_total=int(n),
+            count_10m=int(c10m),
+            count_1h=int(c1h),
+            count_24h=int(c24h),
+            small_count_1h=int(small),
+            amount_1h=float(amount_1h),
+            log_amount_mean=mean,
+            log_amount_std=std,
+            last_at_ms=int(last),
+            country_seen=bool(int(country_seen)),
+            merchant_seen=bool(int(merchant_seen)),
+            countries_24h=int(countries),
+        )
+
+    async def add(self, tenant: str, tx: TransactionIn, at_ms: int) -> None:
+        amount = float(tx.amount)
+        ln = math.log(amount)
+        args = (
+            at_ms,
+            f"{amount!r}|{tx.country}|{tx.transaction_id}",
+            repr(ln),
+            repr(ln * ln),
+            tx.country,
+            tx.merchant,
+            WINDOW_24H_MS,
+            WINDOW_TTL_MS,
+            LONG_TTL_MS,
+            SEEN_CAP,
+        )
+        await self._run(_ADD, self.keys_for(tenant, tx.user_id), args)
+
+    async def _run(self, script: _Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> list[Any]:
+        try:
+            reply = await self.redis.evalsha(script.sha, script.source, keys, args)
+        except (RedisUnavailable, RespReplyError) as exc:
+            raise HistoryUnavailable(f"fraud history call failed: {exc!r}") from exc
+        return [value.decode() if isinstance(value, bytes) else value for value in reply]
+
+
+@dataclass
+class _User:
+    window: deque[tuple[int, float, str]] = field(default_factory=deque)  # (at_ms, amount, country)
+    n: int = 0
+    s1: float = 0.0
+    s2: float = 0.0
+    last: int = 0
+    countries: set[str] = field(default_factory=set)
+    merchants: set[str] = field(default_factory=set)
+
+
+class MemoryHistory:
+    """The same history in one process (embedded mode). Nothing expires but the 24 h window."""
+
+    def __init__(self) -> None:
+        self._users: dict[tuple[str, str], _User] = {}
+
+    async def read(self, tenant: str, tx: TransactionIn, at_ms: int) -> History:
+        user = self._users.get((tenant, tx.user_id))
+        if user is None:
+            return History()
+        day = [event for event in user.window if at_ms - WINDOW_24H_MS < event[0] <= at_ms]
+        hour = [event for event in day if event[0] > at_ms - WINDOW_1H_MS]
+        mean, std = _from_sums(user.n, user.s1, user.s2)
+        return History(
+            count_total=user.n,
+            count_10m=sum(1 for event in hour if event[0] > at_ms - WINDOW_10M_MS),
+            count_1h=len(hour),
+            count_24h=len(day),
+            small_count_1h=sum(1 for event in hour if event[1] <= SMALL_AMOUNT),
+            amount_1h=math.fsum(event[1] for event in hour),
+            log_amount_mean=mean,
+            log_amount_std=std,
+            last_at_ms=user.last,
+            country_seen=bool(tx.country) and tx.country in user.countries,
+            merchant_seen=bool(tx.merchant) and tx.merchant in user.merchants,
+            countries_24h=len({event[2] for event in day if event[2]}),
+        )
+
+    async def add(self, tenant: str, tx: TransactionIn, at_ms: int) -> None:
+        user = self._users.setdefault((tenant, tx.user_id), _User())
+        amount = float(tx.amount)
+        ln = math.log(amount)
+        user.window.append((at_ms, amount, tx.country))
+        while user.window and user.window[0][0] <= at_ms - WINDOW_24H_MS:
+            user.window.popleft()
+        user.n += 1
+        user.s1 += ln
+        user.s2 += ln * ln
+        user.last = max(user.last, at_ms)
+        for seen, value in ((user.countries, tx.country), (user.merchants, tx.merchant)):
+            if value and len(seen) < SEEN_CAP:
+                seen.add(value)

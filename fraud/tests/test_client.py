@@ -1,0 +1,132 @@
+"""The brain client (fraud.engine.client) against a real gRPC server (tests.support.fake_brain)
+scripted to answer, fail, lag or stop, behind a real breaker. No Django. One event loop per test
+(grpc.aio binds its channel to the loop; the client is closed before the loop ends)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+
+import pytest
+
+from fraud.engine.client import BrainClient
+from fraud.engine.transaction import BrainUnavailable, History, Reason, TransactionIn
+from gateway.engine.breaker import BreakerConfig, MemoryBreaker, RedisBreaker
+from gateway.engine.resp import RespClient
+from tests.support.fake_brain import FakeBrain, fake_brain
+from tests.support.net import free_port
+
+TX = TransactionIn("tx-1", "u-1", Decimal("12.50"), "EUR", "m-1", "FR")
+HISTORY = History(count_total=3, count_1h=2, amount_1h=25.0, log_amount_mean=2.5, country_seen=True)
+CONFIG = BreakerConfig(consecutive_failures=3, cooldown_ms=60_000, half_open_max=1)
+
+
+def run(brain: FakeBrain, scenario: Callable[[BrainClient], Awaitable[None]], **options: object) -> list[str]:
+    """Runs `scenario` with a client of `brain` on a fresh loop; the outcomes it observed."""
+    outcomes: list[str] = []
+
+    async def main() -> None:
+        client = BrainClient(
+            brain.address,
+            timeout_ms=int(options.get("timeout_ms", 1000)),  # type: ignore[call-overload]
+            breaker=options.get("breaker") or MemoryBreaker(CONFIG),  # type: ignore[arg-type]
+            observe=lambda outcome, seconds: outcomes.append(outcome),
+        )
+        try:
+            await scenario(client)
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    return outcomes
+
+
+async def fail_open_code(client: BrainClient) -> str:
+    with pytest.raises(BrainUnavailable) as caught:
+        await client.score(TX, HISTORY, tenant_uuid="t-1", created_at_ms=1)
+    return caught.value.code
+
+
+def test_a_score_with_its_reasons_and_the_request_the_brain_received() -> None:
+    with fake_brain(score=0.87, model_version="m-7") as brain:
+
+        async def scenario(client: BrainClient) -> None:
+            score = await client.score(TX, HISTORY, tenant_uuid="t-1", created_at_ms=1_790_000_000_000)
+            assert (score.score, score.model_version) == (0.87, "m-7")
+            assert score.reasons == (Reason("amount_vs_habit", "scripted reason", 1.5),)
+
+        assert run(brain, scenario) == ["ok"]
+        sent = brain.received[0]
+        assert (sent.transaction_id, sent.tenant, sent.user_id, sent.amount, sent.currency) == (
+            "tx-1", "t-1", "u-1", 12.5, "EUR",
+        )  # fmt: skip
+        assert (sent.merchant, sent.country, sent.created_at_ms) == ("m-1", "FR", 1_790_000_000_000)
+        assert (sent.history.count_total, sent.history.amount_1h, sent.history.country_seen) == (3, 25.0, True)
+
+
+def test_the_third_failure_opens_and_the_fourth_call_never_reaches_the_brain() -> None:
+    with fake_brain() as brain:
+        brain.mode = "fail"
+
+        async def scenario(client: BrainClient) -> None:
+            assert [await fail_open_code(client) for _ in range(3)] == ["brain_unavailable"] * 3
+            started = time.perf_counter()
+            assert await fail_open_code(client) == "breaker_open"
+            assert time.perf_counter() - started < 0.01
+
+        assert run(brain, scenario) == ["brain_unavailable"] * 3 + ["breaker_open"]
+        assert len(brain.received) == 3
+
+
+def test_a_success_between_failures_keeps_the_breaker_closed() -> None:
+    with fake_brain() as brain:
+
+        async def scenario(client: BrainClient) -> None:
+            for _ in range(3):
+                brain.mode = "fail"
+                await fail_open_code(client)
+                await fail_open_code(client)
+                brain.mode = "ok"
+                await client.score(TX, HISTORY, tenant_uuid="t", created_at_ms=1)
+
+        assert "breaker_open" not in run(brain, scenario)
+
+
+def test_a_late_brain_is_a_timeout_at_the_deadline() -> None:
+    with fake_brain() as brain:
+        brain.mode, brain.delay_ms = "slow", 2000
+
+        async def scenario(client: BrainClient) -> None:
+            started = time.perf_counter()
+            assert await fail_open_code(client) == "brain_timeout"
+            assert 0.05 <= time.perf_counter() - started < 0.5
+
+        assert run(brain, scenario, timeout_ms=50) == ["brain_timeout"]
+
+
+def test_a_stopped_brain_is_unavailable_and_a_bad_reply_an_error() -> None:
+    with fake_brain(score=1.5) as brain:
+
+        async def scenario(client: BrainClient) -> None:
+            assert await fail_open_code(client) == "brain_error"  # 1.5 is no probability
+            brain.stop()
+            assert await fail_open_code(client) == "brain_unavailable"
+
+        assert run(brain, scenario) == ["brain_error", "brain_unavailable"]
+
+
+def test_without_its_redis_the_breaker_is_bypassed_and_the_brain_still_scores() -> None:
+    dead_redis = RespClient.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2, connect_timeout_s=0.2)
+    breaker = RedisBreaker(dead_redis, "never:", CONFIG)
+    with fake_brain(score=0.4) as brain:
+
+        async def scenario(client: BrainClient) -> None:
+            lost: list[int] = []
+            client.on_breaker_unavailable = lambda: lost.append(1)
+            assert (await client.score(TX, HISTORY, tenant_uuid="t", created_at_ms=1)).score == 0.4
+            assert lost  # counted
+            await dead_redis.aclose()
+
+        assert run(brain, scenario, breaker=breaker) == ["ok"]
