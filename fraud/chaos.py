@@ -211,6 +211,7 @@ class Plan:
     rate: float = 4.0
     duration: float | None = None
     confirm: int = 3
+    breaker_poll_s: float = BREAKER_POLL_S
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def describe(self) -> str:
@@ -286,7 +287,9 @@ async def breaker_state(session: aiohttp.ClientSession, url: str) -> tuple[str |
     return None, f"no {BREAKER_NAME!r} entry in /circuit/status", True
 
 
-async def watch_breaker(session: aiohttp.ClientSession, url: str, tracker: PhaseTracker, began: float) -> None:
+async def watch_breaker(
+    session: aiohttp.ClientSession, url: str, tracker: PhaseTracker, began: float, every_s: float = BREAKER_POLL_S
+) -> None:
     """Prints the breaker's state whenever it changes; says once why when it cannot be read, and
     stops when asking again is pointless (refused, or no such entry)."""
     last: str | None = None
@@ -303,7 +306,7 @@ async def watch_breaker(session: aiohttp.ClientSession, url: str, tracker: Phase
             said = why
             if final:
                 return
-        await asyncio.sleep(BREAKER_POLL_S)
+        await asyncio.sleep(every_s)
 
 
 async def run_drill(plan: Plan, write: Write) -> PhaseTracker:
@@ -320,7 +323,7 @@ async def run_drill(plan: Plan, write: Write) -> PhaseTracker:
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=plan.workers + 1)
     async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as session:
-        watcher = asyncio.create_task(watch_breaker(session, plan.url, tracker, began))
+        watcher = asyncio.create_task(watch_breaker(session, plan.url, tracker, began, plan.breaker_poll_s))
         try:
             await _send_all(plan, session, make, tracker, began)
         except asyncio.CancelledError:

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import BenchError
 from bench.common.cpu import CpuSnapshot, cpu_between, cpu_snapshot
-from bench.common.processes import Service, start_service, wait_serving
+from bench.common.processes import Service, start_service, stop_service, wait_serving
 from bench.fraud.config import Plan
 from fraud.chaos import TransactionMaker
 from fraud.protos import fraud_pb2, fraud_pb2_grpc
@@ -69,7 +69,11 @@ def start_brain(plan: Plan, env: dict[str, str], logdir: Path, port: int | None 
     address = f"127.0.0.1:{port}"
     service = start_service("brain", brain_command(plan, port), env={**env, **NO_FAULTS}, logdir=logdir)
     what = f"the brain at {address}"
-    wait_serving(lambda: serving(address), what=what, service=service, timeout=BRAIN_START_TIMEOUT_S)
+    try:
+        wait_serving(lambda: serving(address), what=what, service=service, timeout=BRAIN_START_TIMEOUT_S)
+    except BaseException:
+        stop_service(service)  # not yet the caller's to stop
+        raise
     return service, address
 
 

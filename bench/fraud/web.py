@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import BenchError
 from bench.common.cpu import CpuUse, cpu_between, cpu_snapshot
-from bench.common.processes import Service, http_status, run_timed, start_service, wait_serving
+from bench.common.processes import Service, http_status, run_timed, start_service, stop_service, wait_serving
 from bench.fraud.config import GOAL_P99_MS, SEARCH_MAX_RATE, SEARCH_SECONDS, SEARCH_STEP, Plan
 from tests.support.net import free_port
 
@@ -102,8 +102,12 @@ def start_web(env: dict[str, str], brain_address: str, api_key: str, logdir: Pat
         http_status(port, "/health")  # OSError until it listens
         return True
 
-    wait_serving(up, what="the web process", service=web)
-    probe(port, api_key)
+    try:
+        wait_serving(up, what="the web process", service=web)
+        probe(port, api_key)
+    except BaseException:
+        stop_service(web)  # not yet the caller's to stop
+        raise
     return web, port
 
 

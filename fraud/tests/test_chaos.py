@@ -9,6 +9,7 @@ import io
 import re
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from aiohttp import web
 from django.core.management import CommandError, call_command
 
+from fraud.chaos import Plan, run_drill
 from tests.support.net import free_port
 
 BREAKER_STATE = {"scored": "closed", "brain_unavailable": "closed", "breaker_open": "open"}
@@ -30,6 +32,10 @@ class StandIn:
 
     script: list[tuple[int, str | int]]
     status_code: int = 200
+    # Hold the first answer of each scripted segment until /circuit/status has reported it, so a
+    # test sees every breaker state without hoping the poll falls in time.
+    hold_for_breaker: bool = False
+    reported: dict[int, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
     received: list[tuple[float, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     port: int = 0
 
@@ -37,17 +43,26 @@ class StandIn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def answer_for(self, rank: int) -> str | int:
-        for count, answer in self.script:
+    def segment_of(self, rank: int) -> tuple[int, bool]:
+        """(the script's segment answering request `rank`, whether it is that segment's first)."""
+        for number, (count, _) in enumerate(self.script):
             if rank < count:
-                return answer
+                return number, rank == 0
             rank -= count
-        return "scored"
+        return len(self.script), rank == 0
+
+    def answer_for(self, rank: int) -> str | int:
+        number, _ = self.segment_of(rank)
+        return self.script[number][1] if number < len(self.script) else "scored"
 
     async def transaction(self, request: web.Request) -> web.Response:
         body = await request.json()
-        answer = self.answer_for(len(self.received))
+        rank = len(self.received)
+        answer = self.answer_for(rank)
         self.received.append((time.monotonic(), dict(request.headers), body))
+        segment, first = self.segment_of(rank)
+        if self.hold_for_breaker and first:
+            await self.reported[segment].wait()
         if isinstance(answer, int):
             return web.json_response({"error": {"code": "x", "message": "scripted", "details": None}}, status=answer)
         scored = answer == "scored"
@@ -72,6 +87,7 @@ class StandIn:
             return web.json_response({"error": {"code": "forbidden", "message": "no", "details": None}}, status=403)
         answer = self.answer_for(len(self.received))
         state = BREAKER_STATE.get(str(answer), "closed")
+        self.reported[self.segment_of(len(self.received))[0]].set()
         breakers = [
             {"upstream": "http://upstream.example", "state": "closed"},
             {"upstream": "fraud-brain", "state": state},
@@ -262,3 +278,22 @@ def test_a_duration_without_requests_keeps_going_until_it_ends(stand_in: StandIn
     # 0.5 s at 40/s is at most 20 requests; open-ended, not the default 200
     assert 1 <= len(stand_in.received) <= 21
     assert "requests at 40/s (at most 0.5 s)" in output
+
+
+def test_the_breaker_state_is_printed_as_it_changes(stand_in: StandIn) -> None:
+    # Given a Sentinel whose fraud-brain breaker is closed, then open, then closed again
+    stand_in.script = [(5, "scored"), (5, "breaker_open"), (5, "scored")]
+    stand_in.hold_for_breaker = True
+    lines: list[str] = []
+
+    # When the drill runs, reading /circuit/status often
+    plan = Plan(url=stand_in.url, api_key="k", requests=15, workers=1, rate=0, breaker_poll_s=0.02)
+    asyncio.run(run_drill(plan, lines.append))
+
+    # Then each change of the breaker is printed once, in order
+    breaker = [line.split(")  ", 1)[1] for line in lines if ")  breaker fraud-brain" in line]
+    assert breaker == [
+        "breaker fraud-brain: closed",
+        "breaker fraud-brain: closed → open",
+        "breaker fraud-brain: open → closed",
+    ]
