@@ -27,7 +27,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -327,7 +327,7 @@ async def run_drill(plan: Plan, write: Write) -> PhaseTracker:
         try:
             await _send_all(plan, session, make, tracker, began)
         except asyncio.CancelledError:
-            write("interrupted")
+            write("interrupted: the summary covers the answers received so far")
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -356,6 +356,29 @@ async def _send_all(
         finally:
             slots.release()
 
+    try:
+        await _schedule(plan, make, one, slots, pending, refused, deadline, began)
+    except asyncio.CancelledError:
+        for task in pending:  # Ctrl-C: answers still in flight are not waited for
+            task.cancel()
+        raise
+    if pending:
+        await asyncio.wait(pending)
+    if refused:
+        raise refused[0]
+
+
+async def _schedule(
+    plan: Plan,
+    make: TransactionMaker,
+    one: Callable[[dict[str, Any]], Coroutine[Any, Any, None]],
+    slots: asyncio.Semaphore,
+    pending: set[asyncio.Task[None]],
+    refused: list[CredentialsRefused],
+    deadline: float,
+    began: float,
+) -> None:
+    """Starts the requests on schedule until `plan.requests` or the deadline, or a refusal."""
     n = 0
     while (plan.requests is None or n < plan.requests) and not refused:
         if plan.rate > 0:
@@ -372,10 +395,6 @@ async def _send_all(
         pending.add(task)
         task.add_done_callback(pending.discard)
         n += 1
-    if pending:
-        await asyncio.wait(pending)
-    if refused:
-        raise refused[0]
 
 
 def summary(tracker: PhaseTracker, wall_s: float) -> list[str]:

@@ -89,4 +89,4 @@ class Command(BaseCommand):
                 f"the API key was refused ({exc}). Pass --api-key with a key of scope transactions:write."
             ) from None
         except KeyboardInterrupt:
-            self.stdout.write("interrupted")
+            return  # Ctrl-C: run_drill said so and printed the summary
