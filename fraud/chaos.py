@@ -116,8 +116,9 @@ def classify(status: int, body: Any) -> tuple[str, str]:
         return "error", "unreadable answer"
     if body["scored"]:
         return "scored", ""
-    reasons = body.get("reasons") or [{}]
-    code = reasons[0].get("code") if isinstance(reasons[0], dict) else None
+    reasons = body.get("reasons")
+    first = reasons[0] if isinstance(reasons, list) and reasons else None
+    code = first.get("code") if isinstance(first, dict) else None
     return "fail_open", str(code or "unknown")
 
 
@@ -318,7 +319,7 @@ async def run_drill(plan: Plan, write: Write) -> PhaseTracker:
     tracker = PhaseTracker(write, began_at=began_wall, confirm=plan.confirm)
     make = TransactionMaker(plan.run_id)
     write(f"chaos run {plan.run_id}: {plan.describe()}")
-    write("stop and start the brain meanwhile; phases print as they change, Ctrl-C ends the drill early")
+    write("stop and start the brain meanwhile; phases print as they change (times UTC); Ctrl-C ends early")
     headers = {"X-API-Key": plan.api_key}
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=plan.workers + 1)
