@@ -106,7 +106,8 @@ test: install lint browser
 # Type checks (CONVENTIONS 10): mypy --strict (with the Django and DRF plugins) on the hot paths,
 # the ground floor and every app's services and selectors.
 TYPED_STRICT := gateway/engine rules/dsl core $(wildcard */services.py */services */selectors.py) rules/notifiers.py \
-	monitors/engine monitors/checks.py monitors/scheduler.py monitors/alerts.py monitors/maintenance.py monitors/status.py
+	monitors/engine monitors/checks.py monitors/scheduler.py monitors/alerts.py monitors/maintenance.py monitors/status.py \
+	fraud/engine fraud/brain fraud/runtime.py fraud/breaker.py fraud/chaos.py fraud/health.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,4 +2,4 @@
 the cast of users and API clients (``cast``), and the plugin's settings, processes and Redis
 isolation (``plugin``)."""
 
-pytest_plugins = ["tests.support.plugin", "tests.support.cast"]
+pytest_plugins = ["tests.support.plugin", "tests.support.cast", "tests.support.brain"]

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -90,7 +90,7 @@ def _find(*, tenant_id: int, transaction_id: str) -> Stored | None:
     from fraud.selectors import transaction_answer, transaction_find
 
     row = transaction_find(tenant_id=tenant_id, transaction_id=transaction_id)
-    return None if row is None else Stored(row.request_hash, transaction_answer(row))
+    return None if row is None else Stored(row.request_hash, cast(dict[str, Any], transaction_answer(row)))
 
 
 def _record(**fields: Any) -> tuple[dict[str, Any], bool]:
@@ -101,7 +101,7 @@ def _record(**fields: Any) -> tuple[dict[str, Any], bool]:
         row, created = transaction_record(**fields)
     except TransactionConflict:
         raise LedgerConflict(fields["tx"].transaction_id) from None
-    return transaction_answer(row), created
+    return cast(dict[str, Any], transaction_answer(row)), created
 
 
 def thresholds_load() -> dict[str, Thresholds]:

@@ -14,7 +14,6 @@ from fraud.brain import model as brain_model
 from fraud.brain.features import FEATURE_NAMES, feature_vector
 from fraud.brain.synthetic import DAY_MS, HOUR_MS, MINUTE_MS, PATTERNS, START_MS, Earlier, generate, history_of
 from fraud.engine.transaction import History
-from tests.support.brain import brain_model_dir  # noqa: F401 - the session's model, a fixture
 
 NOW = START_MS + 20 * DAY_MS + 14 * HOUR_MS  # a weekday afternoon, UTC
 
@@ -61,7 +60,7 @@ def test_history_of_a_first_transaction_is_all_zero_and_needs_two_for_a_spread()
     assert (one.log_amount_std, one.country_seen, one.merchant_seen) == (0.0, False, False)
 
 
-def test_the_model_is_well_above_chance_on_users_it_never_saw(brain_model_dir: Path) -> None:  # noqa: F811
+def test_the_model_is_well_above_chance_on_users_it_never_saw(brain_model_dir: Path) -> None:
     metrics = brain_model.load(brain_model_dir).meta["metrics"]
     assert metrics["roc_auc"] >= 0.9
     assert metrics["review"]["precision"] >= 0.8
@@ -99,7 +98,7 @@ def _planted(pattern: str) -> tuple[list[Earlier], Earlier]:
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_the_top_reason_of_a_planted_pattern_names_it(brain_model_dir: Path, pattern: str) -> None:  # noqa: F811
+def test_the_top_reason_of_a_planted_pattern_names_it(brain_model_dir: Path, pattern: str) -> None:
     # Given an honest habit and a transaction showing one fraud pattern
     earlier, tx = _planted(pattern)
     model = brain_model.load(brain_model_dir)
@@ -129,7 +128,7 @@ def test_the_top_reason_of_a_planted_pattern_names_it(brain_model_dir: Path, pat
     assert len(explained.reasons) <= brain_model.MAX_REASONS
 
 
-def test_reason_messages_quote_what_an_analyst_checks(brain_model_dir: Path) -> None:  # noqa: F811
+def test_reason_messages_quote_what_an_analyst_checks(brain_model_dir: Path) -> None:
     model = brain_model.load(brain_model_dir)
     messages = {}
     for pattern in PATTERNS:
@@ -152,7 +151,7 @@ def test_reason_messages_quote_what_an_analyst_checks(brain_model_dir: Path) -> 
     assert messages["small_amounts_1h"] == "12 charges of at most 2.00 in the last hour (card testing)"
 
 
-def test_the_same_seed_trains_the_same_model(brain_model_dir: Path) -> None:  # noqa: F811
+def test_the_same_seed_trains_the_same_model(brain_model_dir: Path) -> None:
     text, _ = brain_model.train()
     assert brain_model.version_of(text) == brain_model.load(brain_model_dir).version
 
@@ -182,7 +181,7 @@ def test_roc_auc_matches_the_mann_whitney_definition() -> None:
     assert brain_model.roc_auc(labels, scores) == pytest.approx((1 + 3 + 1 + 0.5 * 2) / 9)
 
 
-def test_a_second_brain_keeps_the_artefact_the_first_one_saved(tmp_path: Path, brain_model_dir: Path) -> None:  # noqa: F811
+def test_a_second_brain_keeps_the_artefact_the_first_one_saved(tmp_path: Path, brain_model_dir: Path) -> None:
     # Given a model already saved in the folder (another brain won the race)
     target = tmp_path / "model"
     text = (brain_model_dir / brain_model.MODEL_FILE).read_text()
@@ -200,7 +199,7 @@ def test_a_second_brain_keeps_the_artefact_the_first_one_saved(tmp_path: Path, b
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
-def test_an_artefact_edited_by_hand_is_refused(tmp_path: Path, brain_model_dir: Path) -> None:  # noqa: F811
+def test_an_artefact_edited_by_hand_is_refused(tmp_path: Path, brain_model_dir: Path) -> None:
     target = tmp_path / "model"
     text = (brain_model_dir / brain_model.MODEL_FILE).read_text()
     meta = json.loads((brain_model_dir / brain_model.META_FILE).read_text())

@@ -20,8 +20,6 @@ from tests.support.brain import (
     NOT_SERVING,
     SERVING,
     BrainProcess,
-    brain,  # noqa: F401 - fixture
-    brain_model_dir,  # noqa: F401 - fixture
     brain_process,
     health_status,
 )
@@ -67,8 +65,8 @@ def stub_of() -> Iterator[object]:
 
 
 def test_the_brain_scores_with_the_models_reasons_and_version(
-    brain: BrainProcess,  # noqa: F811
-    brain_model_dir: Path,  # noqa: F811
+    brain: BrainProcess,
+    brain_model_dir: Path,
     stub_of,  # type: ignore[no-untyped-def]
 ) -> None:
     # Given a running brain; when a transaction far above its user's habit is scored
@@ -93,7 +91,7 @@ def test_the_brain_scores_with_the_models_reasons_and_version(
     ],
 )
 def test_bad_input_is_invalid_argument_and_the_brain_keeps_serving(
-    brain: BrainProcess,  # noqa: F811
+    brain: BrainProcess,
     stub_of,  # type: ignore[no-untyped-def]
     fields: dict[str, object],
     complaint: str,
@@ -106,7 +104,7 @@ def test_bad_input_is_invalid_argument_and_the_brain_keeps_serving(
     assert stub.Score(_request(), timeout=5).score > 0
 
 
-def test_a_transaction_without_history_is_invalid_argument(brain: BrainProcess, stub_of) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_a_transaction_without_history_is_invalid_argument(brain: BrainProcess, stub_of) -> None:  # type: ignore[no-untyped-def]
     message = _request()
     message.ClearField("history")
     with pytest.raises(grpc.RpcError) as refused:
@@ -115,7 +113,7 @@ def test_a_transaction_without_history_is_invalid_argument(brain: BrainProcess, 
     assert "history is required" in refused.value.details()
 
 
-def test_failure_rate_one_answers_every_call_unavailable(brain_model_dir: Path, stub_of) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_failure_rate_one_answers_every_call_unavailable(brain_model_dir: Path, stub_of) -> None:  # type: ignore[no-untyped-def]
     with brain_process(brain_model_dir, FRAUD_BRAIN_FAILURE_RATE="1") as failing:
         assert health_status(failing.address) == SERVING  # up, but every Score fails
         for _ in range(3):
@@ -125,7 +123,7 @@ def test_failure_rate_one_answers_every_call_unavailable(brain_model_dir: Path, 
 
 
 def test_slow_rate_one_makes_a_client_deadline_expire_without_blocking_others(
-    brain_model_dir: Path,  # noqa: F811
+    brain_model_dir: Path,
     stub_of,  # type: ignore[no-untyped-def]
 ) -> None:
     with brain_process(brain_model_dir, FRAUD_BRAIN_SLOW_RATE="1", FRAUD_BRAIN_SLOW_MS="400") as slow:
@@ -142,7 +140,7 @@ def test_slow_rate_one_makes_a_client_deadline_expire_without_blocking_others(
         assert health_status(slow.address, timeout=0.3) == SERVING  # health is never delayed
 
 
-def test_stop_then_start_on_the_same_port(brain: BrainProcess, stub_of) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_stop_then_start_on_the_same_port(brain: BrainProcess, stub_of) -> None:  # type: ignore[no-untyped-def]
     stub = stub_of(brain.address)
     assert stub.Score(_request(), timeout=5).model_version
 
@@ -159,7 +157,7 @@ def test_stop_then_start_on_the_same_port(brain: BrainProcess, stub_of) -> None:
     assert health_status(brain.address) is None
 
 
-def test_sigterm_lets_a_call_in_flight_finish(brain_model_dir: Path, stub_of) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_sigterm_lets_a_call_in_flight_finish(brain_model_dir: Path, stub_of) -> None:  # type: ignore[no-untyped-def]
     slow_env = {"FRAUD_BRAIN_SLOW_RATE": "1", "FRAUD_BRAIN_SLOW_MS": "800", "LOG_LEVEL": "debug"}
     with brain_process(brain_model_dir, **slow_env) as slow:
         # Given a call the brain is still working on (it logs the delay at debug level)
@@ -200,7 +198,7 @@ def test_a_first_start_trains_the_model_while_health_says_not_serving(tmp_path: 
 
 
 def test_the_brains_metrics_land_in_the_multiprocess_folder(
-    brain_model_dir: Path,  # noqa: F811
+    brain_model_dir: Path,
     tmp_path: Path,
     stub_of,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -243,7 +241,7 @@ def test_two_brains_starting_together_on_one_empty_folder_serve_one_model(
         assert [p.name for p in tmp_path.iterdir()] == ["shared-model"]
 
 
-def test_a_second_brain_on_a_taken_port_fails_saying_so(brain: BrainProcess, brain_model_dir: Path) -> None:  # noqa: F811
+def test_a_second_brain_on_a_taken_port_fails_saying_so(brain: BrainProcess, brain_model_dir: Path) -> None:
     with brain_process(brain_model_dir, start=False) as second:
         second.address, second.port = brain.address, brain.port
         process = second.launch()
