@@ -32,7 +32,7 @@ DEMO_TENANTS = [
 ]
 # The tenant whose API key the first-run file holds (and whose demo rule `seed_demo_rules` adds).
 DEMO_KEY_TENANT = "globex"
-DEMO_KEY_SCOPES = [Scope.PROXY.value, Scope.EVENTS_WRITE.value, Scope.API_READ.value]
+DEMO_KEY_SCOPES = [Scope.PROXY.value, Scope.EVENTS_WRITE.value, Scope.TRANSACTIONS_WRITE.value, Scope.API_READ.value]
 
 
 def first_run_file() -> Path:
