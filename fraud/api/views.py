@@ -123,7 +123,8 @@ _POST_DOC = extend_schema(
     description=(
         "Scores a transaction and answers approve, review or decline by the tenant's thresholds. "
         "Idempotent on `transaction_id`: a replay answers the first decision, with the same 201 and "
-        "`Idempotent-Replayed: true`; a replay with other fields is a 409 `idempotency_conflict`. When the brain is down, late or its breaker open, "
+        "`Idempotent-Replayed: true`; a replay with other fields is a 409 `idempotency_conflict`. "
+        "When the brain is down, late or its breaker open, "
         "the answer is an approval with `scored: false` and the reason (fail-open); the "
         "transaction is recorded all the same and scored later. API keys need `transactions:write`."
     ),
