@@ -3,11 +3,12 @@ list, the re-score task's queue and the tenant's thresholds."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from iso4217 import Currency
 from rest_framework import serializers
 
@@ -53,6 +54,17 @@ def tenant_thresholds(tenant: Tenant) -> tuple[float, float]:
 def transaction_find(*, tenant_id: int, transaction_id: str) -> Transaction | None:
     """The tenant's transaction of that client id (the unique index), or None."""
     return Transaction.objects.filter(tenant_id=tenant_id, transaction_id=transaction_id).first()
+
+
+def transactions_by_key(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Transaction]:
+    """The stored transactions of `keys` ((tenant pk, transaction_id) pairs) by key, in one query
+    on the unique index; keys with no row are absent."""
+    match = Q()
+    for tenant_id, transaction_id in set(keys):
+        match |= Q(tenant_id=tenant_id, transaction_id=transaction_id)
+    if not match:
+        return {}
+    return {(row.tenant_id, row.transaction_id): row for row in Transaction.objects.filter(match)}
 
 
 def created_at_text(moment: datetime) -> str:

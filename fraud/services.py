@@ -5,17 +5,18 @@ deletes a `Transaction` (fraud/models.py: append-only)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Tenant
 from core.errors import Conflict
 from fraud.engine.transaction import History, Reason, Score, TransactionIn, decide
 from fraud.models import Decision, Transaction
-from fraud.selectors import tenant_thresholds, transaction_find
+from fraud.selectors import tenant_thresholds, transactions_by_key
 from rules import services as rules_services
 from rules.models import EventSource
 
@@ -56,11 +57,53 @@ def _event_payload(row: Transaction) -> dict[str, Any]:
     }
 
 
-def _replayed(tenant_id: int, tx: TransactionIn, request_hash: str) -> Transaction | None:
-    existing = transaction_find(tenant_id=tenant_id, transaction_id=tx.transaction_id)
-    if existing is not None and existing.request_hash != request_hash:
-        raise TransactionConflict(existing)
-    return existing
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One decided transaction to store: what `transaction_record` takes, as one value.
+    `reasons` strongest first; `score` None only when `scored` is False (a fail-open approval)."""
+
+    tenant_id: int
+    tx: TransactionIn
+    decision: str
+    scored: bool
+    score: float | None
+    reasons: Sequence[Reason]
+    model_version: str
+    history: History
+    created_at: datetime
+
+    def row(self) -> Transaction:
+        return Transaction(
+            tenant_id=self.tenant_id,
+            transaction_id=self.tx.transaction_id,
+            user_id=self.tx.user_id,
+            amount=self.tx.amount,
+            currency=self.tx.currency,
+            merchant=self.tx.merchant,
+            country=self.tx.country,
+            request_hash=self.tx.request_hash(),
+            decision=self.decision,
+            scored=self.scored,
+            score=self.score,
+            reasons=[reason.to_json() for reason in self.reasons],
+            model_version=self.model_version,
+            history=self.history.to_json(),
+            created_at=self.created_at,
+        )
+
+
+# (the row, True when this call stored it) or the conflict a replay with other fields is.
+LedgerOutcome = tuple[Transaction, bool] | TransactionConflict
+
+# The columns an insert writes (every concrete field but the primary key), and the insert that
+# skips the (tenant, transaction_id) already stored; the same SQL on PostgreSQL and SQLite >= 3.35.
+# Built from the model's own column names; every value is a parameter.
+_INSERT_FIELDS = [field for field in Transaction._meta.concrete_fields if not field.primary_key]
+_INSERT_NEW = (
+    "INSERT INTO fraud_transaction ("  # noqa: S608
+    + ", ".join(str(field.column) for field in _INSERT_FIELDS)
+    + ") VALUES {rows} ON CONFLICT (tenant_id, transaction_id) DO NOTHING RETURNING id, tenant_id, transaction_id"
+)
 
 
 def transaction_record(
@@ -75,49 +118,97 @@ def transaction_record(
     history: History,
     created_at: datetime,
 ) -> tuple[Transaction, bool]:
-    """Stores a decided transaction and its rules event (`type: transaction`, source `fraud`) in
-    one database transaction. Returns (row, True) when stored, (the first row, False) when the
-    tenant already has `tx.transaction_id` with the same `tx.request_hash()`: a replay, also when
-    a concurrent identical request stored it first. `reasons` strongest first; `score` None only
-    when `scored` is False (a fail-open approval).
+    """Stores one decided transaction and its rules event; `transactions_record` for one entry.
 
-    Raises TransactionConflict (409) when the stored row's request hash differs; IntegrityError
-    for any other constraint (an amount <= 0, an unknown tenant), which validation rules out."""
-    request_hash = tx.request_hash()
-    row = Transaction(
-        tenant_id=tenant_id,
-        transaction_id=tx.transaction_id,
-        user_id=tx.user_id,
-        amount=tx.amount,
-        currency=tx.currency,
-        merchant=tx.merchant,
-        country=tx.country,
-        request_hash=request_hash,
-        decision=decision,
-        scored=scored,
-        score=score,
-        reasons=[reason.to_json() for reason in reasons],
-        model_version=model_version,
-        history=history.to_json(),
-        created_at=created_at,
-    )
-    with transaction.atomic():
-        try:
-            # Insert first, look second: the unique constraint, not a prior SELECT, settles two
-            # concurrent identical requests (the loser waits for the winner's commit, then fails
-            # here); the savepoint keeps the outer transaction usable for the lookup.
-            with transaction.atomic():
-                row.save(force_insert=True)
-        except IntegrityError:
-            existing = _replayed(tenant_id, tx, request_hash)
-            if existing is None:
-                raise
-            return existing, False
-        # The tenant's id is all the event row needs: no query for the whole tenant on the hot path.
-        rules_services.event_ingest(
-            tenant=Tenant(pk=tenant_id), payloads=[_event_payload(row)], source=EventSource.FRAUD
-        )
-    return row, True
+    Returns (row, True) when stored, (the first row, False) for a replay. Raises
+    TransactionConflict (409) when the stored row's request hash differs."""
+    entry = LedgerEntry(tenant_id, tx, decision, scored, score, reasons, model_version, history, created_at)
+    (outcome,) = transactions_record(entries=[entry])
+    if isinstance(outcome, TransactionConflict):
+        raise outcome
+    return outcome
+
+
+def transactions_record(*, entries: Sequence[LedgerEntry]) -> list[LedgerOutcome]:
+    """Stores decided transactions and their rules events (`type: transaction`, source `fraud`)
+    in one database transaction (the web process's group commit: `fraud.runtime.LedgerWriter`).
+
+    One outcome per entry, in order: (row, True) when stored; (the first row, False) when the
+    tenant already has the entry's `transaction_id` with the same request hash — a replay, also
+    when a concurrent identical request (in another process, or earlier in `entries`) stored it
+    first; a TransactionConflict (409) when the stored row's hash differs.
+
+    One `INSERT … ON CONFLICT (tenant, transaction_id) DO NOTHING RETURNING` settles them all: the
+    unique constraint, not a prior SELECT, decides between concurrent identical requests (the
+    loser waits for the winner's commit and skips), and the rows it skipped are read back in one
+    query. Should the batch fail on another constraint (a tenant deleted since the endpoint loaded
+    it), each entry is stored alone, so one bad entry fails only itself (IntegrityError)."""
+    if not entries:
+        return []
+    try:
+        with transaction.atomic():
+            return _record_batch(entries)
+    except IntegrityError:
+        if len(entries) == 1:
+            raise
+    outcomes: list[LedgerOutcome] = []
+    for entry in entries:
+        with transaction.atomic():
+            outcomes.extend(_record_batch([entry]))
+    return outcomes
+
+
+def _record_batch(entries: Sequence[LedgerEntry]) -> list[LedgerOutcome]:
+    rows = [entry.row() for entry in entries]
+    inserted = _insert_new(rows)
+    missing = {(row.tenant_id, row.transaction_id) for row in rows} - set(inserted)
+    existing = transactions_by_key(missing)
+    outcomes: list[LedgerOutcome] = []
+    stored: list[Transaction] = []
+    for row in rows:
+        key = (row.tenant_id, row.transaction_id)
+        if key in inserted and inserted[key] is row:
+            stored.append(row)
+            outcomes.append((row, True))
+            continue
+        first = inserted.get(key) or existing[key]
+        outcomes.append((first, False) if first.request_hash == row.request_hash else TransactionConflict(first))
+    for tenant_id, payloads in _events_by_tenant(stored).items():
+        # The tenant's id is all the event rows need: no query for the whole tenant on the hot path.
+        rules_services.event_ingest(tenant=Tenant(pk=tenant_id), payloads=payloads, source=EventSource.FRAUD)
+    return outcomes
+
+
+def _insert_new(rows: Sequence[Transaction]) -> dict[tuple[int, str], Transaction]:
+    """INSERTs `rows` whose (tenant, transaction_id) is new, the first of twins only; returns the
+    stored ones by key, their `pk` set. The same SQL on PostgreSQL and SQLite (>= 3.35)."""
+    firsts: dict[tuple[int, str], Transaction] = {}
+    for row in rows:
+        firsts.setdefault((row.tenant_id, row.transaction_id), row)
+    row_placeholders = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
+    params = [
+        field.get_db_prep_save(getattr(row, field.attname), connection)
+        for row in firsts.values()
+        for field in _INSERT_FIELDS
+    ]
+    sql = _INSERT_NEW.format(rows=", ".join([row_placeholders] * len(firsts)))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        returned = cursor.fetchall()
+    stored: dict[tuple[int, str], Transaction] = {}
+    for pk, tenant_id, transaction_id in returned:
+        row = firsts[(tenant_id, transaction_id)]
+        row.pk = pk
+        row._state.adding = False
+        stored[(tenant_id, transaction_id)] = row
+    return stored
+
+
+def _events_by_tenant(rows: Sequence[Transaction]) -> dict[int, list[dict[str, Any]]]:
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row.tenant_id, []).append(_event_payload(row))
+    return grouped
 
 
 def transaction_rescore(*, pk: int, score: Score) -> Transaction | None:
