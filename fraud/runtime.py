@@ -36,7 +36,7 @@ from fraud.engine.client import BrainClient
 from fraud.engine.endpoint import ASGIApp, LedgerConflict, Stored, Thresholds, TransactionEndpoint
 from fraud.engine.history import HistoryStore, MemoryHistory, RedisHistory
 from fraud.engine.transaction import History, Reason, TransactionIn
-from fraud.selectors import transaction_answer, transactions_by_key
+from fraud.selectors import transaction_answer, transaction_keys_stored, transactions_by_key
 from fraud.services import LedgerEntry, TransactionConflict, transactions_record
 from gateway.engine.proxy import Proxy
 from gateway.engine.resp import RespClient, gateway_redis_client
@@ -137,7 +137,9 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
 
 
 def _find_many(keys: list[tuple[int, str]]) -> list[Stored | BaseException | None]:
-    rows = transactions_by_key(keys)
+    # Almost every transaction is new: an index-only query says so; replays' rows are loaded.
+    stored = transaction_keys_stored(keys)
+    rows = transactions_by_key(stored) if stored else {}
     return [
         None
         if (row := rows.get(key)) is None

@@ -59,12 +59,26 @@ def transaction_find(*, tenant_id: int, transaction_id: str) -> Transaction | No
 def transactions_by_key(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Transaction]:
     """The stored transactions of `keys` ((tenant pk, transaction_id) pairs) by key, in one query
     on the unique index; keys with no row are absent."""
-    match = Q()
-    for tenant_id, transaction_id in set(keys):
-        match |= Q(tenant_id=tenant_id, transaction_id=transaction_id)
+    match = _keys_match(keys)
     if not match:
         return {}
     return {(row.tenant_id, row.transaction_id): row for row in Transaction.objects.filter(match)}
+
+
+def transaction_keys_stored(keys: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which of `keys` are stored: one index-only query, no row loaded (the replay check every
+    `POST /transaction` makes, almost always for a new transaction)."""
+    match = _keys_match(keys)
+    if not match:
+        return set()
+    return set(Transaction.objects.filter(match).values_list("tenant_id", "transaction_id"))
+
+
+def _keys_match(keys: Iterable[tuple[int, str]]) -> Q:
+    match = Q()
+    for tenant_id, transaction_id in set(keys):
+        match |= Q(tenant_id=tenant_id, transaction_id=transaction_id)
+    return match
 
 
 def created_at_text(moment: datetime) -> str:
