@@ -19,8 +19,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
 from asgiref.sync import sync_to_async
@@ -35,9 +34,9 @@ from fraud.breaker import fraud_breaker
 from fraud.engine.client import BrainClient
 from fraud.engine.endpoint import ASGIApp, LedgerConflict, Stored, Thresholds, TransactionEndpoint
 from fraud.engine.history import HistoryStore, MemoryHistory, RedisHistory
-from fraud.engine.transaction import History, Reason, TransactionIn
+from fraud.engine.transaction import LedgerEntry
 from fraud.selectors import transaction_answer, transaction_keys_stored, transactions_by_key
-from fraud.services import LedgerEntry, TransactionConflict, transactions_record
+from fraud.services import TransactionConflict, transactions_record
 from gateway.engine.proxy import Proxy
 from gateway.engine.resp import RespClient, gateway_redis_client
 
@@ -187,22 +186,8 @@ class DjangoLedger:
     async def find(self, *, tenant_id: int, transaction_id: str) -> Stored | None:
         return await self.finds((tenant_id, transaction_id))
 
-    async def record(
-        self,
-        *,
-        tenant_id: int,
-        tx: TransactionIn,
-        decision: str,
-        scored: bool,
-        score: float | None,
-        reasons: Sequence[Reason],
-        model_version: str,
-        history: History,
-        created_at: datetime,
-    ) -> tuple[dict[str, Any], bool]:
-        return await self.records(
-            LedgerEntry(tenant_id, tx, decision, scored, score, reasons, model_version, history, created_at)
-        )
+    async def record(self, entry: LedgerEntry) -> tuple[dict[str, Any], bool]:
+        return await self.records(entry)
 
     def stop(self) -> None:
         self.finds.stop()

@@ -5,8 +5,6 @@ deletes a `Transaction` (fraud/models.py: append-only)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -14,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from core.errors import Conflict
-from fraud.engine.transaction import History, Reason, Score, TransactionIn, decide
+from fraud.engine.transaction import LedgerEntry, Score, decide
 from fraud.models import Decision, Transaction
 from fraud.selectors import tenant_thresholds, transactions_by_key
 from rules import services as rules_services
@@ -57,39 +55,24 @@ def _event_payload(row: Transaction) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One decided transaction to store: what `transaction_record` takes, as one value.
-    `reasons` strongest first; `score` None only when `scored` is False (a fail-open approval)."""
-
-    tenant_id: int
-    tx: TransactionIn
-    decision: str
-    scored: bool
-    score: float | None
-    reasons: Sequence[Reason]
-    model_version: str
-    history: History
-    created_at: datetime
-
-    def row(self) -> Transaction:
-        return Transaction(
-            tenant_id=self.tenant_id,
-            transaction_id=self.tx.transaction_id,
-            user_id=self.tx.user_id,
-            amount=self.tx.amount,
-            currency=self.tx.currency,
-            merchant=self.tx.merchant,
-            country=self.tx.country,
-            request_hash=self.tx.request_hash(),
-            decision=self.decision,
-            scored=self.scored,
-            score=self.score,
-            reasons=[reason.to_json() for reason in self.reasons],
-            model_version=self.model_version,
-            history=self.history.to_json(),
-            created_at=self.created_at,
-        )
+def _row(entry: LedgerEntry) -> Transaction:
+    return Transaction(
+        tenant_id=entry.tenant_id,
+        transaction_id=entry.tx.transaction_id,
+        user_id=entry.tx.user_id,
+        amount=entry.tx.amount,
+        currency=entry.tx.currency,
+        merchant=entry.tx.merchant,
+        country=entry.tx.country,
+        request_hash=entry.tx.request_hash(),
+        decision=entry.decision,
+        scored=entry.scored,
+        score=entry.score,
+        reasons=[reason.to_json() for reason in entry.reasons],
+        model_version=entry.model_version,
+        history=entry.history.to_json(),
+        created_at=entry.created_at,
+    )
 
 
 # (the row, True when this call stored it) or the conflict a replay with other fields is.
@@ -106,23 +89,11 @@ _INSERT_NEW = (
 )
 
 
-def transaction_record(
-    *,
-    tenant_id: int,
-    tx: TransactionIn,
-    decision: str,
-    scored: bool,
-    score: float | None,
-    reasons: Sequence[Reason],
-    model_version: str,
-    history: History,
-    created_at: datetime,
-) -> tuple[Transaction, bool]:
-    """Stores one decided transaction and its rules event; `transactions_record` for one entry.
+def transaction_record(*, entry: LedgerEntry) -> tuple[Transaction, bool]:
+    """Stores one decided transaction and its rules event: `transactions_record` for one entry.
 
     Returns (row, True) when stored, (the first row, False) for a replay. Raises
     TransactionConflict (409) when the stored row's request hash differs."""
-    entry = LedgerEntry(tenant_id, tx, decision, scored, score, reasons, model_version, history, created_at)
     (outcome,) = transactions_record(entries=[entry])
     if isinstance(outcome, TransactionConflict):
         raise outcome
@@ -159,7 +130,7 @@ def transactions_record(*, entries: Sequence[LedgerEntry]) -> list[LedgerOutcome
 
 
 def _record_batch(entries: Sequence[LedgerEntry]) -> list[LedgerOutcome]:
-    rows = [entry.row() for entry in entries]
+    rows = [_row(entry) for entry in entries]
     inserted = _insert_new(rows)
     missing = {(row.tenant_id, row.transaction_id) for row in rows} - set(inserted)
     existing = transactions_by_key(missing)

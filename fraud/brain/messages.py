@@ -2,33 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fraud.brain.synthetic import SEED, Labelled, generate
-from fraud.engine.transaction import History
+from fraud.engine.messages import history_message
 from fraud.protos import fraud_pb2
-
-
-def history_from_message(message: fraud_pb2.History) -> History:
-    """fraud.proto's History as fraud.engine's (field for field)."""
-    return History(
-        count_total=message.count_total,
-        count_10m=message.count_10m,
-        count_1h=message.count_1h,
-        count_24h=message.count_24h,
-        small_count_1h=message.small_count_1h,
-        amount_1h=message.amount_1h,
-        log_amount_mean=message.log_amount_mean,
-        log_amount_std=message.log_amount_std,
-        last_at_ms=message.last_at_ms,
-        country_seen=message.country_seen,
-        merchant_seen=message.merchant_seen,
-        countries_24h=message.countries_24h,
-    )
-
-
-def history_to_message(history: History) -> fraud_pb2.History:
-    return fraud_pb2.History(**asdict(history))
 
 
 def transaction_message(
@@ -44,7 +20,7 @@ def transaction_message(
         merchant=row.tx.merchant,
         country=row.tx.country,
         created_at_ms=row.tx.at_ms,
-        history=history_to_message(row.history),
+        history=history_message(row.history),
     )
 
 

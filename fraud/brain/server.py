@@ -25,8 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from fraud.brain import model as brain_model
-from fraud.brain.messages import history_from_message
 from fraud.brain.metrics import brain_requests, brain_score_seconds
+from fraud.engine.messages import history_from_message
 from fraud.protos import fraud_pb2, fraud_pb2_grpc
 
 logger = logging.getLogger("sentinel.fraud.brain")

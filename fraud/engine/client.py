@@ -23,8 +23,9 @@ from typing import Any, Final
 
 import grpc
 
+from fraud.engine.messages import transaction_message
 from fraud.engine.transaction import BrainUnavailable, History, Reason, Score, TransactionIn
-from fraud.protos import fraud_pb2, fraud_pb2_grpc
+from fraud.protos import fraud_pb2_grpc
 from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
 
 __all__ = ["CHANNEL_OPTIONS", "BrainClient"]
@@ -98,17 +99,7 @@ class BrainClient:
         if permit is not None and not permit.allowed:
             self.observe("breaker_open", 0.0)
             raise BrainUnavailable("breaker_open", f"retry in {permit.retry_after_ms} ms")
-        request = fraud_pb2.Transaction(
-            transaction_id=tx.transaction_id,
-            tenant=tenant_uuid,
-            user_id=tx.user_id,
-            amount=float(tx.amount),
-            currency=tx.currency,
-            merchant=tx.merchant,
-            country=tx.country,
-            created_at_ms=created_at_ms,
-            history=fraud_pb2.History(**history.to_json()),
-        )
+        request = transaction_message(tx, history, tenant_uuid, created_at_ms)
         started = time.perf_counter()
         try:
             reply = await self._stub_now().Score(request, timeout=self.timeout_s)

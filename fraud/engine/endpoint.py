@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 from core.errors import error_json
 from fraud.engine.client import BrainClient
 from fraud.engine.history import HistoryStore, HistoryUnavailable
-from fraud.engine.transaction import BrainUnavailable, History, Reason, TransactionIn, decide
+from fraud.engine.transaction import BrainUnavailable, History, LedgerEntry, Reason, TransactionIn, decide
 from fraud.engine.validation import InvalidTransaction, parse_transaction
 from gateway.engine.auth import ApiKeyResolver, AuthFailure, JwtVerifier, TenantDirectory, TenantInfo
 
@@ -57,19 +57,7 @@ class Ledger(Protocol):
 
     async def find(self, *, tenant_id: int, transaction_id: str) -> Stored | None: ...
 
-    async def record(
-        self,
-        *,
-        tenant_id: int,
-        tx: TransactionIn,
-        decision: str,
-        scored: bool,
-        score: float | None,
-        reasons: Sequence[Reason],
-        model_version: str,
-        history: History,
-        created_at: datetime,
-    ) -> tuple[dict[str, Any], bool]:
+    async def record(self, entry: LedgerEntry) -> tuple[dict[str, Any], bool]:
         """(the row's answer, created). Raises LedgerConflict."""
         ...
 
@@ -204,15 +192,17 @@ class TransactionEndpoint:
             )
             reasons = score.reasons
         answer, created = await self.ledger.record(
-            tenant_id=limits.tenant_id,
-            tx=tx,
-            decision=decision,
-            scored=scored,
-            score=value,
-            reasons=reasons,
-            model_version=version,
-            history=history,
-            created_at=datetime.fromtimestamp(at_ms / 1000, tz=UTC),
+            LedgerEntry(
+                tenant_id=limits.tenant_id,
+                tx=tx,
+                decision=decision,
+                scored=scored,
+                score=value,
+                reasons=reasons,
+                model_version=version,
+                history=history,
+                created_at=datetime.fromtimestamp(at_ms / 1000, tz=UTC),
+            )
         )
         if created:
             try:

@@ -1,8 +1,11 @@
-"""The brain's request built from the shared shapes: one place turns a `TransactionIn` and its
-`History` into the `fraud_pb2.Transaction` of `fraud/protos/fraud.proto`, so the hot path's client
-and the re-score task send the brain the same message for the same transaction. No Django."""
+"""Between the shared shapes and fraud.proto's messages, in one place: a `TransactionIn` and its
+`History` into the `fraud_pb2.Transaction` the hot path's client and the re-score task send (so
+the brain gets the same message for the same transaction), and a message's `History` back, as the
+brain reads it. No Django."""
 
 from __future__ import annotations
+
+from dataclasses import fields
 
 from fraud.engine.transaction import History, TransactionIn
 from fraud.protos import fraud_pb2
@@ -11,6 +14,11 @@ from fraud.protos import fraud_pb2
 def history_message(history: History) -> fraud_pb2.History:
     """fraud.proto's `History`, field for field (the dataclass mirrors the message)."""
     return fraud_pb2.History(**history.to_json())
+
+
+def history_from_message(message: fraud_pb2.History) -> History:
+    """The `History` a message carries (what the brain reads from a request)."""
+    return History(**{field.name: getattr(message, field.name) for field in fields(History)})
 
 
 def transaction_message(

@@ -10,7 +10,9 @@ set is made of the same records, so training and serving read one definition.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -99,6 +101,24 @@ class Score:
     score: float
     reasons: tuple[Reason, ...]
     model_version: str
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A decided transaction for the ledger (`fraud.services.transactions_record`): `score` None
+    only when `scored` is False (a fail-open approval, its one reason saying why), `reasons`
+    strongest first, `history` what the score was (or will be) computed from, `created_at` when
+    the web process received it (UTC)."""
+
+    tenant_id: int
+    tx: TransactionIn
+    decision: str
+    scored: bool
+    score: float | None
+    reasons: Sequence[Reason]
+    model_version: str
+    history: History
+    created_at: datetime
 
 
 # Why a transaction was approved unscored (fail-open), as `BrainUnavailable.code`.

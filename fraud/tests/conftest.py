@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Tenant
-from fraud.engine.transaction import History, Reason, TransactionIn
+from fraud.engine.transaction import History, LedgerEntry, Reason, TransactionIn
 from fraud.models import Transaction
 from fraud.services import transaction_record
 
@@ -44,15 +44,17 @@ def record_tx(
 ) -> Transaction:
     """A transaction as the hot path records it: scored with `score`, or fail-open when None."""
     row, _ = transaction_record(
-        tenant_id=tenant.pk,
-        tx=tx_in(transaction_id, **fields),
-        decision=decision,
-        scored=score is not None,
-        score=score,
-        reasons=[SCORED_REASON] if score is not None else [FAIL_OPEN],
-        model_version="m-1" if score is not None else "",
-        history=history or History(count_total=3, log_amount_mean=2.0),
-        created_at=created_at or timezone.now(),
+        entry=LedgerEntry(
+            tenant_id=tenant.pk,
+            tx=tx_in(transaction_id, **fields),
+            decision=decision,
+            scored=score is not None,
+            score=score,
+            reasons=[SCORED_REASON] if score is not None else [FAIL_OPEN],
+            model_version="m-1" if score is not None else "",
+            history=history or History(count_total=3, log_amount_mean=2.0),
+            created_at=created_at or timezone.now(),
+        )
     )
     return row
 

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry, multiprocess
 
 from fraud.brain import model as brain_model
-from fraud.brain.messages import history_to_message
 from fraud.brain.synthetic import DAY_MS, HOUR_MS, START_MS, Earlier, history_of
+from fraud.engine.messages import history_message
 from fraud.protos import fraud_pb2, fraud_pb2_grpc
 from tests.support.brain import (
     NOT_SERVING,
@@ -44,7 +44,7 @@ def _request(amount: float = 900.0, **fields: object) -> fraud_pb2.Transaction:
         merchant="m1",
         country="FR",
         created_at_ms=NOW,
-        history=history_to_message(history_of(_habit(), tx)),
+        history=history_message(history_of(_habit(), tx)),
     )
     for name, value in fields.items():
         setattr(message, name, value)

@@ -1,20 +1,20 @@
 """The user's history (fraud.engine.history), in Redis and in memory, against the proto's
-definitions computed the slow way from the list of earlier transactions. No Django."""
+definitions computed the slow way from the list of earlier transactions (the training set's own
+replay, `fraud.brain.synthetic.history_of`: serving and training agree). No Django."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from fraud.brain.synthetic import Earlier, history_of
 from fraud.engine.history import (
     LONG_TTL_MS,
     SEEN_CAP,
@@ -23,7 +23,7 @@ from fraud.engine.history import (
     MemoryHistory,
     RedisHistory,
 )
-from fraud.engine.transaction import SMALL_AMOUNT, History, TransactionIn
+from fraud.engine.transaction import History, TransactionIn
 from gateway.engine.resp import RespClient
 from tests.support.redis_keys import key_prefix
 from tests.support.services import redis_url_for_tests, require_redis
@@ -33,38 +33,10 @@ MIN = 60_000
 HOUR = 60 * MIN
 
 
-@dataclass(frozen=True)
-class Seen:
-    at_ms: int
-    amount: float
-    country: str
-    merchant: str
-
-
-def reference(earlier: list[Seen], tx: TransactionIn, at_ms: int) -> History:
-    """fraud.proto's History comments, read literally: windows (t - w, t], two-pass std."""
-    before = [e for e in earlier if e.at_ms <= at_ms]
-    if not before:
-        return History()
-    hour = [e for e in before if e.at_ms > at_ms - HOUR]
-    day = [e for e in before if e.at_ms > at_ms - 24 * HOUR]
-    logs = [math.log(e.amount) for e in before]
-    mean = math.fsum(logs) / len(logs)
-    std = math.sqrt(math.fsum((x - mean) ** 2 for x in logs) / len(logs)) if len(logs) >= 2 else 0.0
-    return History(
-        count_total=len(before),
-        count_10m=sum(1 for e in before if e.at_ms > at_ms - 10 * MIN),
-        count_1h=len(hour),
-        count_24h=len(day),
-        small_count_1h=sum(1 for e in hour if e.amount <= SMALL_AMOUNT),
-        amount_1h=math.fsum(e.amount for e in hour),
-        log_amount_mean=mean,
-        log_amount_std=std,
-        last_at_ms=max(e.at_ms for e in before),
-        country_seen=bool(tx.country) and any(e.country == tx.country for e in before),
-        merchant_seen=bool(tx.merchant) and any(e.merchant == tx.merchant for e in before),
-        countries_24h=len({e.country for e in day if e.country}),
-    )
+def reference(earlier: list[Earlier], tx: TransactionIn, at_ms: int) -> History:
+    """The proto's History computed the slow way: the training set's replay, which reads the
+    proto's comments literally (windows (t - w, t], two-pass std) and is what the model learnt on."""
+    return history_of(earlier, Earlier(at_ms, float(tx.amount), tx.country, tx.merchant))
 
 
 def assert_same(actual: History, expected: History) -> None:
@@ -99,9 +71,9 @@ def make(n: int, amount: str, *, country: str = "", merchant: str = "", user: st
     return TransactionIn(f"t{n}", user, Decimal(amount), "EUR", merchant, country)
 
 
-async def add(history: HistoryStore, seen: list[Seen], tx: TransactionIn, at_ms: int, tenant: str = "A") -> None:
+async def add(history: HistoryStore, seen: list[Earlier], tx: TransactionIn, at_ms: int, tenant: str = "A") -> None:
     await history.add(tenant, tx, at_ms)
-    seen.append(Seen(at_ms, float(tx.amount), tx.country, tx.merchant))
+    seen.append(Earlier(at_ms, float(tx.amount), tx.country, tx.merchant))
 
 
 def test_a_new_user_has_an_empty_history(kind: str) -> None:
@@ -115,7 +87,7 @@ def test_a_new_user_has_an_empty_history(kind: str) -> None:
 def test_window_edges_are_open_below_and_closed_above(kind: str) -> None:
     async def scenario() -> None:
         async with store(kind) as history:
-            seen: list[Seen] = []
+            seen: list[Earlier] = []
             # Exactly 24 h, 1 h and 10 min before, and just inside each
             for n, offset in enumerate([24 * HOUR, 24 * HOUR - 1, HOUR, HOUR - 1, 10 * MIN, 10 * MIN - 1]):
                 await add(history, seen, make(n, "1.50", country="FR"), T0 - offset)
@@ -131,7 +103,7 @@ def test_a_random_user_matches_the_definitions_at_every_step(kind: str) -> None:
     async def scenario() -> None:
         rng = random.Random(6)
         async with store(kind) as history:
-            seen: list[Seen] = []
+            seen: list[Earlier] = []
             at = T0
             for n in range(120):
                 at += rng.choice([5_000, 40_000, 7 * MIN, 50 * MIN, 5 * HOUR])
@@ -189,19 +161,18 @@ def test_redis_keys_expire() -> None:
 def test_serving_and_training_histories_agree(kind: str) -> None:
     """The web process's history and the training set's (`fraud.brain.synthetic.history_of`)
     describe the same transactions identically: the model is served the features it learnt on."""
-    synthetic = pytest.importorskip("fraud.brain.synthetic", reason="the brain's training set is another branch")
 
     async def scenario() -> None:
         rng = random.Random(12)
         async with store(kind) as history:
-            earlier: list[Any] = []
+            earlier: list[Earlier] = []
             at = T0
             for n in range(150):
                 at += rng.choice([3_000, 30_000, 9 * MIN, 59 * MIN, 6 * HOUR, 23 * HOUR])
                 amount = rng.choice(["0.50", "1.99", "2.00", "18.40", "75", "2300.10"])
                 tx = make(n, amount, country=rng.choice(["", "FR", "GB"]), merchant=rng.choice(["", "m1", "m2"]))
-                this = synthetic.Earlier(at, float(tx.amount), tx.country, tx.merchant)
-                assert_same(await history.read("A", tx, at), synthetic.history_of(earlier, this))
+                this = Earlier(at, float(tx.amount), tx.country, tx.merchant)
+                assert_same(await history.read("A", tx, at), history_of(earlier, this))
                 await history.add("A", tx, at)
                 earlier.append(this)
 

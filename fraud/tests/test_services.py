@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Tenant
-from fraud.engine.transaction import History, Reason, Score
+from fraud.engine.transaction import History, LedgerEntry, Reason, Score
 from fraud.models import Transaction
 from fraud.selectors import tenant_thresholds, transaction_answer
 from fraud.services import TransactionConflict, transaction_record, transaction_rescore
@@ -25,15 +25,17 @@ LATE = Score(0.95, (Reason("burst_10m", "7 transactions in 10 minutes", 2.1),), 
 
 def _record(tenant: Tenant, **fields: object) -> tuple[Transaction, bool]:
     return transaction_record(
-        tenant_id=tenant.pk,
-        tx=tx_in("tx-1", **fields),
-        decision="approve",
-        scored=True,
-        score=0.2,
-        reasons=[Reason("amount_vs_habit", "amount 1.1x", 0.3)],
-        model_version="m-1",
-        history=History(count_total=1),
-        created_at=timezone.now(),
+        entry=LedgerEntry(
+            tenant_id=tenant.pk,
+            tx=tx_in("tx-1", **fields),
+            decision="approve",
+            scored=True,
+            score=0.2,
+            reasons=[Reason("amount_vs_habit", "amount 1.1x", 0.3)],
+            model_version="m-1",
+            history=History(count_total=1),
+            created_at=timezone.now(),
+        )
     )
 
 
