@@ -53,7 +53,9 @@ class TransactionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subsc
         ("user_id", "amount_currency", "merchant", "country"),
         ("decision_coloured", "score_text", "scored", "model_version"),
         "reasons_table",
-        ("created_at", "rescored_at", "late_decision_coloured"),
+        "created_at",
+        ("rescored_at", "late_decision_coloured", "late_score_text", "late_model_version"),
+        "late_reasons_table",
         "history_table",
         "request_hash",
     ]
@@ -72,6 +74,9 @@ class TransactionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subsc
         "created_at",
         "rescored_at",
         "late_decision_coloured",
+        "late_score_text",
+        "late_model_version",
+        "late_reasons_table",
         "history_table",
         "request_hash",
     ]
@@ -105,7 +110,11 @@ class TransactionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subsc
 
     @admin.display(description="score", ordering="score")
     def score_text(self, obj: Transaction) -> str:
-        return "—" if obj.score is None else f"{obj.score:.3f}"
+        return _score_text(obj.score)
+
+    @admin.display(description="late score", ordering="late_score")
+    def late_score_text(self, obj: Transaction) -> str:
+        return _score_text(obj.late_score)
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Transaction) -> SafeString | str:
@@ -114,25 +123,12 @@ class TransactionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subsc
     @admin.display(description="reasons")
     def reasons_table(self, obj: Transaction) -> SafeString | str:
         """The reasons strongest first: code, the analyst's sentence, the log-odds contribution."""
-        if not obj.reasons:
-            return "—"
-        rows = format_html_join(
-            "",
-            "<tr><td><code>{}</code></td><td>{}</td><td style='text-align: right'>{}</td></tr>",
-            (
-                (
-                    reason.get("code", ""),
-                    reason.get("message", ""),
-                    "—" if reason.get("contribution") is None else f"{reason['contribution']:+.3f}",
-                )
-                for reason in obj.reasons
-            ),
-        )
-        return format_html(
-            "<table><thead><tr><th>code</th><th>why</th><th>contribution (log-odds)</th></tr></thead>"
-            "<tbody>{}</tbody></table>",
-            rows,
-        )
+        return _reasons_table(obj.reasons)
+
+    @admin.display(description="late reasons")
+    def late_reasons_table(self, obj: Transaction) -> SafeString | str:
+        """A fail-open row's late score's reasons, as `reasons_table`."""
+        return _reasons_table(obj.late_reasons)
 
     @admin.display(description="user's history as this transaction saw it")
     def history_table(self, obj: Transaction) -> SafeString | str:
@@ -140,3 +136,30 @@ class TransactionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subsc
             return "—"
         rows = format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", sorted(obj.history.items()))
         return format_html("<table><tbody>{}</tbody></table>", rows)
+
+
+def _score_text(score: float | None) -> str:
+    """Four decimals: a tenant's threshold may be as fine as 0.0002."""
+    return "—" if score is None else f"{score:.4f}"
+
+
+def _reasons_table(reasons: list[dict[str, Any]]) -> SafeString | str:
+    if not reasons:
+        return "—"
+    rows = format_html_join(
+        "",
+        "<tr><td><code>{}</code></td><td>{}</td><td style='text-align: right'>{}</td></tr>",
+        (
+            (
+                reason.get("code", ""),
+                reason.get("message", ""),
+                "—" if reason.get("contribution") is None else f"{reason['contribution']:+.3f}",
+            )
+            for reason in reasons
+        ),
+    )
+    return format_html(
+        "<table><thead><tr><th>code</th><th>why</th><th>contribution (log-odds)</th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        rows,
+    )

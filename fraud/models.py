@@ -7,11 +7,11 @@ The guarantees live in the rows:
   canonical fields (`fraud.engine.transaction.request_hash`); a replay whose hash differs is
   refused with 409, never stored.
 * **Append-only.** Nothing updates or deletes a row, in the API, the admin or the services, with
-  one exception: the re-score of a fail-open row (`scored` false) fills `score`, `reasons`,
-  `model_version`, `late_decision` and `rescored_at` once, with
-  `UPDATE … WHERE scored = false` so two workers never re-score it twice. `decision` is what the
-  client was answered and never changes; `late_decision` is what the thresholds say of the late
-  score.
+  one exception: the re-score of a fail-open row (`scored` false) fills its `late_*` fields and
+  `rescored_at` once, with `UPDATE … WHERE scored = false AND rescored_at IS NULL`, so two
+  workers never re-score it twice. What the client was answered (`decision`, `scored`, `score`,
+  `reasons`, `model_version`) never changes: a replay gets the first answer, and `scored` false
+  keeps saying which answers were fail-open.
 * **Replayable.** `history` keeps the user's history as the transaction saw it (the `History`
   message of `fraud/protos/fraud.proto`), so a re-score scores what the first call would have.
 """
@@ -44,7 +44,8 @@ class TransactionQuerySet(models.QuerySet["Transaction"]):
         return self.filter(tenant=tenant)
 
     def unscored(self) -> TransactionQuerySet:
-        return self.filter(scored=False)
+        """Fail-open rows still waiting for their late score (the re-score task's queue)."""
+        return self.filter(scored=False, rescored_at__isnull=True)
 
 
 class Transaction(models.Model):
@@ -65,13 +66,17 @@ class Transaction(models.Model):
     )
     score = models.FloatField(null=True, blank=True, help_text="Probability of fraud, 0..1; null until scored.")
     # [{"code": str, "message": str, "contribution": float | None}], strongest first; a fail-open
-    # row holds the one reason it was not scored until its re-score replaces it.
+    # row's one reason says why it was not scored (its late score's reasons are `late_reasons`).
     reasons = models.JSONField(default=list, blank=True)
     model_version = models.CharField(max_length=64, blank=True)
     history = models.JSONField(default=dict, blank=True, help_text="The user's history as this transaction saw it.")
 
     created_at = models.DateTimeField(default=timezone.now, db_index=False)
+    # A fail-open row's late score (the re-score task), beside the answer it was given.
     rescored_at = models.DateTimeField(null=True, blank=True, help_text="When a fail-open row got its late score.")
+    late_score = models.FloatField(null=True, blank=True, help_text="The brain's score, once it answered again.")
+    late_reasons = models.JSONField(default=list, blank=True)
+    late_model_version = models.CharField(max_length=64, blank=True)
     late_decision = models.CharField(
         max_length=8, choices=Decision.choices, blank=True, help_text="What the thresholds say of the late score."
     )
@@ -94,7 +99,9 @@ class Transaction(models.Model):
             models.Index(fields=["tenant", "-created_at", "-id"], name="fraud_tx_tenant_recent"),
             models.Index(fields=["tenant", "user_id", "-created_at"], name="fraud_tx_tenant_user"),
             # The re-score task's queue: small, since fail-open rows are rare and leave it once scored.
-            models.Index(fields=["created_at"], condition=Q(scored=False), name="fraud_tx_unscored"),
+            models.Index(
+                fields=["created_at"], condition=Q(scored=False, rescored_at__isnull=True), name="fraud_tx_unscored"
+            ),
         ]
 
     def __str__(self) -> str:

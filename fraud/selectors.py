@@ -120,6 +120,7 @@ def transaction_list(
     *,
     tenant: Tenant | None = None,
     decision: str | None = None,
+    late_decision: str | None = None,
     scored: bool | None = None,
     user_id: str | None = None,
     currency: str | None = None,
@@ -133,6 +134,7 @@ def transaction_list(
     filters: dict[str, Any] = {
         "tenant": tenant,
         "decision": decision,
+        "late_decision": late_decision,
         "scored": scored,
         "user_id": user_id,
         "currency": currency,

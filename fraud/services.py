@@ -183,34 +183,39 @@ def _events_by_tenant(rows: Sequence[Transaction]) -> dict[int, list[dict[str, A
 
 
 def transaction_rescore(*, pk: int, score: Score) -> Transaction | None:
-    """Gives the fail-open row `pk` its late score, once: `score`, its reasons and model version,
-    `rescored_at` now, `scored` true and `late_decision` by the tenant's thresholds now
-    (`fraud.selectors.tenant_thresholds`, `fraud.engine.transaction.decide`). `decision`, what
-    the client was answered, never changes. When the late decision is review or decline, a rules
-    event `transaction.review` (the transaction's payload + `late_decision`) is stored in the
-    same database transaction.
+    """Gives the fail-open row `pk` its late score, once: `late_score`, `late_reasons`,
+    `late_model_version`, `late_decision` by the tenant's thresholds now
+    (`fraud.selectors.tenant_thresholds`, `fraud.engine.transaction.decide`) and `rescored_at`
+    now. What the client was answered (`decision`, `scored` false, `score` null, the fail-open
+    reason) never changes, so a replay still gets the first answer. When the late decision is
+    review or decline, a rules event `transaction.review` (the transaction's payload with
+    `late_decision`, `late_score` and `late_reasons`) is stored in the same database transaction.
 
-    Returns the updated row, or None when it was scored already (by another worker: the
-    conditional UPDATE makes two concurrent re-scores one). Raises Transaction.DoesNotExist
-    for an unknown pk."""
+    Returns the updated row, or None when it had its late score already (another worker: the
+    conditional UPDATE makes two concurrent re-scores one) or was scored when answered. Raises
+    Transaction.DoesNotExist for an unknown pk."""
     with transaction.atomic():
         row = Transaction.objects.select_related("tenant").get(pk=pk)
         review, decline = tenant_thresholds(row.tenant)
         changes: dict[str, Any] = {
-            "scored": True,
-            "score": score.score,
-            "reasons": [reason.to_json() for reason in score.reasons],
-            "model_version": score.model_version,
-            "rescored_at": timezone.now(),
+            "late_score": score.score,
+            "late_reasons": [reason.to_json() for reason in score.reasons],
+            "late_model_version": score.model_version,
             "late_decision": decide(score.score, review, decline),
+            "rescored_at": timezone.now(),
         }
         # The claim: of two workers re-scoring one row, the second's UPDATE waits for the first's
         # commit, then matches nothing.
-        if not Transaction.objects.filter(pk=pk, scored=False).update(**changes):
+        if not Transaction.objects.unscored().filter(pk=pk).update(**changes):
             return None
         for name, value in changes.items():
             setattr(row, name, value)
         if row.late_decision in LATE_ALERT_DECISIONS:
-            payload = _event_payload(row) | {"type": "transaction.review", "late_decision": row.late_decision}
+            payload = _event_payload(row) | {
+                "type": "transaction.review",
+                "late_decision": row.late_decision,
+                "late_score": row.late_score,
+                "late_reasons": [reason["code"] for reason in row.late_reasons],
+            }
             rules_services.event_ingest(tenant=row.tenant, payloads=[payload], source=EventSource.FRAUD)
     return row

@@ -66,7 +66,7 @@ def transactions_rescore(budget_seconds: float = RUN_BUDGET_SECONDS) -> int:
     with grpc.insecure_channel(conf.BRAIN_ADDRESS) as channel:
         stub = fraud_pb2_grpc.FraudBrainStub(channel)  # type: ignore[no-untyped-call]  # generated, no stubs
         for row in Transaction.objects.select_related("tenant").filter(pk__in=pks).order_by("created_at", "id"):
-            if row.scored:  # another worker got there since the queue was read
+            if row.rescored_at is not None:  # another worker got there since the queue was read
                 continue
             try:
                 reply = stub.Score(_message(row), timeout=RESCORE_TIMEOUT_SECONDS)

@@ -37,24 +37,29 @@ class FraudTile:
             approve=Count("id", filter=Q(decision=Decision.APPROVE)),
             review=Count("id", filter=Q(decision=Decision.REVIEW)),
             decline=Count("id", filter=Q(decision=Decision.DECLINE)),
-            # A fail-open row stays one after its late score: `rescored_at` remembers it.
-            fail_open=Count("id", filter=Q(scored=False) | Q(rescored_at__isnull=False)),
+            # A fail-open row stays one after its late score (`scored` is what the client got).
+            fail_open=Count("id", filter=Q(scored=False)),
         )
-        backlog = rows.filter(scored=False).count()
+        backlog = rows.unscored().count()
+        alarming = (Decision.REVIEW, Decision.DECLINE)
         flagged = (
-            recent.filter(decision__in=(Decision.REVIEW, Decision.DECLINE))
+            recent.filter(Q(decision__in=alarming) | Q(late_decision__in=alarming))
             .select_related("tenant")
             .order_by("-created_at", "-id")[:ROWS]
         )
         lines: list[TileRow] = []
         for tx in flagged:
             label = tx.transaction_id if scope.tenant_uuid else f"{tx.tenant.slug} · {tx.transaction_id}"
-            score = "—" if tx.score is None else f"{tx.score:.2f}"
+            # An approval given unscored whose late score alarms: what an analyst must look at first.
+            late = tx.decision == Decision.APPROVE and tx.late_decision in alarming
+            decision, score = (tx.late_decision, tx.late_score) if late else (tx.decision, tx.score)
+            shown = "—" if score is None else f"{score:.2f}"
             lines.append(
                 {
                     "label": label,
-                    "value": f"{tx.decision} {score} · {amount_text(tx.amount, tx.currency)} {tx.currency}",
-                    "status": "critical" if tx.decision == Decision.DECLINE else "warning",
+                    "value": f"{'late ' if late else ''}{decision} {shown} · "
+                    f"{amount_text(tx.amount, tx.currency)} {tx.currency}",
+                    "status": "critical" if decision == Decision.DECLINE else "warning",
                 }
             )
         total = counts["approve"] + counts["review"] + counts["decline"]

@@ -47,6 +47,9 @@ class TransactionSerializer(TransactionAnswerSerializer):
             "merchant",
             "country",
             "rescored_at",
+            "late_score",
+            "late_reasons",
+            "late_model_version",
             "late_decision",
         ]
         read_only_fields = fields

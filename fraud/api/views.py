@@ -38,14 +38,34 @@ from fraud.api.serializers import (
 from fraud.models import TRANSACTION_ID_MAX, Transaction
 
 LIST_PARAMETERS = frozenset(
-    {"decision", "scored", "user_id", "currency", "since", "until", "tenant", "page", "page_size", "format"}
+    {
+        "decision",
+        "scored",
+        "late_decision",
+        "user_id",
+        "currency",
+        "since",
+        "until",
+        "tenant",
+        "page",
+        "page_size",
+        "format",
+    }
 )
 TEXT_FILTER_MAX = 64
 _SCORED = {"true": True, "false": False}
 
 _LIST_DOCS = [
     OpenApiParameter("decision", OpenApiTypes.STR, enum=DECISION_VALUES, description="Only this decision."),
-    OpenApiParameter("scored", OpenApiTypes.BOOL, description="false: the fail-open approvals not scored yet."),
+    OpenApiParameter(
+        "scored", OpenApiTypes.BOOL, description="false: the fail-open approvals (answered without a score)."
+    ),
+    OpenApiParameter(
+        "late_decision",
+        OpenApiTypes.STR,
+        enum=DECISION_VALUES,
+        description="Fail-open approvals whose late score gave this decision (review, decline: to look at).",
+    ),
     OpenApiParameter("user_id", OpenApiTypes.STR, description="Only this user's transactions."),
     OpenApiParameter("currency", OpenApiTypes.STR, description="Only this ISO 4217 currency."),
     OpenApiParameter("since", OpenApiTypes.DATETIME, description="Created at or after (ISO 8601; no offset: UTC)."),
@@ -87,6 +107,9 @@ def list_filters(request: Request) -> dict[str, Any]:
     decision = _text(request, "decision")
     if decision is not None and decision not in DECISION_VALUES:
         raise _invalid("decision", f"One of {', '.join(DECISION_VALUES)}.")
+    late_decision = _text(request, "late_decision")
+    if late_decision is not None and late_decision not in DECISION_VALUES:
+        raise _invalid("late_decision", f"One of {', '.join(DECISION_VALUES)}.")
     raw_scored = request.query_params.get("scored") or None
     if raw_scored is not None and raw_scored not in _SCORED:
         raise _invalid("scored", "true or false.")
@@ -98,6 +121,7 @@ def list_filters(request: Request) -> dict[str, Any]:
     return {
         "tenant": _tenant(request),
         "decision": decision,
+        "late_decision": late_decision,
         "scored": None if raw_scored is None else _SCORED[raw_scored],
         "user_id": _text(request, "user_id"),
         "currency": currency.upper() if currency else None,

@@ -13,8 +13,10 @@ from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import Tenant, User
+from fraud.engine.transaction import Score
 from fraud.models import Transaction
 from fraud.selectors import transaction_answer
+from fraud.services import transaction_rescore
 from fraud.tests.conftest import Record
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +37,8 @@ def ledger(tenant_a: Tenant, tenant_b: Tenant, record: Record) -> None:
     record(tenant_a, "a-2", created_at=T0 + timedelta(minutes=1), score=0.6, decision="review", user_id="u-2")
     record(tenant_a, "a-3", created_at=T0 + timedelta(minutes=2), score=0.95, decision="decline", currency="JPY",
            amount=Decimal("1000"))  # fmt: skip
-    record(tenant_a, "a-4", created_at=T0 + timedelta(minutes=3), score=None)
+    late = record(tenant_a, "a-4", created_at=T0 + timedelta(minutes=3), score=None)
+    transaction_rescore(pk=late.pk, score=Score(0.97, (), "m-2"))
     record(tenant_b, "b-1", created_at=T0, score=0.1)
 
 
@@ -50,6 +53,9 @@ class TestList:
         [
             ("decision=review", ["a-2"]),
             ("scored=false", ["a-4"]),
+            # The fail-open approvals whose late score says decline: what an analyst looks at
+            ("late_decision=decline", ["a-4"]),
+            ("late_decision=review", []),
             ("scored=true&decision=approve", ["a-1"]),
             ("user_id=u-2", ["a-2"]),
             ("currency=jpy", ["a-3"]),
@@ -65,6 +71,7 @@ class TestList:
             ("decison=review", "decison"),
             ("decision=maybe", "decision"),
             ("scored=yes", "scored"),
+            ("late_decision=no", "late_decision"),
             ("since=yesterday", "since"),
             ("since=2026-11-30T13:00:00Z&until=2026-11-30T12:00:00Z", "until"),
             ("tenant=nobody", "tenant"),

@@ -17,7 +17,7 @@ from accounts.models import Tenant
 from fraud.engine.transaction import History
 from fraud.models import Transaction
 from fraud.tasks import transactions_rescore
-from fraud.tests.conftest import Record
+from fraud.tests.conftest import FAIL_OPEN, Record
 from rules.models import Event
 from tests.support.fake_brain import FakeBrain, fake_brain
 
@@ -48,7 +48,11 @@ def test_unscored_rows_are_scored_once_oldest_first(brain: FakeBrain, tenant_a: 
     assert first.created_at_ms == int(older.created_at.timestamp() * 1000)
     for row in (older, newer):
         row.refresh_from_db()
-        assert (row.scored, row.score, row.model_version, row.late_decision) == (True, 0.95, "fake-7", "decline")
+        # The late score beside the answer given, which stays the fail-open one (a replay gets it)
+        assert (row.late_score, row.late_model_version, row.late_decision) == (0.95, "fake-7", "decline")
+        assert row.late_reasons[0]["code"] == "amount_vs_habit" and row.rescored_at is not None
+        assert (row.decision, row.scored, row.score, row.model_version) == ("approve", False, None, "")
+        assert row.reasons[0]["code"] == FAIL_OPEN.code
     scored.refresh_from_db()
     assert scored.score == 0.1 and scored.rescored_at is None
 
@@ -60,7 +64,8 @@ def test_a_late_decline_is_a_review_event_in_rules(brain: FakeBrain, tenant_a: T
 
     review = Event.objects.get(tenant=tenant_a, type="transaction.review")
     assert review.payload["transaction_id"] == row.transaction_id
-    assert review.payload["late_decision"] == "decline" and review.payload["reasons"] == ["amount_vs_habit"]
+    assert review.payload["late_decision"] == "decline" and review.payload["late_reasons"] == ["amount_vs_habit"]
+    assert review.payload["late_score"] == 0.95 and review.payload["scored"] is False
 
 
 def test_a_brain_that_is_down_leaves_the_rows_unscored(brain: FakeBrain, tenant_a: Tenant, record: Record) -> None:
@@ -69,11 +74,11 @@ def test_a_brain_that_is_down_leaves_the_rows_unscored(brain: FakeBrain, tenant_
     brain.stop()
 
     assert transactions_rescore() == 0
-    assert Transaction.objects.filter(scored=False).count() == 2
+    assert Transaction.objects.unscored().count() == 2
 
     brain.restart()
     assert transactions_rescore() == 2
-    assert not Transaction.objects.filter(scored=False).exists()
+    assert not Transaction.objects.unscored().exists()
 
 
 def test_a_failing_brain_stops_the_run_at_the_first_failure(brain: FakeBrain, tenant_a: Tenant, record: Record) -> None:
@@ -84,7 +89,7 @@ def test_a_failing_brain_stops_the_run_at_the_first_failure(brain: FakeBrain, te
     assert transactions_rescore() == 0
 
     assert len(brain.received) == 1
-    assert Transaction.objects.filter(scored=False).count() == 2
+    assert Transaction.objects.unscored().count() == 2
 
 
 def test_a_run_stops_once_its_budget_is_spent(brain: FakeBrain, tenant_a: Tenant, record: Record) -> None:
@@ -94,7 +99,7 @@ def test_a_run_stops_once_its_budget_is_spent(brain: FakeBrain, tenant_a: Tenant
 
     assert transactions_rescore(budget_seconds=0.1) == 1
 
-    assert Transaction.objects.filter(scored=False).count() == 1
+    assert Transaction.objects.unscored().count() == 1
     brain.mode = "ok"
     assert transactions_rescore() == 1
 
@@ -124,5 +129,5 @@ def test_two_concurrent_runs_score_each_row_once(brain: FakeBrain, tenant_a: Ten
 
     assert errors == []
     assert sum(counts) == len(rows)
-    assert Transaction.objects.filter(scored=True, rescored_at__isnull=False).count() == len(rows)
+    assert Transaction.objects.filter(late_score=0.95, rescored_at__isnull=False).count() == len(rows)
     assert Event.objects.filter(type="transaction.review").count() == len(rows)

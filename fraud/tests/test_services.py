@@ -129,10 +129,14 @@ def test_a_rescore_fills_a_fail_open_row_once(tenant_a: Tenant, record: Record) 
 
     assert rescored is not None and again is None
     stored = Transaction.objects.get(pk=row.pk)
-    assert (stored.scored, stored.score, stored.model_version) == (True, 0.95, "m-2")
-    assert stored.decision == "approve"  # what the client was answered never changes
-    assert stored.late_decision == "decline" and stored.rescored_at is not None
-    assert stored.reasons == [{"code": "burst_10m", "message": "7 transactions in 10 minutes", "contribution": 2.1}]
+    assert (stored.late_score, stored.late_model_version, stored.late_decision) == (0.95, "m-2", "decline")
+    assert stored.late_reasons == [
+        {"code": "burst_10m", "message": "7 transactions in 10 minutes", "contribution": 2.1}
+    ]
+    assert stored.rescored_at is not None
+    # What the client was answered never changes, so a replay answers it again
+    assert (stored.decision, stored.scored, stored.score, stored.model_version) == ("approve", False, None, "")
+    assert transaction_answer(stored) == transaction_answer(row)
 
 
 def test_a_late_decline_raises_a_review_event(tenant_a: Tenant, record: Record) -> None:
@@ -141,7 +145,7 @@ def test_a_late_decline_raises_a_review_event(tenant_a: Tenant, record: Record) 
     transaction_rescore(pk=row.pk, score=LATE)
 
     review = Event.objects.get(tenant=tenant_a, type="transaction.review")
-    assert review.payload["late_decision"] == "decline" and review.payload["score"] == 0.95
+    assert review.payload["late_decision"] == "decline" and review.payload["late_score"] == 0.95
     assert review.payload["transaction_id"] == row.transaction_id and review.payload["decision"] == "approve"
 
 
