@@ -12,11 +12,14 @@ The choices, where the spec leaves them open:
   minor unit. Codes without one (the metals XAU/XAG/XPD/XPT, the bond units XBA..XBD, SDR XDR,
   XSU, XUA, test XTS and "no currency" XXX) are refused: they are not card money, and the ledger
   could not tell how many decimals to allow.
-* `country`: optional, two ASCII letters, any case (stored in capitals). Only the shape of ISO
-  3166-1 alpha-2 is checked: no country library is pinned and the brain only compares a user's
-  countries with each other, so an unassigned code is harmless.
-* `transaction_id`, `user_id`: strings of 1..64 characters; `merchant`: optional, 0..64. No
-  control characters (C0, DEL, C1) in any of them: they end up in logs and the admin.
+* `country`: optional, an ISO 3166-1 alpha-2 code assigned to a country (the pinned `pycountry`
+  package's list), any case (stored in capitals), plus XK (Kosovo: user-assigned in ISO 3166, but
+  what card networks send). "ZZ" is refused: a typo must not become a "new country".
+* `transaction_id`: 1..64 characters of `A-Z a-z 0-9 _ - . :`, not starting with a dot: what
+  payment systems use for ids (`ch_3N…`, UUIDs, `order:42`), and safe in the URL of the ledger's
+  detail (`/api/v1/transactions/{transaction_id}`). `user_id`: 1..64 characters, `merchant`:
+  optional, 0..64; in both, no control characters (C0, DEL, C1: they end up in logs and the
+  admin) and no leading or trailing white space (" u1" and "u1" would be two users).
 * Unknown fields are refused (400, named in the details): a misspelt `merchnat` would otherwise
   be silently scored without its merchant. `tenant` is known: only a staff caller may use it
   (the endpoint decides).
@@ -28,6 +31,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
+import pycountry
 from iso4217 import Currency
 
 from fraud.engine.transaction import TransactionIn
@@ -43,8 +47,11 @@ FIELDS: Final = frozenset({"transaction_id", "amount", "currency", "user_id", "m
 
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,13}(\.[0-9]{1,20})?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TRANSACTION_ID = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]*")
 _ALPHA2 = re.compile(r"[A-Za-z]{2}")
 _ALPHA3 = re.compile(r"[A-Za-z]{3}")
+# ISO 3166-1 alpha-2 codes, and XK (Kosovo, user-assigned, used by card networks).
+_COUNTRIES: Final = frozenset({country.alpha_2 for country in pycountry.countries} | {"XK"})
 # ISO 4217 alphabetic code -> minor units, for the currencies that have them.
 _MINOR_UNITS: Final = {currency.code: currency.exponent for currency in Currency if currency.exponent is not None}
 
@@ -74,7 +81,7 @@ def parse_transaction(data: Any) -> tuple[TransactionIn, str]:
 
     for name in sorted(set(data) - FIELDS):
         problems.setdefault(name[:64], []).append("Unknown field.")
-    transaction_id = check("transaction_id", lambda: _text(data, "transaction_id", required=True, limit=ID_MAX))
+    transaction_id = check("transaction_id", lambda: _transaction_id(data))
     user_id = check("user_id", lambda: _text(data, "user_id", required=True, limit=ID_MAX))
     merchant = check("merchant", lambda: _text(data, "merchant", required=False, limit=MERCHANT_MAX))
     country = check("country", lambda: _country(data.get("country")))
@@ -108,6 +115,15 @@ def _text(data: dict[str, Any], name: str, *, required: bool, limit: int) -> str
         raise ValueError(f"At most {limit} characters.")
     if _CONTROL.search(value):
         raise ValueError("Control characters are not allowed.")
+    if value != value.strip():
+        raise ValueError("Leading or trailing white space is not allowed.")
+    return value
+
+
+def _transaction_id(data: dict[str, Any]) -> str:
+    value = _text(data, "transaction_id", required=True, limit=ID_MAX)
+    if not _TRANSACTION_ID.fullmatch(value):
+        raise ValueError("Letters, digits and _ - . : only, not starting with a dot.")
     return value
 
 
@@ -116,7 +132,10 @@ def _country(value: Any) -> str:
         return ""
     if not isinstance(value, str) or not _ALPHA2.fullmatch(value):
         raise ValueError("Expected an ISO 3166-1 alpha-2 code (two letters).")
-    return value.upper()
+    code = value.upper()
+    if code not in _COUNTRIES:
+        raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code.")
+    return code
 
 
 def _currency(value: Any) -> str:

@@ -79,19 +79,39 @@ def test_bad_currencies_are_refused(currency: Any) -> None:
         ("transaction_id", "tx\n1"),
         ("transaction_id", 12),
         ("transaction_id", ...),
+        # Unsafe in the ledger's detail URL, or blank in disguise
+        ("transaction_id", "  "),
+        ("transaction_id", "a/b?c"),
+        ("transaction_id", ".."),
+        ("transaction_id", "tx 1"),
+        ("transaction_id", "tx%2F1"),
         ("user_id", ""),
+        ("user_id", "   "),
+        ("user_id", " u-1"),
         ("user_id", "u\x00"),
         ("user_id", ...),
         ("merchant", "m" * 65),
         ("merchant", "m\x7f"),
         ("country", "FRA"),
         ("country", "F1"),
+        ("country", "ZZ"),
+        ("country", "QQ"),
         ("country", 33),
         ("tenant", "t" * 65),
     ],
 )
 def test_bounded_ids_and_strings(field: str, value: Any) -> None:
     assert field in refused(body(**{field: value}))
+
+
+@pytest.mark.parametrize("transaction_id", ["ch_3N1xYz", "0d9c7a52-3b1e-4c4e-9f0a-1b2c3d4e5f60", "order:42.1", "_x"])
+def test_ids_payment_systems_use_pass(transaction_id: str) -> None:
+    assert parse_transaction(body(transaction_id=transaction_id))[0].transaction_id == transaction_id
+
+
+@pytest.mark.parametrize("country", ["fr", "BR", "xk"])
+def test_assigned_countries_and_kosovo_pass(country: str) -> None:
+    assert parse_transaction(body(country=country))[0].country == country.upper()
 
 
 def test_ids_of_exactly_64_characters_pass() -> None:
