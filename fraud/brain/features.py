@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from iso4217 import Currency
+
 from fraud.engine.transaction import SMALL_AMOUNT, History
 
 FEATURE_NAMES: Final = (
@@ -38,6 +40,8 @@ HABIT_MIN_COUNT: Final = 3
 HABIT_MIN_STD: Final = 0.25
 # Night in UTC: the simulated users' day is 07:00-22:59 (fraud.brain.synthetic).
 NIGHT_HOURS: Final = range(6)
+# ISO 4217 minor units, to quote an amount as its currency writes it.
+_MINOR_UNITS: Final = {currency.code: currency.exponent for currency in Currency if currency.exponent is not None}
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,26 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def _plural(count: int, noun: str) -> str:
+    """ "1 transaction", "3 transactions" (the nouns used here all take an s)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _money(amount: float, currency: str) -> str:
+    """`amount` with its currency's minor units (ISO 4217: 1.234 BHD, 1200 JPY, 12.50 EUR)."""
+    digits = _MINOR_UNITS.get(currency, 2)
+    return f"{amount:.{digits}f} {currency}".rstrip()
+
+
 def _amount_vs_habit(value: float, facts: Facts) -> str:
     ratio = facts.amount / math.exp(facts.history.log_amount_mean)
     return f"amount {ratio:.1f}x the user's usual"
 
 
 def _small_amounts(value: float, facts: Facts) -> str:
-    return f"{int(value)} charges of at most {SMALL_AMOUNT:.2f} in the last hour (card testing)"
+    # The feature counts this transaction too: the sentence says so.
+    charges = _plural(int(value), "charge")
+    return f"{charges} of at most {SMALL_AMOUNT:.2f} in the last hour, this one included (card testing)"
 
 
 def _night(value: float, facts: Facts) -> str:
@@ -98,7 +115,7 @@ def _night(value: float, facts: Facts) -> str:
 def _history_size(value: float, facts: Facts) -> str:
     if value == 0:
         return "first transaction of this user"
-    return f"only {int(value)} earlier transactions of this user"
+    return f"only {_plural(int(value), 'earlier transaction')} of this user"
 
 
 def _minutes_since_last(value: float, facts: Facts) -> str:
@@ -114,14 +131,14 @@ def _minutes_since_last(value: float, facts: Facts) -> str:
 # One sentence per feature, from its value (and the transaction's facts); the counts are the
 # earlier transactions (fraud.proto's History), this one excluded.
 TEMPLATES: Final[dict[str, Callable[[float, Facts], str]]] = {
-    "amount_log": lambda v, f: f"amount {f.amount:.2f} {f.currency}".rstrip(),
+    "amount_log": lambda v, f: f"amount {_money(f.amount, f.currency)}",
     "amount_vs_habit": _amount_vs_habit,
-    "velocity_10m": lambda v, f: f"{int(v)} transactions in the 10 minutes before",
-    "velocity_24h": lambda v, f: f"{int(v)} transactions in the 24 hours before",
+    "velocity_10m": lambda v, f: f"{_plural(int(v), 'transaction')} in the 10 minutes before",
+    "velocity_24h": lambda v, f: f"{_plural(int(v), 'transaction')} in the 24 hours before",
     "small_amounts_1h": _small_amounts,
-    "amount_1h": lambda v, f: f"{v:.2f} spent in the hour before",
+    "amount_1h": lambda v, f: f"{_money(v, f.currency)} spent in the hour before",
     "new_country": lambda v, f: f"first transaction from {f.country}",
-    "countries_24h": lambda v, f: f"{int(v)} countries in the last 24 hours",
+    "countries_24h": lambda v, f: f"{int(v)} {'country' if int(v) == 1 else 'countries'} in the last 24 hours",
     "new_merchant": lambda v, f: f"first transaction at merchant {f.merchant}",
     "night": _night,
     "history_size": _history_size,

@@ -133,7 +133,8 @@ class BrainServicer(fraud_pb2_grpc.FraudBrainServicer):
             fraud_pb2.Reason(code=r.code, message=r.message, contribution=r.contribution or 0.0)
             for r in explained.reasons
         ]
-        reply = fraud_pb2.ScoreReply(score=explained.score, reasons=reasons, model_version=model.version)
+        # Four decimals: finer than any threshold an analyst sets, and readable in an answer.
+        reply = fraud_pb2.ScoreReply(score=round(explained.score, 4), reasons=reasons, model_version=model.version)
         return _Answer("ok", reply)
 
 

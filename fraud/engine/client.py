@@ -99,6 +99,8 @@ class BrainClient:
         if permit is not None and not permit.allowed:
             self.observe("breaker_open", 0.0)
             raise BrainUnavailable("breaker_open", f"retry in {permit.retry_after_ms} ms")
+        if permit is not None and permit.probe:
+            await self._fresh_channel_if_failing()
         request = transaction_message(tx, history, tenant_uuid, created_at_ms)
         started = time.perf_counter()
         try:
@@ -121,6 +123,15 @@ class BrainClient:
         if self._channel is not None:
             await self._channel.close()
         self._channel = self._stub = None
+
+    async def _fresh_channel_if_failing(self) -> None:
+        """Before the half-open trial call: a channel still in TRANSIENT_FAILURE fails a call at
+        once until its reconnect backoff (up to 1 s) is over, even when the brain is back, and
+        the trial would reopen the breaker for another cooldown. A new channel connects now."""
+        channel = self._channel
+        if channel is not None and channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            self._channel, self._stub = None, None
+            await channel.close()
 
     async def _acquire(self) -> Permit | None:
         try:

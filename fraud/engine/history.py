@@ -8,9 +8,13 @@ kept transaction (0 when none, std 0 when fewer than 2); `country_seen`/`merchan
 when this transaction's country/merchant is ""; `countries_24h` counts distinct non-empty
 countries. The transaction being scored is excluded: the endpoint reads before it adds.
 
-Redis keys per tenant and user (one hash tag, so a cluster keeps them on one slot):
+A history is per tenant, user AND currency: amounts are only comparable within one currency (no
+exchange rates here), and a user who paid 20 EUR a week must not look "18 billion times his usual"
+paying 100,000 JPY. The price: a burst spread over several currencies counts per currency.
 
-* `{prefix}h:{tenant:user}:w`  sorted set of the last 24 h, score = time (ms), member =
+Redis keys per tenant, user and currency (one hash tag, so a cluster keeps them on one slot):
+
+* `{prefix}h:{tenant:user:currency}:w`  sorted set of the last 24 h, score = time (ms), member =
   "amount|country|transaction_id"; trimmed on every add, TTL 25 h.
 * `...:s`  hash n, s1 (sum of ln amount), s2 (sum of squares), last (ms); TTL 90 days,
   refreshed by every add: "still kept" in the proto means "seen in the last 90 days".
@@ -96,13 +100,13 @@ class RedisHistory:
         self.redis = redis
         self.prefix = prefix
 
-    def keys_for(self, tenant: str, user_id: str) -> tuple[str, str, str, str]:
-        base = f"{self.prefix}h:{{{tenant}:{user_id}}}"
+    def keys_for(self, tenant: str, tx: TransactionIn) -> tuple[str, str, str, str]:
+        base = f"{self.prefix}h:{{{tenant}:{tx.user_id}:{tx.currency}}}"
         return f"{base}:w", f"{base}:s", f"{base}:c", f"{base}:m"
 
     async def read(self, tenant: str, tx: TransactionIn, at_ms: int) -> History:
         args = (at_ms, tx.country, tx.merchant, repr(SMALL_AMOUNT), WINDOW_10M_MS, WINDOW_1H_MS, WINDOW_24H_MS)
-        reply = await self._run(_READ, self.keys_for(tenant, tx.user_id), args)
+        reply = await self._run(_READ, self.keys_for(tenant, tx), args)
         c10m, c1h, c24h, small, amount_1h, countries, n, s1, s2, last, country_seen, merchant_seen = reply
         mean, std = _from_sums(int(n), float(s1), float(s2))
         return History(
@@ -135,7 +139,7 @@ class RedisHistory:
             LONG_TTL_MS,
             SEEN_CAP,
         )
-        await self._run(_ADD, self.keys_for(tenant, tx.user_id), args)
+        await self._run(_ADD, self.keys_for(tenant, tx), args)
 
     async def _run(self, script: _Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> list[Any]:
         try:
@@ -160,10 +164,10 @@ class MemoryHistory:
     """The same history in one process (embedded mode). Nothing expires but the 24 h window."""
 
     def __init__(self) -> None:
-        self._users: dict[tuple[str, str], _User] = {}
+        self._users: dict[tuple[str, str, str], _User] = {}
 
     async def read(self, tenant: str, tx: TransactionIn, at_ms: int) -> History:
-        user = self._users.get((tenant, tx.user_id))
+        user = self._users.get((tenant, tx.user_id, tx.currency))
         if user is None:
             return History()
         day = [event for event in user.window if at_ms - WINDOW_24H_MS < event[0] <= at_ms]
@@ -185,7 +189,7 @@ class MemoryHistory:
         )
 
     async def add(self, tenant: str, tx: TransactionIn, at_ms: int) -> None:
-        user = self._users.setdefault((tenant, tx.user_id), _User())
+        user = self._users.setdefault((tenant, tx.user_id, tx.currency), _User())
         amount = float(tx.amount)
         ln = math.log(amount)
         user.window.append((at_ms, amount, tx.country))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fraud.brain import model as brain_model
-from fraud.brain.features import FEATURE_NAMES, feature_vector
+from fraud.brain.features import FEATURE_NAMES, Facts, feature_vector, reason_message
 from fraud.brain.synthetic import DAY_MS, HOUR_MS, MINUTE_MS, PATTERNS, START_MS, Earlier, generate, history_of
 from fraud.engine.transaction import History
 
@@ -148,7 +148,18 @@ def test_reason_messages_quote_what_an_analyst_checks(brain_model_dir: Path) -> 
     assert messages["new_country"] == "first transaction from BR"
     assert messages["new_merchant"] == "first transaction at merchant m-new"
     assert messages["night"] == "at 03:00 UTC, outside the usual daytime hours"
-    assert messages["small_amounts_1h"] == "12 charges of at most 2.00 in the last hour (card testing)"
+    assert messages["small_amounts_1h"] == (
+        "12 charges of at most 2.00 in the last hour, this one included (card testing)"
+    )
+
+
+def test_sentences_count_and_quote_amounts_as_people_write_them() -> None:
+    facts = Facts(1.234, "BHD", "FR", "m", 0, History(count_total=1, log_amount_mean=0.0))
+    assert reason_message("velocity_10m", 1.0, facts) == "1 transaction in the 10 minutes before"
+    assert reason_message("small_amounts_1h", 1.0, facts).startswith("1 charge of at most")
+    assert reason_message("amount_log", 0.2, facts) == "amount 1.234 BHD"
+    assert reason_message("amount_log", 9.4, Facts(12000.0, "JPY", "", "", 0, History())) == "amount 12000 JPY"
+    assert reason_message("countries_24h", 1.0, facts) == "1 country in the last 24 hours"
 
 
 def test_the_same_seed_trains_the_same_model(brain_model_dir: Path) -> None:

@@ -115,7 +115,7 @@ def test_a_random_user_matches_the_definitions_at_every_step(kind: str) -> None:
     asyncio.run(scenario())
 
 
-def test_tenants_and_users_are_kept_apart(kind: str) -> None:
+def test_tenants_users_and_currencies_are_kept_apart(kind: str) -> None:
     async def scenario() -> None:
         async with store(kind) as history:
             await history.add("A", make(1, "10", country="FR", merchant="m"), T0)
@@ -124,6 +124,9 @@ def test_tenants_and_users_are_kept_apart(kind: str) -> None:
             other_user = make(3, "10", country="FR", merchant="m", user="u2")
             assert await history.read("A", other_user, T0 + 1) == History()
             assert (await history.read("A", probe, T0 + 1)).count_total == 1
+            # 100,000 JPY is not compared with a habit of 10 EUR: no exchange rates here
+            yen = TransactionIn("t4", "u1", Decimal("100000"), "JPY", "m", "FR")
+            assert await history.read("A", yen, T0 + 1) == History()
 
     asyncio.run(scenario())
 
@@ -148,7 +151,7 @@ def test_redis_keys_expire() -> None:
             await history.add("A", make(1, "10", country="FR", merchant="m"), T0)
             control = Redis.from_url(redis_url_for_tests())
             try:
-                window, stats, countries, merchants = history.keys_for("A", "u1")
+                window, stats, countries, merchants = history.keys_for("A", make(1, "10"))
                 assert 0 < await control.pttl(window) <= WINDOW_TTL_MS
                 for key in (stats, countries, merchants):
                     assert WINDOW_TTL_MS < await control.pttl(key) <= LONG_TTL_MS
