@@ -15,6 +15,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from core.conf import GatewaySettings, sentinel_settings
 from gateway.engine.breaker import STATE_CODES, Breaker, BreakerConfig, MemoryBreaker, RedisBreaker, Transition
@@ -84,3 +85,11 @@ def breaker_reset(*, upstream: str) -> Transition | None:
             return await breaker.reset(upstream)
 
     return async_to_sync(reset)()
+
+
+def circuit_sources() -> list[Any]:
+    """The other breakers SENTINEL_CIRCUIT_SOURCES names (the fraud brain's), by dotted path so the
+    gateway imports none of their apps: objects with `entries(*, is_staff) -> list[dict]` (each
+    with `name` and the state fields of `breaker_states`) and `reset(upstream) -> (reset, entry)
+    | None`."""
+    return [import_string(path) for path in getattr(settings, "SENTINEL_CIRCUIT_SOURCES", ())]

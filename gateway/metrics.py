@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from core.conf import sentinel_settings
 from core.prometheus import series_declare
-from gateway.breaker_state import breaker_states
+from gateway.breaker_state import breaker_states, circuit_sources
 from gateway.engine.proxy import Decision, RequestRecord
 from gateway.selectors import route_specs, upstream_list
 
@@ -150,7 +150,8 @@ def route_series_declare() -> None:
 
 
 class BreakerStateCollector(Collector):
-    """`sentinel_circuit_breaker_state{upstream}`: 0 closed, 1 open, 2 half-open.
+    """`sentinel_circuit_breaker_state{upstream}`: 0 closed, 1 open, 2 half-open, for every upstream
+    URL and every breaker of SENTINEL_CIRCUIT_SOURCES (by its name: `fraud-brain`).
 
     A breaker's state is fleet-wide (Redis in production), so every process would report the
     same figure; reading it once per scrape is exact and costs the proxy nothing. The site
@@ -171,4 +172,13 @@ class BreakerStateCollector(Collector):
             states = {}
         for url in sorted(states):
             family.add_metric([url], states[url]["state_code"])
+        # The other breakers (the fraud brain's, labelled by name: "fraud-brain").
+        for source in circuit_sources():
+            try:
+                entries = source.entries(is_staff=True)
+            except Exception:  # as above: Redis down leaves these out, the scrape still answers
+                logger.warning("breaker states unavailable for /metrics", exc_info=True)
+                continue
+            for entry in entries:
+                family.add_metric([entry["name"]], entry["state_code"])
         yield family

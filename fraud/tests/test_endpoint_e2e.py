@@ -293,6 +293,9 @@ def test_two_web_processes_see_one_breaker(shared_cache: dict[str, str], alice: 
         status, _, answer = post(second, tx("b-1"), headers)
         assert (status, answer["reasons"][0]["code"]) == (201, "breaker_open")
         assert fraud_breaker(second, alice)["state"] == "open"
+        # And the scrape says so too, beside the upstreams' breakers
+        status, _, scrape = http_request(second, "GET", "/metrics")
+        assert status == 200 and b'sentinel_circuit_breaker_state{upstream="fraud-brain"} 1.0' in scrape
         # And a staff reset from either process closes it for both
         status, _, raw = http_request(
             second, "POST", "/circuit/reset", body=b'{"upstream": "fraud-brain"}',

@@ -2,9 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Model, QuerySet
-from django.utils.module_loading import import_string
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions
 from rest_framework.permissions import IsAdminUser
@@ -23,7 +21,7 @@ from gateway.api.serializers import (
     CircuitStatusSerializer,
     RouteSerializer,
 )
-from gateway.breaker_state import breaker_reset, breaker_states
+from gateway.breaker_state import breaker_reset, breaker_states, circuit_sources
 from gateway.models import Route
 from gateway.selectors import route_list, upstream_list
 
@@ -58,12 +56,6 @@ class RouteViewSet(TenantScopedViewSet):
     def delete_object(self, *, instance: Model) -> None:
         assert isinstance(instance, Route)
         services.route_delete(route=instance)
-
-
-def circuit_sources() -> list[Any]:
-    """The other breakers SENTINEL_CIRCUIT_SOURCES names (the fraud brain's): objects with
-    `entries(*, is_staff) -> list[dict]` and `reset(upstream) -> (reset, entry) | None`."""
-    return [import_string(path) for path in getattr(settings, "SENTINEL_CIRCUIT_SOURCES", ())]
 
 
 class CircuitStatusView(APIView):
