@@ -4,7 +4,6 @@ leaves them for the next run, and two concurrent runs score each row once."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from fraud.tasks import transactions_rescore
 from fraud.tests.conftest import FAIL_OPEN, Record
 from rules.models import Event
 from tests.support.fake_brain import FakeBrain, fake_brain
+from tests.support.threads import at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -108,26 +108,9 @@ def test_a_run_stops_once_its_budget_is_spent(brain: FakeBrain, tenant_a: Tenant
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
 def test_two_concurrent_runs_score_each_row_once(brain: FakeBrain, tenant_a: Tenant, record: Record) -> None:
     rows = [record(tenant_a, f"tx-{n}", score=None) for n in range(30)]
-    start = threading.Barrier(2)
-    counts: list[int] = []
-    errors: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            start.wait(timeout=10)
-            counts.append(transactions_rescore())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
-            errors.append(exc)
-        finally:
-            connection.close()
+    counts = at_once(transactions_rescore)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert errors == []
     assert sum(counts) == len(rows)
     assert Transaction.objects.filter(late_score=0.95, rescored_at__isnull=False).count() == len(rows)
     assert Event.objects.filter(type="transaction.review").count() == len(rows)

@@ -3,7 +3,6 @@ concurrent identical requests, and the one late score of a fail-open row."""
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
 import pytest
@@ -17,6 +16,7 @@ from fraud.selectors import tenant_thresholds, transaction_answer
 from fraud.services import TransactionConflict, transaction_record, transaction_rescore
 from fraud.tests.conftest import FAIL_OPEN, Record, tx_in
 from rules.models import Event, EventSource
+from tests.support.threads import at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -95,29 +95,10 @@ def test_the_same_transaction_id_in_another_tenant_is_another_transaction(tenant
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
 def test_two_concurrent_identical_requests_leave_one_row_and_both_get_it(tenant_a: Tenant) -> None:
-    start = threading.Barrier(2)
-    results: list[tuple[int, bool]] = []
-    errors: list[BaseException] = []
+    results = at_once(lambda: _record(tenant_a))
 
-    def request() -> None:
-        try:
-            start.wait(timeout=10)
-            row, created = _record(tenant_a)
-            results.append((row.pk, created))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=request) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
-    assert errors == []
     assert sorted(created for _, created in results) == [False, True]
-    assert len({pk for pk, _ in results}) == 1
+    assert len({row.pk for row, _ in results}) == 1
     assert Transaction.objects.count() == 1 and Event.objects.count() == 1
 
 
