@@ -1,9 +1,11 @@
 """`POST /transaction` and `POST /api/v1/transactions` (SPEC 6): a plain ASGI app in front of the
 proxy, no Django on its path. Every other request goes to `next_app` untouched.
 
-Flow: body (<= 16 KiB) → credentials → JSON → validation → tenant → ledger find (replay or 409)
-→ history → brain (fail-open on BrainUnavailable) → decision → ledger record (a concurrent twin
-may win: its answer) → if this request created the row: history add and the `recorded` hook.
+Flow: body (<= 16 KiB) → credentials → JSON → validation → tenant → history (and whether this
+transaction id was recorded in the last 24 h) → if it was: ledger find (replay or 409) → brain
+(fail-open on BrainUnavailable) → decision → ledger record (a concurrent twin, or an older
+replay, may be there already: its answer, or 409) → if this request created the row: history add
+and the `recorded` hook.
 
 Credentials are checked before the body is parsed, so a caller without them learns nothing about
 the body's shape. Errors are SPEC 7's JSON (`core.errors.error_json`); client input never 500s.
@@ -155,11 +157,21 @@ class TransactionEndpoint:
         limits = self.thresholds(tenant.uuid)
         if limits is None:  # created after the last refresh: the next one brings it
             raise _Refusal(503, "tenant_loading", "This tenant is not loaded yet; try again.")
-        stored = await self.ledger.find(tenant_id=limits.tenant_id, transaction_id=tx.transaction_id)
-        if stored is not None:
-            return self._replay(stored, tx)
         try:
-            answer, created = await self._score_and_record(tx, tenant, limits, started_ms)
+            history, recorded = await self.history.recall(tenant.uuid, tx, started_ms)
+        except HistoryUnavailable:
+            logger.warning("fraud history unavailable; scoring with none", exc_info=True)
+            history, recorded = History(), True  # unknown: the ledger says whether it is a replay
+        # A replay answers the stored decision without asking the brain again. The history knows
+        # the ids of the last 24 h, so a new transaction (nearly all of them) costs no ledger read;
+        # an older replay is scored again and then refused by the ledger's unique index, which
+        # answers the stored row all the same.
+        if recorded:
+            stored = await self.ledger.find(tenant_id=limits.tenant_id, transaction_id=tx.transaction_id)
+            if stored is not None:
+                return self._replay(stored, tx)
+        try:
+            answer, created = await self._score_and_record(tx, tenant, limits, started_ms, history)
         except LedgerConflict:  # a concurrent request with this id and another body won
             raise _Refusal(409, "idempotency_conflict", "This transaction_id was used with another body.") from None
         # A concurrent identical request won the insert: this one is its replay.
@@ -171,13 +183,8 @@ class TransactionEndpoint:
         return 201, _json(stored.answer), [(b"idempotent-replayed", b"true")]
 
     async def _score_and_record(
-        self, tx: TransactionIn, tenant: TenantInfo, limits: Thresholds, at_ms: int
+        self, tx: TransactionIn, tenant: TenantInfo, limits: Thresholds, at_ms: int, history: History
     ) -> tuple[dict[str, Any], bool]:
-        try:
-            history = await self.history.read(tenant.uuid, tx, at_ms)
-        except HistoryUnavailable:
-            logger.warning("fraud history unavailable; scoring with none", exc_info=True)
-            history = History()
         try:
             score = await self.brain.score(tx, history, tenant_uuid=tenant.uuid, created_at_ms=at_ms)
         except BrainUnavailable as exc:

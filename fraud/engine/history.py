@@ -20,6 +20,9 @@ Redis keys per tenant, user and currency (one hash tag, so a cluster keeps them 
   refreshed by every add: "still kept" in the proto means "seen in the last 90 days".
 * `...:c`, `...:m`  sets of the countries and merchants used, capped at SEEN_CAP members (a
   bot cycling merchants must not grow a key without bound); TTL 90 days.
+* `...:i`  sorted set of the transaction ids counted in the last 24 h (score = time), TTL 25 h:
+  `recall` says whether this transaction was recorded, so the endpoint asks the ledger about a
+  replay only then, not for every new transaction.
 
 The standard deviation comes from the running sums (sqrt(s2/n - mean^2); a variance within
 rounding of 0 is 0), which differs from the two-pass formula only by rounding (~1e-12).
@@ -61,6 +64,12 @@ class HistoryStore(Protocol):
         """The user's History as of `at_ms` (epoch ms), `tx` excluded. Raises HistoryUnavailable."""
         ...
 
+    async def recall(self, tenant: str, tx: TransactionIn, at_ms: int) -> tuple[History, bool]:
+        """`read`, and whether `tx.transaction_id` was added in the 24 h before `at_ms` (in the same
+        round trip). False is a hint, not a proof: older replays and lost adds are not known here,
+        and the ledger's unique index decides. Raises HistoryUnavailable."""
+        ...
+
     async def add(self, tenant: str, tx: TransactionIn, at_ms: int) -> None:
         """Counts `tx` (received at `at_ms`) in the user's history. Raises HistoryUnavailable."""
         ...
@@ -100,16 +109,22 @@ class RedisHistory:
         self.redis = redis
         self.prefix = prefix
 
-    def keys_for(self, tenant: str, tx: TransactionIn) -> tuple[str, str, str, str]:
+    def keys_for(self, tenant: str, tx: TransactionIn) -> tuple[str, str, str, str, str]:
         base = f"{self.prefix}h:{{{tenant}:{tx.user_id}:{tx.currency}}}"
-        return f"{base}:w", f"{base}:s", f"{base}:c", f"{base}:m"
+        return f"{base}:w", f"{base}:s", f"{base}:c", f"{base}:m", f"{base}:i"
 
     async def read(self, tenant: str, tx: TransactionIn, at_ms: int) -> History:
-        args = (at_ms, tx.country, tx.merchant, repr(SMALL_AMOUNT), WINDOW_10M_MS, WINDOW_1H_MS, WINDOW_24H_MS)
+        return (await self.recall(tenant, tx, at_ms))[0]
+
+    async def recall(self, tenant: str, tx: TransactionIn, at_ms: int) -> tuple[History, bool]:
+        args = (
+            at_ms, tx.country, tx.merchant, repr(SMALL_AMOUNT), WINDOW_10M_MS, WINDOW_1H_MS, WINDOW_24H_MS,
+            tx.transaction_id,
+        )  # fmt: skip
         reply = await self._run(_READ, self.keys_for(tenant, tx), args)
-        c10m, c1h, c24h, small, amount_1h, countries, n, s1, s2, last, country_seen, merchant_seen = reply
+        c10m, c1h, c24h, small, amount_1h, countries, n, s1, s2, last, country_seen, merchant_seen, recorded = reply
         mean, std = _from_sums(int(n), float(s1), float(s2))
-        return History(
+        history = History(
             count_total=int(n),
             count_10m=int(c10m),
             count_1h=int(c1h),
@@ -123,6 +138,7 @@ class RedisHistory:
             merchant_seen=bool(int(merchant_seen)),
             countries_24h=int(countries),
         )
+        return history, bool(int(recorded))
 
     async def add(self, tenant: str, tx: TransactionIn, at_ms: int) -> None:
         amount = float(tx.amount)
@@ -138,6 +154,7 @@ class RedisHistory:
             WINDOW_TTL_MS,
             LONG_TTL_MS,
             SEEN_CAP,
+            tx.transaction_id,
         )
         await self._run(_ADD, self.keys_for(tenant, tx), args)
 
@@ -151,13 +168,14 @@ class RedisHistory:
 
 @dataclass
 class _User:
-    window: deque[tuple[int, float, str]] = field(default_factory=deque)  # (at_ms, amount, country)
+    window: deque[tuple[int, float, str, str]] = field(default_factory=deque)  # (at_ms, amount, country, id)
     n: int = 0
     s1: float = 0.0
     s2: float = 0.0
     last: int = 0
     countries: set[str] = field(default_factory=set)
     merchants: set[str] = field(default_factory=set)
+    ids: dict[str, int] = field(default_factory=dict)  # transaction id -> at_ms, the window's
 
 
 class MemoryHistory:
@@ -167,13 +185,17 @@ class MemoryHistory:
         self._users: dict[tuple[str, str, str], _User] = {}
 
     async def read(self, tenant: str, tx: TransactionIn, at_ms: int) -> History:
+        return (await self.recall(tenant, tx, at_ms))[0]
+
+    async def recall(self, tenant: str, tx: TransactionIn, at_ms: int) -> tuple[History, bool]:
         user = self._users.get((tenant, tx.user_id, tx.currency))
         if user is None:
-            return History()
+            return History(), False
+        recorded = at_ms - WINDOW_24H_MS < user.ids.get(tx.transaction_id, -WINDOW_24H_MS - 1) <= at_ms
         day = [event for event in user.window if at_ms - WINDOW_24H_MS < event[0] <= at_ms]
         hour = [event for event in day if event[0] > at_ms - WINDOW_1H_MS]
         mean, std = _from_sums(user.n, user.s1, user.s2)
-        return History(
+        history = History(
             count_total=user.n,
             count_10m=sum(1 for event in hour if event[0] > at_ms - WINDOW_10M_MS),
             count_1h=len(hour),
@@ -187,14 +209,18 @@ class MemoryHistory:
             merchant_seen=bool(tx.merchant) and tx.merchant in user.merchants,
             countries_24h=len({event[2] for event in day if event[2]}),
         )
+        return history, recorded
 
     async def add(self, tenant: str, tx: TransactionIn, at_ms: int) -> None:
         user = self._users.setdefault((tenant, tx.user_id, tx.currency), _User())
         amount = float(tx.amount)
         ln = math.log(amount)
-        user.window.append((at_ms, amount, tx.country))
+        user.window.append((at_ms, amount, tx.country, tx.transaction_id))
+        user.ids[tx.transaction_id] = at_ms
         while user.window and user.window[0][0] <= at_ms - WINDOW_24H_MS:
-            user.window.popleft()
+            gone = user.window.popleft()
+            if user.ids.get(gone[3]) == gone[0]:
+                del user.ids[gone[3]]
         user.n += 1
         user.s1 += ln
         user.s2 += ln * ln

@@ -143,6 +143,24 @@ def test_seen_countries_and_merchants_are_capped(kind: str) -> None:
     asyncio.run(scenario())
 
 
+def test_recall_knows_the_ids_of_the_last_24_hours(kind: str) -> None:
+    """The endpoint's replay hint: an id added in the 24 h before is recalled; another id, or the
+    same one a day later, is not (the ledger's unique index still catches those)."""
+
+    async def scenario() -> None:
+        async with store(kind) as history:
+            first = make(1, "10", country="FR")
+            assert (await history.recall("A", first, T0))[1] is False
+            await history.add("A", first, T0)
+            assert (await history.recall("A", first, T0 + HOUR))[1] is True
+            assert (await history.recall("A", make(2, "10"), T0 + HOUR))[1] is False
+            assert (await history.recall("B", first, T0 + HOUR))[1] is False
+            await history.add("A", make(3, "10"), T0 + 24 * HOUR + 1)  # trims the day before
+            assert (await history.recall("A", first, T0 + 24 * HOUR + 1))[1] is False
+
+    asyncio.run(scenario())
+
+
 def test_redis_keys_expire() -> None:
     require_redis()
 
@@ -151,8 +169,9 @@ def test_redis_keys_expire() -> None:
             await history.add("A", make(1, "10", country="FR", merchant="m"), T0)
             control = Redis.from_url(redis_url_for_tests())
             try:
-                window, stats, countries, merchants = history.keys_for("A", make(1, "10"))
+                window, stats, countries, merchants, ids = history.keys_for("A", make(1, "10"))
                 assert 0 < await control.pttl(window) <= WINDOW_TTL_MS
+                assert 0 < await control.pttl(ids) <= WINDOW_TTL_MS
                 for key in (stats, countries, merchants):
                     assert WINDOW_TTL_MS < await control.pttl(key) <= LONG_TTL_MS
             finally:

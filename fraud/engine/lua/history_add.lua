@@ -1,13 +1,17 @@
 -- Counts one transaction in a user's history (see fraud/engine/history.py).
 --
--- KEYS     window (zset), stats (hash), countries (set), merchants (set)
+-- KEYS     window (zset), stats (hash), countries (set), merchants (set), ids (zset)
 -- ARGV     at_ms, window member, ln amount, (ln amount)^2, country, merchant, 24h_ms,
---          window TTL ms, long TTL ms, cap of the seen sets
+--          window TTL ms, long TTL ms, cap of the seen sets, transaction_id
 
 local at = tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', at - tonumber(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
+-- The transaction ids of the same 24 h: a replay's cheap first check (fraud.engine.endpoint).
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[11])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', string.format('%.0f', at - tonumber(ARGV[7])))
+redis.call('PEXPIRE', KEYS[5], ARGV[8])
 
 redis.call('HINCRBY', KEYS[2], 'n', 1)
 redis.call('HINCRBYFLOAT', KEYS[2], 's1', ARGV[3])

@@ -1,9 +1,10 @@
 -- A user's history as of ARGV[1] (see fraud/engine/history.py for the definitions).
 --
--- KEYS     window (zset), stats (hash), countries (set), merchants (set)
--- ARGV     now_ms, country, merchant, small_amount, 10m_ms, 1h_ms, 24h_ms
+-- KEYS     window (zset), stats (hash), countries (set), merchants (set), ids (zset)
+-- ARGV     now_ms, country, merchant, small_amount, 10m_ms, 1h_ms, 24h_ms, transaction_id
 -- Reply    {count_10m, count_1h, count_24h, small_count_1h, amount_1h (text), countries_24h,
---           n, s1 (text), s2 (text), last_ms, country_seen (0|1), merchant_seen (0|1)}
+--           n, s1 (text), s2 (text), last_ms, country_seen (0|1), merchant_seen (0|1),
+--           recorded (0|1: this transaction_id was counted in the last 24 h)}
 
 local now = tonumber(ARGV[1])
 local country, merchant = ARGV[2], ARGV[3]
@@ -44,6 +45,10 @@ end
 if merchant ~= '' then
   merchant_seen = redis.call('SISMEMBER', KEYS[4], merchant)
 end
+local recorded = 0
+if redis.call('ZSCORE', KEYS[5], ARGV[8]) then
+  recorded = 1
+end
 -- Fractions as text: Redis turns a Lua number into an integer reply.
 return {c10m, c1h, c24h, small_1h, string.format('%.17g', amount_1h), distinct,
-  tonumber(s[1]) or 0, s[2] or '0', s[3] or '0', tonumber(s[4]) or 0, country_seen, merchant_seen}
+  tonumber(s[1]) or 0, s[2] or '0', s[3] or '0', tonumber(s[4]) or 0, country_seen, merchant_seen, recorded}
