@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any, Final
 
@@ -19,8 +18,15 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from core.conf import sentinel_settings
-from gateway.engine.breaker import STATE_CODES, Breaker, BreakerConfig, MemoryBreaker, RedisBreaker
-from gateway.engine.resp import RespClient, gateway_redis_client
+from gateway.engine.breaker import (
+    STATE_CODES,
+    Breaker,
+    BreakerConfig,
+    MemoryBreaker,
+    RedisBreaker,
+    breaker_for_a_moment,
+)
+from gateway.engine.resp import RespClient
 
 BREAKER_NAME: Final = "fraud-brain"
 
@@ -61,17 +67,9 @@ def fraud_breaker(redis: RespClient | None) -> Breaker:
     return RedisBreaker(redis, fraud_breaker_prefix(), fraud_breaker_config(), fraud_probe_ttl_ms())
 
 
-@contextlib.asynccontextmanager
-async def fraud_breaker_store() -> AsyncIterator[Breaker]:
+def fraud_breaker_store() -> contextlib.AbstractAsyncContextManager[Breaker]:
     """The breaker for a one-off read or reset on the running loop (its own Redis client)."""
-    if not settings.REDIS_URL:
-        yield process_fraud_breaker()
-        return
-    redis = gateway_redis_client(settings.REDIS_URL)
-    try:
-        yield fraud_breaker(redis)
-    finally:
-        await redis.aclose()
+    return breaker_for_a_moment(settings.REDIS_URL, fraud_breaker, process_fraud_breaker)
 
 
 def brain_upstream() -> str:

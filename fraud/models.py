@@ -40,9 +40,6 @@ class Decision(models.TextChoices):
 
 
 class TransactionQuerySet(models.QuerySet["Transaction"]):
-    def for_tenant(self, tenant: Tenant) -> TransactionQuerySet:
-        return self.filter(tenant=tenant)
-
     def unscored(self) -> TransactionQuerySet:
         """Fail-open rows still waiting for their late score (the re-score task's queue)."""
         return self.filter(scored=False, rescored_at__isnull=True)

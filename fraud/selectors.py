@@ -9,11 +9,11 @@ from decimal import Decimal
 from typing import Any, TypedDict
 
 from django.db.models import Q, QuerySet
-from iso4217 import Currency
 from rest_framework import serializers
 
 from accounts.models import Tenant
 from core.conf import sentinel_settings
+from fraud.engine.currencies import MINOR_UNITS
 from fraud.models import Transaction
 
 # DRF's own field: the POST answer's `created_at` is the very text the detail's serializer gives.
@@ -49,11 +49,6 @@ def tenant_thresholds(tenant: Tenant) -> tuple[float, float]:
         float(conf.REVIEW_THRESHOLD) if review is None else review,
         float(conf.DECLINE_THRESHOLD) if decline is None else decline,
     )
-
-
-def transaction_find(*, tenant_id: int, transaction_id: str) -> Transaction | None:
-    """The tenant's transaction of that client id (the unique index), or None."""
-    return Transaction.objects.filter(tenant_id=tenant_id, transaction_id=transaction_id).first()
 
 
 def transactions_by_key(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Transaction]:
@@ -107,10 +102,7 @@ def transaction_answer(row: Transaction) -> TransactionAnswer:
 def amount_text(amount: Decimal, currency: str) -> str:
     """The amount with the currency's minor units (ISO 4217: 12.50 EUR, 1000 JPY); currencies
     without minor units defined (XAU, ...) keep their significant digits. Exact: no float."""
-    try:
-        exponent = Currency(currency).exponent
-    except ValueError:
-        exponent = None
+    exponent = MINOR_UNITS.get(currency)
     if exponent is None:
         return format(amount.normalize(), "f")
     return format(amount.quantize(Decimal(1).scaleb(-exponent)), "f")

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from core.conf import sentinel_settings
 from fraud import services
-from fraud.engine.messages import transaction_message
-from fraud.engine.transaction import History, Reason, Score, TransactionIn
+from fraud.engine.messages import score_from_reply, transaction_message
+from fraud.engine.transaction import History, TransactionIn
 from fraud.models import Transaction
 from fraud.protos import fraud_pb2, fraud_pb2_grpc
 from fraud.selectors import transactions_unscored
@@ -40,11 +40,6 @@ def _message(row: Transaction) -> fraud_pb2.Transaction:
     return transaction_message(tx, History.from_json(row.history), str(row.tenant.uuid), created_at_ms)
 
 
-def _score(reply: fraud_pb2.ScoreReply) -> Score:
-    reasons = tuple(Reason(reason.code, reason.message, reason.contribution) for reason in reply.reasons)
-    return Score(score=reply.score, reasons=reasons, model_version=reply.model_version)
-
-
 def _status(exc: grpc.RpcError) -> str:
     code = exc.code() if isinstance(exc, grpc.Call) else None
     return code.name if code is not None else type(exc).__name__
@@ -69,14 +64,14 @@ def transactions_rescore(budget_seconds: float = RUN_BUDGET_SECONDS) -> int:
             if row.rescored_at is not None:  # another worker got there since the queue was read
                 continue
             try:
-                reply = stub.Score(_message(row), timeout=RESCORE_TIMEOUT_SECONDS)
-            except grpc.RpcError as exc:
+                score = score_from_reply(stub.Score(_message(row), timeout=RESCORE_TIMEOUT_SECONDS))
+            except (grpc.RpcError, ValueError) as exc:  # no answer, or not a probability
                 logger.warning(
                     "fraud re-score stopped: the brain did not answer",
                     extra={"transaction": row.pk, "grpc_status": _status(exc), "left": len(pks) - scored},
                 )
                 break
-            if services.transaction_rescore(pk=row.pk, score=_score(reply)) is not None:
+            if services.transaction_rescore(pk=row.pk, score=score) is not None:
                 scored += 1
             if time.monotonic() >= deadline:
                 break

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -18,8 +18,16 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from core.conf import GatewaySettings, sentinel_settings
-from gateway.engine.breaker import STATE_CODES, Breaker, BreakerConfig, MemoryBreaker, RedisBreaker, Transition
-from gateway.engine.resp import gateway_redis_client
+from gateway.engine.breaker import (
+    STATE_CODES,
+    Breaker,
+    BreakerConfig,
+    MemoryBreaker,
+    RedisBreaker,
+    Transition,
+    breaker_for_a_moment,
+)
+from gateway.engine.resp import RespClient
 
 
 @functools.cache
@@ -31,23 +39,14 @@ def process_breaker() -> MemoryBreaker:
     return MemoryBreaker(breaker_config_from(conf), probe_ttl_ms=conf.REQUEST_TIMEOUT_MS)
 
 
-@contextlib.asynccontextmanager
-async def breaker_store() -> AsyncIterator[Breaker]:
-    """The deployment's breakers, for use on the running event loop.
+def breaker_store() -> contextlib.AbstractAsyncContextManager[Breaker]:
+    """The deployment's breakers, for use on the running event loop (`breaker_for_a_moment`): a
+    `RedisBreaker` with REDIS_URL, else `process_breaker()`."""
 
-    With REDIS_URL: a `RedisBreaker` on a client of this loop's own, closed on exit (the proxy's
-    clients belong to the server's loop). Without: `process_breaker()`. Opening it does no I/O;
-    the breaker's calls raise `BreakerUnavailable` when Redis does not answer.
-    """
-    if settings.REDIS_URL:
-        conf = sentinel_settings.gateway
-        redis = gateway_redis_client(settings.REDIS_URL)
-        try:
-            yield RedisBreaker(redis, f"{settings.CACHE_KEY_PREFIX}:gw:", breaker_config_from(conf))
-        finally:
-            await redis.aclose()
-    else:
-        yield process_breaker()
+    def on_redis(redis: RespClient) -> Breaker:
+        return RedisBreaker(redis, f"{settings.CACHE_KEY_PREFIX}:gw:", breaker_config_from(sentinel_settings.gateway))
+
+    return breaker_for_a_moment(settings.REDIS_URL, on_redis, process_breaker)
 
 
 def breaker_config_from(conf: GatewaySettings) -> BreakerConfig:

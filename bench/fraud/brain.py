@@ -17,6 +17,9 @@ from bench.common.cpu import CpuSnapshot, cpu_between, cpu_snapshot
 from bench.common.processes import Service, start_service, stop_service, wait_serving
 from bench.fraud.config import Plan
 from fraud.chaos import TransactionMaker
+from fraud.engine.messages import transaction_message
+from fraud.engine.transaction import History
+from fraud.engine.validation import parse_transaction
 from fraud.protos import fraud_pb2, fraud_pb2_grpc
 from tests.support.net import free_port
 
@@ -78,8 +81,10 @@ def start_brain(plan: Plan, env: dict[str, str], logdir: Path, port: int | None 
 
 
 def score_request(body: dict[str, object], n: int) -> fraud_pb2.Transaction:
-    """A Score request like the web process sends: a known user with some history."""
-    history = fraud_pb2.History(
+    """A Score request like the web process sends (`fraud.engine.messages`): a known user with some
+    history."""
+    tx, _ = parse_transaction(body)
+    history = History(
         count_total=20 + n % 30,
         count_10m=n % 3,
         count_1h=1 + n % 5,
@@ -92,17 +97,7 @@ def score_request(body: dict[str, object], n: int) -> fraud_pb2.Transaction:
         merchant_seen=n % 4 != 0,
         countries_24h=1,
     )
-    return fraud_pb2.Transaction(
-        transaction_id=str(body["transaction_id"]),
-        tenant="00000000-0000-0000-0000-000000000001",
-        user_id=str(body["user_id"]),
-        amount=float(str(body["amount"])),
-        currency=str(body["currency"]),
-        merchant=str(body["merchant"]),
-        country=str(body["country"]),
-        created_at_ms=int(time.time() * 1000),
-        history=history,
-    )
+    return transaction_message(tx, history, "00000000-0000-0000-0000-000000000001", int(time.time() * 1000))
 
 
 async def _drive(address: str, concurrency: int, duration: float) -> tuple[list[float], int, float]:

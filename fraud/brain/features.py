@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from iso4217 import Currency
-
+from fraud.engine.currencies import MINOR_UNITS
 from fraud.engine.transaction import SMALL_AMOUNT, History
 
 FEATURE_NAMES: Final = (
@@ -40,8 +39,6 @@ HABIT_MIN_COUNT: Final = 3
 HABIT_MIN_STD: Final = 0.25
 # Night in UTC: the simulated users' day is 07:00-22:59 (fraud.brain.synthetic).
 NIGHT_HOURS: Final = range(6)
-# ISO 4217 minor units, to quote an amount as its currency writes it.
-_MINOR_UNITS: Final = {currency.code: currency.exponent for currency in Currency if currency.exponent is not None}
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ def _plural(count: int, noun: str) -> str:
 
 def _money(amount: float, currency: str) -> str:
     """`amount` with its currency's minor units (ISO 4217: 1.234 BHD, 1200 JPY, 12.50 EUR)."""
-    digits = _MINOR_UNITS.get(currency, 2)
+    digits = MINOR_UNITS.get(currency, 2)
     return f"{amount:.{digits}f} {currency}".rstrip()
 
 

@@ -23,8 +23,8 @@ from typing import Any, Final
 
 import grpc
 
-from fraud.engine.messages import transaction_message
-from fraud.engine.transaction import BrainUnavailable, History, Reason, Score, TransactionIn
+from fraud.engine.messages import score_from_reply, transaction_message
+from fraud.engine.transaction import BrainUnavailable, History, Score, TransactionIn
 from fraud.protos import fraud_pb2_grpc
 from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
 
@@ -105,7 +105,7 @@ class BrainClient:
         started = time.perf_counter()
         try:
             reply = await self._stub_now().Score(request, timeout=self.timeout_s)
-            score = _score_of(reply)
+            score = score_from_reply(reply)
         except grpc.aio.AioRpcError as exc:
             code = _CODES.get(exc.code(), "brain_error")
             await self._record(permit, success=False)
@@ -149,11 +149,3 @@ class BrainClient:
         except BreakerUnavailable:
             self.on_breaker_unavailable()
             logger.warning("fraud breaker outcome lost", exc_info=True)
-
-
-def _score_of(reply: Any) -> Score:
-    """The reply as a `Score`; ValueError when its score is not a probability."""
-    if not 0.0 <= reply.score <= 1.0:  # NaN fails this too
-        raise ValueError(f"score {reply.score!r} is not within 0..1")
-    reasons = tuple(Reason(r.code, r.message, r.contribution) for r in reply.reasons)
-    return Score(float(reply.score), reasons, reply.model_version)

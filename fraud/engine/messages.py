@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from fraud.engine.transaction import History, TransactionIn
+from fraud.engine.transaction import History, Reason, Score, TransactionIn
 from fraud.protos import fraud_pb2
 
 
@@ -38,3 +38,12 @@ def transaction_message(
         created_at_ms=created_at_ms,
         history=history_message(history),
     )
+
+
+def score_from_reply(reply: fraud_pb2.ScoreReply) -> Score:
+    """The brain's answer as a `Score` (what the hot path's client and the re-score task both
+    read). Raises ValueError when its score is not a probability (NaN included)."""
+    if not 0.0 <= reply.score <= 1.0:
+        raise ValueError(f"score {reply.score!r} is not within 0..1")
+    reasons = tuple(Reason(reason.code, reason.message, reason.contribution) for reason in reply.reasons)
+    return Score(float(reply.score), reasons, reply.model_version)

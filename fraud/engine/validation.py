@@ -32,8 +32,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import pycountry
-from iso4217 import Currency
 
+from fraud.engine.currencies import MINOR_UNITS
 from fraud.engine.transaction import TransactionIn
 
 __all__ = ["AMOUNT_LIMIT", "FIELDS", "InvalidTransaction", "parse_transaction"]
@@ -52,8 +52,6 @@ _ALPHA2 = re.compile(r"[A-Za-z]{2}")
 _ALPHA3 = re.compile(r"[A-Za-z]{3}")
 # ISO 3166-1 alpha-2 codes, and XK (Kosovo, user-assigned, used by card networks).
 _COUNTRIES: Final = frozenset({country.alpha_2 for country in pycountry.countries} | {"XK"})
-# ISO 4217 alphabetic code -> minor units, for the currencies that have them.
-_MINOR_UNITS: Final = {currency.code: currency.exponent for currency in Currency if currency.exponent is not None}
 
 
 class InvalidTransaction(ValueError):
@@ -144,7 +142,7 @@ def _currency(value: Any) -> str:
     if not isinstance(value, str) or not _ALPHA3.fullmatch(value):
         raise ValueError("Expected an ISO 4217 alphabetic code (three letters).")
     code = value.upper()
-    if code not in _MINOR_UNITS:
+    if code not in MINOR_UNITS:
         raise ValueError(f"{code!r} is not an ISO 4217 currency with minor units.")
     return code
 
@@ -170,6 +168,6 @@ def _amount(value: Any, currency: str | None) -> Decimal:
     if currency is not None:
         exponent = amount.normalize().as_tuple().exponent
         decimals = -exponent if isinstance(exponent, int) and exponent < 0 else 0
-        if decimals > _MINOR_UNITS[currency]:
-            raise ValueError(f"At most {_MINOR_UNITS[currency]} decimal places in {currency}.")
+        if decimals > MINOR_UNITS[currency]:
+            raise ValueError(f"At most {MINOR_UNITS[currency]} decimal places in {currency}.")
     return amount

@@ -51,16 +51,17 @@ This module is on the proxy's hot path: it must not import Django (a test checks
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError
+from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError, gateway_redis_client
 
 __all__ = [
     "STATE_CODES",
@@ -72,6 +73,7 @@ __all__ = [
     "Permit",
     "RedisBreaker",
     "Transition",
+    "breaker_for_a_moment",
 ]
 
 logger = logging.getLogger(__name__)
@@ -468,3 +470,22 @@ class MemoryBreaker:
             except Exception:  # a dashboard hook must not break the proxy
                 logger.exception("circuit breaker listener failed for %s", upstream)
         return transition
+
+
+@contextlib.asynccontextmanager
+async def breaker_for_a_moment(
+    redis_url: str | None, on_redis: Callable[[RespClient], Breaker], in_process: Callable[[], Breaker]
+) -> AsyncIterator[Breaker]:
+    """A breaker for a one-off read or reset on the running loop (an admin page, an API call):
+    with `redis_url`, `on_redis(client)` on a client of this loop's own, closed on exit (the
+    proxy's clients belong to the server's loop); without, `in_process()`, the process's own.
+    Opening it does no I/O; the breaker's calls raise `BreakerUnavailable` when Redis does not
+    answer."""
+    if not redis_url:
+        yield in_process()
+        return
+    redis = gateway_redis_client(redis_url)
+    try:
+        yield on_redis(redis)
+    finally:
+        await redis.aclose()
