@@ -6,17 +6,10 @@ that follows stops the worker ("Unrecoverable error: JSONDecodeError"). It happe
 minute of monitor checks being dispatched every second. Here a message is written under a name
 the readers skip (``….msg.part``: the queue is what follows the first dot, and readers take
 ``<queue>.msg`` only) and renamed into place, which POSIX makes atomic within a folder.
-
-The exchange tables (``control_folder/<exchange>.exchange``, which queues a publish goes to) had
-the same fault: kombu's ``_queue_bind`` creates the file and only then locks and writes it, so a
-publisher reading it in between read it empty, and the publish failed with a JSONDecodeError. A
-bind here is serialised by a lock file of its own and writes the table the same way: whole, then
-renamed, so a reader sees the old table or the new one, never a part.
 """
 
 from __future__ import annotations
 
-import fcntl
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -44,24 +37,6 @@ class Channel(filesystem.Channel):
             partial.replace(final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {str(final)!r} to directory") from exc
-
-    def _queue_bind(self, exchange: Any, routing_key: Any, pattern: Any, queue: Any) -> None:
-        """Adds ``queue`` to ``exchange``'s table: read, changed and written whole under an
-        exclusive lock (binders one at a time), renamed into place (readers never lock)."""
-        table = self._exchange_file(exchange)  # type: ignore[no-untyped-call]  # kombu is untyped
-        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
-        try:
-            self.control_folder.mkdir(exist_ok=True)
-            with table.with_name(f"{table.name}.lock").open("a") as guard:
-                fcntl.flock(guard.fileno(), fcntl.LOCK_EX)  # released when the file closes
-                queues = self.get_table(exchange)  # type: ignore[no-untyped-call]
-                if entry in queues:
-                    return
-                partial = table.with_name(f"{table.name}.{uuid.uuid4()}.part")
-                partial.write_bytes(_dumps([entry, *queues]).encode())
-                partial.replace(table)
-        except OSError as exc:
-            raise ChannelError(f"Cannot open {str(table)!r}") from exc
 
 
 class Transport(filesystem.Transport):

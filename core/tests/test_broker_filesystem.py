@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from kombu import Connection, Exchange, Queue
+from kombu import Connection
 
 MESSAGES = 2000
 BODY = "x" * 20_000
-EXCHANGES = 200
 
 
 def test_messages_put_while_a_consumer_polls_arrive_whole(tmp_path: Path) -> None:
@@ -50,43 +49,3 @@ def test_messages_put_while_a_consumer_polls_arrive_whole(tmp_path: Path) -> Non
 
     assert errors == []
     assert sorted(received) == list(range(MESSAGES))
-
-
-def test_queues_bound_while_a_publisher_reads_the_table_are_all_kept(tmp_path: Path) -> None:
-    """The exchange table appears whole: a publisher reading it while queues are being bound never
-    reads it empty or cut (kombu's own bind created it before writing it), and no bind is lost."""
-    options = {
-        "data_folder_in": str(tmp_path / "queue"),
-        "data_folder_out": str(tmp_path / "queue"),
-        "control_folder": str(tmp_path / "control"),
-        "store_processed": False,
-    }
-    (tmp_path / "queue").mkdir()
-    errors: list[BaseException] = []
-    binding = threading.Event()
-
-    def bind(n: int) -> None:
-        try:
-            with Connection(transport="core.broker_filesystem:Transport", transport_options=options) as connection:
-                binding.wait(10)
-                for k in range(EXCHANGES):  # each new table is a moment kombu's bind left it empty
-                    exchange = Exchange(f"jobs{k}", type="direct")
-                    Queue(f"q{n}-{k}", exchange, routing_key="jobs")(connection.default_channel).declare()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-
-    binders = [threading.Thread(target=bind, args=(n,)) for n in range(4)]
-    for thread in binders:
-        thread.start()
-    with Connection(transport="core.broker_filesystem:Transport", transport_options=options) as connection:
-        channel = connection.default_channel
-        binding.set()
-        while any(thread.is_alive() for thread in binders):
-            for k in range(EXCHANGES):
-                channel.get_table(f"jobs{k}")  # raises on a table read empty or cut
-        for thread in binders:
-            thread.join(timeout=30)
-        bound = {entry.queue for k in range(EXCHANGES) for entry in channel.get_table(f"jobs{k}")}
-
-    assert errors == []
-    assert bound == {f"q{n}-{k}" for n in range(4) for k in range(EXCHANGES)}
