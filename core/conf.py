@@ -125,7 +125,7 @@ class MonitorsSettings:
 @dataclass(frozen=True)
 class FraudSettings:
     """``SENTINEL_FRAUD``: the brain's address and deadline, its breaker, the default thresholds,
-    the re-score task, the model's folder and the brain's fault injection (ms in ``_MS``, seconds
+    the re-score and events tasks, the model's folder and the brain's fault injection (ms in ``_MS``, seconds
     in ``_SECONDS``, shares 0..1 in ``_RATE``)."""
 
     BRAIN_ADDRESS: str
@@ -136,6 +136,7 @@ class FraudSettings:
     DECLINE_THRESHOLD: float
     RESCORE_SECONDS: float
     RESCORE_BATCH: int
+    EMIT_SECONDS: float
     MODEL_DIR: str
     BRAIN_SLOW_RATE: float
     BRAIN_SLOW_MS: int

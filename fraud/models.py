@@ -103,3 +103,22 @@ class Transaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.transaction_id} ({self.decision})"
+
+
+class TransactionOutbox(models.Model):
+    """A stored transaction whose rules event (`type: transaction`) is not made yet: the ledger's
+    transactional outbox. The row is written in the ledger's own database transaction, so a
+    committed transaction always has its event coming; `fraud.services.transactions_emit` (a worker
+    task every EMIT_SECONDS) makes the events and deletes these rows in one database transaction,
+    so each event is made once. The web process thereby answers without building events or
+    queueing their evaluation (bench/fraud: a third of its ledger work), and the ledger stays
+    append-only: the outbox, not the transaction, is what changes."""
+
+    transaction = models.OneToOneField(Transaction, on_delete=models.CASCADE, primary_key=True, related_name="+")
+
+    class Meta:
+        verbose_name = "transaction event waiting"
+        verbose_name_plural = "transaction events waiting"
+
+    def __str__(self) -> str:
+        return f"event of transaction {self.pk} waiting"

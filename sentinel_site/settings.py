@@ -356,6 +356,10 @@ SENTINEL_FRAUD: dict[str, Any] = {
     # The re-score task: how often it looks for fail-open rows, and how many it scores per run.
     "RESCORE_SECONDS": env_float("FRAUD_RESCORE_SECONDS", 10.0, minimum=0.5),
     "RESCORE_BATCH": env_int("FRAUD_RESCORE_BATCH", 500, minimum=1),
+    # How often a worker makes the rules events (`type: transaction`) of new transactions from the
+    # ledger's outbox (fraud.models.TransactionOutbox): an event reaches the rules engine within
+    # about this long after its transaction was answered.
+    "EMIT_SECONDS": env_float("FRAUD_EMIT_SECONDS", 1.0, minimum=0.1),
     # The trained model (run_brain trains one here when it is missing; `make train` retrains).
     "MODEL_DIR": env_str("FRAUD_MODEL_DIR", str(VAR_DIR / "fraud-model")) or str(VAR_DIR / "fraud-model"),
     # Fault injection in the brain, for drills (`manage.py chaos`): off unless set. A share of
@@ -364,9 +368,15 @@ SENTINEL_FRAUD: dict[str, Any] = {
     "BRAIN_SLOW_MS": env_int("FRAUD_BRAIN_SLOW_MS", 2000, minimum=0),
     "BRAIN_FAILURE_RATE": env_float("FRAUD_BRAIN_FAILURE_RATE", 0.0, minimum=0.0),
 }
-# Fail-open rows get their late score (fraud.tasks.transactions_rescore); a run left in the queue
-# past the next one is dropped, the next does the same work.
+# The rules events of new transactions (fraud.tasks.transactions_emit), and the late score of
+# fail-open rows (fraud.tasks.transactions_rescore); a run left in the queue past the next one is
+# dropped, the next does the same work.
 CELERY_BEAT_SCHEDULE |= {
+    "fraud-transactions-emit": {
+        "task": "fraud.tasks.transactions_emit",
+        "schedule": SENTINEL_FRAUD["EMIT_SECONDS"],
+        "options": {"expires": SENTINEL_FRAUD["EMIT_SECONDS"]},
+    },
     "fraud-transactions-rescore": {
         "task": "fraud.tasks.transactions_rescore",
         "schedule": SENTINEL_FRAUD["RESCORE_SECONDS"],

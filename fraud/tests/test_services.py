@@ -11,9 +11,15 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from fraud.engine.transaction import History, LedgerEntry, Reason, Score
-from fraud.models import Transaction
+from fraud.models import Transaction, TransactionOutbox
 from fraud.selectors import tenant_thresholds, transaction_answer
-from fraud.services import TransactionConflict, transaction_record, transaction_rescore
+from fraud.services import (
+    TransactionConflict,
+    transaction_record,
+    transaction_rescore,
+    transactions_emit,
+    transactions_record,
+)
 from fraud.tests.conftest import FAIL_OPEN, Record, tx_in
 from rules.models import Event, EventSource
 from tests.support.threads import at_once
@@ -39,11 +45,17 @@ def _record(tenant: Tenant, **fields: object) -> tuple[Transaction, bool]:
     )
 
 
-def test_a_transaction_is_stored_with_its_rules_event(tenant_a: Tenant) -> None:
+def test_a_transaction_is_stored_with_its_rules_event_queued(tenant_a: Tenant) -> None:
     row, created = _record(tenant_a)
 
     assert created
     assert row.amount == Decimal("12.50") and row.history["count_total"] == 1
+    assert list(TransactionOutbox.objects.values_list("pk", flat=True)) == [row.pk]
+    assert not Event.objects.exists()  # made by the worker, not on the request's path
+
+    assert transactions_emit() == 1
+
+    assert not TransactionOutbox.objects.exists()
     event = Event.objects.get(tenant=tenant_a)
     assert event.type == "transaction"
     assert event.source == EventSource.FRAUD
@@ -70,7 +82,7 @@ def test_a_replay_returns_the_first_row_and_stores_nothing(tenant_a: Tenant) -> 
 
     assert not created and again.pk == first.pk
     assert transaction_answer(again) == transaction_answer(first)
-    assert Transaction.objects.count() == 1 and Event.objects.count() == 1
+    assert Transaction.objects.count() == 1 and TransactionOutbox.objects.count() == 1
 
 
 def test_a_replay_with_other_fields_is_a_conflict(tenant_a: Tenant) -> None:
@@ -99,7 +111,49 @@ def test_two_concurrent_identical_requests_leave_one_row_and_both_get_it(tenant_
 
     assert sorted(created for _, created in results) == [False, True]
     assert len({row.pk for row, _ in results}) == 1
-    assert Transaction.objects.count() == 1 and Event.objects.count() == 1
+    assert Transaction.objects.count() == 1 and TransactionOutbox.objects.count() == 1
+
+
+def _entry(tenant: Tenant, transaction_id: str) -> LedgerEntry:
+    return LedgerEntry(
+        tenant_id=tenant.pk,
+        tx=tx_in(transaction_id),
+        decision="approve",
+        scored=True,
+        score=0.1,
+        reasons=(),
+        model_version="m-1",
+        history=History(),
+        created_at=timezone.now(),
+    )
+
+
+def test_the_outbox_gives_each_tenant_its_events_in_batches(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    transactions_record(entries=[_entry(tenant_a, f"a-{n}") for n in range(5)] + [_entry(tenant_b, "b-0")])
+
+    assert transactions_emit(limit=4) == 4
+    assert transactions_emit(limit=4) == 2
+    assert transactions_emit(limit=4) == 0
+
+    ids = {tenant.pk: set(Event.objects.filter(tenant=tenant).values_list("payload__transaction_id", flat=True))
+           for tenant in (tenant_a, tenant_b)}  # fmt: skip
+    assert ids == {tenant_a.pk: {f"a-{n}" for n in range(5)}, tenant_b.pk: {"b-0"}}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent workers need PostgreSQL")
+def test_two_workers_emptying_the_outbox_at_once_make_each_event_once(tenant_a: Tenant) -> None:
+    transactions_record(entries=[_entry(tenant_a, f"tx-{n}") for n in range(300)])
+
+    def drain() -> int:
+        made = 0
+        while (batch := transactions_emit(limit=20)) > 0:
+            made += batch
+        return made
+
+    assert sum(at_once(drain, times=3)) == 300
+    assert Event.objects.filter(tenant=tenant_a, type="transaction").count() == 300
+    assert not TransactionOutbox.objects.exists()
 
 
 def test_a_rescore_fills_a_fail_open_row_once(tenant_a: Tenant, record: Record) -> None:
