@@ -5,6 +5,7 @@ append-only)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -180,13 +181,21 @@ def _insert_new(rows: Sequence[Transaction]) -> dict[tuple[int, str], Transactio
     return stored
 
 
+@functools.cache
+def _insert_new_postgres_sql() -> str:
+    # %b: the arrays travel in PostgreSQL's binary format (the text format escapes every element
+    # with a regular expression). The casts name each column's type.
+    return _INSERT_NEW_POSTGRES.format(
+        arrays=", ".join(f"%b::{field.db_type(connection)}[]" for field in _INSERT_FIELDS)
+    )
+
+
 def _insert_new_postgres(columns: list[list[Any]]) -> list[tuple[int, int, str]]:
-    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in _INSERT_FIELDS)
     connection.ensure_connection()
     # A cursor that binds on the server (Django's own binds in Python, quoting every value), on
     # the connection and in the transaction Django opened.
     with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(_INSERT_NEW_POSTGRES.format(arrays=arrays), columns)
+        cursor.execute(_insert_new_postgres_sql(), columns)
         return cursor.fetchall()
 
 
