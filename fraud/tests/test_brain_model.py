@@ -317,3 +317,18 @@ def _no_rate_amounts() -> list[tuple[object, float]]:
     rows = [row for row in generate(users=60) if row.currency == NO_RATE]
     x, _ = brain_model.matrix(rows)  # type: ignore[arg-type]
     return list(zip(rows, x[:, FEATURE_NAMES.index("amount_log")], strict=True))
+
+
+def test_card_testing_in_yen_is_told_by_the_eur_bound(brain_model_dir: Path) -> None:
+    # Given a JPY user's habit, then twelve charges of 300 JPY (~1.71 EUR) at a new shop in 45 min
+    # (with a flat 2.00 bound in every currency, none was small: scored 0.03, approved)
+    habit = [Earlier(e.at_ms, e.amount, "JP", e.merchant) for e in _habit(4_000.0)]
+    testing = [Earlier(NOW - k * 4 * MINUTE_MS, 300.0, "JP", "m-shop") for k in range(1, 12)]
+
+    # When the twelfth is scored
+    explained = _explain(brain_model.load(brain_model_dir), habit + testing, Earlier(NOW, 300.0, "JP", "m-shop"), "JPY")
+
+    # Then it is card testing, declined, said with the bound in yen and in EUR
+    assert decide(explained.score, 0.5, 0.9) == "decline", explained
+    assert explained.reasons[0].code == "small_amounts_1h"
+    assert explained.reasons[0].message.startswith("12 charges of at most 351 JPY (2.00 EUR) in the last hour")
