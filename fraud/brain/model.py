@@ -29,7 +29,7 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from fraud.brain.features import FEATURE_NAMES, Facts, feature_vector, reason_message
+from fraud.brain.features import FEATURE_NAMES, SILENT_WHEN_MISSING, Facts, feature_vector, reason_message
 from fraud.brain.synthetic import SEED, Labelled, generate
 from fraud.engine.transaction import History, Reason
 
@@ -61,6 +61,8 @@ HOLDOUT: Final = 0.2
 # back with "0 transactions in the 24 hours before" as its reason); a routine payment has none.
 REASON_FLOOR: Final = 0.25
 MAX_REASONS: Final = 5
+# The features that, for a first payment, say only "no earlier transaction of this user".
+FIRST_PAYMENT_ALSO: Final = ("minutes_since_last", "history_size")
 
 
 @dataclass(frozen=True)
@@ -85,23 +87,36 @@ class BrainModel:
         """Scores one transaction (fields as fraud.proto's Transaction; `amount` > 0, finite).
 
         The reasons are the features whose SHAP contribution exceeds REASON_FLOOR, strongest
-        first, at most MAX_REASONS, each with its analyst sentence (fraud.brain.features).
+        first, at most MAX_REASONS, each with its analyst sentence (fraud.brain.features); a
+        missing value of SILENT_WHEN_MISSING (no rate, not a first payment) is never one, and
+        for a first payment FIRST_PAYMENT_ALSO count as first_payment.
         """
         row = feature_vector(
-            amount=amount, country=country, merchant=merchant, created_at_ms=created_at_ms, history=history
+            amount=amount,
+            currency=currency,
+            country=country,
+            merchant=merchant,
+            created_at_ms=created_at_ms,
+            history=history,
         )
         contributions = self.booster.predict(np.array([row], dtype=np.float64), pred_contrib=True, num_threads=1)[0]
         score = 1.0 / (1.0 + math.exp(-float(contributions.sum())))
         facts = Facts(amount, currency, country, merchant, created_at_ms, history)
-        ranked = sorted(
-            ((float(c), name, value) for c, name, value in zip(contributions[:-1], FEATURE_NAMES, row, strict=True)),
-            reverse=True,
-        )
+        by_feature = dict(zip(FEATURE_NAMES, (float(c) for c in contributions[:-1]), strict=True))
+        values = dict(zip(FEATURE_NAMES, row, strict=True))
+        if not math.isnan(values["first_payment"]):
+            # A first payment: "no earlier transaction" (minutes_since_last NaN, history_size 0) is
+            # the fact first_payment states, so their SHAP values are summed under its one reason
+            # (a group's SHAP value is its members' sum); split, the trees' choice between equal
+            # splits decided which of the three an analyst was told.
+            for same in FIRST_PAYMENT_ALSO:
+                by_feature["first_payment"] += by_feature.pop(same)
+        ranked = sorted(((c, name, values[name]) for name, c in by_feature.items()), reverse=True)
         reasons = tuple(
             Reason(name, reason_message(name, value, facts), round(c, 4))
-            for c, name, value in ranked[:MAX_REASONS]
-            if c > REASON_FLOOR
-        )
+            for c, name, value in ranked
+            if c > REASON_FLOOR and not (name in SILENT_WHEN_MISSING and math.isnan(value))
+        )[:MAX_REASONS]
         return Explained(score, reasons)
 
 
@@ -110,6 +125,7 @@ def matrix(rows: list[Labelled]) -> tuple[npt.NDArray[np.float64], npt.NDArray[n
     features = [
         feature_vector(
             amount=r.tx.amount,
+            currency=r.currency,
             country=r.tx.country,
             merchant=r.tx.merchant,
             created_at_ms=r.tx.at_ms,

@@ -3,14 +3,16 @@ counters rather than read from the ledger: one Redis round trip to read it, one 
 
 The definitions are EXACTLY the proto's comments (and `fraud.brain.synthetic.history_of`, which
 makes the training set): windows count the transactions at times in (t - window, t]; `small` is
-amount <= SMALL_AMOUNT; the ln-amount mean and the population standard deviation are over every
-kept transaction (0 when none, std 0 when fewer than 2); `country_seen`/`merchant_seen` are False
-when this transaction's country/merchant is ""; `countries_24h` counts distinct non-empty
-countries. The transaction being scored is excluded: the endpoint reads before it adds.
+amount <= small_amount(currency) (2.00 EUR at the ECB rate, fraud.engine.transaction); the ln-amount
+mean and the population standard deviation are over every kept transaction (0 when none, std 0
+when fewer than 2); `country_seen`/`merchant_seen` are False when this transaction's
+country/merchant is ""; `countries_24h` counts distinct non-empty countries. The transaction
+being scored is excluded: the endpoint reads before it adds.
 
-A history is per tenant, user AND currency: amounts are only comparable within one currency (no
-exchange rates here), and a user who paid 20 EUR a week must not look "18 billion times his usual"
-paying 100,000 JPY. The price: a burst spread over several currencies counts per currency.
+A history is per tenant, user AND currency: a habit is the user's in one currency (reference
+rates are approximate, and most currencies have none), and a user who paid 20 EUR a week must
+not look "18 billion times his usual" paying 100,000 JPY. The price: a burst spread over several
+currencies counts per currency.
 
 Redis keys per tenant, user and currency (one hash tag, so a cluster keeps them on one slot):
 
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from fraud.engine.transaction import SMALL_AMOUNT, History, TransactionIn
+from fraud.engine.transaction import History, TransactionIn, small_amount
 from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError
 
 __all__ = ["HistoryStore", "HistoryUnavailable", "MemoryHistory", "RedisHistory"]
@@ -118,7 +120,7 @@ class RedisHistory:
 
     async def recall(self, tenant: str, tx: TransactionIn, at_ms: int) -> tuple[History, bool]:
         args = (
-            at_ms, tx.country, tx.merchant, repr(SMALL_AMOUNT), WINDOW_10M_MS, WINDOW_1H_MS, WINDOW_24H_MS,
+            at_ms, tx.country, tx.merchant, repr(small_amount(tx.currency)), WINDOW_10M_MS, WINDOW_1H_MS, WINDOW_24H_MS,
             tx.transaction_id,
         )  # fmt: skip
         reply = await self._run(_READ, self.keys_for(tenant, tx), args)
@@ -195,12 +197,13 @@ class MemoryHistory:
         day = [event for event in user.window if at_ms - WINDOW_24H_MS < event[0] <= at_ms]
         hour = [event for event in day if event[0] > at_ms - WINDOW_1H_MS]
         mean, std = _from_sums(user.n, user.s1, user.s2)
+        small = small_amount(tx.currency)
         history = History(
             count_total=user.n,
             count_10m=sum(1 for event in hour if event[0] > at_ms - WINDOW_10M_MS),
             count_1h=len(hour),
             count_24h=len(day),
-            small_count_1h=sum(1 for event in hour if event[1] <= SMALL_AMOUNT),
+            small_count_1h=sum(1 for event in hour if event[1] <= small),
             amount_1h=math.fsum(event[1] for event in hour),
             log_amount_mean=mean,
             log_amount_std=std,

@@ -16,8 +16,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
-# Card testing: many charges of at most this much (major units) in an hour.
-SMALL_AMOUNT: Final = 2.0
+from fraud.engine.currencies import PER_EUR
+
+# Card testing: many charges of at most this much in an hour, in EUR (fraud.engine.currencies):
+# 2.00 EUR is 351.36 JPY, not 2 JPY.
+SMALL_AMOUNT_EUR: Final = 2.0
+# The bound in each quoted currency's major units, computed once: the history's hot path looks it up.
+_SMALL_AMOUNTS: Final[dict[str, float]] = {code: SMALL_AMOUNT_EUR * rate for code, rate in PER_EUR.items()}
 DECISIONS: Final = ("approve", "review", "decline")
 
 
@@ -143,6 +148,13 @@ class BrainUnavailable(Exception):
     def reason(self) -> Reason:
         message = FAIL_OPEN_CODES[self.code]
         return Reason(self.code, f"{message} ({self.detail})" if self.detail else message)
+
+
+def small_amount(currency: str) -> float:
+    """The card-testing bound in major units of `currency` (SMALL_AMOUNT_EUR at the ECB rate), or
+    0.0 for a currency the ECB does not quote: no amount is > 0 and <= 0, so none counts as small
+    (fraud.engine.currencies' fallback; the brain then gives the model no small-charge count)."""
+    return _SMALL_AMOUNTS.get(currency, 0.0)
 
 
 def decide(score: float, review_threshold: float, decline_threshold: float) -> str:

@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from fraud.brain.synthetic import Earlier, history_of
+from fraud.engine.currencies import PER_EUR
 from fraud.engine.history import (
     LONG_TTL_MS,
     SEEN_CAP,
@@ -36,7 +37,7 @@ HOUR = 60 * MIN
 def reference(earlier: list[Earlier], tx: TransactionIn, at_ms: int) -> History:
     """The proto's History computed the slow way: the training set's replay, which reads the
     proto's comments literally (windows (t - w, t], two-pass std) and is what the model learnt on."""
-    return history_of(earlier, Earlier(at_ms, float(tx.amount), tx.country, tx.merchant))
+    return history_of(earlier, Earlier(at_ms, float(tx.amount), tx.country, tx.merchant), tx.currency)
 
 
 def assert_same(actual: History, expected: History) -> None:
@@ -67,8 +68,10 @@ async def store(kind: str) -> AsyncIterator[Any]:
         await client.aclose()
 
 
-def make(n: int, amount: str, *, country: str = "", merchant: str = "", user: str = "u1") -> TransactionIn:
-    return TransactionIn(f"t{n}", user, Decimal(amount), "EUR", merchant, country)
+def make(
+    n: int, amount: str, *, country: str = "", merchant: str = "", user: str = "u1", currency: str = "EUR"
+) -> TransactionIn:
+    return TransactionIn(f"t{n}", user, Decimal(amount), currency, merchant, country)
 
 
 async def add(history: HistoryStore, seen: list[Earlier], tx: TransactionIn, at_ms: int, tenant: str = "A") -> None:
@@ -180,22 +183,39 @@ def test_redis_keys_expire() -> None:
     asyncio.run(scenario())
 
 
-def test_serving_and_training_histories_agree(kind: str) -> None:
+# Amounts around each currency's card-testing bound (2.00 EUR: ~351.36 JPY; none for AED, which
+# the ECB does not quote), and far above it.
+AMOUNTS = {
+    "EUR": ["0.50", "1.99", "2.00", "18.40", "75", "2300.10"],
+    "JPY": ["2", "300", "351", "352", "4000", "100000"],
+    "AED": ["0.50", "1.99", "2.00", "18.40", "75", "2300.10"],
+}
+
+
+@pytest.mark.parametrize("currency", sorted(AMOUNTS))
+def test_serving_and_training_histories_agree(kind: str, currency: str) -> None:
     """The web process's history and the training set's (`fraud.brain.synthetic.history_of`)
-    describe the same transactions identically: the model is served the features it learnt on."""
+    describe the same transactions identically, small charges by their EUR value included: the
+    model is served the features it learnt on."""
 
     async def scenario() -> None:
         rng = random.Random(12)
         async with store(kind) as history:
             earlier: list[Earlier] = []
             at = T0
+            smalls = 0
             for n in range(150):
                 at += rng.choice([3_000, 30_000, 9 * MIN, 59 * MIN, 6 * HOUR, 23 * HOUR])
-                amount = rng.choice(["0.50", "1.99", "2.00", "18.40", "75", "2300.10"])
-                tx = make(n, amount, country=rng.choice(["", "FR", "GB"]), merchant=rng.choice(["", "m1", "m2"]))
+                amount = rng.choice(AMOUNTS[currency])
+                country, merchant = rng.choice(["", "FR", "GB"]), rng.choice(["", "m1", "m2"])
+                tx = make(n, amount, country=country, merchant=merchant, currency=currency)
                 this = Earlier(at, float(tx.amount), tx.country, tx.merchant)
-                assert_same(await history.read("A", tx, at), history_of(earlier, this))
+                served = await history.read("A", tx, at)
+                assert_same(served, history_of(earlier, this, currency))
+                smalls += served.small_count_1h
                 await history.add("A", tx, at)
                 earlier.append(this)
+            # Small charges were seen where the currency has a rate, and none where it has not
+            assert (smalls > 0) == (currency in PER_EUR)
 
     asyncio.run(scenario())
