@@ -4,20 +4,16 @@ list, the re-score task's queue and the tenant's thresholds."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypedDict
 
 from django.db.models import Q, QuerySet
-from rest_framework import serializers
 
 from accounts.models import Tenant
 from core.conf import sentinel_settings
 from fraud.engine.currencies import MINOR_UNITS
 from fraud.models import Transaction
-
-# DRF's own field: the POST answer's `created_at` is the very text the detail's serializer gives.
-_DATETIME = serializers.DateTimeField()
 
 
 class ReasonJson(TypedDict):
@@ -77,10 +73,12 @@ def _keys_match(keys: Iterable[tuple[int, str]]) -> Q:
 
 
 def created_at_text(moment: datetime) -> str:
-    """ISO 8601 in UTC with `Z`, exactly as DRF's DateTimeField renders it (`TIME_ZONE` is UTC)."""
-    text = _DATETIME.to_representation(moment)
-    assert isinstance(text, str)
-    return text
+    """ISO 8601 in UTC with `Z` (`2026-12-01T10:00:00.123456Z`), the text DRF's DateTimeField
+    renders with its ISO 8601 format and `TIME_ZONE` UTC (a test holds them equal). Written out
+    because DRF's field reads its settings on every call: a fiftieth of the web process's work
+    at 300 tx/s, every `POST /transaction` answer having one."""
+    text = moment.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def transaction_answer(row: Transaction) -> TransactionAnswer:

@@ -4,18 +4,19 @@ and their refusals, no write verbs, and the POST that only the hot path serves."
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import Tenant, User
 from fraud.engine.transaction import Score
 from fraud.models import Transaction
-from fraud.selectors import transaction_answer
+from fraud.selectors import created_at_text, transaction_answer
 from fraud.services import transaction_rescore
 from fraud.tests.conftest import Record
 
@@ -184,3 +185,15 @@ class TestPostIsTheHotPaths:
         _, reader = account_services.api_key_create(tenant=tenant_a, name="r", scopes=["api:read"])
 
         assert api(api_key=reader).post("/transaction", {}, format="json").status_code == 403
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 30, 12, 2, tzinfo=UTC),
+        datetime(2026, 11, 30, 12, 2, 3, 450_001, tzinfo=UTC),
+        datetime(2026, 11, 30, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_the_answers_created_at_is_the_text_the_api_renders(moment: datetime) -> None:
+    assert created_at_text(moment) == serializers.DateTimeField().to_representation(moment)
