@@ -125,8 +125,9 @@ class MonitorsSettings:
 @dataclass(frozen=True)
 class FraudSettings:
     """``SENTINEL_FRAUD``: the brain's address and deadline, its breaker, the default thresholds,
-    the re-score and events tasks, the model's folder and the brain's fault injection (ms in ``_MS``, seconds
-    in ``_SECONDS``, shares 0..1 in ``_RATE``)."""
+    the re-score and events tasks, the model's folder, the brain's fault injection (ms in
+    ``_MS``, seconds in ``_SECONDS``, shares 0..1 in ``_RATE``) and the per-tenant admission of
+    ``POST /transaction``."""
 
     BRAIN_ADDRESS: str
     BRAIN_TIMEOUT_MS: int
@@ -141,6 +142,8 @@ class FraudSettings:
     BRAIN_SLOW_RATE: float
     BRAIN_SLOW_MS: int
     BRAIN_FAILURE_RATE: float
+    BURST_CAPACITY: int  # a standard tenant's burst bucket per web process, scaled by tier
+    REFILL_RATE: float  # its refill, transactions per second
 
 
 _Section = TypeVar("_Section")

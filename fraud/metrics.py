@@ -10,6 +10,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from core.prometheus import series_declare
+from fraud.engine.admission import REASONS
+from gateway.engine.proxy import TIER_FACTORS
 
 # SPEC 6: a tenant's thresholds turn a score into one of these.
 DECISIONS = ("approve", "review", "decline")
@@ -43,3 +45,19 @@ series_declare(fraud_brain_latency, outcome=BRAIN_OUTCOMES)
 
 def brain_latency_observe(outcome: str, seconds: float) -> None:
     fraud_brain_latency.labels(outcome=outcome).observe(seconds)
+
+
+# sentinel_fraud_refusals_total{reason,tier}: transactions refused before scoring by the per-tenant
+# admission (fraud.engine.admission): reason "burst" (429, the tenant's bucket is empty) or "shed"
+# (503, pressure over its tier's threshold). Neither scored nor recorded: the client retries.
+fraud_refusals = Counter(
+    "sentinel_fraud_refusals",
+    "Transactions refused before scoring, by reason (burst: 429, shed: 503) and tenant tier.",
+    ["reason", "tier"],
+)
+
+series_declare(fraud_refusals, reason=REASONS, tier=TIER_FACTORS)
+
+
+def refusal_count(reason: str, tier: str) -> None:
+    fraud_refusals.labels(reason=reason, tier=tier).inc()

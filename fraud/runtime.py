@@ -31,6 +31,7 @@ from core.conf import sentinel_settings
 from core.config_version import config_version_read
 from fraud import metrics
 from fraud.breaker import fraud_breaker
+from fraud.engine.admission import FraudLimits, TenantAdmission, proxy_pressure
 from fraud.engine.client import BrainClient
 from fraud.engine.endpoint import ASGIApp, LedgerConflict, Stored, Thresholds, TransactionEndpoint
 from fraud.engine.history import HistoryStore, MemoryHistory, RedisHistory
@@ -222,6 +223,13 @@ class FraudRuntime:
             history=MemoryHistory(),
             brain=self.brain,
             recorded=recorded,
+            # The proxy's tier shedding and pressure, the fraud settings' burst bucket.
+            admission=TenantAdmission(
+                FraudLimits(sentinel_settings.fraud.BURST_CAPACITY, sentinel_settings.fraud.REFILL_RATE),
+                tiers=proxy.admission,
+                pressure=proxy_pressure(proxy),
+                on_refusal=metrics.refusal_count,
+            ),
         )
 
     @staticmethod

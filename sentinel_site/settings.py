@@ -367,6 +367,14 @@ SENTINEL_FRAUD: dict[str, Any] = {
     "BRAIN_SLOW_RATE": env_float("FRAUD_BRAIN_SLOW_RATE", 0.0, minimum=0.0),
     "BRAIN_SLOW_MS": env_int("FRAUD_BRAIN_SLOW_MS", 2000, minimum=0),
     "BRAIN_FAILURE_RATE": env_float("FRAUD_BRAIN_FAILURE_RATE", 0.0, minimum=0.0),
+    # Per-tenant admission of POST /transaction (fraud.engine.admission): a token bucket per tenant
+    # in each web process, scaled by tier like the gateway's limits (vital x2, economy x0.5); past
+    # it, 429 with Retry-After. 200/s per process is 17 million transactions a day, beyond a large
+    # merchant's peak, yet 40 % of what one web process scores at its goal (500 tx/s,
+    # docs/benchmarks.md), so one standard tenant cannot fill a process alone. The burst (2 s of
+    # refill) absorbs a batch of queued payments or a reconnect's backlog.
+    "BURST_CAPACITY": env_int("FRAUD_BURST_CAPACITY", 400, minimum=1),
+    "REFILL_RATE": env_float("FRAUD_REFILL_RATE", 200.0, minimum=0.0),
 }
 # The rules events of new transactions (fraud.tasks.transactions_emit), and the late score of
 # fail-open rows (fraud.tasks.transactions_rescore); a run left in the queue past the next one is

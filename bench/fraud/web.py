@@ -18,7 +18,7 @@ from typing import Any
 from bench.common import BenchError
 from bench.common.cpu import CpuUse, cpu_between, cpu_snapshot
 from bench.common.processes import Service, http_status, run_timed, start_service, stop_service, wait_serving
-from bench.fraud.config import GOAL_P99_MS, SEARCH_MAX_RATE, SEARCH_SECONDS, SEARCH_STEP, Plan
+from bench.fraud.config import GOAL_P99_MS, SEARCH_MAX_RATE, SEARCH_SECONDS, SEARCH_STEP, WEB_ADMISSION_ENV, Plan
 from tests.support.net import free_port
 
 # The generator's own timeout plus margin: a run that lasts longer than this is stuck.
@@ -96,7 +96,8 @@ def start_web(env: dict[str, str], brain_address: str, api_key: str, logdir: Pat
     """`manage.py serve` (one process) calling the brain at `brain_address`, answering transactions."""
     port = free_port()
     args = [sys.executable, "manage.py", "serve", "--port", str(port)]
-    web = start_service("web", args, env={**env, "FRAUD_BRAIN_ADDRESS": brain_address}, logdir=logdir)
+    web_env = {**env, "FRAUD_BRAIN_ADDRESS": brain_address, **WEB_ADMISSION_ENV}
+    web = start_service("web", args, env=web_env, logdir=logdir)
 
     def up() -> bool:
         http_status(port, "/health")  # OSError until it listens

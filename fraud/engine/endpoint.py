@@ -1,7 +1,8 @@
 """`POST /transaction` and `POST /api/v1/transactions` (SPEC 6): a plain ASGI app in front of the
 proxy, no Django on its path. Every other request goes to `next_app` untouched.
 
-Flow: body (<= 16 KiB) → credentials → JSON → validation → tenant → history (and whether this
+Flow: body (<= 16 KiB) → credentials → JSON → validation → tenant → admission (burst bucket,
+shedding: `fraud.engine.admission`; a refusal ends here) → history (and whether this
 transaction id was recorded in the last 24 h) → if it was: ledger find (replay or 409) → brain
 (fail-open on BrainUnavailable) → decision → ledger record (a concurrent twin, or an older
 replay, may be there already: its answer, or 409) → if this request created the row: history add
@@ -23,6 +24,7 @@ from decimal import Decimal
 from typing import Any, Final, Protocol
 
 from core.errors import error_json
+from fraud.engine.admission import Admission, AdmitAll
 from fraud.engine.client import BrainClient
 from fraud.engine.history import HistoryStore, HistoryUnavailable
 from fraud.engine.transaction import BrainUnavailable, History, LedgerEntry, Reason, TransactionIn, decide
@@ -106,6 +108,7 @@ class TransactionEndpoint:
         history: HistoryStore,
         brain: BrainClient,
         recorded: RecordedHook = _ignore,
+        admission: Admission | None = None,
     ) -> None:
         self.next_app = next_app
         self.jwt_verifier = jwt_verifier
@@ -116,6 +119,7 @@ class TransactionEndpoint:
         self.history = history
         self.brain = brain
         self.recorded = recorded
+        self.admission = admission or AdmitAll()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in PATHS or scope["method"] != "POST":
@@ -154,6 +158,10 @@ class TransactionEndpoint:
         except InvalidTransaction as exc:
             raise _Refusal(400, "validation_error", "The transaction is not valid.", exc.details) from None
         tenant = self._tenant(caller, tenant_ref)
+        # Per-tenant burst limit and shedding (fraud.engine.admission): a refused transaction is
+        # neither scored nor recorded, and the client retries it.
+        if (refused := self.admission.check(tenant)) is not None:
+            return refused
         limits = self.thresholds(tenant.uuid)
         if limits is None:  # created after the last refresh: the next one brings it
             raise _Refusal(503, "tenant_loading", "This tenant is not loaded yet; try again.")
