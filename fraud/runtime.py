@@ -31,7 +31,7 @@ from core.conf import sentinel_settings
 from core.config_version import config_version_read
 from fraud import metrics
 from fraud.breaker import fraud_breaker
-from fraud.engine.admission import FraudLimits, TenantAdmission, proxy_pressure
+from fraud.engine.admission import FraudLimits, TenantAdmission
 from fraud.engine.client import BrainClient
 from fraud.engine.endpoint import ASGIApp, LedgerConflict, Stored, Thresholds, TransactionEndpoint
 from fraud.engine.history import HistoryStore, MemoryHistory, RedisHistory
@@ -227,7 +227,7 @@ class FraudRuntime:
             admission=TenantAdmission(
                 FraudLimits(sentinel_settings.fraud.BURST_CAPACITY, sentinel_settings.fraud.REFILL_RATE),
                 tiers=proxy.admission,
-                pressure=proxy_pressure(proxy),
+                pressure=proxy.pressure,
                 on_refusal=metrics.refusal_count,
             ),
         )

@@ -29,7 +29,7 @@ from gateway.engine.auth import ApiKeyResolver, Authenticator, JwtVerifier, KeyI
 from gateway.engine.breaker import MemoryBreaker, RedisBreaker
 from gateway.engine.fleet import FleetPressure
 from gateway.engine.forwarder import Forwarder
-from gateway.engine.pressure import PressureGauge, TierAdmission, combine
+from gateway.engine.pressure import PressureGauge, TierAdmission
 from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy, RequestRecord
 from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter
 from gateway.engine.resp import gateway_redis_client
@@ -230,11 +230,7 @@ class GatewayRuntime:
         self.proxy.state.fleet_pressure = reports or []
 
     def publish_gauges(self) -> None:
-        gauge = self.proxy.gauge
-        pressure = self.proxy.config.forced_pressure
-        if pressure is None:
-            pressure = combine(gauge.score(), self.proxy.state.fleet_pressure)
-        self.gauges(in_flight=gauge.in_flight, pressure=pressure)
+        self.gauges(in_flight=self.proxy.gauge.in_flight, pressure=self.proxy.pressure())
 
     async def _refresh_forever(self) -> None:
         while True:

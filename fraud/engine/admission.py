@@ -34,11 +34,11 @@ from typing import Final, Protocol
 from core.errors import error_json
 from core.ratelimit_headers import Header, service_unavailable_headers, too_many_requests_headers
 from gateway.engine.auth import TenantInfo
-from gateway.engine.pressure import TierAdmission, combine
-from gateway.engine.proxy import TIER_FACTORS, Proxy
+from gateway.engine.pressure import TierAdmission
+from gateway.engine.proxy import TIER_FACTORS
 from gateway.engine.ratelimit import LocalTokenBuckets, bucket_limit
 
-__all__ = ["REASONS", "Admission", "AdmitAll", "FraudLimits", "Refused", "TenantAdmission", "proxy_pressure"]
+__all__ = ["REASONS", "Admission", "AdmitAll", "FraudLimits", "Refused", "TenantAdmission"]
 
 # Why a transaction was refused: the metric's `reason` label, the proxy's RequestRecord.reason words.
 REASONS: Final = ("burst", "shed")
@@ -64,17 +64,6 @@ class FraudLimits:
         return max(1, int(self.burst_capacity * factor)), self.refill_rate * factor
 
 
-def proxy_pressure(proxy: Proxy) -> Callable[[], float]:
-    """The pressure (0-100) `proxy` sheds on, as `Proxy._admit` reads it: the forced one when
-    set, else the higher of this process's gauge and the fleet's mean (`combine`)."""
-
-    def pressure() -> float:
-        forced = proxy.config.forced_pressure
-        return forced if forced is not None else combine(proxy.gauge.score(), proxy.state.fleet_pressure)
-
-    return pressure
-
-
 def _ignore(reason: str, tier: str) -> None:
     return None
 
@@ -82,7 +71,7 @@ def _ignore(reason: str, tier: str) -> None:
 class TenantAdmission:
     """Admits a tenant's transaction or answers why not (the module docstring has the steps).
 
-    `tiers` is the proxy's `TierAdmission` and `pressure` its pressure (`proxy_pressure`), so a
+    `tiers` is the proxy's `TierAdmission` and `pressure` its pressure (`Proxy.pressure`), so a
     transaction is shed exactly when a proxied request of the same tier would be.
     """
 

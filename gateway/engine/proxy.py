@@ -354,10 +354,14 @@ class Proxy:
             )
         return headers
 
+    def pressure(self) -> float:
+        """The pressure (0-100) requests are shed on (SPEC 2.6): `GATEWAY_FORCED_PRESSURE` when
+        set, else this process's gauge combined with the fleet's reports (`pressure.combine`)."""
+        forced = self.config.forced_pressure
+        return combine(self.gauge.score(), self.state.fleet_pressure) if forced is None else forced
+
     def _admit(self, identity: Identity) -> float:
-        pressure = self.config.forced_pressure
-        if pressure is None:
-            pressure = combine(self.gauge.score(), self.state.fleet_pressure)
+        pressure = self.pressure()
         if not self.admission.admit(identity.tier, pressure):
             headers = service_unavailable_headers(retry_after_s=self.admission.retry_after_s())
             raise Rejection(503, "shed", f"Shedding {identity.tier} traffic under load.", "shed", headers)
