@@ -10,6 +10,9 @@ caller approves unscored (fail-open):
 * brain_error: any other status, or a reply that is not a probability.
 
 Timeouts, unavailability and errors count as breaker failures; a reply counts as a success.
+Every failure but a timeout is logged at WARNING with its gRPC status and details (`FailureLog`:
+one line per status per 10 s at most, with the number left out since): a fail-open count says
+that the brain failed, the log says why. Timeouts say it themselves, in the latency histogram.
 When the breaker itself cannot be asked (Redis down: `BreakerUnavailable`), the brain is called
 anyway, unprotected, and `on_breaker_unavailable` is told: losing Redis must not stop scoring.
 """
@@ -28,7 +31,7 @@ from fraud.engine.transaction import BrainUnavailable, History, Score, Transacti
 from fraud.protos import fraud_pb2_grpc
 from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
 
-__all__ = ["CHANNEL_OPTIONS", "BrainClient"]
+__all__ = ["CHANNEL_OPTIONS", "BrainClient", "FailureLog"]
 
 logger = logging.getLogger("sentinel.fraud")
 
@@ -46,6 +49,45 @@ _CODES: Final = {
     grpc.StatusCode.DEADLINE_EXCEEDED: "brain_timeout",
     grpc.StatusCode.UNAVAILABLE: "brain_unavailable",
 }
+
+# The least time between two log lines about brain failures of the same status: a brain that is
+# down fails every call (500/s at the benchmark's rate), and one line per 10 s says it as well.
+FAILURE_LOG_INTERVAL_S: Final = 10.0
+
+
+class FailureLog:
+    """Logs the brain's failures at WARNING, at most one line per status per `interval_s`.
+
+    The line after a quiet spell says how many failures of that status were left out since the
+    previous line (the last ones of a burst are only counted once the status fails again).
+    `clock` (monotonic seconds) is for tests.
+    """
+
+    def __init__(
+        self, *, interval_s: float = FAILURE_LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._logged_at: dict[str, float] = {}  # status -> when its last line was logged
+        self._left_out: dict[str, int] = {}  # status -> its failures not logged since that line
+
+    def failed(self, *, status: str, details: str, code: str, address: str) -> None:
+        """One failed call: `status` is the gRPC status name ("OK" for a reply that was no
+        score), `details` its message, `code` the fail-open code the caller answers with."""
+        now = self.clock()
+        logged_at = self._logged_at.get(status)
+        if logged_at is not None and now - logged_at < self.interval_s:
+            self._left_out[status] = self._left_out.get(status, 0) + 1
+            return
+        self._logged_at[status] = now
+        left_out = self._left_out.pop(status, 0)
+        logger.warning(
+            "fraud brain call failed with %s: %s (fail-open %s; %d more %s left out of the log since its last line)",
+            status, details, code, left_out, status,
+            extra={"grpc_status": status, "grpc_details": details, "fail_open": code, "brain": address,
+                   "left_out": left_out},
+        )  # fmt: skip
+
 
 # (outcome, seconds): outcome is "ok", a FAIL_OPEN code, or "breaker_open" (seconds 0).
 LatencyObserver = Callable[[str, float], None]
@@ -84,6 +126,7 @@ class BrainClient:
         self.name = name
         self.observe = observe
         self.on_breaker_unavailable = on_breaker_unavailable
+        self.failures = FailureLog()
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
 
@@ -110,10 +153,15 @@ class BrainClient:
             code = _CODES.get(exc.code(), "brain_error")
             await self._record(permit, success=False)
             self.observe(code, time.perf_counter() - started)
+            if code != "brain_timeout":  # the latency histogram tells timeouts apart already
+                status, details = exc.code().name, exc.details() or ""
+                self.failures.failed(status=status, details=details, code=code, address=self.address)
             raise BrainUnavailable(code, exc.code().name) from None
         except ValueError as exc:
             await self._record(permit, success=False)
             self.observe("brain_error", time.perf_counter() - started)
+            details = f"the reply is not a score: {exc}"
+            self.failures.failed(status="OK", details=details, code="brain_error", address=self.address)
             raise BrainUnavailable("brain_error", str(exc)) from None
         await self._record(permit, success=True)
         self.observe("ok", time.perf_counter() - started)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -168,7 +168,19 @@ class RedisHistory:
         return [value.decode() if isinstance(value, bytes) else value for value in reply]
 
 
-@dataclass
+# The most (tenant, user, currency) entries embedded mode keeps, so a flood of fresh user ids costs
+# a bounded amount of memory: ~2.1 KB an entry with one transaction, ~2.7 KB with three (measured
+# with tracemalloc, keys and ids included), so ~110-140 MB when full. Embedded mode is one machine's
+# deployment; a fleet with more active users than this uses Redis.
+MEMORY_MAX_USERS: Final = 50_000
+# Entries an add examines at the old end of each recency order. More than the one entry an add can
+# make stale, so the expired ones are removed faster than they appear, without ever a full scan.
+_SWEEP_PER_ADD: Final = 4
+
+_Key = tuple[str, str, str]  # (tenant, user_id, currency)
+
+
+@dataclass(slots=True)
 class _User:
     window: deque[tuple[int, float, str, str]] = field(default_factory=deque)  # (at_ms, amount, country, id)
     n: int = 0
@@ -181,10 +193,34 @@ class _User:
 
 
 class MemoryHistory:
-    """The same history in one process (embedded mode). Nothing expires but the 24 h window."""
+    """The same history in one process (embedded mode), kept as long as the Redis keys would be.
 
-    def __init__(self) -> None:
-        self._users: dict[tuple[str, str, str], _User] = {}
+    The clock is the ``at_ms`` of the adds. A user's 24 h window and its ids are dropped once its
+    newest transaction is 24 h old (reads would count none of it), the whole entry (count, sums,
+    seen sets) ``LONG_TTL_MS`` after its last add, as RedisHistory's keys expire. And at most
+    ``max_users`` entries are kept: past that, the least recently added-to is forgotten, and its
+    next transaction reads like a new user's (as after Redis evicts a key).
+
+    Amortised: entries live in two recency orders (every user; the users with a non-empty
+    window), and each add looks at the ``_SWEEP_PER_ADD`` oldest of each, never at them all.
+    """
+
+    def __init__(self, max_users: int = MEMORY_MAX_USERS) -> None:
+        if max_users < 1:
+            raise ValueError(f"max_users must be at least 1, not {max_users}")
+        self.max_users = max_users
+        # Every user kept, least recently added-to first.
+        self._users: OrderedDict[_Key, _User] = OrderedDict()
+        # The users whose window holds transactions, in the same order (a subset of _users).
+        self._windows: OrderedDict[_Key, None] = OrderedDict()
+
+    def users_kept(self) -> int:
+        """How many (tenant, user, currency) entries are in memory."""
+        return len(self._users)
+
+    def windows_kept(self) -> int:
+        """How many of them still hold transactions of a 24 h window."""
+        return len(self._windows)
 
     async def read(self, tenant: str, tx: TransactionIn, at_ms: int) -> History:
         return (await self.recall(tenant, tx, at_ms))[0]
@@ -215,7 +251,7 @@ class MemoryHistory:
         return history, recorded
 
     async def add(self, tenant: str, tx: TransactionIn, at_ms: int) -> None:
-        user = self._users.setdefault((tenant, tx.user_id, tx.currency), _User())
+        user = self._touch((tenant, tx.user_id, tx.currency))
         amount = float(tx.amount)
         ln = math.log(amount)
         user.window.append((at_ms, amount, tx.country, tx.transaction_id))
@@ -231,3 +267,44 @@ class MemoryHistory:
         for seen, value in ((user.countries, tx.country), (user.merchants, tx.merchant)):
             if value and len(seen) < SEEN_CAP:
                 seen.add(value)
+        self._sweep(at_ms)
+
+    def _touch(self, key: _Key) -> _User:
+        """The user's entry (a new one if needed), moved to the recent end of both orders."""
+        user = self._users.get(key)
+        if user is None:
+            user = self._users[key] = _User()
+            if len(self._users) > self.max_users:
+                # The new entry is at the recent end, so never the one forgotten.
+                forgotten, _ = self._users.popitem(last=False)
+                self._windows.pop(forgotten, None)
+        else:
+            self._users.move_to_end(key)
+        self._windows[key] = None
+        self._windows.move_to_end(key)
+        return user
+
+    def _sweep(self, at_ms: int) -> None:
+        """Forget the oldest entries that have expired as of ``at_ms``, a few per call.
+
+        Both orders are by last add, so the first live entry ends the search: the ones behind it
+        were added to later (at a later ``at_ms`` unless the caller's clock went back, in which
+        case they go a little later than due).
+        """
+        for _ in range(_SWEEP_PER_ADD):
+            key = next(iter(self._users), None)
+            if key is None or self._users[key].last > at_ms - LONG_TTL_MS:
+                break
+            del self._users[key]
+            self._windows.pop(key, None)
+        for _ in range(_SWEEP_PER_ADD):
+            key = next(iter(self._windows), None)
+            if key is None:
+                break
+            user = self._users[key]
+            # Every event is at or before `last`: at 24 h past it, no read counts any of them.
+            if user.last > at_ms - WINDOW_24H_MS:
+                break
+            del self._windows[key]
+            user.window.clear()
+            user.ids.clear()

@@ -5,14 +5,17 @@ scripted to answer, fail, lag or stop, behind a real breaker. No Django. One eve
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
+import grpc
 import pytest
 
-from fraud.engine.client import BrainClient
+from fraud.engine.client import FAILURE_LOG_INTERVAL_S, BrainClient
 from fraud.engine.transaction import BrainUnavailable, History, Reason, TransactionIn
+from fraud.protos import fraud_pb2
 from gateway.engine.breaker import BreakerConfig, MemoryBreaker, RedisBreaker
 from gateway.engine.resp import RespClient
 from tests.support.fake_brain import FakeBrain, fake_brain
@@ -130,3 +133,92 @@ def test_without_its_redis_the_breaker_is_bypassed_and_the_brain_still_scores() 
             await dead_redis.aclose()
 
         assert run(brain, scenario, breaker=breaker) == ["ok"]
+
+
+class FailingBrain(FakeBrain):
+    """The scripted brain, failing every call with `status` and `details` (as the real brain's
+    INTERNAL, INVALID_ARGUMENT or a proxy's RESOURCE_EXHAUSTED would) while `status` is set."""
+
+    status: grpc.StatusCode | None = None
+    details = ""
+
+    def Score(self, request: fraud_pb2.Transaction, context: grpc.ServicerContext) -> fraud_pb2.ScoreReply:
+        if self.status is not None:
+            context.abort(self.status, self.details)
+        return super().Score(request, context)
+
+
+def failure_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "sentinel.fraud" and r.levelno == logging.WARNING]
+
+
+PATIENT = BreakerConfig(consecutive_failures=1000, cooldown_ms=60_000, half_open_max=1)  # never opens here
+
+
+def test_a_brain_error_is_logged_with_its_grpc_status_and_details(caplog: pytest.LogCaptureFixture) -> None:
+    brain = FailingBrain().start()
+    try:
+        brain.status, brain.details = grpc.StatusCode.INTERNAL, "the brain failed to score this transaction"
+
+        async def scenario(client: BrainClient) -> None:
+            assert await fail_open_code(client) == "brain_error"
+
+        with caplog.at_level(logging.WARNING, logger="sentinel.fraud"):
+            assert run(brain, scenario) == ["brain_error"]
+    finally:
+        brain.stop()
+
+    [line] = failure_lines(caplog)
+    assert line.grpc_status == "INTERNAL"  # type: ignore[attr-defined]
+    assert line.grpc_details == "the brain failed to score this transaction"  # type: ignore[attr-defined]
+    assert line.fail_open == "brain_error"  # type: ignore[attr-defined]
+    assert "INTERNAL: the brain failed to score this transaction" in line.getMessage()
+
+
+def test_failures_are_logged_once_per_status_per_interval_with_the_count_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    brain = FailingBrain().start()
+    now = [1000.0]
+    try:
+
+        async def scenario(client: BrainClient) -> None:
+            client.failures.clock = lambda: now[0]
+            brain.status, brain.details = grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls"
+            for _ in range(5):
+                await fail_open_code(client)
+            brain.status = None
+            brain.mode = "fail"  # UNAVAILABLE: a status of its own, logged although the other is quiet
+            await fail_open_code(client)
+            await fail_open_code(client)
+            now[0] += FAILURE_LOG_INTERVAL_S - 0.001
+            brain.status = grpc.StatusCode.RESOURCE_EXHAUSTED
+            await fail_open_code(client)  # still within the interval: counted, not logged
+            now[0] += 0.001
+            await fail_open_code(client)
+
+        with caplog.at_level(logging.WARNING, logger="sentinel.fraud"):
+            outcomes = run(brain, scenario, breaker=MemoryBreaker(PATIENT))
+    finally:
+        brain.stop()
+
+    assert outcomes.count("brain_error") == 7 and outcomes.count("brain_unavailable") == 2
+    lines = [(r.grpc_status, r.left_out) for r in failure_lines(caplog)]  # type: ignore[attr-defined]
+    assert lines == [("RESOURCE_EXHAUSTED", 0), ("UNAVAILABLE", 0), ("RESOURCE_EXHAUSTED", 5)]
+    assert "5 more RESOURCE_EXHAUSTED left out" in failure_lines(caplog)[-1].getMessage()
+
+
+def test_timeouts_are_not_logged_and_a_reply_that_is_no_score_is(caplog: pytest.LogCaptureFixture) -> None:
+    with fake_brain(score=1.5) as brain:
+
+        async def scenario(client: BrainClient) -> None:
+            assert await fail_open_code(client) == "brain_error"
+            brain.mode, brain.delay_ms = "slow", 2000
+            assert await fail_open_code(client) == "brain_timeout"
+
+        with caplog.at_level(logging.WARNING, logger="sentinel.fraud"):
+            assert run(brain, scenario, timeout_ms=50) == ["brain_error", "brain_timeout"]
+
+    [line] = failure_lines(caplog)
+    assert line.grpc_status == "OK"  # type: ignore[attr-defined]
+    assert "not a score" in line.grpc_details  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from fraud.brain.synthetic import Earlier, history_of
 from fraud.engine.currencies import PER_EUR
 from fraud.engine.history import (
     LONG_TTL_MS,
+    MEMORY_MAX_USERS,
     SEEN_CAP,
     WINDOW_TTL_MS,
     HistoryStore,
@@ -32,6 +33,7 @@ from tests.support.services import redis_url_for_tests, require_redis
 T0 = 1_790_000_000_000  # epoch ms
 MIN = 60_000
 HOUR = 60 * MIN
+DAY = 24 * HOUR
 
 
 def reference(earlier: list[Earlier], tx: TransactionIn, at_ms: int) -> History:
@@ -217,5 +219,80 @@ def test_serving_and_training_histories_agree(kind: str, currency: str) -> None:
                 earlier.append(this)
             # Small charges were seen where the currency has a rate, and none where it has not
             assert (smalls > 0) == (currency in PER_EUR)
+
+    asyncio.run(scenario())
+
+
+def test_a_user_quiet_for_more_than_a_day_keeps_the_habits_of_90_days(kind: str) -> None:
+    """Past 24 h only the window is gone (memory drops it, Redis lets its key expire): the count,
+    the amount statistics and the countries and merchants seen are still there."""
+
+    async def scenario() -> None:
+        async with store(kind) as history:
+            seen: list[Earlier] = []
+            await add(history, seen, make(1, "10", country="FR", merchant="m"), T0)
+            await add(history, seen, make(2, "30", country="DE", merchant="m"), T0 + HOUR)
+            # Another user's add at T0 + 30 h is when memory looks at the quiet one.
+            await history.add("A", make(3, "5", user="u2"), T0 + 30 * HOUR)
+            tx = make(4, "12", country="FR", merchant="m")
+            actual = await history.read("A", tx, T0 + 30 * HOUR)
+            assert (actual.count_total, actual.count_24h) == (2, 0)
+            assert actual.country_seen and actual.merchant_seen
+            assert_same(actual, reference(seen, tx, T0 + 30 * HOUR))
+
+    asyncio.run(scenario())
+
+
+def test_memory_drops_windows_a_day_old_and_users_90_days_old_a_few_per_add() -> None:
+    async def scenario() -> None:
+        history = MemoryHistory()
+        for n in range(100):
+            await history.add("A", make(n, "10", country="FR", user=f"idle{n}"), T0 + n)
+        await history.add("A", make(100, "10", user="active"), T0 + DAY - 1)
+        assert (history.users_kept(), history.windows_kept()) == (101, 101)  # the oldest are 1 ms short
+
+        # Each add examines a few of the oldest entries, not every user.
+        late = T0 + DAY + 1000
+        await history.add("A", make(101, "10", user="active"), late)
+        assert 1 < history.windows_kept() < 101
+        for n in range(102, 200):
+            if history.windows_kept() == 1:
+                break
+            await history.add("A", make(n, "10", user="active"), late + n)
+        assert (history.users_kept(), history.windows_kept()) == (101, 1)
+        quiet = await history.read("A", make(900, "10", country="FR", user="idle0"), late + 200)
+        assert (quiet.count_total, quiet.count_24h, quiet.country_seen) == (1, 0, True)
+        assert (await history.recall("A", make(0, "10", user="idle0"), late + 200))[1] is False
+
+        # 90 days after their last add, the idle users are forgotten altogether; the active one stays.
+        later = T0 + 99 + LONG_TTL_MS
+        for n in range(300, 400):
+            if history.users_kept() == 1:
+                break
+            await history.add("A", make(n, "10", user="active"), later + n)
+        assert (history.users_kept(), history.windows_kept()) == (1, 1)
+        assert await history.read("A", make(901, "10", country="FR", user="idle0"), later + 400) == History()
+        assert (await history.read("A", make(902, "10", user="active"), later + 400)).count_total > 3
+
+    asyncio.run(scenario())
+
+
+def test_memory_keeps_at_most_max_users_forgetting_the_least_recently_active() -> None:
+    async def scenario() -> None:
+        assert MemoryHistory().max_users == MEMORY_MAX_USERS
+        history = MemoryHistory(max_users=100)
+        for n in range(100):
+            await history.add("A", make(n, "10", user=f"u{n}"), T0 + n)
+        await history.add("A", make(1000, "10", user="u0"), T0 + 500)  # u0 is the most recent now
+        # A flood of fresh ids, all within the day: only the cap holds them back.
+        for n in range(100, 5000):
+            await history.add("B", make(n, "10", user=f"flood{n}"), T0 + 1000 + n)
+            assert history.users_kept() <= 100
+        assert history.users_kept() == 100
+        assert history.windows_kept() == 100
+        for user in ("u0", "u1", "u99", "flood4899"):
+            assert await history.read("A", make(2000, "10", user=user), T0 + 9000) == History()
+        assert (await history.read("B", make(2001, "10", user="flood4999"), T0 + 9000)).count_total == 1
+        assert (await history.read("B", make(2002, "10", user="flood4900"), T0 + 9000)).count_total == 1
 
     asyncio.run(scenario())

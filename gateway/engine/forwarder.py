@@ -88,6 +88,13 @@ _ERRORS: Final = {
 # nginx's convention for "the client closed the connection before a response was sent".
 CLIENT_CLOSED_REQUEST: Final = 499
 
+# Past this many response body bytes the disconnect watch starts at once (DisconnectWatch.hurry):
+# a client that leaves takes uvicorn's backpressure with it, and the rest of the download would be
+# relayed into the void at memory speed, up to its end, before the delayed watch looked. Below it,
+# a response fits in the sockets' buffers (loopback's default is 128 KiB for reading, more once
+# autotuned), where a client that left and one that got it all look the same to any server.
+_WATCH_NOW_BYTES: Final = 256 * 1024
+
 # What the upstream may fail with while we talk to it. aiohttp wraps most socket errors in
 # ClientError, but not all (a reset while writing can surface as a bare OSError).
 _UPSTREAM_ERRORS: Final = (aiohttp.ClientError, OSError, TimeoutError)
@@ -425,6 +432,8 @@ async def _relay(upstream: aiohttp.ClientResponse, exchange: _Exchange) -> Forwa
             # Before the final message, whose completion uvicorn reports as a disconnect.
             exchange.watch.stop()
         exchange.bytes_out += len(chunk)
+        if exchange.bytes_out > _WATCH_NOW_BYTES:
+            exchange.watch.hurry()
         if not await _send_or_gone(exchange.send, {"type": "http.response.body", "body": chunk, "more_body": not last}):
             return exchange.result("client_disconnect", "the client disconnected")
         if last:
