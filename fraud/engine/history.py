@@ -6,8 +6,11 @@ makes the training set): windows count the transactions at times in (t - window,
 amount <= small_amount(currency) (2.00 EUR at the ECB rate, fraud.engine.transaction); the ln-amount
 mean and the population standard deviation are over every kept transaction (0 when none, std 0
 when fewer than 2); `country_seen`/`merchant_seen` are False when this transaction's
-country/merchant is ""; `countries_24h` counts distinct non-empty countries. The transaction
-being scored is excluded: the endpoint reads before it adds.
+country/merchant is ""; `countries_24h` counts distinct non-empty countries; `last_at_ms` is the
+latest transaction at or before the time read (a user's transaction added after a later one, two
+at once, never sees the later one as its previous: the brain refuses a `last_at_ms` after
+`created_at_ms`, which was the rare `brain_error` under load), the time read itself when only
+later ones are known. The transaction being scored is excluded: the endpoint reads before it adds.
 
 A history is per tenant, user AND currency: a habit is the user's in one currency (reference
 rates are approximate, and most currencies have none), and a user who paid 20 EUR a week must
@@ -243,7 +246,7 @@ class MemoryHistory:
             amount_1h=math.fsum(event[1] for event in hour),
             log_amount_mean=mean,
             log_amount_std=std,
-            last_at_ms=user.last,
+            last_at_ms=user.last if user.last <= at_ms else max((event[0] for event in day), default=at_ms),
             country_seen=bool(tx.country) and tx.country in user.countries,
             merchant_seen=bool(tx.merchant) and tx.merchant in user.merchants,
             countries_24h=len({event[2] for event in day if event[2]}),

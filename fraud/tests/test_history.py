@@ -120,6 +120,21 @@ def test_a_random_user_matches_the_definitions_at_every_step(kind: str) -> None:
     asyncio.run(scenario())
 
 
+def test_a_transaction_added_later_with_a_later_time_is_never_the_previous_one(kind: str) -> None:
+    """Two of a user's transactions at once, the later (T0 + 5 ms) answered and added first: the
+    earlier one's history must not say its previous transaction came after it."""
+
+    async def scenario() -> None:
+        async with store(kind) as history:
+            await history.add("A", make(1, "10"), T0 - HOUR)
+            await history.add("A", make(2, "10"), T0 + 5)
+            assert (await history.read("A", make(3, "10"), T0)).last_at_ms == T0 - HOUR
+            await history.add("A", make(4, "10"), T0 + 2 * 24 * HOUR)  # nothing in the day before T0 + 25 h
+            assert (await history.read("A", make(5, "10"), T0 + 25 * HOUR)).last_at_ms == T0 + 25 * HOUR
+
+    asyncio.run(scenario())
+
+
 def test_tenants_users_and_currencies_are_kept_apart(kind: str) -> None:
     async def scenario() -> None:
         async with store(kind) as history:

@@ -38,6 +38,16 @@ for i = 1, #events, 2 do
 end
 
 local s = redis.call('HMGET', KEYS[2], 'n', 's1', 's2', 'last')
+-- The latest transaction at or before now: one of the user's added after this read's time (two
+-- at once, the later answered first) is not "the previous one" (the brain refuses a last_ms
+-- after the transaction's own time). The window holds it when it is in the last 24 h; else now.
+local last = tonumber(s[4]) or 0
+if last > now then
+  last = now
+  if #events > 0 then
+    last = tonumber(events[#events])
+  end
+end
 local country_seen, merchant_seen = 0, 0
 if country ~= '' then
   country_seen = redis.call('SISMEMBER', KEYS[3], country)
@@ -51,4 +61,4 @@ if redis.call('ZSCORE', KEYS[5], ARGV[8]) then
 end
 -- Fractions as text: Redis turns a Lua number into an integer reply.
 return {c10m, c1h, c24h, small_1h, string.format('%.17g', amount_1h), distinct,
-  tonumber(s[1]) or 0, s[2] or '0', s[3] or '0', tonumber(s[4]) or 0, country_seen, merchant_seen, recorded}
+  tonumber(s[1]) or 0, s[2] or '0', s[3] or '0', last, country_seen, merchant_seen, recorded}
