@@ -243,27 +243,42 @@ def exists(model_dir: Path) -> bool:
     return (model_dir / MODEL_FILE).is_file() and (model_dir / META_FILE).is_file()
 
 
+class ModelOutdated(ValueError):
+    """The artefact was trained on other features than this code computes (an earlier Sentinel's
+    model): scoring with it would feed it the wrong columns (LightGBM: a wrong-sized row)."""
+
+
 def load(model_dir: Path) -> BrainModel:
-    """Loads the artefact of `model_dir`. Raises OSError when a file is missing and ValueError
-    when model.txt does not match the version in meta.json (an artefact edited by hand)."""
+    """Loads the artefact of `model_dir`. Raises OSError when a file is missing, ValueError when
+    model.txt does not match the version in meta.json (an artefact edited by hand), and
+    ModelOutdated when its features are not FEATURE_NAMES."""
     text = (model_dir / MODEL_FILE).read_text()
     meta = json.loads((model_dir / META_FILE).read_text())
     if version_of(text) != meta.get("version"):
         raise ValueError(f"{model_dir / MODEL_FILE} does not match the version {meta.get('version')!r} of meta.json")
+    if meta.get("features") != list(FEATURE_NAMES):
+        features = meta.get("features")
+        raise ModelOutdated(f"{model_dir} was trained on the features {features}, not on {list(FEATURE_NAMES)}")
     return BrainModel(lgb.Booster(model_str=text), meta)
 
 
 def ensure(
     model_dir: Path, *, review_threshold: float = 0.5, decline_threshold: float = 0.9
 ) -> tuple[BrainModel, float | None]:
-    """The model of `model_dir`, trained and saved first when it has none (a first start).
+    """The model of `model_dir`, trained and saved first when it has none (a first start) or when
+    it was trained on other features (`ModelOutdated`: the brain of an upgraded Sentinel retrains
+    rather than answer every call with an error).
 
     Returns (model, seconds spent training, None when the artefact was already there). Raises as
     `load` and `save` do.
     """
+    replace = False
     if exists(model_dir):
-        return load(model_dir), None
+        try:
+            return load(model_dir), None
+        except ModelOutdated:
+            replace = True
     started = time.perf_counter()
     text, meta = train(review_threshold=review_threshold, decline_threshold=decline_threshold)
-    save(model_dir, text, meta, replace=False)
+    save(model_dir, text, meta, replace=replace)
     return load(model_dir), time.perf_counter() - started

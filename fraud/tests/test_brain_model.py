@@ -243,6 +243,22 @@ def test_an_artefact_edited_by_hand_is_refused(tmp_path: Path, brain_model_dir: 
         brain_model.load(target)
 
 
+def test_a_model_of_an_earlier_versions_features_is_retrained_on_start(tmp_path: Path, brain_model_dir: Path) -> None:
+    # Given an artefact trained on other features (as an upgrade finds the last version's)
+    target = tmp_path / "model"
+    meta = json.loads((brain_model_dir / brain_model.META_FILE).read_text())
+    brain_model.save(target, (brain_model_dir / brain_model.MODEL_FILE).read_text(), meta, replace=False)
+    (target / brain_model.META_FILE).write_text(json.dumps(meta | {"features": meta["features"][:-1]}))
+
+    # Then it is not served as it is...
+    with pytest.raises(brain_model.ModelOutdated, match="trained on the features"):
+        brain_model.load(target)
+    # ...and a starting brain trains a model of this version's features in its place
+    model, trained_s = brain_model.ensure(target)
+    assert trained_s is not None and model.meta["features"] == list(FEATURE_NAMES)
+    assert brain_model.load(target).version == model.version
+
+
 def test_history_of_counts_small_charges_by_their_value_in_eur() -> None:
     # Given charges within the hour in JPY (2.00 EUR is ~351 JPY) and in AED (no ECB rate)
     bound = 2 * PER_EUR["JPY"]
