@@ -348,3 +348,20 @@ def test_card_testing_in_yen_is_told_by_the_eur_bound(brain_model_dir: Path) -> 
     assert decide(explained.score, 0.5, 0.9) == "decline", explained
     assert explained.reasons[0].code == "small_amounts_1h"
     assert explained.reasons[0].message.startswith("12 charges of at most 351 JPY (2.00 EUR) in the last hour")
+
+
+def test_a_routine_payment_is_scored_without_reasons_and_a_suspicious_one_alike(brain_model_dir: Path) -> None:
+    model = brain_model.load(brain_model_dir)
+    history = history_of(_habit(), Earlier(NOW, 25.0, "FR", "m1"))
+    routine = model.explain(
+        amount=25.0, currency="EUR", country="FR", merchant="m1", created_at_ms=NOW, history=history
+    )
+    assert routine.score < brain_model.EXPLAIN_FLOOR and routine.reasons == ()
+    # The plain prediction it is scored with is the SHAP pass's own score (their sum's sigmoid)
+    for amount in (25.0, 900.0):
+        row = feature_vector(amount=amount, currency="EUR", country="BR", merchant="m1", created_at_ms=NOW,
+                             history=history)  # fmt: skip
+        contributions = model.booster.predict(np.array([row]), pred_contrib=True)[0]
+        explained = model.explain(amount=amount, currency="EUR", country="BR", merchant="m1", created_at_ms=NOW,
+                                  history=history)  # fmt: skip
+        assert explained.score == pytest.approx(1 / (1 + math.exp(-contributions.sum())), abs=1e-9)
