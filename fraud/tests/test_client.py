@@ -222,3 +222,91 @@ def test_timeouts_are_not_logged_and_a_reply_that_is_no_score_is(caplog: pytest.
     [line] = failure_lines(caplog)
     assert line.grpc_status == "OK"  # type: ignore[attr-defined]
     assert "not a score" in line.grpc_details  # type: ignore[attr-defined]
+
+
+def _tx(n: int) -> TransactionIn:
+    return TransactionIn(f"t-{n}", "u-1", Decimal("12.50"), "EUR", "m-1", "FR")
+
+
+def test_transactions_waiting_behind_a_call_go_together_in_one_score_many() -> None:
+    with fake_brain(score=0.3) as brain:
+        brain.mode, brain.delay_ms = "slow", 200
+
+        async def scenario(client: BrainClient) -> None:
+            first = asyncio.create_task(client.score(_tx(0), HISTORY, tenant_uuid="t-1", created_at_ms=1))
+            await asyncio.sleep(0.05)  # the first call is out: the next ten wait for it
+            rest = [client.score(_tx(n), HISTORY, tenant_uuid="t-1", created_at_ms=1) for n in range(1, 11)]
+            scores = await asyncio.gather(first, *rest)
+            assert [score.score for score in scores] == [0.3] * 11
+
+        assert run(brain, scenario) == ["ok"] * 11
+        # Then one Score call, then one ScoreMany of the ten, in the order they were handed over
+        assert brain.calls == [1, 10]
+        assert [tx.transaction_id for tx in brain.received] == [f"t-{n}" for n in range(11)]
+
+
+def test_an_invalid_transaction_of_a_batch_fails_open_alone() -> None:
+    with fake_brain(score=0.3) as brain:
+        brain.mode, brain.delay_ms, brain.invalid = "slow", 100, {"t-2"}
+
+        async def scenario(client: BrainClient) -> None:
+            first = asyncio.create_task(client.score(_tx(0), HISTORY, tenant_uuid="t-1", created_at_ms=1))
+            await asyncio.sleep(0.03)
+            rest = [client.score(_tx(n), HISTORY, tenant_uuid="t-1", created_at_ms=1) for n in range(1, 4)]
+            outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+            codes = [o.code if isinstance(o, BrainUnavailable) else "ok" for o in outcomes]
+            assert codes == ["ok", "ok", "brain_error", "ok"]
+
+        run(brain, scenario)
+        assert brain.calls == [1, 3]
+
+
+def test_a_failed_batch_is_one_breaker_failure_and_each_of_its_transactions_fails_open() -> None:
+    with fake_brain() as brain:
+        brain.mode = "fail"
+
+        async def scenario(client: BrainClient) -> None:
+            codes = [await fail_open_code(client)]  # one call, one failure
+            calls = [client.score(_tx(n), HISTORY, tenant_uuid="t-1", created_at_ms=1) for n in range(5)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            codes += [o.code for o in outcomes if isinstance(o, BrainUnavailable)]
+            # The five, handed over together, went as one ScoreMany: the second failure, not six
+            assert codes == ["brain_unavailable"] * 6
+            assert await fail_open_code(client) == "brain_unavailable"  # the third opens it
+            assert await fail_open_code(client) == "breaker_open"
+
+        run(brain, scenario)
+        assert brain.calls == [1, 5, 1]
+
+
+def test_a_transaction_waiting_behind_a_slow_call_is_answered_at_its_own_deadline() -> None:
+    with fake_brain() as brain:
+        brain.mode, brain.delay_ms = "slow", 1000
+
+        async def scenario(client: BrainClient) -> None:
+            first = asyncio.create_task(fail_open_code(client))
+            await asyncio.sleep(0.2)
+            started = time.perf_counter()
+            assert await fail_open_code(client) == "brain_timeout"
+            # Its deadline (0.5 s) runs from when it was handed over, its 0.3 s of waiting for the
+            # first call included: a deadline from its own call's start would answer at 0.8 s
+            assert time.perf_counter() - started < 0.65
+            assert await first == "brain_timeout"
+
+        run(brain, scenario, timeout_ms=500)
+        assert brain.calls == [1, 1]
+
+
+def test_a_brain_without_score_many_is_called_once_per_transaction() -> None:
+    with fake_brain(score=0.3) as brain:
+        brain.mode, brain.delay_ms, brain.many = "slow", 100, False
+
+        async def scenario(client: BrainClient) -> None:
+            first = asyncio.create_task(client.score(_tx(0), HISTORY, tenant_uuid="t-1", created_at_ms=1))
+            await asyncio.sleep(0.03)
+            rest = [client.score(_tx(n), HISTORY, tenant_uuid="t-1", created_at_ms=1) for n in range(1, 4)]
+            assert [s.score for s in await asyncio.gather(first, *rest)] == [0.3] * 4
+
+        run(brain, scenario)
+        # Score, the refused ScoreMany (no transaction counted), then Score for each of the three
+        assert brain.calls == [1, 1, 1, 1]

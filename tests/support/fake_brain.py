@@ -10,6 +10,9 @@ It serves from a thread pool, so sync tests (Django's) and async ones use it ali
         brain.address            # "127.0.0.1:PORT"
         brain.mode = "fail"      # "ok" | "fail" (UNAVAILABLE) | "slow" (delay_ms, then ok)
         brain.received           # every Transaction message received, in order
+        brain.calls              # the transactions per call: 1 for Score, n for ScoreMany
+        brain.many = False       # ScoreMany answers UNIMPLEMENTED, as a brain older than it
+        brain.invalid = {"t-9"}  # transaction ids ScoreMany says are invalid
         brain.stop()             # the port refuses connections from now on
 """
 
@@ -38,17 +41,43 @@ class FakeBrain(fraud_pb2_grpc.FraudBrainServicer):
         self.mode = "ok"
         self.delay_ms = 2000
         self.received: list[fraud_pb2.Transaction] = []
+        self.calls: list[int] = []
+        self.many = True
+        self.invalid: set[str] = set()
         self.address = ""
         self._server: grpc.Server | None = None
         self._lock = threading.Lock()
 
     def Score(self, request: fraud_pb2.Transaction, context: grpc.ServicerContext) -> fraud_pb2.ScoreReply:
+        self._received(context, [request])
+        return self._reply()
+
+    def ScoreMany(
+        self, request: fraud_pb2.TransactionBatch, context: grpc.ServicerContext
+    ) -> fraud_pb2.ScoreBatchReply:
+        if not self.many:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        self._received(context, list(request.transactions))
+        return fraud_pb2.ScoreBatchReply(
+            results=[
+                fraud_pb2.ScoreResult(invalid="scripted invalid")
+                if tx.transaction_id in self.invalid
+                else fraud_pb2.ScoreResult(reply=self._reply())
+                for tx in request.transactions
+            ]
+        )
+
+    def _received(self, context: grpc.ServicerContext, transactions: list[fraud_pb2.Transaction]) -> None:
+        """Notes one call's transactions, then fails or waits as scripted."""
         with self._lock:
-            self.received.append(request)
+            self.received.extend(transactions)
+            self.calls.append(len(transactions))
         if self.mode == "fail":
             context.abort(grpc.StatusCode.UNAVAILABLE, "scripted failure")
         if self.mode == "slow":
             time.sleep(self.delay_ms / 1000)
+
+    def _reply(self) -> fraud_pb2.ScoreReply:
         reason = fraud_pb2.Reason(code="amount_vs_habit", message="scripted reason", contribution=1.5)
         return fraud_pb2.ScoreReply(score=self.score, reasons=[reason], model_version=self.model_version)
 
