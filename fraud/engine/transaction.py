@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -76,13 +76,18 @@ class History:
     countries_24h: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Its fields by name (every value a JSON scalar). Not `dataclasses.asdict`, which deep-copies
+        each value: the ledger writes one per transaction."""
+        return {name: getattr(self, name) for name in _HISTORY_FIELDS}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> History:
         """Reads `to_json()`'s dict back; unknown keys are ignored, missing ones take their default."""
         known = {field.name for field in fields(cls)}
         return cls(**{name: value for name, value in data.items() if name in known})
+
+
+_HISTORY_FIELDS: Final = tuple(field.name for field in fields(History))
 
 
 @dataclass(frozen=True)
