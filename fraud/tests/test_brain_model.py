@@ -365,3 +365,55 @@ def test_a_routine_payment_is_scored_without_reasons_and_a_suspicious_one_alike(
         explained = model.explain(amount=amount, currency="EUR", country="BR", merchant="m1", created_at_ms=NOW,
                                   history=history)  # fmt: skip
         assert explained.score == pytest.approx(1 / (1 + math.exp(-contributions.sum())), abs=1e-9)
+
+
+def _facts(earlier: list[Earlier], tx: Earlier, currency: str = "EUR") -> Facts:
+    return Facts(tx.amount, currency, tx.country, tx.merchant, tx.at_ms, history_of(earlier, tx, currency))
+
+
+def _alone(model: brain_model.BrainModel, facts: Facts) -> brain_model.Explained:
+    return model.explain(
+        amount=facts.amount,
+        currency=facts.currency,
+        country=facts.country,
+        merchant=facts.merchant,
+        created_at_ms=facts.created_at_ms,
+        history=facts.history,
+    )
+
+
+def test_a_batch_is_explained_row_by_row_as_each_transaction_alone(brain_model_dir: Path) -> None:
+    # Given the planted patterns (a first payment among them, in EUR and in JPY) interleaved with
+    # routine payments of the synthetic set, most of them under the SHAP floor
+    model = brain_model.load(brain_model_dir)
+    planted = [_facts(*_planted(pattern)) for pattern in PATTERNS]
+    planted.append(_facts([], Earlier(NOW, 1_580_000.0, "JP", "m-new"), "JPY"))
+    routine = [
+        Facts(r.tx.amount, r.currency, r.tx.country, r.tx.merchant, r.tx.at_ms, r.history)
+        for r in generate(users=40)[:120]
+        if not r.fraud
+    ][:60]
+    batch = [item for group in zip(routine[::2], routine[1::2], planted * 8, strict=False) for item in group]
+    batch += routine[len(batch) :]
+
+    # When it is explained in one call
+    explained = model.explain_many(batch)
+
+    # Then each row is exactly what explain gives it alone: score, reasons, their order and sentences
+    assert explained == [_alone(model, facts) for facts in batch]
+    floor = brain_model.EXPLAIN_FLOOR
+    assert any(e.score < floor for e in explained) and sum(e.score >= floor for e in explained) >= len(planted)
+    assert all(e.reasons == () for e in explained if e.score < floor)
+    first = explained[batch.index(planted[PATTERNS.index("first_payment")])]
+    assert first.reasons[0].code == "first_payment", first.reasons
+
+
+def test_a_batch_all_above_or_all_under_the_floor_and_an_empty_one(brain_model_dir: Path) -> None:
+    model = brain_model.load(brain_model_dir)
+    suspicious = [_facts(*_planted(pattern)) for pattern in PATTERNS]
+    routine = [_facts(_habit(), Earlier(NOW, amount, "FR", "m1")) for amount in (18.0, 25.0, 31.0)]
+    for batch in (suspicious, routine, suspicious[:1], routine[:1]):
+        assert model.explain_many(batch) == [_alone(model, facts) for facts in batch]
+    assert all(e.reasons for e in model.explain_many(suspicious))
+    assert not any(e.reasons for e in model.explain_many(routine))
+    assert model.explain_many([]) == []

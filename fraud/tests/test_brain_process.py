@@ -1,5 +1,6 @@
 """The real brain process (`manage.py run_brain` on a free port), as its callers see it over gRPC:
-scores with reasons, health, bad input, fault injection, restarts, first-start training, metrics."""
+scores with reasons, batches (ScoreMany), health, bad input, fault injection, restarts, first-start
+training, metrics."""
 
 from __future__ import annotations
 
@@ -113,6 +114,42 @@ def test_a_transaction_without_history_is_invalid_argument(brain: BrainProcess, 
     assert "history is required" in refused.value.details()
 
 
+def _batch(*transactions: fraud_pb2.Transaction) -> fraud_pb2.TransactionBatch:
+    return fraud_pb2.TransactionBatch(transactions=transactions)
+
+
+def test_score_many_answers_each_transaction_in_order_and_refuses_only_the_invalid_one(
+    brain: BrainProcess,
+    stub_of,  # type: ignore[no-untyped-def]
+) -> None:
+    # Given a batch of a suspicious payment, one with a negative amount and a routine one
+    stub = stub_of(brain.address)
+    batch = _batch(_request(900.0, transaction_id="a"), _request(-5.0, transaction_id="b"), _request(25.0))
+
+    # When it is scored in one call
+    reply = stub.ScoreMany(batch, timeout=5)
+
+    # Then two replies and one invalid, in the batch's order, each reply what Score gives alone
+    assert [result.WhichOneof("result") for result in reply.results] == ["reply", "invalid", "reply"]
+    assert "amount must be a finite number" in reply.results[1].invalid
+    assert reply.results[0].reply == stub.Score(_request(900.0), timeout=5)
+    assert reply.results[2].reply == stub.Score(_request(25.0), timeout=5)
+    assert reply.results[0].reply.reasons[0].code == "amount_vs_habit"
+    assert reply.results[2].reply.score < reply.results[0].reply.score
+
+
+@pytest.mark.parametrize("size", [0, 257])
+def test_an_empty_or_oversized_batch_is_invalid_argument(brain: BrainProcess, stub_of, size: int) -> None:  # type: ignore[no-untyped-def]
+    stub = stub_of(brain.address)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ScoreMany(_batch(*[_request() for _ in range(size)]), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"a batch holds 1 to 256 transactions, not {size}" == refused.value.details()
+    # The limit itself is served, and the brain goes on
+    assert len(stub.ScoreMany(_batch(*[_request() for _ in range(256)]), timeout=10).results) == 256
+    assert health_status(brain.address) == SERVING
+
+
 def test_failure_rate_one_answers_every_call_unavailable(brain_model_dir: Path, stub_of) -> None:  # type: ignore[no-untyped-def]
     with brain_process(brain_model_dir, FRAUD_BRAIN_FAILURE_RATE="1") as failing:
         assert health_status(failing.address) == SERVING  # up, but every Score fails
@@ -120,6 +157,11 @@ def test_failure_rate_one_answers_every_call_unavailable(brain_model_dir: Path, 
             with pytest.raises(grpc.RpcError) as failed:
                 stub_of(failing.address).Score(_request(), timeout=5)
             assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        # A batch is one call: it fails whole, its valid transactions with the invalid one
+        with pytest.raises(grpc.RpcError) as failed:
+            stub_of(failing.address).ScoreMany(_batch(_request(), _request(-1.0)), timeout=5)
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "injected failure" in failed.value.details()
 
 
 def test_slow_rate_one_makes_a_client_deadline_expire_without_blocking_others(
@@ -137,6 +179,12 @@ def test_slow_rate_one_makes_a_client_deadline_expire_without_blocking_others(
         futures = [stub.Score.future(_request(), timeout=2) for _ in range(10)]
         replies = [future.result() for future in futures]
         assert all(reply.reasons for reply in replies)
+        # A batch is delayed once, as one call: past a 100 ms deadline, within 2 s
+        with pytest.raises(grpc.RpcError) as late:
+            stub.ScoreMany(_batch(*[_request() for _ in range(8)]), timeout=0.1)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        batch = stub.ScoreMany(_batch(*[_request() for _ in range(8)]), timeout=2)
+        assert [result.reply.reasons[0].code for result in batch.results] == ["amount_vs_habit"] * 8
         assert health_status(slow.address, timeout=0.3) == SERVING  # health is never delayed
 
 
@@ -206,20 +254,22 @@ def test_the_brains_metrics_land_in_the_multiprocess_folder(
     folder = tmp_path / "metrics"
     with brain_process(brain_model_dir, PROMETHEUS_MULTIPROC_DIR=str(folder)) as counted:
         stub = stub_of(counted.address)
-        # When it answers two calls and refuses one
+        # When it answers two calls and refuses one, then a batch of three with one invalid
         stub.Score(_request(), timeout=5)
         stub.Score(_request(), timeout=5)
         with pytest.raises(grpc.RpcError):
             stub.Score(_request(amount=-1.0), timeout=5)
+        stub.ScoreMany(_batch(_request(), _request(amount=-1.0), _request()), timeout=5)
 
-    # Then the folder the web's /metrics reads holds its figures
+    # Then the folder the web's /metrics reads holds its figures: transactions counted each by
+    # its outcome, calls timed once each
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(folder))
     sample = registry.get_sample_value
-    assert sample("sentinel_fraud_brain_requests_total", {"outcome": "ok"}) == 2
-    assert sample("sentinel_fraud_brain_requests_total", {"outcome": "invalid"}) == 1
+    assert sample("sentinel_fraud_brain_requests_total", {"outcome": "ok"}) == 4
+    assert sample("sentinel_fraud_brain_requests_total", {"outcome": "invalid"}) == 2
     assert sample("sentinel_fraud_brain_requests_total", {"outcome": "injected_failure"}) == 0
-    assert sample("sentinel_fraud_brain_score_seconds_count") == 3
+    assert sample("sentinel_fraud_brain_score_seconds_count") == 4
 
 
 def test_two_brains_starting_together_on_one_empty_folder_serve_one_model(
