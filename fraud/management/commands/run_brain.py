@@ -18,7 +18,7 @@ logger = logging.getLogger("sentinel.fraud.brain")
 
 
 class Command(BaseCommand):
-    help = "Serve the fraud brain (FraudBrain.Score and gRPC health) until SIGTERM or SIGINT."
+    help = "Serve the fraud brain (FraudBrain.Score, ScoreMany and gRPC health) until SIGTERM or SIGINT."
 
     def add_arguments(self, parser: CommandParser) -> None:
         fraud = sentinel_settings.fraud
