@@ -14,7 +14,6 @@ metrics, the live dashboard's per-second buckets and the request log's queue, th
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 from typing import Any
 
@@ -39,6 +38,7 @@ from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from core.asgi_guards import BodySizeLimit  # noqa: E402
+from core.collector import settle_garbage_collector  # noqa: E402
 from core.errors import error_json  # noqa: E402
 from fraud.runtime import FraudRuntime  # noqa: E402
 from gateway.metrics import gateway_gauges_set, request_observer  # noqa: E402
@@ -46,9 +46,6 @@ from gateway.runtime import GatewayRuntime, build_proxy, request_sinks  # noqa: 
 from observability.dashboard.runtime import DashboardRuntime  # noqa: E402
 from observability.request_log.pipeline import request_log_pipeline  # noqa: E402
 from sentinel_site.routing import websocket_urlpatterns  # noqa: E402
-
-# Allocations (minus deallocations) between young collections; CPython's default is 700.
-GC_YOUNG_THRESHOLD = 10_000
 
 
 class SentinelApplication:
@@ -122,19 +119,6 @@ async def deny_websocket(scope: dict[str, Any], send: Any, status: int, code: st
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
-
-
-def settle_garbage_collector() -> None:
-    """Keeps the collector off what start-up loaded.
-
-    Django, the apps and the URLconf leave a few hundred thousand long-lived objects; every full
-    collection walked them all, a 75-88 ms pause every ~1.5 s under load (bench.gateway's
-    profile). `gc.freeze()` moves them to a generation the collector never scans, and a higher
-    first threshold makes young collections rarer; request garbage is still collected.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 application = SentinelApplication()

@@ -27,6 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from core.collector import settle_garbage_collector
 from fraud.brain import model as brain_model
 from fraud.brain.features import Facts
 from fraud.brain.metrics import brain_requests, brain_score_seconds
@@ -256,6 +257,7 @@ async def serve(options: BrainOptions, *, stopping: asyncio.Event | None = None)
     logger.info("Fraud brain listening on %s.", options.address, extra={"address": options.address, "port": port})
     try:
         servicer.model = await _load(options)
+        settle_garbage_collector()  # the model and the libraries, loaded for good
         await _set_health(health, health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "Serving model %s.",
