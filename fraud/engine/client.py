@@ -5,9 +5,12 @@ Calls are batched like a group commit: one call is out at a time, and the transa
 arrived meanwhile go together in the next (`ScoreMany`, up to MAX_BATCH; a lone one is a plain
 `Score`). A quiet process sends each transaction at once; a busy one shares a call's cost (about
 0.6 ms of CPU at each end in Python's gRPC, more than the model's work) among the transactions of
-a batch. A transaction's deadline runs from when it is handed over, waiting included: one whose
-deadline passed while it waited is a timeout without a call. A batch is one call for the breaker
-(one permit, one outcome), so its transactions share the breaker's answer.
+a batch. A transaction's deadline runs from when it is handed over, waiting included, and is kept
+by a timer of its own: at its deadline it is answered brain_timeout whether it is still waiting or
+in a call out, and a call goes on until the latest deadline of its batch (a batch is not cut short
+for its oldest member, which a slow moment would otherwise turn into timeouts in a row). A batch is
+one call for the breaker (one permit, one outcome: a failure when no reply came by its latest
+deadline), so its transactions share the breaker's answer.
 
 Every way of not getting a score raises `BrainUnavailable` with one of FAIL_OPEN_CODES, and the
 caller approves unscored (fail-open):
@@ -118,12 +121,13 @@ def _nothing() -> None:
 @dataclass(eq=False)
 class _Waiting:
     """A transaction handed to the client: its message, when (perf_counter s) it was handed over
-    and when its deadline ends, and the future its caller awaits."""
+    and when its deadline ends, the future its caller awaits and the timer of its deadline."""
 
     message: fraud_pb2.Transaction
     started: float
     deadline: float
     future: asyncio.Future[Score] = field(repr=False)
+    timer: asyncio.TimerHandle = field(init=False, repr=False)  # answers it at its deadline
 
 
 class BrainClient:
@@ -174,6 +178,7 @@ class BrainClient:
             started + self.timeout_s,
             asyncio.get_running_loop().create_future(),
         )
+        waiting.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire, waiting)
         self._waiting.append(waiting)
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_waiting(), name="fraud-brain-sender")
@@ -198,12 +203,10 @@ class BrainClient:
         now = time.perf_counter()
         live = []
         for waiting in batch:
-            if waiting.future.done():  # its request was cancelled (client gone, server stopping)
-                continue
-            if waiting.deadline <= now:  # its deadline passed behind a slow call
-                self._fail(waiting, "brain_timeout", "DEADLINE_EXCEEDED (while waiting)")
-                continue
-            live.append(waiting)
+            # Done: its deadline passed while it waited (its timer answered it), or its request
+            # was cancelled (client gone, server stopping).
+            if not waiting.future.done() and waiting.deadline > now:
+                live.append(waiting)
         if len(live) > 1 and self._many:
             await self._score_many(live)
         else:
@@ -232,7 +235,7 @@ class BrainClient:
         if not admitted:
             return
         request = fraud_pb2.TransactionBatch(transactions=[waiting.message for waiting in batch])
-        timeout = min(waiting.deadline for waiting in batch) - time.perf_counter()
+        timeout = max(waiting.deadline for waiting in batch) - time.perf_counter()
         try:
             reply = await self._stub_now().ScoreMany(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
@@ -284,15 +287,24 @@ class BrainClient:
         self.failures.failed(status=status, details=details, code="brain_error", address=self.address)
         self._fail(waiting, "brain_error", details)
 
+    def _expire(self, waiting: _Waiting) -> None:
+        """Its deadline: answered brain_timeout, waiting or in a call (its reply, if one comes, is
+        dropped)."""
+        self._fail(waiting, "brain_timeout", "DEADLINE_EXCEEDED")
+
     def _succeed(self, waiting: _Waiting, score: Score) -> None:
+        if waiting.future.done():  # answered at its deadline, or its request cancelled
+            return
+        waiting.timer.cancel()
         self.observe("ok", time.perf_counter() - waiting.started)
-        if not waiting.future.done():
-            waiting.future.set_result(score)
+        waiting.future.set_result(score)
 
     def _fail(self, waiting: _Waiting, code: str, detail: str, *, observed_s: float | None = None) -> None:
+        if waiting.future.done():
+            return
+        waiting.timer.cancel()
         self.observe(code, time.perf_counter() - waiting.started if observed_s is None else observed_s)
-        if not waiting.future.done():
-            waiting.future.set_exception(BrainUnavailable(code, detail))
+        waiting.future.set_exception(BrainUnavailable(code, detail))
 
     async def close(self) -> None:
         if self._channel is not None:

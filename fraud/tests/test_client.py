@@ -310,3 +310,25 @@ def test_a_brain_without_score_many_is_called_once_per_transaction() -> None:
         run(brain, scenario)
         # Score, the refused ScoreMany (no transaction counted), then Score for each of the three
         assert brain.calls == [1, 1, 1, 1]
+
+
+def test_a_batch_call_outliving_its_oldest_deadline_answers_the_others_and_counts_as_answered() -> None:
+    breaker = MemoryBreaker(CONFIG)
+    with fake_brain(score=0.3) as brain:
+        brain.mode, brain.delay_ms = "slow", 200
+
+        async def scenario(client: BrainClient) -> None:
+            first = asyncio.create_task(client.score(_tx(0), HISTORY, tenant_uuid="t-1", created_at_ms=1))
+            await asyncio.sleep(0.01)
+            oldest = asyncio.create_task(client.score(_tx(1), HISTORY, tenant_uuid="t-1", created_at_ms=1))
+            await asyncio.sleep(0.17)
+            newest = asyncio.create_task(client.score(_tx(2), HISTORY, tenant_uuid="t-1", created_at_ms=1))
+            outcomes = await asyncio.gather(first, oldest, newest, return_exceptions=True)
+            codes = [o.code if isinstance(o, BrainUnavailable) else "ok" for o in outcomes]
+            # The batch of the two went out at ~0.2 s and came back at ~0.4 s: after the oldest's
+            # deadline (0.31 s), which its timer answered, before the newest's (0.48 s)
+            assert codes == ["ok", "brain_timeout", "ok"]
+            assert (await breaker.state("fraud-brain")).failures == 0  # the brain answered
+
+        run(brain, scenario, timeout_ms=300, breaker=breaker)
+        assert brain.calls == [1, 2]
