@@ -57,7 +57,7 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot add file {str(final)!r} to directory") from exc
 
-    def queue_bind(  # type: ignore[override]  # kombu's own signature
+    def queue_bind(
         self, queue: Any, exchange: Any = None, routing_key: Any = "", arguments: Any = None, **kwargs: Any
     ) -> None:
         """Binds ``queue`` to ``exchange``: in the process's state once, and in the exchange's table
