@@ -241,39 +241,60 @@ def _events_by_tenant(rows: Iterable[Transaction]) -> dict[int, list[dict[str, A
 
 
 def transaction_rescore(*, pk: int, score: Score) -> Transaction | None:
-    """Gives the fail-open row `pk` its late score, once: `late_score`, `late_reasons`,
-    `late_model_version`, `late_decision` by the tenant's thresholds now
-    (`fraud.selectors.tenant_thresholds`, `fraud.engine.transaction.decide`) and `rescored_at`
-    now. What the client was answered (`decision`, `scored` false, `score` null, the fail-open
-    reason) never changes, so a replay still gets the first answer. When the late decision is
-    review or decline, a rules event `transaction.review` (the transaction's payload with
-    `late_decision`, `late_score` and `late_reasons`) is stored in the same database transaction.
-
-    Returns the updated row, or None when it had its late score already (another worker: the
-    conditional UPDATE makes two concurrent re-scores one) or was scored when answered. Raises
+    """`transactions_rescore` for one row: the updated row, or None (see there). Raises
     Transaction.DoesNotExist for an unknown pk."""
+    (row,) = transactions_rescore(scores=[(pk, score)])
+    return row
+
+
+def transactions_rescore(*, scores: Sequence[tuple[int, Score]]) -> list[Transaction | None]:
+    """Gives each fail-open row of `scores` ((pk, score) pairs) its late score, once, in one
+    database transaction: `late_score`, `late_reasons`, `late_model_version`, `late_decision` by
+    the tenant's thresholds now (`fraud.selectors.tenant_thresholds`,
+    `fraud.engine.transaction.decide`) and `rescored_at` now. What the client was answered
+    (`decision`, `scored` false, `score` null, the fail-open reason) never changes, so a replay
+    still gets the first answer. For each late decision of review or decline, a rules event
+    `transaction.review` (the transaction's payload with `late_decision`, `late_score` and
+    `late_reasons`) is stored in the same database transaction, the events of one tenant in one
+    ingest (one evaluation queued per tenant, not per row: after an outage, one per row kept
+    embedded mode's worker busy for half a minute).
+
+    One entry per pair, in order: the updated row, or None when it had its late score already
+    (another worker: the conditional UPDATE makes two concurrent re-scores one) or was scored
+    when answered. Raises Transaction.DoesNotExist for an unknown pk (nothing is stored)."""
+    updated: list[Transaction | None] = []
+    reviews: dict[int, tuple[Tenant, list[dict[str, Any]]]] = {}
     with transaction.atomic():
-        row = Transaction.objects.select_related("tenant").get(pk=pk)
-        review, decline = tenant_thresholds(row.tenant)
-        changes: dict[str, Any] = {
-            "late_score": score.score,
-            "late_reasons": [reason.to_json() for reason in score.reasons],
-            "late_model_version": score.model_version,
-            "late_decision": decide(score.score, review, decline),
-            "rescored_at": timezone.now(),
-        }
-        # The claim: of two workers re-scoring one row, the second's UPDATE waits for the first's
-        # commit, then matches nothing.
-        if not Transaction.objects.unscored().filter(pk=pk).update(**changes):
-            return None
-        for name, value in changes.items():
-            setattr(row, name, value)
-        if row.late_decision in LATE_ALERT_DECISIONS:
-            payload = _event_payload(row) | {
-                "type": "transaction.review",
-                "late_decision": row.late_decision,
-                "late_score": row.late_score,
-                "late_reasons": [reason["code"] for reason in row.late_reasons],
-            }
-            rules_services.event_ingest(tenant=row.tenant, payloads=[payload], source=EventSource.FRAUD)
+        for pk, score in scores:
+            row = _rescore(pk, score)
+            updated.append(row)
+            if row is not None and row.late_decision in LATE_ALERT_DECISIONS:
+                payload = _event_payload(row) | {
+                    "type": "transaction.review",
+                    "late_decision": row.late_decision,
+                    "late_score": row.late_score,
+                    "late_reasons": [reason["code"] for reason in row.late_reasons],
+                }
+                reviews.setdefault(row.tenant_id, (row.tenant, []))[1].append(payload)
+        for tenant, payloads in reviews.values():
+            rules_services.event_ingest(tenant=tenant, payloads=payloads, source=EventSource.FRAUD)
+    return updated
+
+
+def _rescore(pk: int, score: Score) -> Transaction | None:
+    row = Transaction.objects.select_related("tenant").get(pk=pk)
+    review, decline = tenant_thresholds(row.tenant)
+    changes: dict[str, Any] = {
+        "late_score": score.score,
+        "late_reasons": [reason.to_json() for reason in score.reasons],
+        "late_model_version": score.model_version,
+        "late_decision": decide(score.score, review, decline),
+        "rescored_at": timezone.now(),
+    }
+    # The claim: of two workers re-scoring one row, the second's UPDATE waits for the first's
+    # commit, then matches nothing.
+    if not Transaction.objects.unscored().filter(pk=pk).update(**changes):
+        return None
+    for name, value in changes.items():
+        setattr(row, name, value)
     return row

@@ -19,6 +19,7 @@ from fraud.services import (
     transaction_rescore,
     transactions_emit,
     transactions_record,
+    transactions_rescore,
 )
 from fraud.tests.conftest import FAIL_OPEN, Record, tx_in
 from rules.models import Event, EventSource
@@ -182,6 +183,26 @@ def test_a_late_decline_raises_a_review_event(tenant_a: Tenant, record: Record) 
     review = Event.objects.get(tenant=tenant_a, type="transaction.review")
     assert review.payload["late_decision"] == "decline" and review.payload["late_score"] == 0.95
     assert review.payload["transaction_id"] == row.transaction_id and review.payload["decision"] == "approve"
+
+
+def test_a_run_of_late_scores_gives_each_tenant_its_review_events_in_one_ingest(
+    tenant_a: Tenant, tenant_b: Tenant, record: Record
+) -> None:
+    rows = [record(tenant_a, f"a-{n}", score=None) for n in range(3)] + [record(tenant_b, "b-0", score=None)]
+    low = Score(0.01, (), "m-2")
+
+    updated = transactions_rescore(
+        scores=[(row.pk, LATE) for row in rows[:3]] + [(rows[3].pk, LATE), (rows[0].pk, low)]
+    )
+
+    # The last pair is row a-0 again: it has its late score already
+    assert [row is not None for row in updated] == [True, True, True, True, False]
+    reviews = Event.objects.filter(type="transaction.review")
+    by_tenant = {tenant.pk: sorted(reviews.filter(tenant=tenant).values_list("payload__transaction_id", flat=True))
+                 for tenant in (tenant_a, tenant_b)}  # fmt: skip
+    assert by_tenant == {tenant_a.pk: ["a-0", "a-1", "a-2"], tenant_b.pk: ["b-0"]}
+    # One ingest per tenant: its events share one reception time
+    assert reviews.filter(tenant=tenant_a).values("received_at").distinct().count() == 1
 
 
 def test_a_late_approval_raises_no_review_event(tenant_a: Tenant, record: Record) -> None:
