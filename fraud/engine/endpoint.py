@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Protocol
 
+from core.correlation import accept_correlation_id, current_correlation_id
 from core.errors import error_json
 from fraud.engine.admission import Admission, AdmitAll
 from fraud.engine.client import BrainClient
@@ -126,10 +127,20 @@ class TransactionEndpoint:
             if scope["type"] == "http" and scope["path"] == "/transaction":
                 # /api/v1/transactions' GET is the ledger's list (Django); /transaction is only this.
                 body = error_json("method_not_allowed", f"Method {scope['method']!r} is not allowed here.")
-                await _respond(send, 405, body, [(b"allow", b"POST")])
+                await _respond(send, 405, body, [(b"allow", b"POST"), _correlation_header(scope)])
                 return
             await self.next_app(scope, receive, send)
             return
+        # SPEC 2.1's correlation id, as every other answer has it: kept when valid, else made; on
+        # the answer, and on every log line written while serving it (core.jsonlog reads it).
+        correlation = _correlation_header(scope)
+        token = current_correlation_id.set(correlation[1].decode())
+        try:
+            await self._serve(scope, receive, send, correlation)
+        finally:
+            current_correlation_id.reset(token)
+
+    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any, correlation: tuple[bytes, bytes]) -> None:
         started = time.perf_counter()
         try:
             status, body, headers = await self.handle(scope, receive)
@@ -138,7 +149,7 @@ class TransactionEndpoint:
         except Exception:  # a bug or a dead database: SPEC 7's JSON all the same, and the traceback logged
             logger.exception("POST %s failed", scope["path"])
             status, body, headers = 500, error_json("internal_error", "The transaction could not be processed."), []
-        await _respond(send, status, body, headers)
+        await _respond(send, status, body, [*headers, correlation])
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         client = scope.get("client") or ("", 0)
         access_logger.info(
@@ -273,6 +284,12 @@ class TransactionEndpoint:
 class _Caller:
     tenant_ref: str  # the tenant the credentials belong to, "" for staff (or a tenant-less user)
     staff: bool
+
+
+def _correlation_header(scope: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """The answer's `x-correlation-id` header: the request's id when valid, else a new one."""
+    sent = next((value for name, value in scope["headers"] if name.lower() == b"x-correlation-id"), b"")
+    return b"x-correlation-id", accept_correlation_id(sent.decode("latin-1")).encode()
 
 
 def _headers(scope: Mapping[str, Any]) -> dict[str, str]:

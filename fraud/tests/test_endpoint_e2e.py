@@ -104,6 +104,13 @@ def test_scored_answer_replay_conflict_and_tenant_isolation(
         status, _, conflict = post(port, tx(amount="99.00"), bearer(alice))
         assert (status, conflict["error"]["code"]) == (409, "idempotency_conflict")
 
+        # Every answer carries a correlation id (SPEC 2.1): the client's when valid, else a new one
+        assert len(headers["x-correlation-id"]) == 32
+        _, headers, _ = post(port, tx(), {**bearer(alice), "x-correlation-id": "pay-77.a_b"})
+        assert headers["x-correlation-id"] == "pay-77.a_b"
+        _, headers, _ = post(port, tx(), {**bearer(alice), "x-correlation-id": "bad id!"})
+        assert headers["x-correlation-id"] != "bad id!" and len(headers["x-correlation-id"]) == 32
+
         # When mallory's tenant uses the same transaction_id: its own row, not alice's answer
         status, headers, theirs = post(port, tx(user_id="m-1", amount="5.00"), bearer(mallory))
         assert status == 201 and "idempotent-replayed" not in headers and theirs["decision"] == "decline"
