@@ -193,16 +193,16 @@ def test_the_synthetic_set_is_reproducible_and_labels_every_pattern() -> None:
     assert {row.pattern for row in first if row.fraud} == set(PATTERNS)
 
 
-def test_features_of_a_first_transaction_claim_no_habit() -> None:
-    row = dict(
-        zip(
-            FEATURE_NAMES,
-            feature_vector(
-                amount=500.0, currency="EUR", country="BR", merchant="m1", created_at_ms=NOW, history=History()
-            ),
-            strict=True,
-        )
+def _first_features(amount: float, currency: str, country: str, merchant: str) -> dict[str, float]:
+    """The features, by name, of a user's first transaction (no history) at NOW."""
+    row = feature_vector(
+        amount=amount, currency=currency, country=country, merchant=merchant, created_at_ms=NOW, history=History()
     )
+    return dict(zip(FEATURE_NAMES, row, strict=True))
+
+
+def test_features_of_a_first_transaction_claim_no_habit() -> None:
+    row = _first_features(500.0, "EUR", "BR", "m1")
     assert (row["amount_vs_habit"], row["new_country"], row["new_merchant"], row["history_size"]) == (0, 0, 0, 0)
     assert math.isnan(row["minutes_since_last"])
     assert row["first_payment"] == 500.0
@@ -310,15 +310,7 @@ def test_a_yen_payment_within_a_yen_habit_is_not_huge_and_a_big_first_payment_is
 def test_a_currency_without_a_rate_leaves_the_absolute_amounts_missing(brain_model_dir: Path) -> None:
     # Given AED, which the ECB does not quote (the training set's NO_RATE users stand for it)
     assert "AED" not in PER_EUR and NO_RATE not in PER_EUR
-    row = dict(
-        zip(
-            FEATURE_NAMES,
-            feature_vector(
-                amount=33_000.0, currency="AED", country="AE", merchant="m", created_at_ms=NOW, history=History()
-            ),
-            strict=True,
-        )
-    )
+    row = _first_features(33_000.0, "AED", "AE", "m")
     missing = ("amount_log", "first_payment", "small_amounts_1h", "amount_1h")
 
     # Then its absolute amounts are missing, the model still scores, and no reason quotes them
