@@ -92,27 +92,9 @@ class BrainModel:
     def explain(
         self, *, amount: float, currency: str, country: str, merchant: str, created_at_ms: int, history: History
     ) -> Explained:
-        """Scores one transaction (fields as fraud.proto's Transaction; `amount` > 0, finite): what
-        `explain_many` gives it, by the same features and reasons (`_reasons`).
-
-        Not `explain_many` of one: that costs ~3.5 us more per call (a `Facts` built for every
-        row, the batch's bookkeeping), ~10 % of a routine payment's ~35 us, measured in-process.
-        """
-        row = feature_vector(
-            amount=amount,
-            currency=currency,
-            country=country,
-            merchant=merchant,
-            created_at_ms=created_at_ms,
-            history=history,
-        )
-        features = np.array([row], dtype=np.float64)
-        score = float(self.booster.predict(features, num_threads=1)[0])
-        if score < EXPLAIN_FLOOR:
-            return Explained(score, ())
-        contributions = self.booster.predict(features, pred_contrib=True, num_threads=1)[0]
-        facts = Facts(amount, currency, country, merchant, created_at_ms, history)
-        return Explained(score, _reasons(row, contributions, facts))
+        """Scores one transaction (fields as fraud.proto's Transaction; `amount` > 0, finite):
+        `explain_many` of it alone, as the brain's Score call does."""
+        return self.explain_many([Facts(amount, currency, country, merchant, created_at_ms, history)])[0]
 
     def explain_many(self, items: Sequence[Facts]) -> list[Explained]:
         """Scores `items` (each as fraud.proto's Transaction; `amount` > 0, finite), one

@@ -48,7 +48,8 @@ class Command(BaseCommand):
 
 
 def _score_call_us(model: brain_model.BrainModel) -> float:
-    """Mean µs of one `explain` call over TIMED_CALLS transactions of the synthetic set."""
+    """Mean µs of one `explain` call (what a Score call costs the model) over TIMED_CALLS
+    transactions of the synthetic set."""
     rows = generate(users=60)[:TIMED_CALLS]
     started = time.perf_counter()
     for r in rows:
