@@ -53,9 +53,3 @@ def to_eur(amount: float, currency: str) -> float | None:
     quotes no rate for `currency` (the documented fallback: the EUR amount is unknown)."""
     rate = PER_EUR.get(currency)
     return None if rate is None else amount / rate
-
-
-def from_eur(amount_eur: float, currency: str) -> float | None:
-    """`amount_eur` in major units of `currency`, or None when the ECB quotes no rate for it."""
-    rate = PER_EUR.get(currency)
-    return None if rate is None else amount_eur * rate
