@@ -227,3 +227,93 @@ def test_a_tampered_copy_of_a_cached_token_is_still_refused() -> None:
     verifier.verify(good)
 
     assert isinstance(verifier.verify(good[:-2] + "xx"), AuthFailure)
+
+
+class HeldKeys(Keys):
+    """A key store whose lookups read the key, then wait until `release` is set before answering
+    (the reply in transit from a busy database), or fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def lookup(self, digest: str) -> KeyInfo | None:
+        self.calls += 1
+        answer = self.known.get(digest)
+        await self.release.wait()
+        if self.fail:
+            raise ConnectionError("the database is down")
+        return answer
+
+
+def test_requests_missing_the_cache_together_share_one_lookup() -> None:
+    async def scenario() -> tuple[list[KeyInfo | None], int]:
+        keys = HeldKeys()
+        resolver = ApiKeyResolver(keys.lookup)
+        waiting = [asyncio.ensure_future(resolver.resolve(GOOD_KEY)) for _ in range(200)]
+        await asyncio.sleep(0)
+        keys.release.set()
+        return await asyncio.gather(*waiting), keys.calls
+
+    answers, calls = asyncio.run(scenario())
+
+    assert calls == 1
+    assert all(answer is not None and answer.tenant_uuid == ACME.uuid for answer in answers)
+
+
+def test_a_key_in_use_is_refreshed_before_it_expires_without_a_request_waiting() -> None:
+    async def scenario() -> None:
+        keys = HeldKeys()
+        keys.release.set()
+        resolver = ApiKeyResolver(keys.lookup, ttl_s=0.2)
+        assert await resolver.resolve(GOOD_KEY) is not None
+        keys.release.clear()  # the next lookup hangs
+        keys.known.clear()  # and will say the key was revoked
+        await asyncio.sleep(0.2 * 0.85)  # past the refresh point, before the TTL
+        # Answered from the cache at once, though a lookup is now in flight.
+        assert await asyncio.wait_for(resolver.resolve(GOOD_KEY), 0.01) is not None
+        assert await asyncio.wait_for(resolver.resolve(GOOD_KEY), 0.01) is not None
+        assert keys.calls == 2  # one refresh for both
+        keys.release.set()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert await resolver.resolve(GOOD_KEY) is None  # the refresh's answer replaced the entry
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_refresh_is_logged_and_the_key_serves_until_its_ttl(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        keys = HeldKeys()
+        keys.release.set()
+        resolver = ApiKeyResolver(keys.lookup, ttl_s=0.2)
+        assert await resolver.resolve(GOOD_KEY) is not None
+        keys.fail = True
+        await asyncio.sleep(0.2 * 0.85)
+        assert await resolver.resolve(GOOD_KEY) is not None  # starts the refresh, which fails
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.2 * 0.2)  # the TTL is over: a caller now waits for a lookup of its own
+        with pytest.raises(ConnectionError):
+            await resolver.resolve(GOOD_KEY)
+
+    asyncio.run(scenario())
+
+    assert any("API key refresh failed" in record.getMessage() for record in caplog.records)
+
+
+def test_a_lookup_begun_before_forget_is_not_cached() -> None:
+    async def scenario() -> KeyInfo | None:
+        keys = HeldKeys()
+        resolver = ApiKeyResolver(keys.lookup, ttl_s=60)
+        first = asyncio.ensure_future(resolver.resolve(GOOD_KEY))
+        while keys.calls == 0:  # its lookup has read the key
+            await asyncio.sleep(0)
+        resolver.forget()  # the key was revoked meanwhile (the config version moved)
+        keys.known.clear()
+        keys.release.set()
+        assert await first is not None  # read before the revocation: this caller's answer
+        return await resolver.resolve(GOOD_KEY)  # a new lookup, not the old answer
+
+    assert asyncio.run(scenario()) is None
