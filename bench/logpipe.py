@@ -139,10 +139,13 @@ def copy_rows(rows: list[tuple[object, ...]]) -> None:
 
     from django.conf import settings
 
-    from observability.request_log.backends import PostgresBackend, postgres_connect_kwargs
+    from core.db import postgres_connect_kwargs
+    from observability.request_log.backends import PostgresBackend
 
     async def write_all() -> None:
-        backend = PostgresBackend(postgres_connect_kwargs(settings.DATABASES["default"]))
+        backend = PostgresBackend(
+            postgres_connect_kwargs(settings.DATABASES["default"], application_name="sentinel-request-log")
+        )
         await backend.prepare(sorted({row[0].date() for row in rows}))  # type: ignore[attr-defined]
         for start in range(0, len(rows), BATCH_ROWS):
             await backend.write(uuid.uuid4(), rows[start : start + BATCH_ROWS])

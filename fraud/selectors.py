@@ -83,17 +83,40 @@ def created_at_text(moment: datetime) -> str:
 
 def transaction_answer(row: Transaction) -> TransactionAnswer:
     """The JSON answer for `row`: what `POST /transaction` returns, first time and on replay."""
+    return stored_answer(
+        transaction_id=row.transaction_id,
+        decision=row.decision,
+        score=row.score,
+        scored=row.scored,
+        reasons=row.reasons,
+        model_version=row.model_version,
+        created_at=row.created_at,
+    )
+
+
+def stored_answer(
+    *,
+    transaction_id: str,
+    decision: str,
+    score: float | None,
+    scored: bool,
+    reasons: list[dict[str, Any]],
+    model_version: str,
+    created_at: datetime,
+) -> TransactionAnswer:
+    """`transaction_answer` of a row's values (`reasons` as stored: dicts with code, message and
+    contribution), for a writer that has them without a model instance."""
     return {
-        "transaction_id": row.transaction_id,
-        "decision": row.decision,
-        "score": row.score,
-        "scored": row.scored,
+        "transaction_id": transaction_id,
+        "decision": decision,
+        "score": score,
+        "scored": scored,
         "reasons": [
             {"code": reason["code"], "message": reason["message"], "contribution": reason.get("contribution")}
-            for reason in row.reasons
+            for reason in reasons
         ],
-        "model_version": row.model_version,
-        "created_at": created_at_text(row.created_at),
+        "model_version": model_version,
+        "created_at": created_at_text(created_at),
     }
 
 

@@ -10,14 +10,21 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from accounts.models import Tenant
 from core.errors import Conflict
 from fraud.engine.transaction import LedgerEntry, Score, decide
 from fraud.models import Decision, Transaction, TransactionOutbox
-from fraud.selectors import tenant_thresholds, transactions_by_key
+from fraud.selectors import (
+    TransactionAnswer,
+    stored_answer,
+    tenant_thresholds,
+    transaction_answer,
+    transactions_by_key,
+)
 from rules import services as rules_services
 from rules.models import EventSource
 
@@ -60,24 +67,31 @@ def _event_payload(row: Transaction) -> dict[str, Any]:
     }
 
 
+def _values(entry: LedgerEntry) -> dict[str, Any]:
+    """The row of `entry` as the model's attribute names and values (the others take their
+    defaults): what `_row` builds an instance from and the event loop's insert binds directly."""
+    tx = entry.tx
+    return {
+        "tenant_id": entry.tenant_id,
+        "transaction_id": tx.transaction_id,
+        "user_id": tx.user_id,
+        "amount": tx.amount,
+        "currency": tx.currency,
+        "merchant": tx.merchant,
+        "country": tx.country,
+        "request_hash": tx.request_hash(),
+        "decision": entry.decision,
+        "scored": entry.scored,
+        "score": entry.score,
+        "reasons": [reason.to_json() for reason in entry.reasons],
+        "model_version": entry.model_version,
+        "history": entry.history.to_json(),
+        "created_at": entry.created_at,
+    }
+
+
 def _row(entry: LedgerEntry) -> Transaction:
-    return Transaction(
-        tenant_id=entry.tenant_id,
-        transaction_id=entry.tx.transaction_id,
-        user_id=entry.tx.user_id,
-        amount=entry.tx.amount,
-        currency=entry.tx.currency,
-        merchant=entry.tx.merchant,
-        country=entry.tx.country,
-        request_hash=entry.tx.request_hash(),
-        decision=entry.decision,
-        scored=entry.scored,
-        score=entry.score,
-        reasons=[reason.to_json() for reason in entry.reasons],
-        model_version=entry.model_version,
-        history=entry.history.to_json(),
-        created_at=entry.created_at,
-    )
+    return Transaction(**_values(entry))
 
 
 # (the row, True when this call stored it) or the conflict a replay with other fields is.
@@ -208,6 +222,116 @@ def _insert_new_sqlite(columns: list[list[Any]]) -> list[tuple[int, int, str]]:
         returned: list[tuple[int, int, str]] = cursor.fetchall()
     TransactionOutbox.objects.bulk_create([TransactionOutbox(transaction_id=pk) for pk, _, _ in returned])
     return returned
+
+
+# The answer of a row, the conflict a replay with other fields is, or the error that kept one
+# entry of a batch out (`transactions_record_async`).
+AnswerOutcome = tuple[TransactionAnswer, bool] | TransactionConflict | psycopg.IntegrityError
+
+# JSON columns are bound as jsonb; PostgreSQL's backend takes every other value as the model holds
+# it (`DatabaseOperations.adapt_*` are identities there), which a test checks field by field.
+_JSON_ATTNAMES = frozenset(field.attname for field in _INSERT_FIELDS if isinstance(field, models.JSONField))
+_STORED_COLUMNS = list(Transaction._meta.concrete_fields)
+_SELECT_STORED = (
+    f"SELECT {', '.join(str(field.column) for field in _STORED_COLUMNS)} "  # noqa: S608
+    f"FROM {Transaction._meta.db_table} "
+    "WHERE (tenant_id, transaction_id) IN (SELECT * FROM unnest(%b::bigint[], %b::text[]))"
+)
+
+
+async def transactions_record_async(
+    *, connection: psycopg.AsyncConnection[Any], entries: Sequence[LedgerEntry]
+) -> list[AnswerOutcome]:
+    """`transactions_record` on PostgreSQL for an event loop (the web process's ledger,
+    `fraud.runtime.PostgresLedger`), on the caller's own connection in autocommit: one statement
+    stores the new rows and their outbox rows (the same one as `transactions_record`, atomic by
+    itself), bound from the entries without model instances; the rows it skipped are read back
+    in one query. Returns the answers rather than the rows (`fraud.selectors.TransactionAnswer`):
+    (answer, True) when stored, (the first row's answer, False) for a replay, a
+    TransactionConflict (409) when the stored row's request hash differs; one per entry, in order.
+
+    Should the batch fail on another constraint (a tenant deleted since the endpoint loaded it),
+    each entry is stored alone, and the one that fails has its psycopg.IntegrityError as its
+    outcome: it fails only itself. Raises psycopg.Error for the whole batch otherwise
+    (OperationalError: the connection is lost; the caller makes a new one)."""
+    if not entries:
+        return []
+    values = [_values(entry) for entry in entries]
+    try:
+        inserted = await _insert_new_async(connection, values)
+    except psycopg.IntegrityError:
+        if len(entries) == 1:
+            raise
+        outcomes: list[AnswerOutcome] = []
+        for entry in entries:
+            try:
+                outcomes.extend(await transactions_record_async(connection=connection, entries=[entry]))
+            except psycopg.IntegrityError as exc:
+                outcomes.append(exc)
+        return outcomes
+    missing = {(row["tenant_id"], row["transaction_id"]) for row in values} - set(inserted)
+    existing = await _stored_async(connection, missing) if missing else {}
+    results: list[AnswerOutcome] = []
+    for row in values:
+        key = (row["tenant_id"], row["transaction_id"])
+        first = inserted.get(key)
+        if first is row:
+            results.append((_answer(row), True))
+        elif first is not None:  # its twin earlier in this batch was stored
+            results.append((_answer(first), False) if first["request_hash"] == row["request_hash"] else
+                           TransactionConflict(Transaction(**first)))  # fmt: skip
+        else:
+            stored = existing[key]
+            results.append(
+                (transaction_answer(stored), False)
+                if stored.request_hash == row["request_hash"]
+                else TransactionConflict(stored)
+            )
+    return results
+
+
+async def _insert_new_async(
+    connection: psycopg.AsyncConnection[Any], values: Sequence[dict[str, Any]]
+) -> dict[tuple[int, str], dict[str, Any]]:
+    firsts: dict[tuple[int, str], dict[str, Any]] = {}
+    for row in values:
+        firsts.setdefault((row["tenant_id"], row["transaction_id"]), row)
+    rows = list(firsts.values())
+    columns: list[list[Any]] = []
+    for field in _INSERT_FIELDS:
+        name = field.attname
+        if name not in rows[0]:  # not an entry's (the late score's fields): the model's default
+            default = field.get_default()
+            columns.append([Jsonb(default) if name in _JSON_ATTNAMES else default] * len(rows))
+        elif name in _JSON_ATTNAMES:
+            columns.append([Jsonb(row[name]) for row in rows])
+        else:
+            columns.append([row[name] for row in rows])
+    cursor = await connection.execute(_insert_new_postgres_sql(), columns)
+    return {(tenant_id, transaction_id): firsts[(tenant_id, transaction_id)]
+            for _, tenant_id, transaction_id in await cursor.fetchall()}  # fmt: skip
+
+
+async def _stored_async(
+    connection: psycopg.AsyncConnection[Any], keys: set[tuple[int, str]]
+) -> dict[tuple[int, str], Transaction]:
+    tenants, ids = zip(*keys, strict=True)
+    cursor = await connection.execute(_SELECT_STORED, [list(tenants), list(ids)])
+    names = [field.attname for field in _STORED_COLUMNS]
+    rows = [Transaction.from_db("default", names, values) for values in await cursor.fetchall()]
+    return {(row.tenant_id, row.transaction_id): row for row in rows}
+
+
+def _answer(values: dict[str, Any]) -> TransactionAnswer:
+    return stored_answer(
+        transaction_id=values["transaction_id"],
+        decision=values["decision"],
+        score=values["score"],
+        scored=values["scored"],
+        reasons=values["reasons"],
+        model_version=values["model_version"],
+        created_at=values["created_at"],
+    )
 
 
 def transactions_emit(*, limit: int = EMIT_BATCH) -> int:

@@ -132,24 +132,3 @@ def _insert(rows: list[Row]) -> None:
         request_log_rows_insert(rows=rows)
     finally:
         close_old_connections()
-
-
-def postgres_connect_kwargs(database: Mapping[str, Any]) -> dict[str, Any]:
-    """psycopg's connection arguments for a Django `DATABASES` entry: its own connection to the
-    same database, with a connect timeout (an unreachable server must fail fast and be retried)."""
-    options = dict(database.get("OPTIONS") or {})
-    options.pop("pool", None)
-    options.pop("server_side_binding", None)
-    options.pop("assume_role", None)
-    kwargs: dict[str, Any] = {
-        "dbname": database["NAME"],
-        "user": database.get("USER") or None,
-        "password": database.get("PASSWORD") or None,
-        "host": database.get("HOST") or None,
-        "port": database.get("PORT") or None,
-        "application_name": "sentinel-request-log",
-        "connect_timeout": 5,
-        "autocommit": True,  # transactions are explicit (`connection.transaction()`)
-        **options,
-    }
-    return {key: value for key, value in kwargs.items() if value is not None}

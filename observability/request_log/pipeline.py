@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from core.conf import ObservabilitySettings, sentinel_settings
+from core.db import postgres_connect_kwargs
 from gateway.engine.proxy import RequestRecord
-from observability.request_log.backends import Backend, OrmBackend, PostgresBackend, postgres_connect_kwargs
+from observability.request_log.backends import Backend, OrmBackend, PostgresBackend
 from observability.request_log.queue import RecordQueue
 from observability.request_log.writer import RequestLogWriter, WriterConfig
 
@@ -48,7 +49,7 @@ def database_backend() -> Backend:
     """COPY on PostgreSQL, the ORM's bulk insert anywhere else."""
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("postgresql"):
-        return PostgresBackend(postgres_connect_kwargs(database))
+        return PostgresBackend(postgres_connect_kwargs(database, application_name="sentinel-request-log"))
     return OrmBackend()
 
 

@@ -14,8 +14,9 @@ from django.db import close_old_connections, connection
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.db import postgres_connect_kwargs
 from observability.models import Decision, RequestLog
-from observability.request_log.backends import PostgresBackend, postgres_connect_kwargs
+from observability.request_log.backends import PostgresBackend
 from observability.request_log.pipeline import database_backend
 from observability.request_log.queue import RecordQueue
 from observability.request_log.rows import RECORD_OVERHEAD_BYTES, record_row
@@ -192,7 +193,7 @@ def test_every_field_of_the_record_reaches_its_column() -> None:
 
 def relayed_backend(port: int) -> PostgresBackend:
     """The writer's backend, its connection through a relay on `port`."""
-    kwargs = postgres_connect_kwargs(connection.settings_dict)
+    kwargs = postgres_connect_kwargs(connection.settings_dict, application_name="sentinel-request-log")
     return PostgresBackend({**kwargs, "host": "127.0.0.1", "port": port, "connect_timeout": 2})
 
 
