@@ -25,6 +25,7 @@ from observability.dashboard.scopes import (
     group_of,
     scope_for,
     snapshot_kept,
+    viewer_mark,
 )
 
 logger = logging.getLogger("sentinel.observability")
@@ -32,7 +33,7 @@ logger = logging.getLogger("sentinel.observability")
 # Refused sockets: 4000-4999 is the application's range (RFC 6455 7.4.2); 4401/4403 read as HTTP.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-# A viewer renews its tenant's "watched" mark this often (in frames, one a second).
+# A viewer renews its view's "watched" mark this often (in frames, one a second).
 TOUCH_EVERY = VIEWER_TTL_SECONDS // 3
 
 
@@ -79,15 +80,12 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self._touch()
 
     async def _touch(self) -> None:
-        """Marks the viewer's tenant as watched, so the producer computes its view. Redis being
-        down costs the viewer its frames until it is back, not its socket."""
+        """Marks the socket's view as watched, so the producer computes it. Redis being down
+        costs the viewer its frames until it is back, not its socket."""
         view = self.view
-        if view is not None and not view.fleet:
-            fleet = fleet_store()
+        if view is not None:
             try:
-                await database_sync_to_async(fleet.viewer_touch)(
-                    str(view.tenant_uuid), str(view.tenant_slug), ttl=VIEWER_TTL_SECONDS
-                )
+                await database_sync_to_async(viewer_mark)(fleet_store(), view)
             except (redis.RedisError, OSError):
                 logger.warning("dashboard viewer mark failed (Redis)", exc_info=True)
 

@@ -19,12 +19,12 @@ from core.openapi import error_responses
 from core.tiles import DashboardScope
 from observability.dashboard.producer import snapshots_for
 from observability.dashboard.scopes import (
-    VIEWER_TTL_SECONDS,
     ScopeDenied,
     ScopeNotFound,
     fleet_store,
     scope_for,
     snapshot_kept,
+    viewer_mark,
 )
 
 
@@ -40,8 +40,7 @@ class DashboardStatsView(APIView):
     def get(self, request: Request) -> Response:
         view = self._scope(request)
         try:
-            if not view.fleet:
-                fleet_store().viewer_touch(str(view.tenant_uuid), str(view.tenant_slug), ttl=VIEWER_TTL_SECONDS)
+            viewer_mark(fleet_store(), view)
             snapshot = snapshot_kept(view)
             if snapshot is None:
                 snapshot = snapshots_for(view, fleet=fleet_store(), now=int(time.time()))

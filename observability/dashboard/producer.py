@@ -24,7 +24,7 @@ from accounts.models import Tenant
 from core.prometheus import process_identifier
 from core.tiles import DashboardScope
 from observability.dashboard.fleet import Fleet, FleetWindow, RedisFleet
-from observability.dashboard.scopes import group_of, snapshot_keep
+from observability.dashboard.scopes import group_of, snapshot_keep, watched_scopes
 from observability.dashboard.snapshot import snapshot_build
 
 logger = logging.getLogger("sentinel.observability")
@@ -101,11 +101,14 @@ def lease_for(fleet: Fleet) -> Lease:
 
 
 def snapshots_produce(*, fleet: Fleet, now: int | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """One tick's snapshots, as `(group, snapshot)` pairs: the fleet's, and each watched tenant's;
-    each also kept in the cache for `GET /stats/dashboard`. Synchronous (ORM, Redis): call it
-    from a worker thread."""
+    """One tick's snapshots, as `(group, snapshot)` pairs: one per watched view
+    (`scopes.watched_scopes`: the fleet's if watched, each watched tenant's), none when nobody
+    watches; each also kept in the cache for `GET /stats/dashboard`. Synchronous (ORM, Redis):
+    call it from a worker thread."""
+    scopes = watched_scopes(fleet)
+    if not scopes:
+        return []
     window = fleet.window(now if now is not None else int(time.time()))
-    scopes = [DashboardScope(), *(DashboardScope(u, s) for u, s in fleet.viewers())]
     slugs = _tenant_slugs(window)
     produced = []
     for scope in scopes:

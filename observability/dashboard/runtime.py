@@ -5,8 +5,9 @@
 
 - the pusher: shortly after each second ends, this process's finished buckets and gauges go to
   the fleet store (Redis, or memory in embedded mode);
-- the producer: mid-second, if this process holds the lease (`producer.py`), the snapshots are
-  computed from the fleet store, kept in the cache and sent to the Channels groups.
+- the producer: mid-second, if this process holds the lease (`producer.py`), the snapshots of the
+  views someone watches (none when nobody does) are computed from the fleet store, kept in the
+  cache and sent to the Channels groups.
 
 Both do their I/O in a worker thread; a failure is logged (once per outage) and the next second
 tries again. Nothing here runs on the proxy's path.

@@ -121,13 +121,25 @@ def test_staff_see_the_fleet_and_may_pick_a_tenant(
 def test_stats_dashboard_serves_what_the_producer_computed(
     api: Callable[..., APIClient], alice: User, staff: User, two_tenants_traffic: None
 ) -> None:
-    # Given a tenant with a viewer (alice asked once), and the producer's tick that follows
+    # Given a tenant with a viewer (alice asked once), the fleet's view too (staff asked once),
+    # and the producer's tick that follows
     api(alice).get("/stats/dashboard")
+    api(staff).get("/stats/dashboard")
     produced = dict(snapshots_produce(fleet=fleet_store()))
     # Then the tick computed the fleet's view and wonderland's, each for its own group
     assert set(produced) == {"observability.snapshot", f"observability.snapshot.{alice.membership.tenant.uuid}"}
     # And both API answers are those very snapshots (same second, same figures)
     assert api(staff).get("/stats/dashboard").json() == produced["observability.snapshot"]
+
+
+def test_the_producer_computes_nothing_while_nobody_watches(
+    api: Callable[..., APIClient], staff: User, two_tenants_traffic: None
+) -> None:
+    assert snapshots_produce(fleet=fleet_store()) == []
+    api(staff).get("/stats/dashboard", {"tenant": "evil"})  # one tenant's view is watched now
+    assert [group for group, _ in snapshots_produce(fleet=fleet_store())] == [
+        f"observability.snapshot.{Tenant.objects.get(slug='evil').uuid}"
+    ]
 
 
 def test_the_insight_tile_says_what_ai_insight_says_to_the_same_viewer_then_lists_its_incidents(
