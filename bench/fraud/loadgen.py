@@ -369,6 +369,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--connections", type=int, default=256, help="pool size (256)")
     args = parser.parse_args(argv)
+    if args.rate <= 0 or args.duration <= 0 or args.connections < 1:
+        parser.error("--rate and --duration must be > 0, --connections >= 1")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(generate(args.url, args.api_key, args.rate, args.duration, args.connections))
     print(json.dumps(result))
