@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol
 
 from core.correlation import accept_correlation_id, current_correlation_id
 from core.errors import error_json
+from core.strict_json import DuplicateKey, unique_keys
 from fraud.engine.admission import Admission, AdmitAll
 from fraud.engine.client import BrainClient
 from fraud.engine.history import HistoryStore, HistoryUnavailable
@@ -175,6 +176,7 @@ class TransactionEndpoint:
         headers = _headers(scope)
         raw = await _read_body(headers, receive)
         caller = await self._authenticate(headers)
+        _check_media_type(headers)
         data = _decode(raw)
         try:
             tx, tenant_ref = parse_transaction(data)
@@ -342,11 +344,26 @@ async def _read_body(headers: Mapping[str, str], receive: Any) -> bytes:
 
 def _decode(raw: bytes) -> Any:
     try:
-        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=unique_keys)
     except _Refusal:
         raise
+    except DuplicateKey as exc:
+        raise _Refusal(400, "invalid_json", f"The body is not valid JSON: {exc}.") from None
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise _Refusal(400, "invalid_json", "The body is not valid JSON.") from None
+
+
+def _check_media_type(headers: Mapping[str, str]) -> None:
+    """A body declared as something other than JSON is refused (415, as the REST API's parser
+    does); one with no Content-Type is read as JSON."""
+    declared = headers.get("content-type")
+    if declared is None:
+        return
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise _Refusal(415, "unsupported_media_type", f"Unsupported media type {media_type!r}: send application/json.")
 
 
 def _json(answer: dict[str, Any]) -> bytes:

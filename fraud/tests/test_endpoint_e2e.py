@@ -189,17 +189,35 @@ def test_bad_input_is_a_json_4xx(shared_cache: dict[str, str], alice: User) -> N
             (tx(transaction_id="x" * 65), 400, "validation_error"),
             (tx(country="FRA"), 400, "validation_error"),
             (tx(colour="red"), 400, "validation_error"),
-        ]
+            # One key twice: parsers disagree on which wins (the first amount, or the second?)
+            (b'{"transaction_id": "t", "amount": "1.00", "amount": "9000.00", "currency": "EUR", "user_id": "u"}',
+             400, "invalid_json"),
+            (b'{"transaction_id": "t", "amount": "1.00", "currency": "EUR", "user_id": "u", "meta": {"a": 1, "a": 2}}',
+             400, "invalid_json"),
+        ]  # fmt: skip
         for payload, expected_status, code in cases:
             status, headers, error = post(port, payload, bearer(alice))
             assert (status, error["error"]["code"]) == (expected_status, code), (payload[:80], error)
             assert headers["content-type"] == "application/json"
+        # A body declared as another media type is not read as JSON; a JSON type with parameters is
+        for n, (content_type, expected_status) in enumerate(
+            (
+                ("text/plain", 415),
+                ("application/x-www-form-urlencoded", 415),
+                ("application/json; charset=utf-8", 201),
+                ("application/merchant+json", 201),
+            )
+        ):
+            status, _, answer = post(port, tx(f"typed-{n}"), {**bearer(alice), "content-type": content_type})
+            assert status == expected_status, (content_type, answer)
+            if status == 415:
+                assert answer["error"]["code"] == "unsupported_media_type"
         status, headers, raw = http_request(port, "GET", "/transaction", headers=bearer(alice))
         assert (status, headers["allow"], json.loads(raw)["error"]["code"]) == (405, "POST", "method_not_allowed")
         # Field details name the field
         _, _, error = post(port, tx(amount="0"), bearer(alice))
         assert list(error["error"]["details"]) == ["amount"]
-        assert brain.received == [] and not Transaction.objects.exists()
+        assert len(brain.received) == 2 and Transaction.objects.count() == 2  # the two JSON types
 
 
 def test_two_identical_concurrent_requests_leave_one_row(shared_cache: dict[str, str], alice: User) -> None:
