@@ -12,8 +12,10 @@ from asgiref.sync import async_to_sync
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from core.tiles import DashboardScope
 from fraud.breaker import BREAKER_NAME, fraud_breaker_store, fraud_circuit_reset
 from gateway.engine.breaker import Breaker
+from observability.dashboard.tiles import BreakersTile
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +77,14 @@ def test_the_streak_shows_as_failures(api: Api, bob: User) -> None:
 
     async_to_sync(two)()
     assert (brain_entry(api(bob))["state"], brain_entry(api(bob))["failures"]) == ("closed", 2)
+
+
+def test_the_dashboards_breakers_tile_shows_the_brains_first_when_open(alice: User) -> None:
+    tile = BreakersTile()
+    fleet, tenant = DashboardScope(), DashboardScope(str(alice.membership.tenant.uuid), alice.membership.tenant.slug)
+    assert {"label": BREAKER_NAME, "value": "closed", "status": "ok"} in tile(fleet)["rows"]
+    trip()
+    for scope in (fleet, tenant):  # every tenant's payments depend on it
+        data = tile(scope)
+        assert data["rows"][0] == {"label": BREAKER_NAME, "value": "open", "status": "critical"}
+        assert data["status"] == "critical"

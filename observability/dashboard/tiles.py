@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from core.tiles import DashboardScope, TileData, TileRow, TileStatus
-from gateway.breaker_state import breaker_states
+from gateway.breaker_state import breaker_states, circuit_sources
 from gateway.engine.breaker import BreakerUnavailable
 from gateway.selectors import upstream_list
 from observability.insight.phrasing import DEGRADED, OK, overview
@@ -34,7 +34,8 @@ def _ago(moment: Any) -> str:
 
 
 class BreakersTile:
-    """Every upstream's circuit breaker (a tenant sees the upstreams of its own routes)."""
+    """Every upstream's circuit breaker (a tenant sees the upstreams of its own routes), then the
+    breakers of SENTINEL_CIRCUIT_SOURCES (the fraud brain's, shared by every tenant), by name."""
 
     key = "breakers"
     title = "Circuit breakers"
@@ -48,17 +49,19 @@ class BreakersTile:
         urls = sorted(upstreams.values_list("url", flat=True))[:50]
         try:
             states = breaker_states(urls)
+            for source in circuit_sources():
+                states.update((entry["name"], entry) for entry in source.entries(is_staff=scope.fleet))
         except BreakerUnavailable:
             return {"status": "warning", "figures": [], "rows": [], "empty": "Breaker state unavailable (Redis)."}
         rows: list[TileRow] = [
-            {"label": url, "value": state["state"].replace("_", "-"), "status": self._STATUS[state["state"]]}
-            for url, state in sorted(states.items(), key=lambda item: (self._ORDER[item[1]["state"]], item[0]))
+            {"label": name, "value": state["state"].replace("_", "-"), "status": self._STATUS[state["state"]]}
+            for name, state in sorted(states.items(), key=lambda item: (self._ORDER[item[1]["state"]], item[0]))
         ]
         not_closed = sum(1 for row in rows if row["status"] != "ok")
         return {
             "status": _worst(row["status"] for row in rows),
             "figures": [
-                {"label": "upstream" if len(rows) == 1 else "upstreams", "value": len(rows)},
+                {"label": "breaker" if len(rows) == 1 else "breakers", "value": len(rows)},
                 {"label": "not closed", "value": not_closed},
             ],
             "rows": rows[:ROWS],
