@@ -646,7 +646,12 @@ LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"
 LOGGING_CONFIG = "core.jsonlog.logging_configure"
 # Tasks run every second or so whose Celery info lines (received, succeeded, sent by beat) are
 # dropped unless LOG_LEVEL is debug; their warnings and errors always show.
-ROUTINE_TASKS = ["monitors.tasks.checks_dispatch", "monitors.tasks.checks_run"]
+ROUTINE_TASKS = [
+    "monitors.tasks.checks_dispatch",
+    "monitors.tasks.checks_run",
+    "fraud.tasks.transactions_emit",
+    "fraud.tasks.transactions_rescore",
+]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
