@@ -23,9 +23,13 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.conf import sentinel_settings
+
 # The web process answers /health within ~10 s of a warm start; a cold one (first migration,
 # collectstatic) takes longer. Past this the banner says so instead of waiting forever.
 DEFAULT_TIMEOUT_S = 180.0
+# Hosts whose ports `make run` checks before starting (a remote brain is not ours to check).
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "[::1]", "[::]", ""})  # noqa: S104 - names, not binds
 POLL_INTERVAL_S = 0.5
 
 
@@ -67,7 +71,9 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds")
         parser.add_argument("--while-pid", type=int, help="stop waiting, printing nothing, once this process ends")
         parser.add_argument(
-            "--ports-free", action="store_true", help="only check that both ports are free; fail naming a taken one"
+            "--ports-free",
+            action="store_true",
+            help="only check that the web, mock upstream and local brain ports are free; fail naming a taken one",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -99,6 +105,14 @@ class Command(BaseCommand):
                     f"port {number} ({name}) is already in use: is Sentinel already running? "
                     "Stop it, or pick free ports: make run PORT=8100 UPSTREAM_PORT=8180"
                 )
+        # The Procfile's brain listens on FRAUD_BRAIN_ADDRESS; taken, it would fail to start and
+        # every transaction would be approved unscored (fail-open) with nothing else amiss.
+        host, _, brain_port = sentinel_settings.fraud.BRAIN_ADDRESS.rpartition(":")
+        if host in LOCAL_HOSTS and brain_port.isdigit() and port_taken(int(brain_port)):
+            raise CommandError(
+                f"port {brain_port} (fraud brain) is already in use: is Sentinel already running? "
+                f"Stop it, or pick a free one: make run FRAUD_BRAIN_ADDRESS=127.0.0.1:{int(brain_port) + 1}"
+            )
 
     def _banner(self, base: str, upstream_port: int, status: int) -> str:
         upstream = f"http://127.0.0.1:{upstream_port}"
