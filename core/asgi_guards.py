@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
-from core.errors import error_json
+from core.errors import OWN_ANSWER_HEADERS, error_json
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -107,6 +107,7 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         body = _too_large(self.limit)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   *OWN_ANSWER_HEADERS]  # fmt: skip
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -13,7 +13,7 @@ responses, the gateway engine and the ASGI layers write ``error_json`` themselve
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 from core.ratelimit_headers import (
     LimitState,
@@ -104,6 +104,19 @@ class ServiceUnavailable(DomainError):
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """``{"error": {"code", "message", "details"}}``: the body of every error Sentinel answers."""
     return {"error": {"code": code, "message": message, "details": details}}
+
+
+# The headers Django's SecurityMiddleware and XFrameOptionsMiddleware add to every answer, at the
+# values settings.py leaves them (Django's defaults): Sentinel's own answers written outside Django
+# (the proxy's refusals and local errors, POST /transaction, the ASGI guards, the HTTP server's
+# 400s) carry them too, so no answer of Sentinel's is sniffed or framed (a test holds the two sets
+# equal). An upstream's answer passes through the proxy as the upstream sent it.
+OWN_ANSWER_HEADERS: Final = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
 
 
 def error_json(code: str, message: str, details: Any = None) -> bytes:

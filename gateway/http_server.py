@@ -41,6 +41,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from core.correlation import accept_correlation_id as correlation_id
+from core.errors import OWN_ANSWER_HEADERS
 from gateway.engine.proxy import MAX_HEADER_BYTES, MAX_HEADERS_TOTAL_BYTES
 from gateway.engine.requestcheck import RequestRefused, ambiguous, check_head, headers_too_large, refusal_json
 
@@ -207,6 +208,8 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             head += [name, b": ", value, b"\r\n"]
         # `cid` is ASCII: `correlation_id` returns only [A-Za-z0-9._-].
         head += [b"x-correlation-id: ", cid.encode("ascii"), b"\r\n"]
+        for name, value in OWN_ANSWER_HEADERS:
+            head += [name, b": ", value, b"\r\n"]
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
         self._close_lingering()

@@ -39,7 +39,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from core.asgi_guards import BodySizeLimit  # noqa: E402
 from core.collector import settle_garbage_collector  # noqa: E402
-from core.errors import error_json  # noqa: E402
+from core.errors import OWN_ANSWER_HEADERS, error_json  # noqa: E402
 from fraud.runtime import FraudRuntime  # noqa: E402
 from gateway.metrics import gateway_gauges_set, request_observer  # noqa: E402
 from gateway.runtime import GatewayRuntime, build_proxy, request_sinks  # noqa: E402
@@ -116,7 +116,11 @@ async def deny_websocket(scope: dict[str, Any], send: Any, status: int, code: st
         await send({"type": "websocket.close", "code": 1008})
         return
     body = error_json(code, message)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *OWN_ANSWER_HEADERS,
+    ]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
 

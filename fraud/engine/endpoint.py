@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, Final, Protocol
 
 from core.correlation import accept_correlation_id, current_correlation_id
-from core.errors import error_json
+from core.errors import OWN_ANSWER_HEADERS, error_json
 from core.strict_json import DuplicateKey, unique_keys
 from fraud.engine.admission import Admission, AdmitAll
 from fraud.engine.client import BrainClient
@@ -371,6 +371,7 @@ def _json(answer: dict[str, Any]) -> bytes:
 
 
 async def _respond(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               *OWN_ANSWER_HEADERS, *extra]  # fmt: skip
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -199,6 +199,7 @@ def test_bad_input_is_a_json_4xx(shared_cache: dict[str, str], alice: User) -> N
             status, headers, error = post(port, payload, bearer(alice))
             assert (status, error["error"]["code"]) == (expected_status, code), (payload[:80], error)
             assert headers["content-type"] == "application/json"
+            assert headers["x-content-type-options"] == "nosniff"  # as every answer of Sentinel's
         # A body declared as another media type is not read as JSON; a JSON type with parameters is
         for n, (content_type, expected_status) in enumerate(
             (

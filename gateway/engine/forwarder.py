@@ -43,7 +43,7 @@ from yarl import URL
 
 from core.egress import EgressDenied, EgressPolicy
 from core.egress_aiohttp import GuardedConnector
-from core.errors import error_json
+from core.errors import OWN_ANSWER_HEADERS, error_json
 from gateway.engine.disconnect import DisconnectWatch
 from gateway.engine.octets import ExactRequest
 from gateway.engine.rewrites import (
@@ -474,7 +474,7 @@ async def _answer_error(exchange: _Exchange, outcome: Outcome, error: str) -> Fo
     elif outcome == "timeout":
         details = {"timeout_ms": exchange.timeout_ms}
     body = error_json(code, message, details)
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *OWN_ANSWER_HEADERS]
     headers.extend(exchange.response_headers)
     exchange.status = status
     if await _send_or_gone(exchange.send, {"type": "http.response.start", "status": status, "headers": headers}):

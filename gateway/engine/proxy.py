@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from core.correlation import accept_correlation_id as correlation_id
-from core.errors import error_json
+from core.errors import OWN_ANSWER_HEADERS, error_json
 from core.forwarded import forwarded_client
 from core.ratelimit_headers import service_unavailable_headers, too_many_requests_headers
 from gateway.engine.auth import Authenticator, AuthFailure, Identity, TenantDirectory
@@ -494,7 +494,8 @@ async def _send_error(send: Send, status: int, code: str, message: str, headers:
     """Sends the JSON error of SPEC 7 with ``headers`` (a Rejection's, after the correlation id);
     returns the body's length in bytes (the record's ``bytes_out``)."""
     body = error_json(code, message)
-    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                        *OWN_ANSWER_HEADERS, *headers]  # fmt: skip
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": body})
     return len(body)

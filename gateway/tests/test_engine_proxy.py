@@ -15,6 +15,7 @@ from typing import Any
 
 import jwt
 
+from core.errors import OWN_ANSWER_HEADERS
 from gateway.engine.auth import ApiKeyResolver, Authenticator, JwtVerifier, TenantDirectory, TenantInfo
 from gateway.engine.breaker import BreakerConfig, MemoryBreaker
 from gateway.engine.forwarder import Forwarder
@@ -150,6 +151,11 @@ def test_rejections_are_json_with_the_right_status() -> None:
         assert (unauthenticated[0], json.loads(unauthenticated[2])["error"]["code"]) == (401, "not_authenticated")
         assert (traversal[0], json.loads(traversal[2])["error"]["code"]) == (400, "unsafe_path")
         assert (wrong_method[0], wrong_method[1]["allow"]) == (405, "GET")
+        for status, headers, _ in (unauthenticated, traversal, wrong_method, huge):
+            # Sentinel's own answer: the security headers Django's are sent with (not sniffed, not framed)
+            assert {name: headers[name.decode()] for name, _ in OWN_ANSWER_HEADERS} == {
+                name: value.decode() for name, value in OWN_ANSWER_HEADERS
+            }, status
 
     h = run(scenario)
     assert [r.decision for r in h.records] == ["auth_failed", "rejected", "rejected", "rejected"]

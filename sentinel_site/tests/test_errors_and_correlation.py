@@ -9,6 +9,7 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, RequestFactory
 
+from core.errors import OWN_ANSWER_HEADERS
 from core.middleware import ApiErrorMiddleware
 
 pytestmark = pytest.mark.django_db
@@ -145,3 +146,13 @@ def test_an_object_naming_a_key_twice_is_a_400_on_every_api(path: str, body: str
     error = response.json()["error"]
     assert error["code"] == "parse_error"
     assert "appears twice" in error["message"]
+
+
+def test_the_security_headers_of_sentinels_own_answers_are_djangos(alice: object, api: object) -> None:
+    # Answers written outside Django (the proxy's refusals, POST /transaction, the ASGI guards)
+    # send OWN_ANSWER_HEADERS: the same names and values Django's middleware gives its own.
+    response = api(alice).get("/api/v1/routes")  # type: ignore[operator]
+
+    assert {name.decode(): response.headers.get(name.decode()) for name, _ in OWN_ANSWER_HEADERS} == {
+        name.decode(): value.decode() for name, value in OWN_ANSWER_HEADERS
+    }
