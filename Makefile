@@ -99,9 +99,16 @@ run: ports seed
 # runs it in one process). Most end-to-end tests wait on the processes they start, so two workers
 # share the 2 cores well; each has its own var folder (tests/support/settings.py).
 TEST_WORKERS ?= 2
+# worksteal: each worker starts on a contiguous half of the suite (a module's tests stay together,
+# so its module-scoped servers start once) and takes tests from the other's queue when it runs
+# out, so a long test does not leave one worker idle at the end.
+# PYTHONDONTWRITEBYTECODE emptied: where the environment sets it (CI images often do), every
+# worker and every process a test starts (web, worker, brain: hundreds) compiled the project from
+# source, and pytest re-parsed and re-rewrote every test module in each worker.
+test: export PYTHONDONTWRITEBYTECODE :=
 test: install lint browser
 	$(WITH_KEY) $(BIN)/python manage.py spectacular --fail-on-warn --validate --file /dev/null
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--dist worksteal)
 
 # Type checks (CONVENTIONS 10): mypy --strict (with the Django and DRF plugins) on the hot paths,
 # the ground floor and every app's services and selectors.

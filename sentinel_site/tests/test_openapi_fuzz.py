@@ -307,7 +307,14 @@ def fuzz_target(django_db_setup: None, django_db_blocker: Any) -> Iterator[FuzzT
     var_dir = Path(tempfile.mkdtemp(prefix="sentinel-fuzz-"))
     try:
         with django_db_blocker.unblock(), _own_database(var_dir) as database_url:
-            own = {"DATABASE_URL": database_url, "SENTINEL_VAR_DIR": str(var_dir), "CACHE_KEY_PREFIX": prefix}
+            own = {
+                "DATABASE_URL": database_url,
+                "SENTINEL_VAR_DIR": str(var_dir),
+                "CACHE_KEY_PREFIX": prefix,
+                # bcrypt at cost 4: fuzzed logins of unknown users and fuzzed signups each hash a
+                # password, ~5 s of the server's CPU per identity at the production cost.
+                "DJANGO_SETTINGS_MODULE": "tests.support.fast_hash_settings",
+            }
             env = child_env(**own)
             _manage(env, "migrate", "--noinput")
             _manage(
