@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 from django.core.cache.backends.locmem import LocMemCache
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rest_framework.test import APIClient
 
 from accounts.login_limiter import CacheFailureLog, FailureLog, LoginLimiter, RedisFailureLog
@@ -129,7 +131,9 @@ def test_a_subject_keeps_at_most_its_limit_of_times(log: FailureLog) -> None:
 
 
 def test_the_limiter_fails_open_when_redis_is_down() -> None:
-    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    # No retries, as the site's clients (django-redis, built from the URL) make none: redis-py's
+    # constructor alone retries a refused connection 3 times with backoff (~3.7 s a command).
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
     limiter = LoginLimiter(RedisFailureLog(dead, str), per_username=1, per_ip=1, window=WINDOW)
 
     limiter.failure(username="alice", ip="x")
