@@ -164,6 +164,8 @@ class BrainClient:
         self._sender: asyncio.Task[None] | None = None
         self._many = True  # False once the brain said it has no ScoreMany
         self._recording: set[asyncio.Task[None]] = set()  # successes being recorded (see _record_success)
+        self._next_permit: asyncio.Future[Permit | None] | None = None  # see _ask_next_permit
+        self._calling = False  # a call is out on a closed breaker's permit
 
     def _stub_now(self) -> Any:
         if self._stub is None:
@@ -183,6 +185,7 @@ class BrainClient:
         )
         waiting.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire, waiting)
         self._waiting.append(waiting)
+        self._ask_next_permit()
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_waiting(), name="fraud-brain-sender")
         return await waiting.future
@@ -201,6 +204,9 @@ class BrainClient:
             self._waiting = []
         finally:
             self._sender = None
+            # Never carried to a later run, where it would be stale. An unused closed permit
+            # changed nothing in the breaker; a probe's token frees itself after its TTL.
+            self._next_permit = None
 
     async def _send(self, batch: list[_Waiting]) -> None:
         now = time.perf_counter()
@@ -220,7 +226,12 @@ class BrainClient:
         if not admitted:
             return
         try:
-            reply = await self._stub_now().Score(waiting.message, timeout=waiting.deadline - time.perf_counter())
+            call = self._stub_now().Score(waiting.message, timeout=waiting.deadline - time.perf_counter())
+            self._call_out(permit)
+            try:
+                reply = await call
+            finally:
+                self._calling = False
             score = score_from_reply(reply)
         except grpc.aio.AioRpcError as exc:
             await self._record(permit, success=False)
@@ -240,7 +251,12 @@ class BrainClient:
         request = fraud_pb2.TransactionBatch(transactions=[waiting.message for waiting in batch])
         timeout = max(waiting.deadline for waiting in batch) - time.perf_counter()
         try:
-            reply = await self._stub_now().ScoreMany(request, timeout=timeout)
+            call = self._stub_now().ScoreMany(request, timeout=timeout)
+            self._call_out(permit)
+            try:
+                reply = await call
+            finally:
+                self._calling = False
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 # A brain older than this web process (a rolling upgrade): one call each, as before.
@@ -269,7 +285,7 @@ class BrainClient:
     async def _admitted(self, batch: list[_Waiting]) -> tuple[bool, Permit | None]:
         """(may the call carrying `batch` go, the breaker's permit for it: None when the breaker
         could not be asked). When it may not, `batch`'s callers are answered breaker_open."""
-        permit = await self._acquire()
+        permit = await self._permit()
         if permit is not None and not permit.allowed:
             for waiting in batch:
                 self._fail(waiting, "breaker_open", f"retry in {permit.retry_after_ms} ms", observed_s=0.0)
@@ -277,6 +293,26 @@ class BrainClient:
         if permit is not None and permit.probe:
             await self._fresh_channel_if_failing()
         return True, permit
+
+    async def _permit(self) -> Permit | None:
+        """The next call's permit: the one asked for while the previous call was out, else now."""
+        asked, self._next_permit = self._next_permit, None
+        return await asked if asked is not None else await self._acquire()
+
+    def _ask_next_permit(self) -> None:
+        """While a call is out on a closed breaker's permit (`_calling`) and transactions wait
+        for the next one, asks for that one's permit at once: its Redis round trip overlaps the
+        call instead of following it (~a quarter of a batch's time at 500 tx/s, bench/fraud's
+        trace). A closed breaker's acquire changes nothing, so a permit asked too early is
+        dropped at no cost: a failure drops it (`_record`), and the next call asks again, after
+        the failure is counted, as without this."""
+        if self._calling and self._waiting and self._next_permit is None:
+            self._next_permit = asyncio.ensure_future(self._acquire())
+
+    def _call_out(self, permit: Permit | None) -> None:
+        """A call goes out on `permit`: the next one's may be asked for now (`_ask_next_permit`)."""
+        self._calling = permit is not None and permit.allowed and permit.state == "closed"
+        self._ask_next_permit()
 
     def _call_failed(self, batch: list[_Waiting], exc: grpc.aio.AioRpcError) -> None:
         code = _CODES.get(exc.code(), "brain_error")
@@ -346,6 +382,15 @@ class BrainClient:
         task.add_done_callback(self._recording.discard)
 
     async def _record(self, permit: Permit | None, *, success: bool) -> None:
+        if not success and self._next_permit is not None:
+            # Asked before this failure was counted: the next call asks again after it (the
+            # failure may open the breaker). A probe's permit, should the breaker have moved to
+            # half-open meanwhile, holds a token: kept, and used.
+            asked, self._next_permit = self._next_permit, None
+            kept = await asked
+            if kept is not None and kept.probe:
+                self._next_permit = asyncio.get_running_loop().create_future()
+                self._next_permit.set_result(kept)
         if permit is None:
             return
         try:

@@ -331,3 +331,36 @@ def test_a_batch_call_outliving_its_oldest_deadline_answers_the_others_and_count
 
         run(brain, scenario, timeout_ms=300, breaker=breaker)
         assert brain.calls == [1, 2]
+
+
+def test_a_stream_against_a_failing_brain_reaches_it_three_times_then_never() -> None:
+    """Transactions keep arriving while calls fail: the next call's permit, asked while the
+    previous call was out, must not let a fourth call through once three failed in a row."""
+    with fake_brain() as brain:
+        brain.mode, brain.fail_after_ms = "fail", 30  # others arrive while each call is out
+
+        async def scenario(client: BrainClient) -> None:
+            stream = []
+            for _ in range(40):  # one every 5 ms for 200 ms
+                stream.append(asyncio.ensure_future(fail_open_code(client)))
+                await asyncio.sleep(0.005)
+            codes = await asyncio.gather(*stream)
+            assert codes[0] == "brain_unavailable" and codes[-1] == "breaker_open"
+
+        run(brain, scenario)
+        assert len(brain.calls) == 3, brain.calls
+
+
+def test_a_stream_against_a_healthy_brain_is_scored_in_batches() -> None:
+    with fake_brain(score=0.2) as brain:
+        brain.mode, brain.delay_ms = "slow", 20  # others arrive while each call is out
+
+        async def scenario(client: BrainClient) -> None:
+            stream = []
+            for _ in range(40):
+                stream.append(asyncio.ensure_future(client.score(TX, HISTORY, tenant_uuid="t", created_at_ms=1)))
+                await asyncio.sleep(0.005)
+            assert [score.score for score in await asyncio.gather(*stream)] == [0.2] * 40
+
+        assert run(brain, scenario, breaker=MemoryBreaker(PATIENT)) == ["ok"] * 40
+        assert sum(brain.calls) == 40 and len(brain.calls) < 40  # batched

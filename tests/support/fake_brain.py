@@ -9,6 +9,7 @@ It serves from a thread pool, so sync tests (Django's) and async ones use it ali
     with fake_brain(score=0.95) as brain:
         brain.address            # "127.0.0.1:PORT"
         brain.mode = "fail"      # "ok" | "fail" (UNAVAILABLE) | "slow" (delay_ms, then ok)
+        brain.fail_after_ms = 30 # "fail" answers after this long (0: at once)
         brain.received           # every Transaction message received, in order
         brain.calls              # the transactions per call: 1 for Score, n for ScoreMany
         brain.many = False       # ScoreMany answers UNIMPLEMENTED, as a brain older than it
@@ -40,6 +41,7 @@ class FakeBrain(fraud_pb2_grpc.FraudBrainServicer):
         self.model_version = model_version
         self.mode = "ok"
         self.delay_ms = 2000
+        self.fail_after_ms = 0
         self.received: list[fraud_pb2.Transaction] = []
         self.calls: list[int] = []
         self.many = True
@@ -73,6 +75,7 @@ class FakeBrain(fraud_pb2_grpc.FraudBrainServicer):
             self.received.extend(transactions)
             self.calls.append(len(transactions))
         if self.mode == "fail":
+            time.sleep(self.fail_after_ms / 1000)
             context.abort(grpc.StatusCode.UNAVAILABLE, "scripted failure")
         if self.mode == "slow":
             time.sleep(self.delay_ms / 1000)
