@@ -81,17 +81,13 @@ def created_at_text(moment: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+# The row's fields an answer is made of (`stored_answer`'s arguments).
+ANSWER_FIELDS = ("transaction_id", "decision", "score", "scored", "reasons", "model_version", "created_at")
+
+
 def transaction_answer(row: Transaction) -> TransactionAnswer:
     """The JSON answer for `row`: what `POST /transaction` returns, first time and on replay."""
-    return stored_answer(
-        transaction_id=row.transaction_id,
-        decision=row.decision,
-        score=row.score,
-        scored=row.scored,
-        reasons=row.reasons,
-        model_version=row.model_version,
-        created_at=row.created_at,
-    )
+    return stored_answer(**{name: getattr(row, name) for name in ANSWER_FIELDS})
 
 
 def stored_answer(

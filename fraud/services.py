@@ -19,6 +19,7 @@ from core.errors import Conflict
 from fraud.engine.transaction import LedgerEntry, Score, decide
 from fraud.models import Decision, Transaction, TransactionOutbox
 from fraud.selectors import (
+    ANSWER_FIELDS,
     TransactionAnswer,
     stored_answer,
     tenant_thresholds,
@@ -323,15 +324,7 @@ async def _stored_async(
 
 
 def _answer(values: dict[str, Any]) -> TransactionAnswer:
-    return stored_answer(
-        transaction_id=values["transaction_id"],
-        decision=values["decision"],
-        score=values["score"],
-        scored=values["scored"],
-        reasons=values["reasons"],
-        model_version=values["model_version"],
-        created_at=values["created_at"],
-    )
+    return stored_answer(**{name: values[name] for name in ANSWER_FIELDS})
 
 
 def transactions_emit(*, limit: int = EMIT_BATCH) -> int:
