@@ -20,6 +20,7 @@ from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 
 from core.errors import (
     DEFAULT_RETRY_AFTER_S,
+    OWN_ANSWER_HEADERS,
     STATUS_CODES,
     DomainError,
     ServiceUnavailable,
@@ -34,6 +35,7 @@ def error_response(
     status: int, message: str, *, code: str | None = None, details: Any = None, headers: dict[str, str] | None = None
 ) -> JsonResponse:
     response = JsonResponse(error_body(code or STATUS_CODES.get(status, "error"), message, details), status=status)
+    _own_headers(response)
     for name, value in (headers or {}).items():
         response[name] = value
     return response
@@ -131,7 +133,16 @@ def _too_large_body() -> dict[str, Any]:
 
 
 def too_large_response() -> JsonResponse:
-    return JsonResponse(_too_large_body(), status=413)
+    return _own_headers(JsonResponse(_too_large_body(), status=413))
+
+
+def _own_headers(response: JsonResponse) -> JsonResponse:
+    """Gives an error built here the security headers: one built outside SecurityMiddleware
+    (ApiErrorMiddleware's replacements of Django's 404 and 403 pages, a refused Host, an
+    oversized body) must not lose what that middleware adds (`OWN_ANSWER_HEADERS`)."""
+    for header, text in OWN_ANSWER_HEADERS:
+        response[header.decode()] = text.decode()
+    return response
 
 
 # Django's own error views, used when DEBUG is off: JSON on API paths, HTML elsewhere.

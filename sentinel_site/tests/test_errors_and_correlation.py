@@ -156,3 +156,24 @@ def test_the_security_headers_of_sentinels_own_answers_are_djangos(alice: object
     assert {name.decode(): response.headers.get(name.decode()) for name, _ in OWN_ANSWER_HEADERS} == {
         name.decode(): value.decode() for name, value in OWN_ANSWER_HEADERS
     }
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "extra"),
+    [
+        ("get", "/nope", {}),  # Django's 404, made JSON by ApiErrorMiddleware
+        ("get", "/static/nope.js", {}),
+        ("post", "/login/", {"data": {"username": "a"}}),  # CSRF's 403
+        ("get", "/health", {"HTTP_HOST": "evil.example"}),  # a Host not allowed
+        ("get", "/api/v1/nope", {}),
+    ],
+)
+def test_json_errors_built_outside_the_security_middleware_keep_its_headers(
+    method: str, path: str, extra: dict[str, object]
+) -> None:
+    response = getattr(Client(enforce_csrf_checks=True), method)(path, **extra)
+
+    assert response.status_code >= 400 and response["Content-Type"].startswith("application/json")
+    assert {name.decode(): response.headers.get(name.decode()) for name, _ in OWN_ANSWER_HEADERS} == {
+        name.decode(): value.decode() for name, value in OWN_ANSWER_HEADERS
+    }, response.status_code

@@ -102,8 +102,10 @@ class Command(BaseCommand):
         for name, number in (("web", port), ("mock upstream", upstream_port)):
             if port_taken(number):
                 raise CommandError(
-                    f"port {number} ({name}) is already in use: is Sentinel already running? "
-                    "Stop it, or pick free ports: make run PORT=8100 UPSTREAM_PORT=8180"
+                    f"port {number} ({name}) is already in use: is Sentinel already running? Stop it; a "
+                    "second one needs a checkout of its own (var/ holds the first one's database and "
+                    "pids) and free ports: make run PORT=8100 UPSTREAM_PORT=8180 "
+                    "FRAUD_BRAIN_ADDRESS=127.0.0.1:50052"
                 )
         # The Procfile's brain listens on FRAUD_BRAIN_ADDRESS; taken, it would fail to start and
         # every transaction would be approved unscored (fail-open) with nothing else amiss.
@@ -111,7 +113,7 @@ class Command(BaseCommand):
         if host in LOCAL_HOSTS and brain_port.isdigit() and port_taken(int(brain_port)):
             raise CommandError(
                 f"port {brain_port} (fraud brain) is already in use: is Sentinel already running? "
-                f"Stop it, or pick a free one: make run FRAUD_BRAIN_ADDRESS=127.0.0.1:{int(brain_port) + 1}"
+                f"Stop it, or pick a free one: make run FRAUD_BRAIN_ADDRESS={host}:{int(brain_port) + 1}"
             )
 
     def _banner(self, base: str, upstream_port: int, status: int) -> str:
