@@ -36,9 +36,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import grpc
 
@@ -50,6 +50,7 @@ from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
 __all__ = ["CHANNEL_OPTIONS", "BrainClient", "FailureLog"]
 
 logger = logging.getLogger("sentinel.fraud")
+_Reply = TypeVar("_Reply")
 
 # gRPC's reconnect backoff starts at 1 s and grows to 120 s: a brain back after a minute's outage
 # would then wait up to two minutes for the channel to try again, long after the breaker's trial
@@ -226,12 +227,8 @@ class BrainClient:
         if not admitted:
             return
         try:
-            call = self._stub_now().Score(waiting.message, timeout=waiting.deadline - time.perf_counter())
-            self._call_out(permit)
-            try:
-                reply = await call
-            finally:
-                self._calling = False
+            timeout = waiting.deadline - time.perf_counter()
+            reply = await self._out(self._stub_now().Score(waiting.message, timeout=timeout), permit)
             score = score_from_reply(reply)
         except grpc.aio.AioRpcError as exc:
             await self._record(permit, success=False)
@@ -251,12 +248,7 @@ class BrainClient:
         request = fraud_pb2.TransactionBatch(transactions=[waiting.message for waiting in batch])
         timeout = max(waiting.deadline for waiting in batch) - time.perf_counter()
         try:
-            call = self._stub_now().ScoreMany(request, timeout=timeout)
-            self._call_out(permit)
-            try:
-                reply = await call
-            finally:
-                self._calling = False
+            reply = await self._out(self._stub_now().ScoreMany(request, timeout=timeout), permit)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 # A brain older than this web process (a rolling upgrade): one call each, as before.
@@ -309,10 +301,15 @@ class BrainClient:
         if self._calling and self._waiting and self._next_permit is None:
             self._next_permit = asyncio.ensure_future(self._acquire())
 
-    def _call_out(self, permit: Permit | None) -> None:
-        """A call goes out on `permit`: the next one's may be asked for now (`_ask_next_permit`)."""
+    async def _out(self, call: Awaitable[_Reply], permit: Permit | None) -> _Reply:
+        """Awaits `call`, which went out on `permit`: meanwhile the next call's permit may be
+        asked for (`_ask_next_permit`)."""
         self._calling = permit is not None and permit.allowed and permit.state == "closed"
         self._ask_next_permit()
+        try:
+            return await call
+        finally:
+            self._calling = False
 
     def _call_failed(self, batch: list[_Waiting], exc: grpc.aio.AioRpcError) -> None:
         code = _CODES.get(exc.code(), "brain_error")
