@@ -29,6 +29,7 @@ from gateway.engine.auth import ApiKeyResolver, Authenticator, JwtVerifier, KeyI
 from gateway.engine.breaker import MemoryBreaker, RedisBreaker
 from gateway.engine.fleet import FleetPressure
 from gateway.engine.forwarder import Forwarder
+from gateway.engine.gate import RedisGate
 from gateway.engine.pressure import PressureGauge, TierAdmission
 from gateway.engine.proxy import ASGIApp, GatewayConfig, Proxy, RequestRecord
 from gateway.engine.ratelimit import MemoryWindowLimiter, RedisWindowLimiter
@@ -139,13 +140,15 @@ def build_proxy(fallback: ASGIApp, *, on_complete: RequestSink, tracer: Tracer |
     if settings.REDIS_URL:
         redis = gateway_redis_client(settings.REDIS_URL)
         prefix = f"{settings.CACHE_KEY_PREFIX}:gw:"
-        window_limiter: RedisWindowLimiter | MemoryWindowLimiter = RedisWindowLimiter(redis, prefix)
-        breaker: RedisBreaker | MemoryBreaker = RedisBreaker(
-            redis, prefix, breaker_config, probe_ttl_ms=conf.REQUEST_TIMEOUT_MS
-        )
+        shared_window = RedisWindowLimiter(redis, prefix)
+        shared_breaker = RedisBreaker(redis, prefix, breaker_config, probe_ttl_ms=conf.REQUEST_TIMEOUT_MS)
+        window_limiter: RedisWindowLimiter | MemoryWindowLimiter = shared_window
+        breaker: RedisBreaker | MemoryBreaker = shared_breaker
+        gate: RedisGate | None = RedisGate(redis, shared_window, shared_breaker)
     else:
         window_limiter = MemoryWindowLimiter()
         breaker = process_breaker()
+        gate = None
     parts: dict[str, Any] = {
         "config": gateway_config(),
         "fallback": fallback,
@@ -162,6 +165,7 @@ def build_proxy(fallback: ASGIApp, *, on_complete: RequestSink, tracer: Tracer |
             standard_at=conf.SHED_STANDARD_AT, economy_at=conf.SHED_ECONOMY_AT, hysteresis=conf.SHED_HYSTERESIS
         ),
         "on_complete": on_complete,
+        "gate": gate,
     }
     return Proxy(**parts) if tracer is None else TracedProxy(tracer=tracer, **parts)
 
@@ -169,14 +173,26 @@ def build_proxy(fallback: ASGIApp, *, on_complete: RequestSink, tracer: Tracer |
 class GatewayRuntime:
     """Starts with the server (ASGI lifespan), reloads configuration on change, stops cleanly.
 
-    Every refresh tick it hands the proxy's gauges (in flight, pressure) to `gauges`.
+    Every refresh tick it hands the proxy's gauges (in flight, pressure) to `gauges`. With
+    `metrics_flush`, it calls it every `metrics_flush_seconds` and once more at shutdown (the
+    request metrics counted in memory: `gateway.metrics.RequestCounts`).
     """
 
-    def __init__(self, proxy: Proxy, *, gauges: GaugeSink) -> None:
+    def __init__(
+        self,
+        proxy: Proxy,
+        *,
+        gauges: GaugeSink,
+        metrics_flush: Callable[[], None] | None = None,
+        metrics_flush_seconds: float = 0.25,
+    ) -> None:
         self.proxy = proxy
         self.gauges = gauges
+        self.metrics_flush = metrics_flush
+        self.metrics_flush_seconds = metrics_flush_seconds
         self.version: object = _NEVER_LOADED
         self._task: asyncio.Task[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None
         self.fleet: FleetPressure | None = None
 
     async def start(self) -> None:
@@ -187,12 +203,16 @@ class GatewayRuntime:
             self.fleet = FleetPressure(redis, f"{settings.CACHE_KEY_PREFIX}:gw:")
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_forever(), name="gateway-config-refresh")
+        if self.metrics_flush is not None:
+            self._flush_task = asyncio.create_task(self._flush_forever(), name="gateway-metrics-flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._flush_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._flush_metrics()
         if self.fleet is not None:
             await self.fleet.redis.aclose()
         await self.proxy.forwarder.close()
@@ -231,6 +251,19 @@ class GatewayRuntime:
 
     def publish_gauges(self) -> None:
         self.gauges(in_flight=self.proxy.gauge.in_flight, pressure=self.proxy.pressure())
+
+    def _flush_metrics(self) -> None:
+        if self.metrics_flush is None:
+            return
+        try:
+            self.metrics_flush()
+        except Exception:  # a full disk must not stop the proxy; the counts of this tick are lost
+            logger.exception("request metrics could not be written")
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.metrics_flush_seconds)
+            self._flush_metrics()
 
     async def _refresh_forever(self) -> None:
         while True:

@@ -41,7 +41,7 @@ from core.asgi_guards import BodySizeLimit  # noqa: E402
 from core.collector import settle_garbage_collector  # noqa: E402
 from core.errors import OWN_ANSWER_HEADERS, error_json  # noqa: E402
 from fraud.runtime import FraudRuntime  # noqa: E402
-from gateway.metrics import gateway_gauges_set, request_observer  # noqa: E402
+from gateway.metrics import FLUSH_SECONDS, gateway_gauges_set, request_counts_flush, request_observer  # noqa: E402
 from gateway.runtime import GatewayRuntime, build_proxy, request_sinks  # noqa: E402
 from observability.dashboard.runtime import DashboardRuntime  # noqa: E402
 from observability.request_log.pipeline import request_log_pipeline  # noqa: E402
@@ -58,7 +58,12 @@ class SentinelApplication:
         self.proxy = build_proxy(
             fallback=BodySizeLimit(django_http_app), on_complete=request_sinks(*sinks), tracer=gateway_tracer
         )
-        self.runtime = GatewayRuntime(self.proxy, gauges=gateway_gauges_set)
+        self.runtime = GatewayRuntime(
+            self.proxy,
+            gauges=gateway_gauges_set,
+            metrics_flush=request_counts_flush,
+            metrics_flush_seconds=FLUSH_SECONDS,
+        )
         # POST /transaction (SPEC 6) before the proxy, sharing its auth parts and tenant directory.
         self.fraud = FraudRuntime(self.proxy, next_app=self.proxy)
         self.http = self.fraud.endpoint

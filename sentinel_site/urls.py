@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fraud.api.urls import transaction_urlpatterns
 from gateway.api.views import CircuitResetView, CircuitStatusView
-from gateway.metrics import BreakerStateCollector, route_series_declare
+from gateway.metrics import BreakerStateCollector, request_counts_flush, route_series_declare
 from monitors.metrics import MonitorsUpCollector
 from observability.api.dashboard import DashboardStatsView
 from observability.api.urls import insight_urlpatterns
@@ -41,7 +41,10 @@ urlpatterns = [
     # the apps' fleet-wide gauges read at scrape time, and each route's series at zero.
     path(
         "metrics",
-        metrics_view(collectors=[BreakerStateCollector(), MonitorsUpCollector()], declare=[route_series_declare]),
+        metrics_view(
+            collectors=[BreakerStateCollector(), MonitorsUpCollector()],
+            declare=[request_counts_flush, route_series_declare],
+        ),
         name="metrics",
     ),
 ]

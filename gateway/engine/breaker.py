@@ -51,19 +51,21 @@ This module is on the proxy's hot path: it must not import Django (a test checks
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Final, Protocol
 
+from gateway.engine.lua_scripts import LuaScript, lua_file, script_function
 from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError, gateway_redis_client
 
 __all__ = [
+    "ACQUIRE",
+    "RECORD_BATCH_MAX",
     "STATE_CODES",
     "Breaker",
     "BreakerConfig",
@@ -74,6 +76,7 @@ __all__ = [
     "RedisBreaker",
     "Transition",
     "breaker_for_a_moment",
+    "permit_from",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,8 +92,8 @@ WINDOW_BUCKETS: Final = 10
 # Idle hashes live at least this long: a breaker left open by a dead upstream must still be open
 # (and then half-open) when traffic comes back, not quietly closed because its key expired.
 _MIN_KEY_TTL_MS: Final = 3_600_000
-
-_LUA_DIR = Path(__file__).parent / "lua"
+# Outcomes sent in one EVALSHA at most: a script blocks Redis while it runs (~10 µs an outcome).
+RECORD_BATCH_MAX: Final = 128
 
 
 class BreakerUnavailable(Exception):
@@ -254,6 +257,22 @@ def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def permit_from(reply: list[Any]) -> Permit:
+    """The permit of a ``breaker_acquire.lua`` reply {allowed, state, probe, generation, retry_after_ms}."""
+    allowed, state, probe, generation, retry_after_ms = reply
+    return Permit(bool(allowed), _text(state), bool(probe), int(generation), int(retry_after_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One record() waiting for the end of the loop's turn."""
+
+    upstream: str
+    generation: int
+    success: bool
+    transition: asyncio.Future[Transition | None]
+
+
 def _transition(upstream: str, reply: list[Any]) -> Transition | None:
     """A {from_state, to_state, at_ms} script reply; from_state '' means nothing changed."""
     from_state = _text(reply[0])
@@ -262,27 +281,45 @@ def _transition(upstream: str, reply: list[Any]) -> Transition | None:
     return Transition(upstream, from_state, _text(reply[1]), int(reply[2]))
 
 
-@dataclass(frozen=True)
-class _Script:
-    source: str
-    # The SHA1 Redis will give the script, known without a round trip: EVALSHA goes first and
-    # SCRIPT LOAD is only needed when Redis answers NOSCRIPT (restart, SCRIPT FLUSH, failover).
-    sha: str
-
-    @classmethod
-    def load(cls, step: str) -> _Script:
-        common = (_LUA_DIR / "breaker_common.lua").read_text(encoding="utf-8")
-        source = common + "\n" + (_LUA_DIR / f"breaker_{step}.lua").read_text(encoding="utf-8")
-        return cls(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
+def _step(step: str) -> str:
+    """A breaker step's whole script: the shared prelude, then the step."""
+    return lua_file("breaker_common", f"breaker_{step}")
 
 
-_ACQUIRE = _Script.load("acquire")
-_RECORD = _Script.load("record")
-_RESET = _Script.load("reset")
+ACQUIRE = LuaScript.of(_step("acquire"))
+_RECORD = LuaScript.of(_step("record"))
+_RESET = LuaScript.of(_step("reset"))
+# Several outcomes in one EVALSHA: breaker_record.lua run once per outcome, in order, as a
+# function of the composed script (`lua_scripts.script_function`), so each outcome is counted
+# exactly as a lone call would count it.
+#   KEYS[i]          the hash of outcome i's upstream
+#   ARGV[1..4]       channel, key TTL (ms), half_open_max, window buckets (breaker_common.lua)
+#   ARGV[5..8]       bucket_ms, min_volume, failure_threshold, consecutive_failures (breaker_record.lua)
+#   ARGV[9 + 3(i-1) ..]  outcome i: upstream, the permit's generation, success (1|0)
+#   Reply            one {from_state, to_state, at_ms} per outcome, as breaker_record.lua's
+_RECORD_MANY = LuaScript.of(
+    script_function("record_one", _RECORD.source)
+    + """
+local replies = {}
+for i = 1, #KEYS do
+  local at = 9 + 3 * (i - 1)
+  replies[i] = record_one({KEYS[i]}, {ARGV[1], ARGV[at], ARGV[2], ARGV[3], ARGV[4],
+    ARGV[at + 1], ARGV[at + 2], ARGV[5], ARGV[6], ARGV[7], ARGV[8]})
+end
+return replies
+"""
+)
 
 
 class RedisBreaker:
-    """The fleet-wide breaker: one Redis round trip per acquire() and per record()."""
+    """The fleet-wide breaker: one Redis round trip per acquire(); outcomes recorded in batches.
+
+    record() calls made in one turn of the event loop are sent together at its end, as one EVALSHA
+    of ``breaker_record.lua`` run once per outcome in the order they were reported
+    (``_RECORD_MANY``), at most ``RECORD_BATCH_MAX`` a call: under load, a share of one round trip
+    per outcome instead of a round trip each, with the same counting as one call per outcome.
+    Each caller still gets the transition its own outcome caused.
+    """
 
     def __init__(self, redis: RespClient, prefix: str, config: BreakerConfig, probe_ttl_ms: int = 30_000) -> None:
         if probe_ttl_ms < 1:
@@ -303,21 +340,68 @@ class RedisBreaker:
             repr(config.failure_threshold),
             config.consecutive_failures,
         )
+        # Outcomes reported during this turn of the loop, sent at its end (_send_outcomes).
+        self._outcomes: list[_Outcome] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     def key_for(self, upstream: str) -> str:
         return f"{self.prefix}breaker:{upstream}"
 
+    def acquire_arguments(self, upstream: str) -> tuple[int | str, ...]:
+        """ARGV of ``ACQUIRE`` for ``upstream`` (its key is ``key_for(upstream)``): for a caller
+        that runs the step inside a script of its own (``gateway.engine.gate``)."""
+        return (self.channel, upstream, *self._common, *self._acquire_args)
+
     async def acquire(self, upstream: str) -> Permit:
         """May a request go to ``upstream`` now? Raises ``BreakerUnavailable``."""
-        allowed, state, probe, generation, retry_after_ms = await self._run(_ACQUIRE, upstream, self._acquire_args)
-        return Permit(bool(allowed), _text(state), bool(probe), int(generation), int(retry_after_ms))
+        try:
+            reply = await self.redis.evalsha(
+                ACQUIRE.sha, ACQUIRE.source, (self.key_for(upstream),), self.acquire_arguments(upstream)
+            )
+        except (RedisUnavailable, RespReplyError) as exc:
+            raise BreakerUnavailable(f"circuit breaker call failed: {exc!r}") from exc
+        return permit_from(reply)
 
     async def record(self, upstream: str, permit: Permit, success: bool) -> Transition | None:
-        """Reports the outcome of a request ``permit`` let through; the transition it caused, if any."""
+        """Reports the outcome of a request ``permit`` let through; the transition it caused, if
+        any. Sent at the end of this turn of the loop with the others reported meanwhile (see the
+        class); raises ``BreakerUnavailable`` when that call fails."""
         if not permit.allowed:
             return None  # a refusal reached no upstream: nothing to count
-        reply = await self._run(_RECORD, upstream, (permit.generation, int(success), *self._record_args))
-        return _transition(upstream, reply)
+        loop = asyncio.get_running_loop()
+        if not self._outcomes:
+            loop.call_soon(self._send_outcomes)
+        outcome = _Outcome(upstream, permit.generation, success, loop.create_future())
+        self._outcomes.append(outcome)
+        return await outcome.transition
+
+    def _send_outcomes(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        for start in range(0, len(outcomes), RECORD_BATCH_MAX):
+            task = asyncio.ensure_future(self._record_batch(outcomes[start : start + RECORD_BATCH_MAX]))
+            self._sending.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._sending.discard)
+
+    async def _record_batch(self, outcomes: list[_Outcome]) -> None:
+        arguments: list[int | str] = [self.channel, *self._common, *self._record_args]
+        for outcome in outcomes:
+            arguments += (outcome.upstream, outcome.generation, int(outcome.success))
+        keys = [self.key_for(outcome.upstream) for outcome in outcomes]
+        try:
+            replies = await self.redis.evalsha(_RECORD_MANY.sha, _RECORD_MANY.source, keys, arguments)
+        except (RedisUnavailable, RespReplyError) as exc:
+            failure = BreakerUnavailable(f"circuit breaker call failed: {exc!r}")
+            for outcome in outcomes:
+                if not outcome.transition.done():
+                    outcome.transition.set_exception(failure)
+            return
+        except BaseException:  # cancelled (the loop is closing): nobody must wait for ever
+            for outcome in outcomes:
+                outcome.transition.cancel()
+            raise
+        for outcome, reply in zip(outcomes, replies, strict=True):
+            if not outcome.transition.done():  # its caller may have been cancelled meanwhile
+                outcome.transition.set_result(_transition(outcome.upstream, reply))
 
     async def reset(self, upstream: str) -> Transition | None:
         """Admin action: force closed, empty the window, void every permit out."""
@@ -348,12 +432,12 @@ class RedisBreaker:
     async def load_scripts(self) -> None:
         """Optional, at startup: saves the NOSCRIPT round trip on the first call of each script."""
         try:
-            for script in (_ACQUIRE, _RECORD, _RESET):
+            for script in (ACQUIRE, _RECORD_MANY, _RESET):
                 await self.redis.script_load(script.source)
         except (RedisUnavailable, RespReplyError) as exc:
             raise BreakerUnavailable(f"circuit breaker script load failed: {exc!r}") from exc
 
-    async def _run(self, script: _Script, upstream: str, args: tuple[int | str, ...]) -> list[Any]:
+    async def _run(self, script: LuaScript, upstream: str, args: tuple[int | str, ...]) -> list[Any]:
         arguments = (self.channel, upstream, *self._common, *args)
         try:
             reply = await self.redis.evalsha(script.sha, script.source, (self.key_for(upstream),), arguments)

@@ -24,6 +24,7 @@ from core.ratelimit_headers import service_unavailable_headers, too_many_request
 from gateway.engine.auth import Authenticator, AuthFailure, Identity, TenantDirectory
 from gateway.engine.breaker import Breaker, BreakerUnavailable, Permit
 from gateway.engine.forwarder import Forwarder, ForwardResult
+from gateway.engine.gate import RedisGate
 from gateway.engine.pressure import PressureGauge, TierAdmission, combine
 from gateway.engine.ratelimit import (
     LimiterUnavailable,
@@ -169,7 +170,10 @@ class Proxy:
         gauge: PressureGauge,
         admission: TierAdmission,
         on_complete: Callable[[RequestRecord], None] | None = None,
+        gate: RedisGate | None = None,
     ) -> None:
+        """`gate`, when given, asks the window and the breaker in one round trip; it must be
+        built on `window_limiter` and `breaker` (`gateway.runtime.build_proxy` does)."""
         self.config = config
         self.fallback = fallback
         self.authenticator = authenticator
@@ -180,6 +184,7 @@ class Proxy:
         self.admission = admission
         self.buckets = LocalTokenBuckets()
         self.on_complete = on_complete
+        self.gate = gate
         self.state = ProxyState()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -232,10 +237,7 @@ class Proxy:
                 upstream_path = self._check_request(route, scope)
                 identity = await self._authenticate(route, headers, client_ip)
                 record.identity = identity
-                limit_headers = await self._limit(route, identity, record)
-                pressure = self._admit(identity)
-                record.pressure = pressure
-                target, permit = await self._choose_target(route)
+                target, permit, limit_headers = await self._limit_and_choose(route, identity, record)
             except Rejection as rejection:
                 record.error_bytes = await _send_error(
                     send, rejection.status, rejection.code, rejection.message, base_headers + rejection.headers
@@ -315,7 +317,40 @@ class Proxy:
             value = identity.tenant.overrides.get(name)
         return getattr(self.config, name.lower()) if value is None else value
 
-    async def _limit(self, route: RouteSpec, identity: Identity, record: _RecordBuilder) -> list[Header]:
+    async def _limit_and_choose(
+        self, route: RouteSpec, identity: Identity, record: _RecordBuilder
+    ) -> tuple[str, Permit | None, list[Header]]:
+        """Steps 4 to 8: the local bucket, the distributed window, pressure and tier, the breaker.
+        Returns the target, its permit (None when the breaker's store did not answer) and the
+        rate-limit headers of the response; raises `Rejection`.
+
+        The pressure step is decided before the window is asked, in process, so that the window
+        and the first target's breaker can be asked in one round trip (`_window_and_permit`); the
+        refusals still come in SPEC 2's order: burst, window, shed, breaker.
+        """
+        self._take_burst(route, identity)
+        limit = max(1, int(self._setting(route, identity, "BASE_RATE_LIMIT") * TIER_FACTORS.get(identity.tier, 1.0)))
+        window_ms = int(self._setting(route, identity, "WINDOW_MS"))
+        pressure = record.pressure = self.pressure()
+        admitted = self.admission.admit(identity.tier, pressure)
+        turn = route.targets_in_turn()
+        first = turn[0] if turn and admitted else None
+        window_key = f"{identity.tenant_key}:{route.id}"
+        permit: Permit | None = None
+        try:
+            decision, permit = await self._window_and_permit(window_key, limit, window_ms, first)
+        except LimiterUnavailable as exc:
+            record.limiter_unavailable = True
+            limit_headers = self._limiter_down(exc)
+        else:
+            limit_headers = self._window_outcome(decision)
+        if not admitted:
+            headers = service_unavailable_headers(retry_after_s=self.admission.retry_after_s())
+            raise Rejection(503, "shed", f"Shedding {identity.tier} traffic under load.", "shed", headers)
+        target, permit = await self._choose_target(route, turn, permit)
+        return target, permit, limit_headers
+
+    def _take_burst(self, route: RouteSpec, identity: Identity) -> None:
         # One bucket per tenant (SPEC 2.4); a route with burst limits of its own gets its own
         # bucket, as a per-route plugin would, instead of draining the tenant's other routes.
         own = route.burst_capacity is not None or route.refill_rate is not None
@@ -327,14 +362,23 @@ class Proxy:
             policy = bucket_limit(bucket, capacity, refill)
             headers = too_many_requests_headers(policy, retry_after_s=bucket.retry_after_s)
             raise Rejection(429, "rate_limited", "Too many requests (burst).", "limited", headers, reason="burst")
-        limit = max(1, int(self._setting(route, identity, "BASE_RATE_LIMIT") * TIER_FACTORS.get(identity.tier, 1.0)))
-        window_ms = int(self._setting(route, identity, "WINDOW_MS"))
+
+    async def _window_and_permit(
+        self, key: str, limit: int, window_ms: int, target: str | None
+    ) -> tuple[WindowDecision, Permit | None]:
+        """Step 5 for `key` and, when the window admits and `target` is given, step 8's permit for
+        `target`: in one Redis round trip through the gate when there is one, else one call
+        after the other. Raises `LimiterUnavailable` (then no permit was asked for)."""
+        if self.gate is not None:
+            gated = await self.gate.check(key, limit, window_ms, target)
+            return gated.window, gated.permit
+        decision = await self._window_check(key, limit, window_ms)
+        if not decision.allowed or target is None:
+            return decision, None
         try:
-            decision = await self._window_check(f"{identity.tenant_key}:{route.id}", limit, window_ms)
-        except LimiterUnavailable as exc:
-            record.limiter_unavailable = True
-            return self._limiter_down(exc)
-        return self._window_outcome(decision)
+            return decision, await self.breaker.acquire(target)
+        except BreakerUnavailable:
+            return decision, None  # asked again, and reported, by _choose_target
 
     def _limiter_down(self, exc: LimiterUnavailable) -> list[Header]:
         logger.warning(
@@ -360,25 +404,25 @@ class Proxy:
         forced = self.config.forced_pressure
         return combine(self.gauge.score(), self.state.fleet_pressure) if forced is None else forced
 
-    def _admit(self, identity: Identity) -> float:
-        pressure = self.pressure()
-        if not self.admission.admit(identity.tier, pressure):
-            headers = service_unavailable_headers(retry_after_s=self.admission.retry_after_s())
-            raise Rejection(503, "shed", f"Shedding {identity.tier} traffic under load.", "shed", headers)
-        return pressure
-
-    async def _choose_target(self, route: RouteSpec) -> tuple[str, Permit | None]:
-        """The next target in turn whose breaker admits the request (SPEC 2.9: skip open ones)."""
-        if not route.targets:
+    async def _choose_target(
+        self, route: RouteSpec, turn: list[str], first: Permit | None = None
+    ) -> tuple[str, Permit | None]:
+        """The next target in turn whose breaker admits the request (SPEC 2.9: skip open ones).
+        `turn` is `route.targets_in_turn()`; `first`, the permit already given for its first
+        target (`_window_and_permit`), or None to ask for it here."""
+        if not turn:
             headers = service_unavailable_headers(retry_after_s=NO_UPSTREAM_RETRY_AFTER_S)
             raise Rejection(503, "no_upstream", "This route has no targets.", "upstream_error", headers)
         shortest_wait = None
-        for target in route.targets_in_turn():
-            try:
-                permit = await self.breaker.acquire(target)
-            except BreakerUnavailable:
-                logger.warning("breaker state unavailable for %s; letting the request through", target)
-                return target, None
+        for target in turn:
+            if first is not None:
+                permit, first = first, None
+            else:
+                try:
+                    permit = await self.breaker.acquire(target)
+                except BreakerUnavailable:
+                    logger.warning("breaker state unavailable for %s; letting the request through", target)
+                    return target, None
             if permit.allowed:
                 return target, permit
             wait = permit.retry_after_ms

@@ -41,19 +41,20 @@ This module is on the proxy's hot path: it must not import Django (a test checks
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from core.ratelimit_headers import LimitState, limit_headers, too_many_requests_headers
+from gateway.engine.lua_scripts import LuaScript, lua_file
 from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError
 
 __all__ = [
     "BURST_POLICY",
+    "SLIDING_WINDOW",
     "WINDOW_POLICY",
     "BucketDecision",
     "LimiterUnavailable",
@@ -62,14 +63,13 @@ __all__ = [
     "RedisWindowLimiter",
     "WindowDecision",
     "bucket_limit",
+    "check_window_arguments",
     "ratelimit_headers",
+    "window_decision",
     "window_limit",
 ]
 
-SLIDING_WINDOW_LUA = (Path(__file__).parent / "lua" / "sliding_window.lua").read_text(encoding="utf-8")
-# The SHA1 Redis will give the script, known without a round trip: EVALSHA can go first and
-# SCRIPT LOAD is only needed when Redis answers NOSCRIPT.
-SLIDING_WINDOW_SHA = hashlib.sha1(SLIDING_WINDOW_LUA.encode(), usedforsecurity=False).hexdigest()
+SLIDING_WINDOW = LuaScript.of(lua_file("sliding_window"))
 
 # Float refills like 0.1 s x 10/s give 0.9999999999999999 tokens: without a tolerance the
 # request that should get the refilled token is refused (envoyproxy/envoy#16407 admitted
@@ -176,7 +176,7 @@ def _refill(state: list[float], capacity: int, refill_per_second: float, now: fl
 # --- Step 5: the distributed sliding-window limiter -----------------------------------------
 
 
-def _check_arguments(limit: int, window_ms: int, cost: int) -> None:
+def check_window_arguments(limit: int, window_ms: int, cost: int) -> None:
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     if window_ms < 1:
@@ -198,15 +198,24 @@ class RedisWindowLimiter:
 
     async def check(self, key: str, limit: int, window_ms: int, cost: int = 1) -> WindowDecision:
         """Admits or refuses one request of ``cost`` slots; raises ``LimiterUnavailable``."""
-        _check_arguments(limit, window_ms, cost)
+        check_window_arguments(limit, window_ms, cost)
         try:
             reply = await self._redis.evalsha(
-                SLIDING_WINDOW_SHA, SLIDING_WINDOW_LUA, (self._prefix + key,), (limit, window_ms, cost)
+                SLIDING_WINDOW.sha, SLIDING_WINDOW.source, (self._prefix + key,), (limit, window_ms, cost)
             )
         except (RedisUnavailable, RespReplyError) as exc:
             raise LimiterUnavailable(f"rate limit check failed: {exc!r}") from exc
-        allowed, remaining, reset_ms, retry_after_ms = (int(value) for value in reply)
-        return WindowDecision(bool(allowed), limit, remaining, reset_ms, retry_after_ms, window_ms)
+        return window_decision(reply, limit, window_ms)
+
+    def key_for(self, key: str) -> str:
+        """The Redis key of the window that ``check(key, ...)`` uses."""
+        return self._prefix + key
+
+
+def window_decision(reply: list[Any], limit: int, window_ms: int) -> WindowDecision:
+    """The decision of a ``sliding_window.lua`` reply {allowed, remaining, reset_ms, retry_after_ms}."""
+    allowed, remaining, reset_ms, retry_after_ms = (int(value) for value in reply)
+    return WindowDecision(bool(allowed), limit, remaining, reset_ms, retry_after_ms, window_ms)
 
 
 class MemoryWindowLimiter:
@@ -233,7 +242,7 @@ class MemoryWindowLimiter:
     async def check(self, key: str, limit: int, window_ms: int, cost: int = 1) -> WindowDecision:
         """Admits or refuses one request of ``cost`` slots. Never raises LimiterUnavailable."""
         # No await inside: on one event loop the check is atomic, like the Lua script in Redis.
-        _check_arguments(limit, window_ms, cost)
+        check_window_arguments(limit, window_ms, cost)
         now = self._clock() * 1000.0
         log = self._log_for(key)
         # An entry admitted at s counts during [s, s + window), as in the Lua script.

@@ -91,12 +91,22 @@ class TracedProxy(Proxy):
         finally:
             span.end()
 
-    async def _choose_target(self, route: RouteSpec) -> tuple[str, Permit | None]:
+    async def _window_and_permit(
+        self, key: str, limit: int, window_ms: int, target: str | None
+    ) -> tuple[WindowDecision, Permit | None]:
+        if _request_span.get() is None:  # not sampled: the one round trip, no span
+            return await super()._window_and_permit(key, limit, window_ms, target)
+        # Sampled: each step in a span of its own, so the breaker is asked by _choose_target.
+        return await self._window_check(key, limit, window_ms), None
+
+    async def _choose_target(
+        self, route: RouteSpec, turn: list[str], first: Permit | None = None
+    ) -> tuple[str, Permit | None]:
         span = self._child("circuit_breaker")
         if span is None:
-            return await super()._choose_target(route)
+            return await super()._choose_target(route, turn, first)
         try:
-            target, permit = await super()._choose_target(route)
+            target, permit = await super()._choose_target(route, turn, first)
             state = permit.state if permit else "unknown"  # no permit: the breaker's store did not answer
             span.set_attributes({"sentinel.upstream": target, "sentinel.breaker.state": state})
             return target, permit

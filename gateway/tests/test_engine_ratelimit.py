@@ -23,7 +23,7 @@ import redis
 
 from core.ratelimit_headers import LimitState
 from gateway.engine.ratelimit import (
-    SLIDING_WINDOW_SHA,
+    SLIDING_WINDOW,
     BucketDecision,
     LimiterUnavailable,
     LocalTokenBuckets,
@@ -227,7 +227,7 @@ def test_checks_keep_working_after_redis_forgets_the_script(space: RedisSpace) -
         # When Redis loses its script cache (restart, failover, SCRIPT FLUSH)
         await client.execute("SCRIPT", "FLUSH")
         second = await limiter.check("k", 5, 60_000)
-        return first, second, await client.execute("SCRIPT", "EXISTS", SLIDING_WINDOW_SHA)
+        return first, second, await client.execute("SCRIPT", "EXISTS", SLIDING_WINDOW.sha)
 
     first, second, loaded = run_with_limiter(space, scenario)
 

@@ -18,7 +18,7 @@ from tests.support.net import free_port, http_request
 from tests.support.processes import MockUpstreams, child_env, python_command, running_process, web_process
 from tests.support.redis_keys import key_prefix
 from tests.support.services import require_redis
-from tests.support.waiting import wait_until
+from tests.support.waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,6 +64,23 @@ def scrape_text(port: int) -> str:
         check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
     return body.decode()
+
+
+def scrape_once_summed(port: int, proxied: int) -> Samples:
+    """The first scrape of `port` whose proxied 200s sum to `proxied`: a process's own counts are in
+    its scrape at once, the other processes' once they have written them (gateway.metrics.FLUSH_SECONDS).
+    Fails after 10 s, showing the last sum, so a count that never arrives (or overshoots) is seen."""
+    last: list[float] = []
+
+    def summed() -> Samples | None:
+        samples = scrape(port)
+        last[:] = [proxied_ok(samples)]
+        return samples if last[0] == proxied else None
+
+    try:
+        return wait_until(summed, timeout=10, what=f"a scrape of {port} summing {proxied} proxied requests")
+    except WaitTimeout:
+        pytest.fail(f"the scrape of {port} sums {last} proxied requests, not {proxied}")
 
 
 def scrape(port: int) -> Samples:
@@ -179,9 +196,11 @@ def test_every_spec_family_is_there_before_any_traffic_and_adds_up_after(tmp_pat
         counted = [name for (name, _), number in before.items() if name.startswith("sentinel_") and number]
         assert counted == []
 
-        # And when requests go through both processes, either one's scrape sums the two
+        # And when requests go through both processes, either one's scrape sums the two: its own
+        # counts at once, the other process's once it has written them (every FLUSH_SECONDS)
         statuses = [http_request(port, "GET", "/m/x")[0] for port in (first, first, first, second, second)]
-        after_first, after_second = scrape(first), scrape(second)
+
+        after_first, after_second = scrape_once_summed(first, 5), scrape_once_summed(second, 5)
 
     assert statuses == [200] * 5
     for after in (after_first, after_second):
@@ -238,9 +257,9 @@ def test_processes_starting_together_or_later_keep_each_others_counts(tmp_path: 
             for _ in range(index + 1):
                 assert http_request(port, "GET", "/m/x")[0] == 200
         # Then no process emptied the folder under another: the sum is every request of this run
-        assert proxied_ok(scrape(ports[0])) == 6
+        assert proxied_ok(scrape_once_summed(ports[0], 6)) == 6
 
         # and a process that starts while they run joins the run without removing their counts
         with web_process(**env) as late:
             assert http_request(late, "GET", "/m/x")[0] == 200
-            assert proxied_ok(scrape(late)) == 7
+            assert proxied_ok(scrape_once_summed(late, 7)) == 7
