@@ -241,10 +241,17 @@ def _bearer(headers: Mapping[str, str]) -> str | None:
 class Authenticator:
     """Applies a route's auth mode to a request's headers (lower-case names)."""
 
+    # Identities kept for credentials seen again (`_remembered`); past this many, all are forgotten.
+    MAX_REMEMBERED: Final = 10_000
+
     def __init__(self, *, jwt_verifier: JwtVerifier, keys: ApiKeyResolver, tenant_header: str) -> None:
         self.jwt_verifier = jwt_verifier
         self.keys = keys
         self.tenant_header = tenant_header.lower()
+        # credential (a verified token, a KeyInfo) -> (the directory it was resolved in, identity).
+        # A caller sends the same credential on every request: its identity is built once per
+        # directory, which the runtime swaps whole when tenants or deactivated users change.
+        self._identities: dict[object, tuple[TenantDirectory, Identity]] = {}
 
     async def authenticate(
         self, route: RouteSpec, headers: Mapping[str, str], client_ip: str, tenants: TenantDirectory
@@ -276,10 +283,28 @@ class Authenticator:
             return False
         return identity.tenant is None or identity.tenant.uuid != route.tenant_uuid
 
+    def _remembered(self, credential: object, tenants: TenantDirectory) -> Identity | None:
+        known = self._identities.get(credential)
+        return known[1] if known is not None and known[0] is tenants else None
+
+    def _remember(self, credential: object, tenants: TenantDirectory, identity: Identity | AuthFailure) -> None:
+        if isinstance(identity, Identity):
+            if len(self._identities) >= self.MAX_REMEMBERED:
+                self._identities.clear()
+            self._identities[credential] = (tenants, identity)
+
     def _from_jwt(self, token: str, tenants: TenantDirectory) -> Identity | AuthFailure:
-        claims = self.jwt_verifier.verify(token)
+        claims = self.jwt_verifier.verify(token)  # checked every time: a token expires
         if isinstance(claims, AuthFailure):
             return claims
+        known = self._remembered(token, tenants)
+        if known is not None:
+            return known
+        identity = self._jwt_identity(claims, tenants)
+        self._remember(token, tenants, identity)
+        return identity
+
+    def _jwt_identity(self, claims: Mapping[str, object], tenants: TenantDirectory) -> Identity | AuthFailure:
         if str(claims["user_id"]) in tenants.inactive_users:
             return AuthFailure(401, "user_inactive", "This user is deactivated.")
         user = f"user:{claims['user_id']}"
@@ -295,7 +320,12 @@ class Authenticator:
             return AuthFailure(401, "invalid_api_key", "Invalid, revoked or expired API key.")
         if "proxy" not in info.scopes:
             return AuthFailure(403, "insufficient_scope", "This API key lacks the 'proxy' scope.")
-        return self._with_tenant("api_key", info.tenant_uuid, tenants, principal=info.prefix)
+        known = self._remembered(info, tenants)
+        if known is not None:
+            return known
+        identity = self._with_tenant("api_key", info.tenant_uuid, tenants, principal=info.prefix)
+        self._remember(info, tenants, identity)
+        return identity
 
     def _from_header_or_ip(
         self, route: RouteSpec, headers: Mapping[str, str], client_ip: str, tenants: TenantDirectory

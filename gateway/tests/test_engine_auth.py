@@ -317,3 +317,34 @@ def test_a_lookup_begun_before_forget_is_not_cached() -> None:
         return await resolver.resolve(GOOD_KEY)  # a new lookup, not the old answer
 
     assert asyncio.run(scenario()) is None
+
+
+def test_a_remembered_identity_follows_the_directory_it_was_made_in() -> None:
+    # Given one authenticator, a token and a key used again and again
+    route = RouteSpec(id=1, name="r", path_prefix="/r/", targets=("http://a",), auth_mode="jwt_or_api_key")
+    auth = Authenticator(jwt_verifier=JwtVerifier(KEY), keys=ApiKeyResolver(Keys().lookup), tenant_header="x-tenant-id")
+    bearer = {"authorization": f"Bearer {token()}"}
+    keyed = {"x-api-key": GOOD_KEY}
+    moved = TenantInfo(uuid=ACME.uuid, slug="acme", tier="economy")
+
+    async def scenario() -> list[object]:
+        seen: list[object] = []
+        for directory in (
+            TENANTS,
+            TENANTS,
+            # the tenant's tier changed: the runtime loads a new directory
+            TenantDirectory([moved, DORMANT]),
+            # the user was deactivated, then the tenant
+            TenantDirectory([moved, DORMANT], inactive_users=["7"]),
+            TenantDirectory([TenantInfo(uuid=ACME.uuid, slug="acme", tier="economy", active=False)]),
+        ):
+            for headers in (bearer, keyed):
+                identity = await auth.authenticate(route, headers, "203.0.113.5", directory)
+                seen.append(identity.tier if isinstance(identity, Identity) else identity.code)  # type: ignore[union-attr]
+        return seen
+
+    # Then each new directory is seen by the next request, whatever was remembered before it
+    assert asyncio.run(scenario()) == [
+        "vital", "vital", "vital", "vital", "economy", "economy",
+        "user_inactive", "economy", "tenant_inactive", "tenant_inactive",
+    ]  # fmt: skip

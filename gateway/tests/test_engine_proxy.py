@@ -244,3 +244,27 @@ def test_the_breaker_opens_and_answers_without_the_upstream() -> None:
 
     h = run(scenario, breaker=breaker)
     assert [r.decision for r in h.records] == ["upstream_error", "upstream_error", "breaker_open"]
+
+
+def test_a_tenants_new_limits_apply_to_its_next_request() -> None:
+    tight = TenantInfo(uuid=VITAL.uuid, slug="vip", tier="vital", overrides={"BASE_RATE_LIMIT": 1})
+    loose = TenantInfo(uuid=VITAL.uuid, slug="vip", tier="vital", overrides={"BASE_RATE_LIMIT": 50})
+    statuses: list[int] = []
+
+    async def scenario(h: Harness) -> None:
+        # Given a vital tenant limited to 1 request a window (x2 for its tier)
+        h.proxy.state.tenants = TenantDirectory([tight])
+        for _ in range(3):
+            statuses.append((await h.request("GET", "/proxy/x", {"authorization": bearer(tight)}))[0])
+        # When an operator raises its limit (the runtime loads a new directory)
+        h.proxy.state.tenants = TenantDirectory([loose])
+        statuses.append((await h.request("GET", "/proxy/x", {"authorization": bearer(loose)}))[0])
+        # and a route of its own gets a limit of its own
+        route = h.proxy.state.routes.match("/proxy/x")
+        assert route is not None
+        h.proxy.state.routes = RouteTable([replace(route, base_rate_limit=1)])
+        statuses.append((await h.request("GET", "/proxy/x", {"authorization": bearer(loose)}))[0])
+
+    run(scenario)
+    # Then the limits worked out for the first requests were not kept past the change
+    assert statuses == [200, 200, 429, 200, 429]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -66,19 +67,29 @@ def scrape_text(port: int) -> str:
     return body.decode()
 
 
+def scrape_until(port: int, ready: Callable[[Samples], bool], what: str) -> Samples:
+    """The first scrape of `port` that is `ready`: a process's own counts are in its scrape at once,
+    the other processes' once they have written them (gateway.metrics.FLUSH_SECONDS). Fails after
+    10 s, naming `what`."""
+
+    def scraped() -> Samples | None:
+        samples = scrape(port)
+        return samples if ready(samples) else None
+
+    return cast(Samples, wait_until(scraped, timeout=10, what=what))
+
+
 def scrape_once_summed(port: int, proxied: int) -> Samples:
-    """The first scrape of `port` whose proxied 200s sum to `proxied`: a process's own counts are in
-    its scrape at once, the other processes' once they have written them (gateway.metrics.FLUSH_SECONDS).
-    Fails after 10 s, showing the last sum, so a count that never arrives (or overshoots) is seen."""
+    """The first scrape of `port` whose proxied 200s on /m/ sum to `proxied` (`scrape_until`);
+    a count that never arrives, or overshoots, fails the test with the last sum."""
     last: list[float] = []
 
-    def summed() -> Samples | None:
-        samples = scrape(port)
+    def summed(samples: Samples) -> bool:
         last[:] = [proxied_ok(samples)]
-        return samples if last[0] == proxied else None
+        return last[0] == proxied
 
     try:
-        return wait_until(summed, timeout=10, what=f"a scrape of {port} summing {proxied} proxied requests")
+        return scrape_until(port, summed, f"a scrape of {port} summing {proxied} proxied requests")
     except WaitTimeout:
         pytest.fail(f"the scrape of {port} sums {last} proxied requests, not {proxied}")
 
@@ -129,8 +140,16 @@ def test_metrics_add_up_over_two_processes_and_show_limits_and_breakers(tmp_path
         second_statuses = [http_request(second, "GET", "/m/x")[0] for _ in range(1)]
         breaker_statuses = [http_request(second, "GET", "/b/status/503")[0] for _ in range(3)]
         http_request(first, "GET", "/health")
-        # Then one scrape of either process reports the fleet's totals
-        samples = scrape(first)
+        # Then one scrape of either process reports the fleet's totals (once the second has
+        # written its counts)
+        samples = scrape_until(
+            first,
+            lambda samples: (
+                value(samples, "sentinel_http_requests_total", method="GET", route="/b/", status="503") > 2
+                and proxied_ok(samples) > 2
+            ),
+            "the second process's counts in the first one's scrape",
+        )
 
     assert first_statuses == [200, 200, 429, 429]
     assert second_statuses == [200]
@@ -220,14 +239,14 @@ def test_a_new_run_counts_from_zero(tmp_path: Path, upstream: str) -> None:
     with web_process(**env) as port:
         for _ in range(3):
             assert http_request(port, "GET", "/m/x")[0] == 200
-        assert proxied_ok(scrape(port)) == 3
+        assert proxied_ok(scrape_once_summed(port, 3)) == 3
 
     # When the next run starts on the same folder
     with web_process(**env) as port:
         # Then its counters start from zero: the last run's counts are gone, not added in
         assert proxied_ok(scrape(port)) == 0
         assert http_request(port, "GET", "/m/x")[0] == 200
-        assert proxied_ok(scrape(port)) == 1
+        assert proxied_ok(scrape_once_summed(port, 1)) == 1
 
 
 @contextlib.contextmanager
