@@ -11,7 +11,15 @@ from pathlib import Path
 
 from bench.common.markdown import NONE, count, fill, machine, ms, table, utc_now
 from bench.common.scratch import DROPPED_SETTINGS
-from bench.gateway.config import KEY_PREFIX, OTHER_LIMIT, TENANT_LIMITS, WARMUP_ROUNDS, Plan, secs
+from bench.gateway.config import (
+    GOAL_CPU_TIMES_DIRECT,
+    KEY_PREFIX,
+    OTHER_LIMIT,
+    TENANT_LIMITS,
+    WARMUP_ROUNDS,
+    Plan,
+    secs,
+)
 from bench.gateway.figures import (
     TIMES_DIRECT,
     cores,
@@ -218,6 +226,7 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
         "warmup_rounds": WARMUP_ROUNDS,
         "profile_seconds": secs(plan.profile_seconds),
         "other_limit": f"{OTHER_LIMIT:g}",
+        "cpu_goal": f"{GOAL_CPU_TIMES_DIRECT:g}",
         "saturation_table": saturation_table(results.saturation),
         "single_duration": secs(plan.single_duration),
         "single_table": latency_table(results.single, "wrk" if tools.wrk else "gen"),

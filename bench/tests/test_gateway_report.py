@@ -214,7 +214,7 @@ def test_the_reading_opens_with_the_issues_goals() -> None:
 
     assert [line.split(",", 1)[0] for line in lines[:4]] == [
         "- CPU goal",
-        "- With and without the request log (the configurations below",
+        "- With and without the request log (the configurations phase",
         "- Latency goal",
         "- p99 at saturation",
     ]
@@ -225,7 +225,9 @@ def test_the_whole_report_renders_the_multiples_and_the_goals(tmp_path: Path) ->
     section = render(plan(tmp_path), results(), Tools(wrk="/usr/bin/wrk"))
 
     assert section.startswith("<!-- bench:gateway:start -->")
-    assert section.count(TIMES_DIRECT) == 3  # saturation, each run of the variants, their means
+    tables = [line for line in section.splitlines() if line.startswith("| ") and TIMES_DIRECT in line]
+    assert len(tables) == 3  # the saturation table's header, the variants' runs and their means
+    assert f"`{TIMES_DIRECT}` that as a multiple of the direct row's (issue 13's goal: at most 1.8" in section
     assert f"- CPU goal, server CPU per proxied request ≤ 1.8{X}" in section
     assert "--retries 2 --rounds 2`" in section
 
