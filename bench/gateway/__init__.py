@@ -29,7 +29,12 @@ What it does, in order (the module doing each step in brackets; ``common.*`` are
 5. Prints the report and writes it between ``<!-- bench:gateway:start -->`` and
    ``<!-- bench:gateway:end -->`` in ``docs/benchmarks.md`` (other sections stay as they are):
    ``report.md.tmpl`` and ``sentences.md.tmpl`` hold its prose, ``report`` and ``reading`` its
-   figures; ``common.cli`` writes it. ``--quick`` is a smoke test: short runs, nothing written.
+   figures; ``common.cli`` writes it. Then prints the README's performance summary (the direct,
+   nginx and Sentinel rows, Sentinel with and without the request log, each one's CPU per request
+   as a multiple of the direct row's, and issue 13's goals: ``summary.md.tmpl``) and writes it
+   between ``<!-- bench:gateway-summary:start -->`` and ``...:end -->`` in ``README.md`` (only
+   with the default ``--docs``, or where ``--readme`` says). ``--quick`` is a smoke test: short
+   runs, nothing written.
 
 Every process it starts is stopped at the end (SIGTERM, then SIGKILL), and the scratch database
 and Redis keys are dropped. It exits non-zero with a message when something fails, and when

@@ -13,6 +13,8 @@ from bench.gateway.measure import Row, VariantRow
 
 SENTENCES = Sentences(Path(__file__).with_name("sentences.md.tmpl"))
 say = SENTENCES.say
+# The column of CPU per request as a multiple of the direct row's (the mock upstream alone).
+TIMES_DIRECT = "\N{MULTIPLICATION SIGN} direct"
 
 
 def cores(row: Row, name: str) -> str:
@@ -25,6 +27,25 @@ def us_per_request(row: Row) -> float:
     return row.cores["srv"] / row.load.rps * 1e6
 
 
+def times(us: float, direct_us: float | None) -> float | None:
+    """`us` (CPU µs per request) as a multiple of the direct row's, or None without that row (or
+    when it served nothing)."""
+    return us / direct_us if direct_us else None
+
+
+def times_cell(ratio: float | None) -> str:
+    """A `TIMES_DIRECT` cell: `1.83`, or an empty cell."""
+    return NONE if ratio is None else f"{ratio:.2f}"
+
+
+def direct_us(rows: list[Row]) -> float | None:
+    """The direct row's server CPU µs per request (the mock upstream serving the load generator
+    itself): the unit of every `TIMES_DIRECT` figure; None when there is no direct row or it served
+    nothing."""
+    direct = find_row(rows, "direct")
+    return us_per_request(direct) if direct is not None and direct.load.rps else None
+
+
 def find_row(rows: list[Row], target: str, processes: str | None = None) -> Row | None:
     """The first row of `target` (with `processes`, when given)."""
     return next((r for r in rows if r.target == target and processes in (None, r.processes)), None)
@@ -32,12 +53,13 @@ def find_row(rows: list[Row], target: str, processes: str | None = None) -> Row 
 
 @dataclass(frozen=True)
 class VariantFigures:
-    """A configuration's figures over its rounds: mean req/s, mean server CPU µs per request, and
-    the spread of its rates, (max - min) / mean."""
+    """A configuration's figures over its rounds: mean req/s, mean server CPU µs per request, the
+    spread of its rates, (max - min) / mean, and the mean of its p99s (ms)."""
 
     rps: float
     us: float
     spread: float
+    p99_ms: float
 
 
 def variant_summary(rows: list[VariantRow]) -> list[tuple[str, VariantFigures]]:
@@ -51,5 +73,6 @@ def variant_summary(rows: list[VariantRow]) -> list[tuple[str, VariantFigures]]:
         rates = [run.load.rps for run in runs]
         mean = statistics.fmean(rates)
         us = statistics.fmean(us_per_request(run) for run in runs)
-        summary.append((name, VariantFigures(mean, us, (max(rates) - min(rates)) / mean)))
+        p99 = statistics.fmean(run.load.p99_ms for run in runs)
+        summary.append((name, VariantFigures(mean, us, (max(rates) - min(rates)) / mean, p99)))
     return summary

@@ -11,28 +11,59 @@ from pathlib import Path
 
 from bench.common.markdown import NONE, count, fill, machine, ms, table, utc_now
 from bench.common.scratch import DROPPED_SETTINGS
-from bench.gateway.config import KEY_PREFIX, OTHER_LIMIT, TENANT_LIMITS, WARMUP_ROUNDS, Plan, secs
-from bench.gateway.figures import cores, find_row, say, us_per_request, variant_summary
+from bench.gateway.config import (
+    GOAL_CPU_TIMES_DIRECT,
+    KEY_PREFIX,
+    OTHER_LIMIT,
+    TENANT_LIMITS,
+    WARMUP_ROUNDS,
+    Plan,
+    secs,
+)
+from bench.gateway.figures import (
+    TIMES_DIRECT,
+    cores,
+    direct_us,
+    find_row,
+    say,
+    times,
+    times_cell,
+    us_per_request,
+    variant_summary,
+)
 from bench.gateway.measure import Results, Row, VariantRow
 from bench.gateway.profile import Profile
-from bench.gateway.reading import reading
+from bench.gateway.reading import cpu_goal, latency, p99, reading
 from bench.gateway.tools import Tools, versions
-from bench.gateway.variants import OFF
+from bench.gateway.variants import NO_LOG, OFF
 
 TEMPLATE_PATH = Path(__file__).with_name("report.md.tmpl")
+# The README's performance figures (between `<!-- bench:gateway-summary:start/end -->`).
+SUMMARY_PATH = Path(__file__).with_name("summary.md.tmpl")
+SUMMARY_NAME = "gateway-summary"
+
+
+def _cpu_cells(row: Row, direct: float | None) -> list[str]:
+    """A row's `srv CPU µs/req` and `TIMES_DIRECT` cells (empty when it served nothing)."""
+    if not row.load.rps:
+        return [NONE, NONE]
+    us = us_per_request(row)
+    return [count(us), times_cell(times(us, direct))]
 
 
 def saturation_table(rows: list[Row]) -> str:
-    """Closed-loop rows: rate, latency, failures, cores per column and the server's µs/request."""
+    """Closed-loop rows: rate, latency, failures, cores per column, the server's µs/request and
+    that as a multiple of the direct row's (`TIMES_DIRECT`)."""
     headers = ["target", "processes", "rps", "p50 ms", "p99 ms", "non-2xx", "srv cores", "upstream cores"]
-    headers += ["redis cores", "wrk cores", "other cores", "box cores", "srv CPU µs/req"]
+    headers += ["redis cores", "wrk cores", "other cores", "box cores", "srv CPU µs/req", TIMES_DIRECT]
+    direct = direct_us(rows)
     body = []
     for row in rows:
         load = row.load
         body.append([row.target, row.processes, count(load.rps), ms(load.p50_ms), ms(load.p99_ms)])
         body[-1].append(str(load.non2xx + load.socket_errors))
         body[-1] += [cores(row, name) for name in ("srv", "upstream", "redis", "gen", "other", "box")]
-        body[-1].append(count(us_per_request(row)) if load.rps else NONE)
+        body[-1] += _cpu_cells(row, direct)
     return table(headers, body)
 
 
@@ -50,19 +81,21 @@ def latency_table(rows: list[Row], gen_label: str) -> str:
     return table(headers, body)
 
 
-def variants_tables(rows: list[VariantRow]) -> str:
-    """Every run of the variants phase in the order it ran, then each configuration over its rounds."""
+def variants_tables(rows: list[VariantRow], direct: float | None) -> str:
+    """Every run of the variants phase in the order it ran, then each configuration over its
+    rounds; `TIMES_DIRECT` against `direct`, the direct row's CPU µs per request in the saturation
+    phase of the same run (None: no such row, empty cells)."""
     if not rows:
         return say("variants.skipped")
     headers = ["round", "configuration", "rps", "p50 ms", "p99 ms", "non-2xx", "srv cores", "sink cores"]
-    headers += ["other cores", "box cores", "load avg (1 min)", "srv CPU µs/req"]
+    headers += ["other cores", "box cores", "load avg (1 min)", "srv CPU µs/req", TIMES_DIRECT]
     body = []
     for run in rows:
         row, load = run.row, run.row.load
         body.append([str(run.round), row.target, count(load.rps), ms(load.p50_ms), ms(load.p99_ms)])
         body[-1] += [str(load.non2xx + load.socket_errors), cores(row, "srv"), cores(row, "sink")]
         body[-1] += [cores(row, "other"), cores(row, "box"), f"{run.load_average:.2f}"]
-        body[-1].append(count(us_per_request(row)) if load.rps else NONE)
+        body[-1] += _cpu_cells(row, direct)
     summary = variant_summary(rows)
     off = dict(summary).get(OFF)
     means = []
@@ -70,9 +103,62 @@ def variants_tables(rows: list[VariantRow]) -> str:
         change = f"{100 * (figures.rps / off.rps - 1):+.1f} %" if off else NONE
         added = f"{figures.us - off.us:+,.0f}" if off else NONE
         means.append([name, count(figures.rps), f"{100 * figures.spread:.1f} %", change, count(figures.us), added])
+        means[-1].append(times_cell(times(figures.us, direct)))
     headers_means = ["configuration", "rps (mean)", "rps spread", "rps vs tracing off", "srv CPU µs/req (mean)"]
-    headers_means.append("µs/req vs tracing off")
+    headers_means += ["µs/req vs tracing off", TIMES_DIRECT]
     return table(headers, body) + "\n\n" + table(headers_means, means)
+
+
+def summary_table(results: Results) -> str:
+    """The README's rows: direct, nginx and Sentinel (1 process) of the saturation phase, then
+    Sentinel with and without the request log in the configurations phase (means over the rounds):
+    rate, server CPU µs per request, that as a multiple of the direct row's, p99."""
+    direct = direct_us(results.saturation)
+    headers = ["target", "configuration", "rps", "srv CPU µs/req", TIMES_DIRECT, "p99 ms"]
+    body = []
+    for target, processes, label in (
+        ("direct", None, "the mock upstream alone"),
+        ("nginx", None, "1 worker, in front of the mock"),
+        ("sentinel", "1", "1 process, every check on, the request log included"),
+    ):
+        row = find_row(results.saturation, target, processes)
+        if row is not None:
+            body.append([target, label, count(row.load.rps), *_cpu_cells(row, direct), ms(row.load.p99_ms)])
+    summary = dict(variant_summary(results.variants))
+    rounds = max((run.round for run in results.variants), default=0)
+    for name in (OFF, NO_LOG):
+        figures = summary.get(name)
+        if figures is not None:
+            label = f"1 process, `{name}`: mean of {rounds} round{'s' if rounds > 1 else ''}"
+            cells = [count(figures.us), times_cell(times(figures.us, direct))]
+            body.append(["sentinel", label, count(figures.rps), *cells, ms(figures.p99_ms)])
+    return table(headers, body, left=2)
+
+
+def render_summary(plan: Plan, results: Results) -> str:
+    """The README's section, markers included: the run's command, the summary table, and the
+    goals' bullets of the reading (CPU, added p50, p99)."""
+    one = find_row(results.saturation, "sentinel", "1")
+    bullets = cpu_goal(results, one) if one else []
+    bullets += latency(results)
+    bullets += p99(results, one, plan.connections) if one else []
+    command = f".venv/bin/python -m bench.gateway --duration {secs(plan.duration)} --connections {plan.connections}"
+    figures = {
+        "command": f"{command} --retries {plan.retries}{_options(plan)}",
+        "date": utc_now(),
+        "commit": results.code.describe() if results.code else "?",
+        "nproc": os.cpu_count() or 1,
+        "connections": plan.connections,
+        "table": summary_table(results),
+        "reading": "\n".join(bullets),
+    }
+    return fill(SUMMARY_PATH, figures)
+
+
+def _options(plan: Plan) -> str:
+    """The command line's options after `--retries`: the configurations phase's."""
+    options = " --no-variants" if not plan.variants else f" --rounds {plan.rounds}"
+    return options + (f" --baseline {plan.baseline}" if plan.baseline and plan.variants else "")
 
 
 def profile_section(profile: Profile | None, top: int = 10) -> str:
@@ -140,6 +226,7 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
         "warmup_rounds": WARMUP_ROUNDS,
         "profile_seconds": secs(plan.profile_seconds),
         "other_limit": f"{OTHER_LIMIT:g}",
+        "cpu_goal": f"{GOAL_CPU_TIMES_DIRECT:g}",
         "saturation_table": saturation_table(results.saturation),
         "single_duration": secs(plan.single_duration),
         "single_table": latency_table(results.single, "wrk" if tools.wrk else "gen"),
@@ -147,9 +234,8 @@ def render(plan: Plan, results: Results, tools: Tools) -> str:
         "half_table": latency_table(results.half, "gen"),
         "profile": profile_section(results.profile),
         "rounds": plan.rounds,
-        "options": (" --no-variants" if not plan.variants else f" --rounds {plan.rounds}")
-        + (f" --baseline {plan.baseline}" if plan.baseline and plan.variants else ""),
-        "variants_tables": variants_tables(results.variants),
-        "reading": "\n".join(reading(results, nproc, "wrk" if tools.wrk else "Python")),
+        "options": _options(plan),
+        "variants_tables": variants_tables(results.variants, direct_us(results.saturation)),
+        "reading": "\n".join(reading(results, nproc, "wrk" if tools.wrk else "Python", plan.connections)),
     }
     return fill(TEMPLATE_PATH, figures)
