@@ -159,10 +159,10 @@ class RequestCounts:
             histogram = http_request_duration.labels(route)
             # prometheus_client keeps a histogram as one value per bucket (not cumulative) and its
             # sum: what observe() increments. Pinned version; a test compares with observe().
-            for bucket, count in zip(histogram._buckets, counts, strict=False):  # type: ignore[attr-defined]
-                if count:
-                    bucket.inc(count)
-            histogram._sum.inc(counts[-1] / 1000)  # type: ignore[attr-defined]
+            for bucket, observations in zip(histogram._buckets, counts, strict=False):
+                if observations:
+                    bucket.inc(observations)
+            histogram._sum.inc(counts[-1] / 1000)
         for decision, count in pending.decisions.items():
             gateway_decisions.labels(decision).inc(count)
         for outcome, count in pending.slo.items():
