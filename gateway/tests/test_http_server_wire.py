@@ -109,6 +109,9 @@ class _App:
             await send({"type": "http.response.body", "body": b""})
 
 
+_servers: list[uvicorn.Server] = []  # the fixture's, for a test that stops its server
+
+
 @pytest.fixture
 def served() -> Iterator[tuple[int, _App, list[int]]]:
     """(port, app, write calls per connection) of a uvicorn server running Sentinel's protocol."""
@@ -135,12 +138,14 @@ def served() -> Iterator[tuple[int, _App, list[int]]]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="wire-test-server", daemon=True)
     thread.start()
+    _servers.append(server)
     try:
         wait_until(lambda: server.started, timeout=_TIMEOUT_S, what="uvicorn to listen")
         yield port, app, counts
     finally:
         server.should_exit = True
         thread.join(_TIMEOUT_S)
+        _servers.remove(server)
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -297,3 +302,31 @@ def test_a_tab_in_a_header_value_is_written_as_it_is(served: tuple[int, _App, li
     # HTAB is allowed in a field value (RFC 9110 5.5).
     assert received == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-note: a\tb\r\nconnection: close\r\n\r\nok"
     assert app.errors == []
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_graceful_shutdown_lets_the_response_in_flight_finish(served: tuple[int, _App, list[int]]) -> None:
+    port, app, _ = served
+    server_thread = next(thread for thread in threading.enumerate() if thread.name == "wire-test-server")
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"  # a keep-alive connection when it started
+
+    with socket.create_connection(("127.0.0.1", port), timeout=_TIMEOUT_S) as sock:
+        sock.sendall(_get("/late", close=False))
+        assert _read_exactly(sock, len(head)) == head
+        server = next(obj for obj in _servers if obj.config.port == port)
+        server.should_exit = True  # what uvicorn's SIGTERM handler does
+        wait_until(lambda: _refused(port), timeout=_TIMEOUT_S, what="the server to stop listening")
+        assert app.loop is not None and app.release is not None
+        app.loop.call_soon_threadsafe(app.release.set)
+        # The body, then the end of the connection: no more requests on it.
+        assert _read_all(sock) == b"late"
+
+    server_thread.join(_TIMEOUT_S)
+    assert not server_thread.is_alive()
