@@ -383,9 +383,9 @@ class SentinelCycle(RequestResponseCycle):
         if self.access_log:
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
-                get_client_addr(self.scope),  # type: ignore[arg-type]
+                get_client_addr(self.scope),
                 self.scope["method"],
-                get_path_with_query_string(self.scope),  # type: ignore[arg-type]
+                get_path_with_query_string(self.scope),
                 self.scope["http_version"],
                 status,
             )
