@@ -389,62 +389,67 @@ class SentinelCycle(RequestResponseCycle):
                 self.scope["http_version"],
                 status,
             )
-        lines = [STATUS_LINE[status]]
-        line_ends = 2  # the status line's CRLF and the empty line's
+        # Laid out as status line, then "\r\nname: " and value per header, then "\r\n\r\n": two
+        # list items per header, with each name's prefix made once (`_HEADER_PREFIXES`).
+        lines = [_STATUS_LINES[status]]
         chunked: bool | None = None
         length = 0
         keep_alive = self.keep_alive
         has_connection_close = False
+        prefix_of = _HEADER_PREFIXES.get
         for raw_name, value in (*self.default_headers, *headers) if self.default_headers else headers:
-            name = _HEADER_NAMES.get(raw_name) or _checked_name(raw_name)
-            if name in _FRAMING_HEADERS:
-                if name == b"content-length":
+            prefix = prefix_of(raw_name) or _header_prefix(raw_name)
+            if prefix in _FRAMING_PREFIXES:
+                if prefix == b"\r\ncontent-length: ":
                     if chunked is None:
                         length = int(value.decode())
                         chunked = False
-                elif name == b"transfer-encoding":
+                elif prefix == b"\r\ntransfer-encoding: ":
                     if value.lower() == b"chunked":
                         length = 0
                         chunked = True
                 elif b"close" in [token.lower().strip() for token in value.split(b",")]:  # connection
                     keep_alive = False
                     has_connection_close = True
-            lines += (name, b": ", value, b"\r\n")
-            line_ends += 1
+            lines += (prefix, value)
+        line_ends = (len(lines) - 1) // 2 + 2  # one CRLF before each header line, two at the end
         if not keep_alive and not has_connection_close:
-            lines.append(b"connection: close\r\n")
+            lines.append(b"\r\nconnection: close")
             line_ends += 1
         if chunked is None and self.scope["method"] != "HEAD" and status not in (204, 304):
             chunked = True
-            lines.append(b"transfer-encoding: chunked\r\n")
+            lines.append(b"\r\ntransfer-encoding: chunked")
             line_ends += 1
-        lines.append(b"\r\n")
+        lines.append(b"\r\n\r\n")
         head = b"".join(lines)
-        # Every line above ends in the one CRLF put there (names are tokens): any other CR or LF
-        # came in a value.
+        # Every CRLF above was put there (names are tokens): any other CR or LF came in a value.
         if _VALUE_CONTROL.search(head) or head.count(b"\n") != line_ends or head.count(b"\r") != line_ends:
             raise RuntimeError("Invalid HTTP header value.")
         self.chunked_encoding, self.expected_content_length, self.keep_alive = chunked, length, keep_alive
         return head
 
 
-# Lower-cased header names already checked to be tokens (RFC 9110 5.1): a dict look-up instead
-# of a regex per header. Bounded: names past the bound are checked every time.
-_HEADER_NAMES: dict[bytes, bytes] = {}
-_HEADER_NAMES_MAX: Final = 1024
-_FRAMING_HEADERS: Final = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+# Status lines without their CRLF (`SentinelCycle._build_head` puts one before each header line).
+_STATUS_LINES: Final = {status: line[:-2] for status, line in STATUS_LINE.items()}
+# "\r\n" + lower-cased name + ": " for header names already checked to be tokens (RFC 9110 5.1):
+# a dict look-up instead of a regex per header. Bounded: names past the bound are checked and
+# built every time.
+_HEADER_PREFIXES: dict[bytes, bytes] = {}
+_HEADER_PREFIXES_MAX: Final = 1024
+_FRAMING_PREFIXES: Final = frozenset((b"\r\ncontent-length: ", b"\r\ntransfer-encoding: ", b"\r\nconnection: "))
 # Control characters other than HTAB, CR and LF (those two are counted line by line instead).
 _VALUE_CONTROL: Final = re.compile(b"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def _checked_name(name: bytes) -> bytes:
-    """`name` lower-cased if it is a non-empty token, else RuntimeError (uvicorn's message)."""
+def _header_prefix(name: bytes) -> bytes:
+    """``b"\\r\\n" + name.lower() + b": "`` if `name` is a non-empty token, else RuntimeError
+    (uvicorn's message)."""
     if not name or HEADER_RE.search(name):
         raise RuntimeError("Invalid HTTP header name.")
-    lower = name.lower()
-    if len(_HEADER_NAMES) < _HEADER_NAMES_MAX:
-        _HEADER_NAMES[name] = lower
-    return lower
+    prefix = b"\r\n" + name.lower() + b": "
+    if len(_HEADER_PREFIXES) < _HEADER_PREFIXES_MAX:
+        _HEADER_PREFIXES[name] = prefix
+    return prefix
 
 
 def refusal_for(exc: httptools.HttpParserError, data: bytes) -> RequestRefused:
