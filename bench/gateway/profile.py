@@ -30,6 +30,8 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*)\)$")
 # every update (core/prometheus.py).
 _METRICS_PREFIXES = ("prometheus_client/", "observability/", "gateway/metrics.py", "core/prometheus.py")
 _METRICS = f"Prometheus metrics ({', '.join(_METRICS_PREFIXES)})"
+# uvicorn and Sentinel's protocol class and response cycle, which replace parts of it.
+_HTTP_SERVER = "HTTP server (uvicorn/, gateway/http_server.py)"
 # First match wins: the Redis client is Sentinel's own code, but listed apart from the rest of the
 # engine (its time includes hiredis' C parser and packer, and the socket writes it makes).
 AREAS = (
@@ -38,7 +40,8 @@ AREAS = (
     ("aiohttp/", "aiohttp (client to the upstream)"),
     *((prefix, _METRICS) for prefix in _METRICS_PREFIXES),
     ("redis/", "redis-py"),
-    ("uvicorn/", "uvicorn (HTTP server)"),
+    ("uvicorn/", _HTTP_SERVER),
+    ("gateway/http_server", _HTTP_SERVER),
     ("jwt/", "PyJWT"),
     ("asyncio/", "asyncio and uvloop (event loop, sockets)"),
 )

@@ -30,7 +30,9 @@ class Command(BaseCommand):
             workers=options["workers"],
             loop="uvloop",
             # uvicorn's httptools protocol, answering what it refuses (parser errors, oversized
-            # targets and heads, ambiguous requests) with Sentinel's JSON error: gateway/http_server.py.
+            # targets and heads, ambiguous requests) with Sentinel's JSON error, and writing a
+            # response's head and one-message body in one socket write: gateway/http_server.py.
+            # (granian was measured in its place and not taken: docs/benchmarks.md.)
             http="gateway.http_server:SentinelHttpProtocol",
             # The sans-I/O implementation: the legacy one is deprecated in uvicorn 0.54.
             ws="websockets-sansio",

@@ -1,0 +1,332 @@
+"""The bytes `SentinelHttpProtocol` writes for an application's responses (issue 13, lever 1).
+
+A real uvicorn server (uvloop) on a free port, in a thread of the test process, serves the ASGI
+app below through Sentinel's protocol class; the tests speak raw HTTP/1.1 on a socket and compare
+what arrives byte for byte: a Content-Length body, chunked streaming, HEAD, 204, 304, keep-alive,
+pipelining, HTTP/1.0, and header values with CR, LF or NUL from the application, which must never
+reach the wire. The protocol's transport is wrapped to count its write calls, so that "one write
+per response whose body is one message" is checked where it happens (the socket could merge two
+writes in one segment, or split one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from gateway.http_server import SentinelHttpProtocol
+from tests.support.net import free_port
+from tests.support.waiting import wait_until
+
+_TIMEOUT_S = 15.0
+
+
+class _CountingTransport:
+    """The real transport, with its ``write``/``writelines`` calls counted per connection."""
+
+    def __init__(self, transport: asyncio.Transport, counts: list[int]) -> None:
+        self._transport = transport
+        self._counts = counts
+        counts.append(0)
+        self._index = len(counts) - 1
+
+    def write(self, data: Any) -> None:
+        self._counts[self._index] += 1
+        self._transport.write(data)
+
+    def writelines(self, parts: Any) -> None:
+        self._counts[self._index] += 1
+        self._transport.writelines(parts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _App:
+    """Answers by path; `release` lets a response held at `/late` go on (set from the test)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.release: asyncio.Event | None = None
+        self.errors: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        self.loop = asyncio.get_running_loop()
+        path = scope["path"]
+        if path == "/cl":
+            headers = [(b"Content-Type", b"text/plain"), (b"content-length", b"5")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"hello"})
+        elif path == "/cl-parts":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+            await send({"type": "http.response.body", "body": b"hello", "more_body": True})
+            await send({"type": "http.response.body", "body": b"world"})
+        elif path == "/chunked":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"x-kind", b"stream")]})
+            for part in (b"a", b"", b"bcd"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/late":
+            self.release = asyncio.Event()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+            await self.release.wait()  # the head must reach the client meanwhile
+            await send({"type": "http.response.body", "body": b"late"})
+        elif path == "/204":
+            await send({"type": "http.response.start", "status": 204, "headers": [(b"x-a", b"1")]})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/304":
+            await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", b'"v1"')]})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/close":
+            headers = [(b"content-length", b"2"), (b"Connection", b"close")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"ok"})
+        elif path == "/bad-value":
+            value = scope["query_string"]
+            for word, character in ((b"CR", b"\r"), (b"LF", b"\n"), (b"NUL", b"\x00"), (b"TAB", b"\t")):
+                value = value.replace(word, character)
+            headers = [(b"content-length", b"2"), (b"x-note", value)]
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": b"ok"})
+            except RuntimeError as exc:
+                self.errors.append(str(exc))
+                raise
+        elif path == "/bad-name":
+            headers = [(b"x note", b"1"), (b"content-length", b"2")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"ok"})
+        else:
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+
+
+_servers: list[uvicorn.Server] = []  # the fixture's, for a test that stops its server
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[int, _App, list[int]]]:
+    """(port, app, write calls per connection) of a uvicorn server running Sentinel's protocol."""
+    app = _App()
+    counts: list[int] = []
+
+    class Counting(SentinelHttpProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(_CountingTransport(transport, counts))  # type: ignore[arg-type]
+
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http=Counting,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        date_header=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="wire-test-server", daemon=True)
+    thread.start()
+    _servers.append(server)
+    try:
+        wait_until(lambda: server.started, timeout=_TIMEOUT_S, what="uvicorn to listen")
+        yield port, app, counts
+    finally:
+        server.should_exit = True
+        thread.join(_TIMEOUT_S)
+        _servers.remove(server)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    received = b""
+    while len(received) < size:
+        chunk = sock.recv(size - len(received))
+        assert chunk, f"closed after {received!r}"
+        received += chunk
+    return received
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    """Everything the server writes for `request` until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=_TIMEOUT_S) as sock:
+        sock.sendall(request)
+        return _read_all(sock)
+
+
+def _get(path: str, *, method: str = "GET", close: bool = True) -> bytes:
+    connection = b"Connection: close\r\n" if close else b""
+    return f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n".encode() + connection + b"\r\n"
+
+
+CL_RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello"
+
+
+def test_a_body_in_one_message_goes_out_with_its_head_in_one_write(served: tuple[int, _App, list[int]]) -> None:
+    port, _, counts = served
+
+    received = _exchange(port, _get("/cl"))
+
+    # Names lower-cased (as uvicorn writes them), connection: close added for the closing connection.
+    assert received == CL_RESPONSE.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
+    assert counts == [1]
+
+
+def test_a_body_in_parts_is_written_as_it_comes(served: tuple[int, _App, list[int]]) -> None:
+    port, _, counts = served
+
+    received = _exchange(port, _get("/cl-parts"))
+
+    assert received == b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nhelloworld"
+    assert counts == [2]  # the head with the first part, then the second
+
+
+def test_a_response_without_length_is_chunked(served: tuple[int, _App, list[int]]) -> None:
+    port, _, _ = served
+
+    received = _exchange(port, _get("/chunked"))
+
+    assert received == (
+        b"HTTP/1.1 200 OK\r\nx-kind: stream\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"1\r\na\r\n3\r\nbcd\r\n0\r\n\r\n"
+    )
+
+
+def test_the_head_is_not_held_back_while_the_application_waits(served: tuple[int, _App, list[int]]) -> None:
+    port, app, _ = served
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\n"
+
+    with socket.create_connection(("127.0.0.1", port), timeout=_TIMEOUT_S) as sock:
+        sock.sendall(_get("/late"))
+        # The application is parked until the test releases it: the head arrives on its own.
+        assert _read_exactly(sock, len(head)) == head
+        assert app.loop is not None and app.release is not None
+        app.loop.call_soon_threadsafe(app.release.set)
+        assert _read_all(sock) == b"late"
+
+
+def test_head_204_and_304_carry_no_body(served: tuple[int, _App, list[int]]) -> None:
+    port, _, counts = served
+
+    head = _exchange(port, _get("/cl", method="HEAD"))
+    no_content = _exchange(port, _get("/204"))
+    not_modified = _exchange(port, _get("/304"))
+
+    assert head == b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
+    assert no_content == b"HTTP/1.1 204 No Content\r\nx-a: 1\r\nconnection: close\r\n\r\n"
+    assert not_modified == b'HTTP/1.1 304 Not Modified\r\netag: "v1"\r\nconnection: close\r\n\r\n'
+    assert counts == [1, 1, 1]
+
+
+def test_keep_alive_and_pipelined_requests_get_their_responses_in_order(served: tuple[int, _App, list[int]]) -> None:
+    port, _, counts = served
+
+    with socket.create_connection(("127.0.0.1", port), timeout=_TIMEOUT_S) as sock:
+        sock.sendall(_get("/cl", close=False))
+        first = _read_exactly(sock, len(CL_RESPONSE))
+        sock.sendall(_get("/cl", close=False))
+        second = _read_exactly(sock, len(CL_RESPONSE))
+        # Three requests in one segment: answered one after the other, the last one closing.
+        sock.sendall(_get("/cl-parts", close=False) + _get("/chunked", close=False) + _get("/cl"))
+        pipelined = _read_all(sock)
+
+    assert first == second == CL_RESPONSE
+    assert pipelined == (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhelloworld"
+        b"HTTP/1.1 200 OK\r\nx-kind: stream\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n3\r\nbcd\r\n0\r\n\r\n"
+        + CL_RESPONSE.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
+    )
+    # /cl twice in one write each, /cl-parts in two, /chunked in three (head + "a", "bcd", the
+    # last chunk: the empty part writes nothing), /cl once more.
+    assert counts == [1 + 1 + 2 + 3 + 1]
+
+
+def test_http10_and_the_applications_connection_close_end_the_connection(served: tuple[int, _App, list[int]]) -> None:
+    port, _, _ = served
+
+    old = _exchange(port, b"GET /cl HTTP/1.0\r\n\r\n")
+    closing = _exchange(port, _get("/close", close=False))
+
+    assert old == CL_RESPONSE.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
+    assert closing == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+
+
+SERVER_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n"
+    b"connection: close\r\n\r\nInternal Server Error"
+)
+
+
+@pytest.mark.parametrize("value", ["aCRLFx-injected:%201", "aLFx-injected:%201", "aCRx", "aNULb"])
+def test_a_header_value_with_cr_lf_or_nul_never_reaches_the_wire(
+    served: tuple[int, _App, list[int]], value: str
+) -> None:
+    port, app, _ = served
+
+    received = _exchange(port, _get(f"/bad-value?{value}"))
+
+    # uvicorn's rule: the application's error, answered 500 since nothing was written yet.
+    assert received == SERVER_ERROR
+    assert app.errors == ["Invalid HTTP header value."]
+
+
+def test_a_header_name_that_is_not_a_token_is_refused(served: tuple[int, _App, list[int]]) -> None:
+    port, _, _ = served
+
+    assert _exchange(port, _get("/bad-name")) == SERVER_ERROR
+
+
+def test_a_tab_in_a_header_value_is_written_as_it_is(served: tuple[int, _App, list[int]]) -> None:
+    port, app, _ = served
+
+    received = _exchange(port, _get("/bad-value?aTABb"))
+
+    # HTAB is allowed in a field value (RFC 9110 5.5).
+    assert received == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-note: a\tb\r\nconnection: close\r\n\r\nok"
+    assert app.errors == []
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_graceful_shutdown_lets_the_response_in_flight_finish(served: tuple[int, _App, list[int]]) -> None:
+    port, app, _ = served
+    server_thread = next(thread for thread in threading.enumerate() if thread.name == "wire-test-server")
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"  # a keep-alive connection when it started
+
+    with socket.create_connection(("127.0.0.1", port), timeout=_TIMEOUT_S) as sock:
+        sock.sendall(_get("/late", close=False))
+        assert _read_exactly(sock, len(head)) == head
+        server = next(obj for obj in _servers if obj.config.port == port)
+        server.should_exit = True  # what uvicorn's SIGTERM handler does
+        wait_until(lambda: _refused(port), timeout=_TIMEOUT_S, what="the server to stop listening")
+        assert app.loop is not None and app.release is not None
+        app.loop.call_soon_threadsafe(app.release.set)
+        # The body, then the end of the connection: no more requests on it.
+        assert _read_all(sock) == b"late"
+
+    server_thread.join(_TIMEOUT_S)
+    assert not server_thread.is_alive()
