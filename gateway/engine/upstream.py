@@ -46,6 +46,7 @@ Plain asyncio, no Django.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import socket
@@ -276,18 +277,14 @@ class UpstreamPool:
         slots = self._hosts.get(key)
         if slots is None:
             slots = self._hosts[key] = _HostSlots()
-        idle = slots.idle
-        now = loop.time()
-        while idle:
-            conn = idle.pop()
-            if conn.usable() and now - conn.idle_since < self._keepalive_timeout:
-                slots.in_use += 1
-                self._taken += 1
-                self._busy.add(conn)
+        while True:
+            conn = self._reuse(slots, loop.time())
+            if conn is not None:
                 return conn
-            conn.abort()
-        if self._taken >= self._limit or slots.in_use >= self._limit_per_host:
-            await self._wait_for_slot(key, slots, deadline)
+            if self._taken < self._limit and slots.in_use < self._limit_per_host:
+                break
+            # Wait for a connection to be handed back: it may come back idle, or free a slot.
+            await self._wait_for_slot(key, deadline)
         slots.in_use += 1
         self._taken += 1
         try:
@@ -301,30 +298,45 @@ class UpstreamPool:
         self._busy.add(conn)
         return conn
 
-    async def _wait_for_slot(self, key: Key, slots: _HostSlots, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout_at(deadline):
-            while self._taken >= self._limit or slots.in_use >= self._limit_per_host:
-                waiter = loop.create_future()
-                entry = (key, waiter)
-                self._waiters.append(entry)
-                try:
-                    await waiter
-                except BaseException:
-                    if waiter.done() and not waiter.cancelled():
-                        self._wake_waiter()  # woken but leaving: pass the free slot on
-                    raise
-                finally:
-                    if entry in self._waiters:
-                        self._waiters.remove(entry)
+    def _reuse(self, slots: _HostSlots, now: float) -> UpstreamConnection | None:
+        """The newest idle connection still fit for use, checked out; None when there is none."""
+        idle = slots.idle
+        while idle:
+            conn = idle.pop()
+            if conn.usable() and now - conn.idle_since < self._keepalive_timeout:
+                slots.in_use += 1
+                self._taken += 1
+                self._busy.add(conn)
+                return conn
+            conn.abort()
+        return None
+
+    async def _wait_for_slot(self, key: Key, deadline: float) -> None:
+        """Waits until a connection of ``key`` is handed back or a slot frees (TimeoutError at
+        ``deadline``)."""
+        waiter = asyncio.get_running_loop().create_future()
+        entry = (key, waiter)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._wake_waiter()  # woken but leaving: pass the turn on
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
 
     def _wake_waiter(self) -> None:
-        """Wakes the oldest waiter whose key has room now (it checks again when it runs)."""
-        if self._taken >= self._limit:
-            return
+        """Wakes the oldest waiter that may go on now: one whose key has an idle connection, or
+        room for a new one (it checks again when it runs)."""
+        room = self._taken < self._limit
         for key, waiter in self._waiters:
+            if waiter.done():
+                continue
             slots = self._hosts.get(key)
-            if not waiter.done() and (slots is None or slots.in_use < self._limit_per_host):
+            if slots is None or slots.idle or (room and slots.in_use < self._limit_per_host):
                 waiter.set_result(None)
                 return
 
