@@ -104,7 +104,8 @@ def request_head(method: bytes, target: bytes, host: bytes, headers: Sequence[He
     parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
-    if _FORBIDDEN_IN_HEAD.search(b"".join(parts[i] for i in range(0, len(parts), 2))):
+    # The even places hold the method, the target, Host, and every name and value.
+    if _FORBIDDEN_IN_HEAD.search(b"".join(parts[::2])):
         raise ValueError("Forbidden control character detected in headers. Potential header injection attack.")
     parts.append(framing)
     parts.append(b"\r\n")

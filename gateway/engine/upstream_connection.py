@@ -158,10 +158,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def drain(self, deadline: float) -> None:
         """Waits until the socket takes more (``pause_writing`` lifted), the response head arrives
-        or the connection fails. Raises the connection's error, TimeoutError at ``deadline``."""
+        or the connection fails. Raises the connection's error before a response head (TimeoutError
+        at ``deadline``); after one, returns and the caller stops writing."""
         while self.writing_paused and self.state == HEAD and self.error is None:
             await self.wait(deadline)
-        if self.error is not None:
+        if self.state == HEAD and self.error is not None:
+            # Once a response has come, a connection closed behind it is the response's end.
             raise self.error
 
     async def response_head(self, deadline: float) -> None:

@@ -1036,3 +1036,38 @@ def test_the_forwarder_writes_the_target_path_query_and_host_as_given() -> None:
 
 def request_port(request: Request) -> int:
     return int(request.header_lines[0].rsplit(b":", 1)[1])
+
+
+def test_an_answer_before_the_upload_ends_stops_the_upload_and_is_relayed() -> None:
+    refusal = reply(b"HTTP/1.1 413 Too Large", [b"Connection: close"], b"no")
+
+    async def scenario() -> tuple[int, bytes, int, int]:
+        async def refuse_at_the_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(refusal)  # without reading the body, and gone
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(refuse_at_the_head, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pulled = 0
+
+        async def more() -> bytes | None:
+            nonlocal pulled
+            pulled += 1
+            await asyncio.sleep(0)  # a client sending as fast as the loop lets it
+            return BLOCK
+
+        try:
+            async with pool() as client:
+                conn = await send(client, port, b"PUT", body=BLOCK, more=more, chunked=True, timeout=30)
+                status, body = conn.status, await read_all(client, conn)
+                return status, body, pulled, client.idle()
+        finally:
+            server.close()
+
+    status, body, pulled, idle = run(scenario)
+
+    assert (status, body) == (413, b"no")
+    assert pulled < 1000  # the upload stopped: it did not run on to the deadline
+    assert idle == 0
