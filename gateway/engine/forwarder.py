@@ -60,7 +60,14 @@ from gateway.engine.rewrites import (
     upstream_header_octets,
     upstream_url,
 )
-from gateway.engine.upstream import UpstreamConnection, UpstreamError, UpstreamPool, request_head
+from gateway.engine.upstream import (
+    CHUNKED_FRAMING,
+    ZERO_LENGTH_FRAMING,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    request_head,
+)
 
 __all__ = ["OUTCOMES", "ForwardResult", "Forwarder", "Outcome"]
 
@@ -105,15 +112,11 @@ _WATCH_NOW_BYTES: Final = 256 * 1024
 # What the upstream may fail with while we talk to it. aiohttp wraps most socket errors in
 # ClientError, but not all (a reset while writing can surface as a bare OSError).
 _UPSTREAM_ERRORS: Final = (aiohttp.ClientError, OSError, TimeoutError)
-# What the lean client's exchange may fail with before the response head: the upstream's errors
-# (UpstreamError is an OSError) and the request body's own (the client left, the body is too large).
-_LEAN_ERRORS: Final = (OSError, TimeoutError)
 
 # Methods a request without a body is sent with no Content-Length: aiohttp added "Content-Length: 0"
-# to the others (POST, PUT, PATCH, DELETE...), and the lean client does the same.
-_NO_LENGTH_NEEDED: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-_ZERO_LENGTH: Final = b"content-length: 0\r\n"
-_CHUNKED: Final = b"transfer-encoding: chunked\r\n"
+# to the others (POST, PUT, PATCH, DELETE...), and the lean client does the same, so upstreams see
+# what they saw before (some answer a POST without a length with 411).
+_NO_LENGTH_NEEDED: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,7 +416,7 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         # timeout_ms bounds everything up to the response headers: connect, upload, wait.
         deadline = loop.time() + exchange.timeout_ms / 1000
-        method: str = scope["method"]
+        method: bytes = scope["method"].encode("latin-1")
         path = target.base_path + upstream_path.encode("latin-1")
         query: bytes = scope.get("query_string", b"")
         if query:
@@ -423,28 +426,27 @@ class Forwarder:
         chunked = body_follows and declared is None
         try:
             if body_follows:
-                framing = _CHUNKED if chunked else b""
+                framing = CHUNKED_FRAMING if chunked else b""
                 # The start of the body goes out with the head (all of it, for most bodies).
                 async with asyncio.timeout_at(deadline):
                     first = await exchange.next_chunk()
             elif declared is None and method not in _NO_LENGTH_NEEDED:
-                framing = _ZERO_LENGTH
-            head = request_head(method.encode("latin-1"), path, target.host_header, headers, framing)
+                framing = ZERO_LENGTH_FRAMING
+            head = request_head(method, path, target.host_header, headers, framing)
             conn = await self._upstream.exchange(
                 host=target.host,
                 port=target.port,
                 guarded=guarded,
-                method=method.encode("latin-1"),
+                method=method,
                 head=head,
                 body=first,
                 more=None if exchange.body_done or not body_follows else exchange.next_chunk,
                 chunked=chunked,
                 deadline=deadline,
             )
-        except _LEAN_ERRORS as exc:
-            exchange.mark_upstream_answered()
-            return await _fail_before_response(exchange, exc)
-        except (_BodyTooLarge, _ClientGone) as exc:
+        except (OSError, TimeoutError, _BodyTooLarge, _ClientGone) as exc:
+            # The upstream's errors (UpstreamError is an OSError), or the body's own (the client
+            # left, the body is too large): raised here directly, not wrapped as with aiohttp.
             exchange.mark_upstream_answered()
             return await _fail_before_response(exchange, exc)
         exchange.mark_upstream_answered()

@@ -67,6 +67,8 @@ from gateway.engine.upstream_connection import (
 )
 
 __all__ = [
+    "CHUNKED_FRAMING",
+    "ZERO_LENGTH_FRAMING",
     "ConnectError",
     "MalformedResponse",
     "UpstreamClosed",
@@ -82,14 +84,12 @@ Key = tuple[str, int, bool]
 
 # RFC 9110 9.2.2, as aiohttp's IDEMPOTENT_METHODS: the requests a client may send again.
 _IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-# Methods for which aiohttp added "Content-Length: 0" to a request without a body; kept so that
-# upstreams see what they saw before (some refuse a POST with no length: 411).
-_NO_BODY_NEEDS_NO_LENGTH: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 # What may never be written into a request head (RFC 9110 5.5, RFC 9112 4): controls other than
 # HTAB, and DEL. CR or LF would let a value start a header of its own.
 _FORBIDDEN_IN_HEAD: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_CHUNKED: Final = b"transfer-encoding: chunked\r\n"
-_NO_LENGTH: Final = b"content-length: 0\r\n"
+# ``request_head``'s framing lines: a body of unknown length, and no body on a method that has one.
+CHUNKED_FRAMING: Final = b"transfer-encoding: chunked\r\n"
+ZERO_LENGTH_FRAMING: Final = b"content-length: 0\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 
 

@@ -22,7 +22,7 @@ import pytest
 import uvloop
 
 from core.egress import EgressDenied, EgressPolicy
-from gateway.engine.forwarder import Forwarder
+from gateway.engine.forwarder import Forwarder, _plain_target
 from gateway.engine.upstream import (
     ConnectError,
     MalformedResponse,
@@ -1071,3 +1071,21 @@ def test_an_answer_before_the_upload_ends_stops_the_upload_and_is_relayed() -> N
     assert (status, body) == (413, b"no")
     assert pulled < 1000  # the upload stopped: it did not run on to the deadline
     assert idle == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("http://127.0.0.1:8001", ("127.0.0.1", 8001, b"127.0.0.1:8001", b"")),
+        ("http://Upstream.Example/base/", ("upstream.example", 80, b"upstream.example", b"/base")),
+        ("http://[::1]:8080/v1", ("::1", 8080, b"[::1]:8080", b"/v1")),
+        ("https://upstream.example", None),  # TLS: aiohttp
+        ("http://user:pw@upstream.example", None),  # user information: aiohttp (the API refuses it)
+        ("http://upstream.example/?q=1", None),
+        ("http://bücher.example", None),  # an internationalised name: aiohttp encodes it
+    ],
+)
+def test_which_targets_the_lean_client_takes(target: str, expected: tuple[str, int, bytes, bytes] | None) -> None:
+    plain = _plain_target(target)
+
+    assert (None if plain is None else (plain.host, plain.port, plain.host_header, plain.base_path)) == expected
