@@ -30,7 +30,9 @@ What it does
 * Guarded pools (tenants' routes under ``core.egress``): every address a host resolves to is
   checked with ``EgressPolicy.check_address`` before connecting and the connected peer again
   (``refusal``), as ``core.egress_aiohttp.GuardedConnector`` does; refusals raise EgressDenied.
-* DNS answers are cached for ``ttl_dns_cache`` seconds; IP literals are not resolved.
+* DNS answers are cached for ``ttl_dns_cache`` seconds. A name's addresses are tried with happy
+  eyeballs (RFC 8305, ``aiohappyeyeballs`` as aiohttp does): the next one 0.25 s into an attempt
+  that has not connected.
 
 Not done (the forwarder keeps aiohttp for these): TLS (``https://`` targets), proxies, targets with
 user information, HTTP/2, request pipelining, upgrades (WebSocket through the proxy).
@@ -47,12 +49,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import re
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Any, Final
+
+import aiohappyeyeballs
 
 from core.egress import EgressDenied, EgressPolicy
 from gateway.engine.rewrites import Header
@@ -81,6 +84,10 @@ __all__ = [
 # The next chunk of a request body, or None at its end (the caller's body source).
 NextChunk = Callable[[], Awaitable[bytes | None]]
 Key = tuple[str, int, bool]
+# One getaddrinfo answer: (family, type, proto, canonname, sockaddr).
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+# aiohttp's default happy_eyeballs_delay (RFC 8305 recommends 250 ms).
+_HAPPY_EYEBALLS_S: Final = 0.25
 
 # RFC 9110 9.2.2, as aiohttp's IDEMPOTENT_METHODS: the requests a client may send again.
 _IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -157,7 +164,7 @@ class UpstreamPool:
         # Connections in use or being made: what the limits count.
         self._taken = 0
         self._waiters: deque[tuple[Key, asyncio.Future[None]]] = deque()
-        self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
+        self._dns: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -342,50 +349,45 @@ class UpstreamPool:
                 return
 
     async def _connect(self, key: Key, deadline: float) -> UpstreamConnection:
+        """A new connection: resolve, judge every address (guarded), connect with happy eyeballs,
+        judge the peer (guarded)."""
         host, port, guarded = key
         loop = asyncio.get_running_loop()
         policy = self._egress if guarded else None
         target = f"{host}:{port}"
         async with asyncio.timeout_at(deadline):
-            addresses = await self._resolve(host, port)
+            infos = await self._resolve(host, port)
             if policy is not None:
-                for address in addresses:
-                    policy.check_address(address, target=target)
-            failure: OSError | None = None
-            for address in addresses:
-                try:
-                    transport, conn = await loop.create_connection(lambda: UpstreamConnection(loop, key), address, port)
-                except OSError as exc:
-                    failure = exc
-                    continue
-                if policy is not None:
-                    _check_peer(policy, transport, target)
-                return conn
-        raise ConnectError(f"Cannot connect to host {target} ({failure})") from failure
+                for info in infos:
+                    policy.check_address(str(info[4][0]), target=target)
+            try:
+                # As aiohttp's connector: the next address is tried 0.25 s into an attempt that has
+                # not connected, so a black-holed address (broken IPv6, say) does not eat the timeout.
+                sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=_HAPPY_EYEBALLS_S)
+            except OSError as exc:
+                raise ConnectError(f"Cannot connect to host {target} ({exc})") from exc
+            transport, conn = await loop.create_connection(lambda: UpstreamConnection(loop, key), sock=sock)
+            if policy is not None:
+                _check_peer(policy, transport, target)
+            return conn
 
-    async def _resolve(self, host: str, port: int) -> list[str]:
-        """The host's addresses: an IP literal as it is, a name from the cache or getaddrinfo."""
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            pass
-        else:
-            return [host]
+    async def _resolve(self, host: str, port: int) -> list[AddrInfo]:
+        """The host's addresses (getaddrinfo's answers: an IP literal is not looked up), from the
+        cache when it has them. Raises ConnectError when the name does not resolve."""
         loop = asyncio.get_running_loop()
         cached = self._dns.get((host, port))
         if cached is not None and cached[0] > loop.time():
             return cached[1]
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos: list[AddrInfo] = list(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
         except OSError as exc:
             raise ConnectError(f"Cannot connect to host {host}:{port} ({exc})") from exc
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if not addresses:
+        if not infos:
             raise ConnectError(f"Cannot connect to host {host}:{port} (no address)")
         if len(self._dns) >= 1024:
             self._dns.clear()  # bounded: targets are a handful of hosts
-        self._dns[(host, port)] = (loop.time() + self._ttl_dns_cache, addresses)
-        return addresses
+        self._dns[(host, port)] = (loop.time() + self._ttl_dns_cache, infos)
+        return infos
 
     def _sweep(self) -> None:
         """Closes idle connections past ``keepalive_timeout`` (and any that broke while idle);

@@ -863,6 +863,28 @@ def test_a_name_that_does_not_resolve_is_a_connect_error() -> None:
     run(scenario)
 
 
+def test_a_black_holed_address_does_not_hold_up_the_next_one() -> None:
+    # A listener whose accept queue is full drops SYNs: connecting to it hangs, as to an address
+    # black-holed on the way (a broken IPv6 route, say). The name resolves to it first.
+    async def scenario() -> tuple[int, bytes, int]:
+        async with upstream(fixed(OK)) as server, pool() as client:
+            with socket.socket() as hole, socket.socket() as filler:
+                hole.bind(("127.0.0.2", server.port))
+                hole.listen(0)
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.2", server.port))  # takes the one place in the queue
+                infos = [
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", server.port)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", server.port)),
+                ]
+                client._dns[("dual.test", server.port)] = (float("inf"), infos)
+                # Tried one after the other, the first address would take the whole 5 s.
+                conn = await send(client, server.port, host="dual.test", timeout=5)
+                return conn.status, await read_all(client, conn), server.connections
+
+    assert run(scenario) == (200, b"ok", 1)
+
+
 # --- Egress -------------------------------------------------------------------------------------------
 
 
