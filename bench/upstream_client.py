@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ async def _drive(forwarder: Forwarder, target: str, case: tuple[str, str, bytes]
                 await never.wait()  # the client never leaves
                 return {"type": "http.disconnect"}
 
-            async def send(message: dict[str, Any]) -> None:
+            async def send(message: MutableMapping[str, Any]) -> None:
                 return None
 
             result = await forwarder.forward(
