@@ -212,9 +212,13 @@ class UpstreamPool:
 
         ``head`` is ``request_head``'s bytes; ``body`` the start of the body (or all of it when
         ``more`` is None), None for no body; ``more`` gives the rest chunk by chunk; ``chunked``
-        frames the body in chunks (the head must say so). ``deadline`` (loop time) bounds
-        connecting, writing and waiting for the head. Raises as the module docstring says; the
-        connection is closed on any failure.
+        frames the body in chunks (the head must say so). ``deadline`` (``loop.time()`` seconds)
+        bounds waiting for a free connection, connecting, writing and waiting for the head.
+
+        Raises ConnectError (no connection), UpstreamClosed (closed or reset before the head, after
+        the one retry the module docstring allows), MalformedResponse, TimeoutError at the deadline,
+        EgressDenied (guarded only, before any byte is sent), and whatever ``more`` raises,
+        unchanged. The connection is closed on any failure and never returned.
         """
         replayable = more is None and method in _IDEMPOTENT
         first = head
