@@ -163,6 +163,8 @@ class UpstreamPool:
         self._busy: set[UpstreamConnection] = set()
         # Connections in use or being made: what the limits count.
         self._taken = 0
+        # Bumped by close(): a connect begun before it must not touch the new counts.
+        self._epoch = 0
         self._waiters: deque[tuple[Key, asyncio.Future[None]]] = deque()
         self._dns: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -188,6 +190,7 @@ class UpstreamPool:
         self._hosts.clear()
         self._busy.clear()
         self._taken = 0
+        self._epoch += 1  # connections being made meanwhile are closed when they arrive
         self._dns.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -299,14 +302,19 @@ class UpstreamPool:
             await self._wait_for_slot(key, deadline)
         slots.in_use += 1
         self._taken += 1
+        epoch = self._epoch
         try:
             conn = await self._connect(key, deadline)
         except BaseException:
-            slots.in_use -= 1
-            self._taken -= 1
-            if self._waiters:
-                self._wake_waiter()
+            if epoch == self._epoch:  # else close() has reset the counts
+                slots.in_use -= 1
+                self._taken -= 1
+                if self._waiters:
+                    self._wake_waiter()
             raise
+        if epoch != self._epoch:
+            conn.abort()
+            raise UpstreamClosed("the pool was closed while connecting")
         self._busy.add(conn)
         return conn
 

@@ -1111,3 +1111,16 @@ def test_which_targets_the_lean_client_takes(target: str, expected: tuple[str, i
     plain = _plain_target(target)
 
     assert (None if plain is None else (plain.host, plain.port, plain.host_header, plain.base_path)) == expected
+
+
+def test_closing_the_pool_closes_connections_in_use_and_the_pool_works_on() -> None:
+    async def scenario() -> tuple[int, int, tuple[int, bytes], int]:
+        async with upstream(fixed(OK)) as server, pool() as client:
+            held = await send(client, server.port)
+            await client.close()
+            await eventually(lambda: server.closed_by_client == 1, what="the connection in use to be closed")
+            client.release(held)  # handed back after the close: nothing to count
+            after = await get(client, server.port)
+            return client.in_use(), client.idle(), after, server.connections
+
+    assert run(scenario) == (0, 1, (200, b"ok"), 2)
