@@ -5,7 +5,12 @@ the scope/receive/send of the incoming request once routing, auth, limits and th
 it through; the forwarder answers the client itself (the upstream's response, or a JSON error) and
 returns a ``ForwardResult`` for the request log, the metrics and the circuit breaker.
 
-Why aiohttp: it costs several times less CPU per upstream call than httpx/httpcore (docs/engine.md).
+Which client serves what: ``http://`` targets go through the lean pooled HTTP/1.1 client of
+``gateway.engine.upstream`` (asyncio.Protocol and httptools, written for this forwarder: it cost a
+fraction of aiohttp's CPU per call, docs/benchmarks.md). aiohttp (several times cheaper than
+httpx/httpcore, docs/engine.md) stays for what the lean client does not do: ``https://`` targets
+(TLS), and targets it cannot take as they are (user information, a query; the route API refuses
+both). The two clients keep separate pools; outcomes, error mapping and results are the same.
 
 Errors, before the response has started:
 
@@ -19,9 +24,9 @@ Errors, before the response has started:
 Exact proxying: the octets of the request line's target, of every header value and of the
 bodies pass unchanged in both directions; the rewrites are the documented ones (README, "What the
 proxy changes"): hop-by-hop headers and chunk framing, ``X-Forwarded-*``, the route's prefix, the
-credential Sentinel checked (the header rules: ``gateway.engine.rewrites``). Header values and the
-target are handed to aiohttp as Latin-1 text, one character per octet, and written back as those
-octets by ``gateway.engine.octets``.
+credential Sentinel checked (the header rules: ``gateway.engine.rewrites``). The lean client writes
+the target and the header octets as they are; for aiohttp they are Latin-1 text, one character per
+octet, written back as those octets by ``gateway.engine.octets``.
 
 After the response has started the status cannot change: if the upstream drops or goes silent for
 longer than the read timeout mid-body, the forwarder stops sending and leaves the response
@@ -37,6 +42,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, get_args
+from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
@@ -51,8 +57,16 @@ from gateway.engine.rewrites import (
     declared_length,
     downstream_headers,
     has_body,
-    upstream_headers,
+    upstream_header_octets,
     upstream_url,
+)
+from gateway.engine.upstream import (
+    CHUNKED_FRAMING,
+    ZERO_LENGTH_FRAMING,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    request_head,
 )
 
 __all__ = ["OUTCOMES", "ForwardResult", "Forwarder", "Outcome"]
@@ -99,6 +113,39 @@ _WATCH_NOW_BYTES: Final = 256 * 1024
 # ClientError, but not all (a reset while writing can surface as a bare OSError).
 _UPSTREAM_ERRORS: Final = (aiohttp.ClientError, OSError, TimeoutError)
 
+# Methods a request without a body is sent with no Content-Length: aiohttp added "Content-Length: 0"
+# to the others (POST, PUT, PATCH, DELETE...), and the lean client does the same, so upstreams see
+# what they saw before (some answer a POST without a length with 411).
+_NO_LENGTH_NEEDED: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainTarget:
+    """An ``http://host[:port][/path]`` target as the lean client takes it."""
+
+    host: str  # to connect to: a name, or an IP address without brackets
+    port: int
+    host_header: bytes  # the Host header: the name or [address], and the port unless 80
+    base_path: bytes  # the target's own path, without its trailing "/"
+
+
+def _plain_target(target: str) -> _PlainTarget | None:
+    """The target as the lean client takes it, or None for aiohttp (https, user information, a
+    query or fragment, no host)."""
+    try:
+        parts = urlsplit(target)
+        port = parts.port or 80
+    except ValueError:
+        return None
+    host = parts.hostname
+    if parts.scheme.lower() != "http" or not host or parts.username is not None or parts.query or parts.fragment:
+        return None
+    named = f"[{host}]" if "[" in parts.netloc else host
+    host_header = named if port == 80 else f"{named}:{port}"
+    if not host_header.isascii() or not parts.path.isascii():
+        return None  # an internationalised name: aiohttp encodes it
+    return _PlainTarget(host, port, host_header.encode("ascii"), parts.path.rstrip("/").encode("ascii"))
+
 
 @dataclass(frozen=True, slots=True)
 class ForwardResult:
@@ -134,17 +181,20 @@ class _ClientGone(Exception):
 class _Exchange:
     """One forward in progress: what it needs to answer the client, and its tallies.
 
-    The body generator runs in aiohttp's writer task, so its failures reach the forwarder only as a
-    wrapped ClientConnectionError: the ``body_too_large``/``client_gone`` flags say what happened.
+    With aiohttp the body generator runs in aiohttp's writer task, so its failures reach the
+    forwarder only as a wrapped ClientConnectionError: the ``body_too_large``/``client_gone`` flags
+    say what happened. The lean client reads the body through ``next_chunk`` in the forward's task.
     """
 
     __slots__ = (
+        "body_done",
         "body_too_large",
         "bytes_in",
         "bytes_out",
         "client_gone",
         "latency_ms",
         "max_body_bytes",
+        "receive",
         "response_headers",
         "send",
         "started_at",
@@ -155,12 +205,14 @@ class _Exchange:
 
     def __init__(
         self,
+        receive: Receive,
         send: Send,
         watch: DisconnectWatch,
         timeout_ms: int,
         max_body_bytes: int,
         response_headers: Sequence[Header],
     ) -> None:
+        self.receive = receive
         self.send = send
         self.watch = watch
         self.timeout_ms = timeout_ms
@@ -170,9 +222,32 @@ class _Exchange:
         self.bytes_out = 0
         self.status = CLIENT_CLOSED_REQUEST
         self.body_too_large = False
+        self.body_done = False
         self.client_gone = False
         self.started_at = time.perf_counter()
         self.latency_ms = 0.0
+
+    async def next_chunk(self) -> bytes | None:
+        """The next piece of the client's body (maybe b""), None once it has all been read.
+
+        Counts it against the limit (raises _BodyTooLarge) and raises _ClientGone when the client
+        disconnects; once the body is consumed, receive() is free for the disconnect watch.
+        """
+        if self.body_done:
+            return None
+        message = await self.receive()
+        if message["type"] == "http.disconnect":
+            self.client_gone = True
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        self.bytes_in += len(chunk)
+        if self.bytes_in > self.max_body_bytes:
+            self.body_too_large = True
+            raise _BodyTooLarge
+        if not message.get("more_body", False):
+            self.body_done = True
+            self.watch.start()
+        return chunk
 
     def mark_upstream_answered(self) -> None:
         self.latency_ms = (time.perf_counter() - self.started_at) * 1000
@@ -186,15 +261,17 @@ EgressObserver = Callable[[str | None, str, EgressDenied], None]
 
 
 class Forwarder:
-    """One pooled aiohttp client per process, created lazily in the running loop.
+    """The process's upstream clients: the lean pool for ``http://`` targets, aiohttp (created lazily
+    in the running loop) for the rest (module docstring).
 
     Create one at import or start-up, call ``forward`` from any request of that loop, and
     ``await close()`` at shutdown (ASGI lifespan).
 
-    With an ``egress`` policy, forwards for a tenant's route go through a second pool whose
-    connector enforces it (``GuardedConnector``); platform routes (no tenant) use the plain pool.
-    Two pools, so a connection opened for a platform route is never reused for a tenant's.
-    ``on_egress_refusal`` hears of every refusal (the runtime logs and counts them).
+    With an ``egress`` policy, forwards for a tenant's route go through connections that enforce it
+    (the lean pool's guarded keys; aiohttp's second session, whose connector is
+    ``GuardedConnector``); platform routes (no tenant) use plain ones. Connections opened for a
+    platform route are never reused for a tenant's. ``on_egress_refusal`` hears of every refusal
+    (the runtime logs and counts them).
     """
 
     def __init__(
@@ -208,10 +285,13 @@ class Forwarder:
         egress: EgressPolicy | None = None,
         on_egress_refusal: EgressObserver | None = None,
     ) -> None:
-        """``keepalive_timeout`` stays under the 5 s idle timeout of uvicorn and Node servers, so
-        the pool drops an idle connection before the upstream does (reusing one the upstream is
-        closing fails the request, and aiohttp retries only idempotent ones). ``read_timeout_ms``
-        bounds the silence between response body chunks; None means each call's ``timeout_ms``."""
+        """``limit`` and ``limit_per_host`` bound each client's connections in use (past them a
+        request waits for one, within its timeout). ``keepalive_timeout`` (s) stays under the 5 s
+        idle timeout of uvicorn and Node servers, so the pools drop an idle connection before the
+        upstream does (reusing one the upstream is closing fails the request; only idempotent
+        requests whose body is in memory are retried). ``ttl_dns_cache`` (s) is how long resolved
+        addresses are reused. ``read_timeout_ms`` bounds the silence between response body chunks;
+        None means each call's ``timeout_ms``."""
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._keepalive_timeout = keepalive_timeout
@@ -219,24 +299,37 @@ class Forwarder:
         self._read_timeout_ms = read_timeout_ms
         self._egress = egress
         self._on_egress_refusal = on_egress_refusal
-        # Pools by "guarded": True for tenant routes under the egress policy.
+        self._upstream = UpstreamPool(
+            limit=limit,
+            limit_per_host=limit_per_host,
+            keepalive_timeout=keepalive_timeout,
+            ttl_dns_cache=ttl_dns_cache,
+            egress=egress,
+        )
+        # Targets as the lean client takes them (None: aiohttp's), parsed once each.
+        self._targets: dict[str, _PlainTarget | None] = {}
+        # aiohttp's pools by "guarded": True for tenant routes under the egress policy.
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     async def close(self) -> None:
-        """Close the pool; a later ``forward`` opens a new one."""
+        """Close the pools; a later ``forward`` opens new ones."""
+        await self._upstream.close()
         sessions, self._sessions, self._loop = self._sessions, {}, None
         for session in sessions.values():
             await session.close()
 
     def connections_in_use(self) -> int:
-        """Upstream connections checked out of the pool right now (0 when idle).
+        """Upstream connections checked out of the pools right now (0 when idle).
 
         aiohttp exposes no public counter; its connector's acquired set is what "checked out" means.
         """
         connectors = (session.connector for session in self._sessions.values())
-        return sum(len(connector._acquired) for connector in connectors if isinstance(connector, aiohttp.TCPConnector))
+        in_aiohttp = sum(
+            len(connector._acquired) for connector in connectors if isinstance(connector, aiohttp.TCPConnector)
+        )
+        return self._upstream.in_use() + in_aiohttp
 
     async def forward(
         self,
@@ -264,7 +357,7 @@ class Forwarder:
         the route's owner: a tenant's route is held to the egress policy, a platform route (None) is not.
         """
         watch = DisconnectWatch(receive)
-        exchange = _Exchange(send, watch, timeout_ms, max_body_bytes, response_headers)
+        exchange = _Exchange(receive, send, watch, timeout_ms, max_body_bytes, response_headers)
         declared = declared_length(scope["headers"])
         if declared is not None and declared > max_body_bytes:
             # Refused before connecting: the upstream never sees a byte of it.
@@ -272,16 +365,21 @@ class Forwarder:
             return await _answer_error(exchange, "body_too_large", error)
 
         guarded = self._egress is not None and tenant_uuid is not None
-        session = self._session_in_loop(guarded)
-        body: AsyncIterator[bytes] | None = None
-        if has_body(scope["headers"], declared):
-            body = _request_body(receive, exchange)
-        else:
+        body_follows = has_body(scope["headers"], declared)
+        if not body_follows:
             watch.start()
-        url = upstream_url(target, upstream_path, scope.get("query_string", b""))
-        headers = upstream_headers(scope, client_ip, extra_headers, hidden_headers)
+        plain = self._targets[target] if target in self._targets else self._plain_target(target)
+        headers = upstream_header_octets(scope, client_ip, extra_headers, hidden_headers)
         try:
-            return await self._exchange(session, exchange, scope["method"], url, headers, body)
+            if plain is not None:
+                return await self._exchange_lean(
+                    plain, guarded, exchange, scope, upstream_path, headers, body_follows, declared
+                )
+            session = self._session_in_loop(guarded)
+            body = _request_body(receive, exchange) if body_follows else None
+            url = upstream_url(target, upstream_path, scope.get("query_string", b""))
+            text_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+            return await self._exchange(session, exchange, scope["method"], url, text_headers, body)
         except EgressDenied as denied:
             if self._on_egress_refusal is not None:
                 self._on_egress_refusal(tenant_uuid, target, denied)
@@ -296,6 +394,72 @@ class Forwarder:
         finally:
             watch.stop()
 
+    def _plain_target(self, target: str) -> _PlainTarget | None:
+        plain = _plain_target(target)
+        if len(self._targets) >= 4096:
+            self._targets.clear()  # bounded: routes have a handful of targets each
+        self._targets[target] = plain
+        return plain
+
+    async def _exchange_lean(
+        self,
+        target: _PlainTarget,
+        guarded: bool,
+        exchange: _Exchange,
+        scope: MutableMapping[str, Any],
+        upstream_path: str,
+        headers: list[Header],
+        body_follows: bool,
+        declared: int | None,
+    ) -> ForwardResult:
+        """The lean client's exchange: send the request, then relay the response or answer the error."""
+        loop = asyncio.get_running_loop()
+        # timeout_ms bounds everything up to the response headers: connect, upload, wait.
+        deadline = loop.time() + exchange.timeout_ms / 1000
+        method: bytes = scope["method"].encode("latin-1")
+        path = target.base_path + upstream_path.encode("latin-1")
+        query: bytes = scope.get("query_string", b"")
+        if query:
+            path += b"?" + query
+        framing = b""
+        first: bytes | None = None
+        chunked = body_follows and declared is None
+        try:
+            if body_follows:
+                framing = CHUNKED_FRAMING if chunked else b""
+                # The start of the body goes out with the head (all of it, for most bodies).
+                async with asyncio.timeout_at(deadline):
+                    first = await exchange.next_chunk()
+            elif declared is None and method not in _NO_LENGTH_NEEDED:
+                framing = ZERO_LENGTH_FRAMING
+            head = request_head(method, path, target.host_header, headers, framing)
+            conn = await self._upstream.exchange(
+                host=target.host,
+                port=target.port,
+                guarded=guarded,
+                method=method,
+                head=head,
+                body=first,
+                more=None if exchange.body_done or not body_follows else exchange.next_chunk,
+                chunked=chunked,
+                deadline=deadline,
+            )
+        except (OSError, TimeoutError, _BodyTooLarge, _ClientGone) as exc:
+            # The upstream's errors (UpstreamError is an OSError), or the body's own (the client
+            # left, the body is too large): raised here directly, not wrapped as with aiohttp.
+            exchange.mark_upstream_answered()
+            return await _fail_before_response(exchange, exc)
+        exchange.mark_upstream_answered()
+        # An upstream that answered before reading the whole body leaves receive() to the watch.
+        exchange.watch.start()
+        try:
+            read_timeout_s = (self._read_timeout_ms or exchange.timeout_ms) / 1000
+            return await _relay_lean(conn, exchange, read_timeout_s)
+        finally:
+            # A response read to its end goes back to the pool when it allows; anything else (an
+            # error, a cancellation mid-body) closes the connection instead of reusing it.
+            self._upstream.release(conn)
+
     async def _exchange(
         self,
         session: aiohttp.ClientSession,
@@ -305,7 +469,7 @@ class Forwarder:
         headers: list[tuple[str, str]],
         body: AsyncIterator[bytes] | None,
     ) -> ForwardResult:
-        """Send the request, then relay the response or answer the error."""
+        """aiohttp's exchange: send the request, then relay the response or answer the error."""
         try:
             # timeout_ms bounds everything up to the response headers: connect, upload, wait.
             async with asyncio.timeout(exchange.timeout_ms / 1000):
@@ -438,6 +602,32 @@ async def _relay(upstream: aiohttp.ClientResponse, exchange: _Exchange) -> Forwa
             return exchange.result("client_disconnect", "the client disconnected")
         if last:
             return exchange.result("upstream_5xx" if upstream.status >= 500 else "ok")
+
+
+async def _relay_lean(conn: UpstreamConnection, exchange: _Exchange, read_timeout_s: float) -> ForwardResult:
+    """``_relay`` for the lean client: the body as it arrives, everything buffered at once."""
+    status = exchange.status = conn.status
+    headers = downstream_headers(conn.headers, exchange.response_headers)
+    if not await _send_or_gone(exchange.send, {"type": "http.response.start", "status": status, "headers": headers}):
+        return exchange.result("client_disconnect", "the client disconnected")
+    while True:
+        try:
+            chunk = conn.take() if conn.ready() else await conn.read(read_timeout_s)
+        except (UpstreamError, TimeoutError) as exc:
+            # Too late for an error status: leave the response unfinished (module docstring).
+            outcome: Outcome = "timeout" if isinstance(exc, TimeoutError) else "upstream_aborted"
+            return exchange.result(outcome, _describe(exc))
+        last = conn.complete
+        if last:
+            # Before the final message, whose completion uvicorn reports as a disconnect.
+            exchange.watch.stop()
+        exchange.bytes_out += len(chunk)
+        if exchange.bytes_out > _WATCH_NOW_BYTES:
+            exchange.watch.hurry()
+        if not await _send_or_gone(exchange.send, {"type": "http.response.body", "body": chunk, "more_body": not last}):
+            return exchange.result("client_disconnect", "the client disconnected")
+        if last:
+            return exchange.result("upstream_5xx" if status >= 500 else "ok")
 
 
 async def _send_or_gone(send: Send, message: Message) -> bool:

@@ -5,8 +5,9 @@ hop-by-hop headers (RFC 9110 7.6.1, and those a Connection header names) are dro
 directions; Host, Expect and the client's X-Forwarded-* are replaced by the forwarder's own; the
 caller's extra headers replace those of the same name, and the ones it hides (the credential
 Sentinel checked) are dropped.
-Everything else passes as the same octets, decoded as Latin-1 (one character per octet) for aiohttp
-and written back by ``gateway.engine.octets``. Also here: the two reads of the request's framing
+Everything else passes as the same octets: as bytes to the lean client (``gateway.engine.upstream``);
+the forwarder decodes them as Latin-1 (one character per octet) for aiohttp, and
+``gateway.engine.octets`` writes them back. Also here: the two reads of the request's framing
 (Content-Length, Transfer-Encoding) that decide whether there is a body to stream.
 
 Plain Python, no Django.
@@ -25,7 +26,7 @@ __all__ = [
     "declared_length",
     "downstream_headers",
     "has_body",
-    "upstream_headers",
+    "upstream_header_octets",
     "upstream_url",
 ]
 
@@ -78,35 +79,36 @@ def _connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def upstream_headers(
+def upstream_header_octets(
     scope: MutableMapping[str, Any], client_ip: str, extra: Sequence[Header], hidden: frozenset[bytes] = frozenset()
-) -> list[tuple[str, str]]:
+) -> list[Header]:
     """The client's headers minus hop-by-hop and hidden ones, plus X-Forwarded-* and the extras.
 
     ``scope`` is the ASGI scope (its ``headers`` and ``scheme``); ``hidden`` holds lower-case names.
-    Returns (name, value) pairs as Latin-1 text, the form aiohttp takes (``gateway.engine.octets``).
+    Returns (name, value) octets in order, the client's as they came (the lean client writes them
+    as they are: ``gateway.engine.upstream``).
     """
     incoming: list[Header] = scope["headers"]
     dropped = HOP_BY_HOP_HEADERS | _REQUEST_REWRITTEN | _connection_tokens(incoming) | hidden
     if extra:
         dropped |= {name.lower() for name, _ in extra}
-    headers: list[tuple[str, str]] = []
-    forwarded_for: list[str] = []
-    host: str | None = None
+    headers: list[Header] = []
+    forwarded_for: list[bytes] = []
+    host: bytes | None = None
     for name, value in incoming:
         # ASGI header names are lower-case already.
         if name not in dropped:
-            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+            headers.append((name, value))
         elif name == b"x-forwarded-for":
-            forwarded_for.append(value.decode("latin-1"))
+            forwarded_for.append(value)
         elif name == b"host":
-            host = value.decode("latin-1")
-    forwarded_for.append(client_ip)
-    headers.append(("X-Forwarded-For", ", ".join(forwarded_for)))
-    headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
+            host = value
+    forwarded_for.append(client_ip.encode("latin-1"))
+    headers.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
+    headers.append((b"X-Forwarded-Proto", scope.get("scheme", "http").encode("latin-1")))
     if host is not None:
-        headers.append(("X-Forwarded-Host", host))
-    headers.extend((name.decode("latin-1"), value.decode("latin-1")) for name, value in extra)
+        headers.append((b"X-Forwarded-Host", host))
+    headers.extend(extra)
     return headers
 
 
