@@ -72,6 +72,15 @@ def _manage_in(root: Path, args: list[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
+def _generate_stubs(root: Path) -> None:
+    """The gRPC stubs `make protos` generates (not in git): from that code's own proto, when it has one."""
+    proto = Path("fraud/protos/fraud.proto")
+    if not (root / proto).exists():
+        return
+    args = ["-I", ".", "--python_out=.", "--pyi_out=.", "--grpc_python_out=.", str(proto)]
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", *args], cwd=root, check=True, timeout=120)
+
+
 def baseline_variant(bench: Bench, commit: str, upstream_url: str) -> Variant:
     """The code of `commit` extracted (``git archive``) under the run's temporary folder, with a
     database (``<scratch>_baseline``) and Redis prefix of its own, migrated and set up by that code's
@@ -82,6 +91,7 @@ def baseline_variant(bench: Bench, commit: str, upstream_url: str) -> Variant:
     if archive.returncode != 0:
         raise BenchError(f"git archive {commit}: {archive.stderr.decode(errors='replace').strip()}")
     subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True, timeout=120)
+    _generate_stubs(root)
     database_url = bench.plan.database_url.rstrip("/") + "_baseline"
     recreate_database(database_url)
     bench.stack.callback(recreate_database, database_url, create=False)
