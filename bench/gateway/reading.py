@@ -239,7 +239,7 @@ def variants(results: Results) -> list[str]:
     for name, figures in summary.items():
         if name == OFF:
             continue
-        key = "reading.variant.baseline" if name.startswith("before tracing") else "reading.variant"
+        key = "reading.variant.baseline" if name.startswith("commit ") else "reading.variant"
         lines.append(
             say(
                 key,

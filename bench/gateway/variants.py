@@ -36,7 +36,7 @@ OFF = "tracing off"
 DEFAULT = "tracing on, default sampler"
 EVERY = "tracing on, every trace"
 NO_LOG = "tracing off, request log off"
-BASELINE = "before tracing, commit {commit}"
+BASELINE = "commit {commit}"
 # The operator's sampler variables, unset for the default's row (whatever the caller's shell says).
 _SAMPLER_VARIABLES = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
 BASELINE_KEY_PREFIX = "sentinel-bench-baseline"
