@@ -7,6 +7,7 @@ when the batch had already been written by an earlier attempt whose answer was l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from observability.request_log import partitions
-from observability.request_log.rows import COLUMNS, Row
+from observability.request_log.rows import COLUMNS, ROWS_PER_TURN, Row
 
 logger = logging.getLogger("sentinel.request_log")
 
@@ -66,8 +67,10 @@ class PostgresBackend:
                 if cursor.rowcount == 0:
                     return False  # an earlier attempt wrote it, and its answer was lost
                 async with cursor.copy(_COPY) as copy:
-                    for row in rows:
+                    for done, row in enumerate(rows, 1):
                         await copy.write_row(row)
+                        if done % ROWS_PER_TURN == 0:
+                            await asyncio.sleep(0)  # see ROWS_PER_TURN
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             raise PermanentWriteError(str(exc)) from exc
         except BaseException:

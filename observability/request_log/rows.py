@@ -8,7 +8,9 @@ content, or its 999 neighbours would wait behind it.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +33,10 @@ _MAX = {field.name: int(field.max_length) for field in RequestLog._meta.fields i
 # key and the three texts' headers (~50 bytes each). Rounded up. (Measured when the record was a
 # dataclass; as a named tuple it holds less, so the bound errs on the safe side.)
 RECORD_OVERHEAD_BYTES = 1000
+# The writer converts and copies a batch this many rows at a time, letting the event loop run the
+# proxy's requests in between: a whole batch of 1,000 rows held the loop ~7 ms (~3.5 µs a row to
+# convert, ~4 µs to COPY), which every request arriving meanwhile waited out.
+ROWS_PER_TURN = 100
 
 
 def record_bytes(record: RequestRecord) -> int:
@@ -65,6 +71,17 @@ def record_row(record: RequestRecord) -> Row:
         record.bytes_out,
         _text(record.breaker_transition, "breaker_transition"),
     )
+
+
+async def records_rows(records: Sequence[RequestRecord]) -> list[Row]:
+    """`record_row` of each record, in order, letting the event loop run its other tasks (the
+    proxy's requests) after every `ROWS_PER_TURN` rows."""
+    rows = []
+    for done, record in enumerate(records, 1):
+        rows.append(record_row(record))
+        if done % ROWS_PER_TURN == 0:
+            await asyncio.sleep(0)
+    return rows
 
 
 def _text(value: str, column: str) -> str:

@@ -27,7 +27,7 @@ from observability.metrics import log_dropped, log_queue_rows, log_written
 from observability.request_log.backends import Backend, PermanentWriteError
 from observability.request_log.partitions import days_between
 from observability.request_log.queue import RecordQueue
-from observability.request_log.rows import Row, record_row
+from observability.request_log.rows import Row, records_rows
 
 logger = logging.getLogger("sentinel.request_log")
 
@@ -102,7 +102,7 @@ class RequestLogWriter:
         if not batch:
             return 0
         try:
-            rows = [record_row(record) for record in batch]
+            rows = await records_rows(batch)
             return await self._write_until_done(uuid.uuid4(), rows)
         finally:
             self.queue.release(batch)
