@@ -592,13 +592,7 @@ async def _relay(upstream: aiohttp.ClientResponse, exchange: _Exchange) -> Forwa
             outcome: Outcome = "timeout" if isinstance(exc, TimeoutError) else "upstream_aborted"
             return exchange.result(outcome, _describe(exc))
         last = content.at_eof()
-        if last:
-            # Before the final message, whose completion uvicorn reports as a disconnect.
-            exchange.watch.stop()
-        exchange.bytes_out += len(chunk)
-        if exchange.bytes_out > _WATCH_NOW_BYTES:
-            exchange.watch.hurry()
-        if not await _send_or_gone(exchange.send, {"type": "http.response.body", "body": chunk, "more_body": not last}):
+        if not await _pass_on(exchange, chunk, last):
             return exchange.result("client_disconnect", "the client disconnected")
         if last:
             return exchange.result("upstream_5xx" if upstream.status >= 500 else "ok")
@@ -618,16 +612,22 @@ async def _relay_lean(conn: UpstreamConnection, exchange: _Exchange, read_timeou
             outcome: Outcome = "timeout" if isinstance(exc, TimeoutError) else "upstream_aborted"
             return exchange.result(outcome, _describe(exc))
         last = conn.complete
-        if last:
-            # Before the final message, whose completion uvicorn reports as a disconnect.
-            exchange.watch.stop()
-        exchange.bytes_out += len(chunk)
-        if exchange.bytes_out > _WATCH_NOW_BYTES:
-            exchange.watch.hurry()
-        if not await _send_or_gone(exchange.send, {"type": "http.response.body", "body": chunk, "more_body": not last}):
+        if not await _pass_on(exchange, chunk, last):
             return exchange.result("client_disconnect", "the client disconnected")
         if last:
             return exchange.result("upstream_5xx" if status >= 500 else "ok")
+
+
+async def _pass_on(exchange: _Exchange, chunk: bytes, last: bool) -> bool:
+    """Sends one chunk of the upstream's body to the client (``last``: the final one); False when
+    the client has left."""
+    if last:
+        # Before the final message, whose completion uvicorn reports as a disconnect.
+        exchange.watch.stop()
+    exchange.bytes_out += len(chunk)
+    if exchange.bytes_out > _WATCH_NOW_BYTES:
+        exchange.watch.hurry()
+    return await _send_or_gone(exchange.send, {"type": "http.response.body", "body": chunk, "more_body": not last})
 
 
 async def _send_or_gone(send: Send, message: Message) -> bool:
