@@ -31,6 +31,12 @@ __all__ = [
 # time it runs, so a download to a slow client holds at most this much here (plus what the ASGI
 # server buffers); 256 KiB lets a fast client get large writes.
 HIGH_WATER: Final = 256 * 1024
+# Limits of a response head, Envoy's defaults (max_response_headers_kb 60, max_headers_count 100;
+# nginx's proxy_buffer_size is 4-8 KiB): past either the response is malformed (502). Unbounded,
+# one upstream's endless header held the event loop for seconds (httptools gathers a header's
+# pieces by concatenation) and every other request of the process with it.
+MAX_RESPONSE_HEAD_BYTES: Final = 60 * 1024
+MAX_RESPONSE_HEADERS: Final = 100
 # uvloop's timers and clock have millisecond resolution: a timer may fire up to 1 ms "early".
 _CLOCK_SLACK_S: Final = 0.001
 
@@ -64,6 +70,10 @@ class _Unrequested(Exception):
     """Raised inside a parser callback to stop parsing: 101 to a request that asked no upgrade."""
 
 
+class _HeadTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing: more than MAX_RESPONSE_HEADERS headers."""
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection: the parser's callbacks, the body buffer and the waiter.
 
@@ -79,6 +89,7 @@ class UpstreamConnection(asyncio.Protocol):
         "deadline",
         "error",
         "framed",
+        "head_bytes",
         "head_only",
         "headers",
         "idle_since",
@@ -125,6 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.status = 0
         self.headers: list[Header] = []
+        self.head_bytes = 0  # bytes fed to the parser while the head was being read
         self.answered = False  # any byte of a response arrived for this request
         self.interim = False
         self.reusable = False
@@ -285,6 +297,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(MalformedResponse("the upstream sent bytes while no request was in flight"))
             return
         self.answered = True
+        reading_head = self.state == HEAD
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -294,6 +307,12 @@ class UpstreamConnection(asyncio.Protocol):
                 self.reusable = False  # junk after a complete response: the response stands
             else:
                 self._fail(MalformedResponse(f"malformed response from the upstream ({exc})"))
+            return
+        if reading_head:
+            # Counted after feeding: a piece may hold the end of the head and body bytes too.
+            self.head_bytes += len(data)
+            if self.state == HEAD and self.head_bytes > MAX_RESPONSE_HEAD_BYTES:
+                self._fail(MalformedResponse(f"the upstream's response head is over {MAX_RESPONSE_HEAD_BYTES} bytes"))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: connection_lost tells the rest
@@ -327,6 +346,12 @@ class UpstreamConnection(asyncio.Protocol):
             self.reusable = False  # a second response to one request
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.state != HEAD:
+            # Trailer fields of a chunked body: dropped, never merged into the head the client
+            # already has or is about to get (RFC 9110 6.5.1), as aiohttp drops them.
+            return
+        if len(self.headers) >= MAX_RESPONSE_HEADERS:
+            raise _HeadTooLarge
         self.headers.append((name, value))
         # Only three names matter to the framing; their lengths are 10, 14 and 17.
         size = len(name)

@@ -31,7 +31,7 @@ from gateway.engine.upstream import (
     UpstreamPool,
     request_head,
 )
-from gateway.engine.upstream_connection import HIGH_WATER
+from gateway.engine.upstream_connection import HIGH_WATER, MAX_RESPONSE_HEADERS
 
 MiB = 1024 * 1024
 BLOCK = bytes(range(256)) * 256  # 64 KiB
@@ -1124,3 +1124,66 @@ def test_closing_the_pool_closes_connections_in_use_and_the_pool_works_on() -> N
             return client.in_use(), client.idle(), after, server.connections
 
     assert run(scenario) == (0, 1, (200, b"ok"), 2)
+
+
+# --- Limits of what the upstream sends back (found by the fresh-eyes trial) ------------------------
+
+
+def endless_header(sent: list[int]) -> Answer:
+    """Starts a response whose one header never ends, 64 KiB at a time, until the client leaves."""
+
+    async def answer(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Huge: ")
+        for _ in range(16 * 1024):  # 1 GiB at most: the client must leave long before
+            writer.write(b"b" * 65536)
+            await writer.drain()
+            sent[0] += 65536
+
+    return answer
+
+
+def test_a_response_head_past_its_limit_is_malformed_and_the_loop_stays_free() -> None:
+    async def scenario() -> None:
+        sent = [0]
+        async with upstream(endless_header(sent)) as huge, upstream(fixed(OK)) as fine, pool() as client:
+            exchange = asyncio.create_task(send(client, huge.port, timeout=30))
+            # Meanwhile another upstream's request on the same loop is answered
+            assert await get(client, fine.port) == (200, b"ok")
+            with pytest.raises(MalformedResponse, match="response head is over"):
+                await exchange
+            # and the endless head was cut off near the limit, not read to its end
+            assert sent[0] < 64 * MiB  # socket buffers hold a few MiB; the whole answer is 1 GiB
+            assert client.in_use() == 0
+
+    run(scenario)
+
+
+def test_more_headers_than_the_limit_is_a_malformed_response() -> None:
+    headers = [b"X-N%d: v" % n for n in range(MAX_RESPONSE_HEADERS + 1)]
+
+    async def scenario() -> None:
+        async with upstream(fixed(reply(b"HTTP/1.1 200 OK", headers, b"ok"))) as server, pool() as client:
+            with pytest.raises(MalformedResponse):
+                await send(client, server.port)
+        async with upstream(fixed(reply(b"HTTP/1.1 200 OK", headers[:-2], b"ok"))) as server, pool() as client:
+            assert await get(client, server.port) == (200, b"ok")  # the limit itself passes
+
+    run(scenario)
+
+
+def test_trailer_fields_are_dropped_not_merged_into_the_head() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Real: 1\r\n\r\n"
+        b"2\r\nok\r\n0\r\nSet-Cookie: session=evil\r\nLocation: http://evil.example/\r\n\r\n"
+    )
+
+    async def scenario() -> None:
+        async with upstream(fixed(chunked)) as server, pool() as client:
+            conn = await send(client, server.port)
+            body = await read_all(client, conn)
+            names = [name.lower() for name, _ in conn.headers]
+            assert body == b"ok"
+            assert b"x-real" in names
+            assert b"set-cookie" not in names and b"location" not in names
+
+    run(scenario)
