@@ -35,7 +35,6 @@ rounding of 0 is 0), which differs from the two-pass formula only by rounding (~
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from fraud.engine.transaction import History, TransactionIn, small_amount
+from gateway.engine.lua_scripts import LuaScript
 from gateway.engine.resp import RedisUnavailable, RespClient, RespReplyError
 
 __all__ = ["HistoryStore", "HistoryUnavailable", "MemoryHistory", "RedisHistory"]
@@ -92,19 +92,12 @@ def _from_sums(n: int, s1: float, s2: float) -> tuple[float, float]:
     return mean, math.sqrt(variance) if variance > 1e-12 * (s2 / n) else 0.0
 
 
-@dataclass(frozen=True)
-class _Script:
-    source: str
-    sha: str
-
-    @classmethod
-    def load(cls, name: str) -> _Script:
-        source = (_LUA_DIR / f"history_{name}.lua").read_text(encoding="utf-8")
-        return cls(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
+def _script(name: str) -> LuaScript:
+    return LuaScript.of((_LUA_DIR / f"history_{name}.lua").read_text(encoding="utf-8"))
 
 
-_READ = _Script.load("read")
-_ADD = _Script.load("add")
+_READ = _script("read")
+_ADD = _script("add")
 
 
 class RedisHistory:
@@ -163,7 +156,7 @@ class RedisHistory:
         )
         await self._run(_ADD, self.keys_for(tenant, tx), args)
 
-    async def _run(self, script: _Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> list[Any]:
+    async def _run(self, script: LuaScript, keys: tuple[str, ...], args: tuple[Any, ...]) -> list[Any]:
         try:
             reply = await self.redis.evalsha(script.sha, script.source, keys, args)
         except (RedisUnavailable, RespReplyError) as exc:
