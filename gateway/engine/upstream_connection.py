@@ -84,6 +84,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "answered",
         "body",
+        "body_received",
         "buffered",
         "closing_token",
         "deadline",
@@ -136,7 +137,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.status = 0
         self.headers: list[Header] = []
-        self.head_bytes = 0  # bytes fed to the parser while the head was being read
+        # Bytes fed to the parser that gave no body byte: the head, or a chunk's size line or the
+        # trailer of a chunked body (bounded like the head: httptools gathers them by concatenation).
+        self.head_bytes = 0
+        self.body_received = 0
         self.answered = False  # any byte of a response arrived for this request
         self.interim = False
         self.reusable = False
@@ -297,7 +301,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(MalformedResponse("the upstream sent bytes while no request was in flight"))
             return
         self.answered = True
-        reading_head = self.state == HEAD
+        reading = self.state == HEAD or self.state == BODY
+        received = self.body_received
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -308,11 +313,13 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self._fail(MalformedResponse(f"malformed response from the upstream ({exc})"))
             return
-        if reading_head:
+        if reading:
             # Counted after feeding: a piece may hold the end of the head and body bytes too.
-            self.head_bytes += len(data)
-            if self.state == HEAD and self.head_bytes > MAX_RESPONSE_HEAD_BYTES:
-                self._fail(MalformedResponse(f"the upstream's response head is over {MAX_RESPONSE_HEAD_BYTES} bytes"))
+            framing = len(data) - (self.body_received - received)
+            self.head_bytes = framing if self.body_received > received else self.head_bytes + framing
+            if (self.state == HEAD or self.state == BODY) and self.head_bytes > MAX_RESPONSE_HEAD_BYTES:
+                what = "head" if self.state == HEAD else "chunk framing or trailer"
+                self._fail(MalformedResponse(f"the upstream's response {what} is over {MAX_RESPONSE_HEAD_BYTES} bytes"))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: connection_lost tells the rest
@@ -399,6 +406,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.body.append(body)
         self.buffered += len(body)
+        self.body_received += len(body)
         if self.buffered >= HIGH_WATER and not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()

@@ -1187,3 +1187,29 @@ def test_trailer_fields_are_dropped_not_merged_into_the_head() -> None:
             assert b"set-cookie" not in names and b"location" not in names
 
     run(scenario)
+
+
+def test_an_endless_trailer_is_malformed_and_a_long_chunked_body_is_not() -> None:
+    sent = [0]
+
+    async def endless_trailer(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: ")
+        for _ in range(16 * 1024):  # 1 GiB at most: the client must leave long before
+            writer.write(b"b" * 65536)
+            await writer.drain()
+            sent[0] += 65536
+
+    big = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    big += b"".join(b"%x\r\n%s\r\n" % (len(BLOCK), BLOCK) for _ in range(64)) + b"0\r\n\r\n"
+
+    async def scenario() -> None:
+        async with upstream(endless_trailer) as server, pool() as client:
+            conn = await send(client, server.port, timeout=30)
+            with pytest.raises(MalformedResponse, match="trailer"):
+                await read_all(client, conn, timeout=30)
+            assert sent[0] < 64 * MiB  # cut off, not read to its end
+        # while 4 MiB of chunked body, read in large pieces, is well within the limit
+        async with upstream(fixed(big)) as server, pool() as client:
+            assert await get(client, server.port) == (200, BLOCK * 64)
+
+    run(scenario)
