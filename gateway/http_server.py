@@ -23,7 +23,9 @@ shutdown, and changes only what happens before a request reaches the application
 The response side is `SentinelCycle`, uvicorn's request-response cycle with a cheaper ``send``
 (issue 13, lever 1): a response whose body is one message leaves in one socket write (head and
 body together), and header names and values are checked in fewer passes, refusing the same
-characters.
+characters. The scope carries ``SentinelCycle.respond`` under ``"sentinel.respond"``
+(`gateway.engine.forwarder.RESPOND_KEY`): the proxy gives an upstream's whole response in one call
+through it, without ASGI's two messages; everything else is plain ASGI.
 
 Every refusal is the JSON error of SPEC 7 with ``connection: close`` and an ``x-correlation-id``
 (SPEC 2.1: the client's when valid and already read, else a new one, by the proxy's own rule
@@ -51,6 +53,7 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from core.correlation import accept_correlation_id as correlation_id
 from core.errors import OWN_ANSWER_HEADERS
+from gateway.engine.forwarder import RESPOND_KEY
 from gateway.engine.proxy import MAX_HEADER_BYTES, MAX_HEADERS_TOTAL_BYTES
 from gateway.engine.requestcheck import RequestRefused, ambiguous, check_head, headers_too_large, refusal_json
 
@@ -65,6 +68,8 @@ MAX_UNFINISHED_HEAD_BYTES: Final = 1024 * 1024
 # many bytes, then close.
 LINGER_SECONDS: Final = 2.0
 LINGER_MAX_BYTES: Final = 1024 * 1024
+# uvloop's clock and timers have millisecond resolution: a timer may fire up to 1 ms early.
+_CLOCK_SLACK_S: Final = 0.001
 # An RFC 9110 token followed by a space: a well-formed method that llhttp does not know (501).
 _METHOD_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
 # llhttp's reasons that are about how long the body is or which host is meant ("Duplicate
@@ -85,6 +90,9 @@ class SentinelHttpProtocol(HttpToolsProtocol):
         self._deferred: tuple[RequestRefused, str] | None = None
         self._dropped_bytes = 0
         self._linger: asyncio.TimerHandle | None = None
+        # Loop time since which the connection has waited for its next request; None while a
+        # request is being read or answered (`_keep_alive_due`).
+        self._idle_since: float | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -114,6 +122,30 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             self._linger.cancel()
             self._linger = None
         super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
+    # --- keep-alive ---------------------------------------------------------------------------
+    # uvicorn arms a timer when a response completes and cancels it when the next request's
+    # bytes arrive: a uvloop timer armed and cancelled per request (~2 µs of CPU). Here the timer
+    # stays armed across requests and looks, when it fires, whether the connection has been idle
+    # for `timeout_keep_alive` seconds: one timer per keep-alive period on a busy connection. The
+    # behaviour is uvicorn's: an idle keep-alive connection is closed after that many seconds.
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # not idle: the armed timer, if any, finds that when it fires
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle_since = self._idle_since
+        if idle_since is None:
+            return  # busy: the response re-arms it
+        left = idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > _CLOCK_SLACK_S:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     # --- httptools callbacks ------------------------------------------------------------------
 
@@ -189,6 +221,8 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             on_response=self.on_response_complete,
             loop=self.loop,
         )
+        # The proxy answers through it without ASGI's two messages (`SentinelCycle.respond`).
+        scope[RESPOND_KEY] = cycle.respond  # type: ignore[literal-required]
         if existing is None or existing.response_complete:
             self._start_asgi_task(cycle, app)
         else:  # pipelined: started when the responses before it are complete
@@ -203,7 +237,18 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             self.headers = []
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        # uvicorn's, with the keep-alive timer kept armed (see `_keep_alive_due`).
+        self.server_state.total_requests += 1
+        if not self.transport.is_closing():
+            self.flow.resume_reading()
+            if self.pipeline:  # the next pipelined request starts: not idle
+                self._idle_since = None
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                self._idle_since = self.loop.time()
+                if self.timeout_keep_alive_task is None:
+                    self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
         # A refusal waiting for earlier pipelined requests goes out after the last of them.
         if self._deferred is not None and not self.pipeline and self.cycle.response_complete:
             if not self.transport.is_closing():
@@ -336,13 +381,38 @@ class SentinelCycle(RequestResponseCycle):
             raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
         if kind != "http.response.body":
             raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
-        body: bytes = message.get("body", b"")  # type: ignore[assignment]
-        more_body: bool = message.get("more_body", False)  # type: ignore[assignment]
+        self._write_body(message.get("body", b""), message.get("more_body", False))  # type: ignore[arg-type]
+
+    def respond(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> bool:
+        """A whole response in one call: what `send` does for ``http.response.start`` and then one
+        ``http.response.body`` message holding all of ``body``, without the two messages or the
+        loop turns between them (the proxy's answers, `gateway.engine.forwarder`; issue 13).
+
+        Returns False, having written nothing, when the response cannot be given this way: it has
+        started already, or the client's socket is paused for back-pressure (`send` would wait for
+        it to drain); the caller then uses `send`. Returns True once the response is written, or
+        when the client has left (as `send` returns quietly then). Raises RuntimeError as `send`
+        does for a header name or value it refuses, with nothing written.
+        """
+        if self.disconnected:
+            return True
+        if self.response_started or self.flow.write_paused:
+            return False
+        self._head = self._build_head(status, headers)
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        self._write_body(body, False)
+        return True
+
+    def _write_body(self, body: bytes, more_body: bool) -> None:
+        """Writes one body message (with the head, when it is still waiting) in one socket write,
+        framed as the head said; completes the response when ``more_body`` is False."""
         parts: list[bytes] = []
         if self._head is not None:
             parts.append(self._head)
             self._head = None
-            self._head_flush.cancel()  # type: ignore[union-attr]
+            if self._head_flush is not None:
+                self._head_flush.cancel()
         if self.scope["method"] == "HEAD":
             self.expected_content_length = 0
         elif self.chunked_encoding:

@@ -69,11 +69,18 @@ from gateway.engine.upstream import (
     request_head,
 )
 
-__all__ = ["OUTCOMES", "ForwardResult", "Forwarder", "Outcome"]
+__all__ = ["OUTCOMES", "RESPOND_KEY", "ForwardResult", "Forwarder", "Outcome", "Respond"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+# A server's way to answer a whole response in one call, found in the ASGI scope under RESPOND_KEY
+# (Sentinel's own HTTP server puts `SentinelCycle.respond` there: gateway.http_server). Called as
+# respond(status, headers, body): True once written (or the client has left), False when it must
+# go as ASGI messages instead (the client's socket is paused for back-pressure).
+Respond = Callable[[int, Sequence[tuple[bytes, bytes]], bytes], bool]
+RESPOND_KEY: Final = "sentinel.respond"
 
 # What happened to a forwarded request (ForwardResult.outcome).
 Outcome: TypeAlias = Literal[
@@ -195,6 +202,7 @@ class _Exchange:
         "latency_ms",
         "max_body_bytes",
         "receive",
+        "respond",
         "response_headers",
         "send",
         "started_at",
@@ -211,9 +219,11 @@ class _Exchange:
         timeout_ms: int,
         max_body_bytes: int,
         response_headers: Sequence[Header],
+        respond: Respond | None = None,
     ) -> None:
         self.receive = receive
         self.send = send
+        self.respond = respond
         self.watch = watch
         self.timeout_ms = timeout_ms
         self.max_body_bytes = max_body_bytes
@@ -357,7 +367,7 @@ class Forwarder:
         the route's owner: a tenant's route is held to the egress policy, a platform route (None) is not.
         """
         watch = DisconnectWatch(receive)
-        exchange = _Exchange(receive, send, watch, timeout_ms, max_body_bytes, response_headers)
+        exchange = _Exchange(receive, send, watch, timeout_ms, max_body_bytes, response_headers, scope.get(RESPOND_KEY))
         declared = declared_length(scope["headers"])
         if declared is not None and declared > max_body_bytes:
             # Refused before connecting: the upstream never sees a byte of it.
@@ -599,9 +609,23 @@ async def _relay(upstream: aiohttp.ClientResponse, exchange: _Exchange) -> Forwa
 
 
 async def _relay_lean(conn: UpstreamConnection, exchange: _Exchange, read_timeout_s: float) -> ForwardResult:
-    """``_relay`` for the lean client: the body as it arrives, everything buffered at once."""
+    """``_relay`` for the lean client: the body as it arrives, everything buffered at once. A
+    response that has all arrived with its head (most do) is given in one call when the server
+    offers one (``RESPOND_KEY``)."""
     status = exchange.status = conn.status
     headers = downstream_headers(conn.headers, exchange.response_headers)
+    respond = exchange.respond
+    if respond is not None and conn.ended:
+        exchange.watch.stop()  # the response completes now (see _pass_on)
+        body = conn.take()
+        exchange.bytes_out = len(body)
+        if not respond(status, headers, body):  # paused for back-pressure: as messages, awaited
+            start = {"type": "http.response.start", "status": status, "headers": headers}
+            if not await _send_or_gone(exchange.send, start) or not await _send_or_gone(
+                exchange.send, {"type": "http.response.body", "body": body, "more_body": False}
+            ):
+                return exchange.result("client_disconnect", "the client disconnected")
+        return exchange.result("upstream_5xx" if status >= 500 else "ok")
     if not await _send_or_gone(exchange.send, {"type": "http.response.start", "status": status, "headers": headers}):
         return exchange.result("client_disconnect", "the client disconnected")
     while True:

@@ -218,6 +218,11 @@ class UpstreamConnection(asyncio.Protocol):
         return self.take()
 
     @property
+    def ended(self) -> bool:
+        """The response ended: its body, what ``take`` has not taken of it, is all buffered."""
+        return self.state == DONE
+
+    @property
     def complete(self) -> bool:
         """The response ended and every body byte has been taken."""
         return self.state == DONE and not self.body
@@ -283,11 +288,16 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     def release_idle(self) -> None:
-        """Marks the connection idle (the pool keeps it); disarms its watchdog."""
+        """Marks the connection idle (the pool keeps it).
+
+        Its watchdog stays armed: it disarms itself when it fires and finds nobody waiting, and the
+        next exchange reuses it (``wait``), so a connection serving one request after another costs
+        one timer per deadline period instead of a timer armed and cancelled per request (a uvloop
+        timer is ~2 µs of the proxy's CPU per request).
+        """
         self.state = IDLE
         self.served += 1
         self.idle_since = self.loop.time()
-        self._stop_watchdog()
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 

@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import uvicorn
 
+from gateway.engine.forwarder import RESPOND_KEY
 from gateway.http_server import SentinelHttpProtocol
 from tests.support.net import free_port
 from tests.support.waiting import wait_until
@@ -100,6 +102,14 @@ class _App:
             except RuntimeError as exc:
                 self.errors.append(str(exc))
                 raise
+        elif path == "/respond":  # the proxy's way: the whole response in one call
+            assert scope[RESPOND_KEY](200, [(b"content-length", b"5")], b"hello") is True
+        elif path == "/respond-unframed":
+            assert scope[RESPOND_KEY](200, [(b"X-Kind", b"whole")], b"abc") is True
+        elif path == "/respond-after-start":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            assert scope[RESPOND_KEY](200, [], b"no") is False  # started: it must go as messages
+            await send({"type": "http.response.body", "body": b"ok"})
         elif path == "/bad-name":
             headers = [(b"x note", b"1"), (b"content-length", b"2")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -115,6 +125,13 @@ _servers: list[uvicorn.Server] = []  # the fixture's, for a test that stops its 
 @pytest.fixture
 def served() -> Iterator[tuple[int, _App, list[int]]]:
     """(port, app, write calls per connection) of a uvicorn server running Sentinel's protocol."""
+    with _serving() as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serving(**options: Any) -> Iterator[tuple[int, _App, list[int]]]:
+    """`served`, with `options` for uvicorn.Config."""
     app = _App()
     counts: list[int] = []
 
@@ -134,6 +151,7 @@ def served() -> Iterator[tuple[int, _App, list[int]]]:
         access_log=False,
         server_header=False,
         date_header=False,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="wire-test-server", daemon=True)
@@ -236,6 +254,26 @@ def test_head_204_and_304_carry_no_body(served: tuple[int, _App, list[int]]) -> 
     assert counts == [1, 1, 1]
 
 
+def test_a_whole_response_given_in_one_call_is_framed_as_send_frames_it_in_one_write(
+    served: tuple[int, _App, list[int]],
+) -> None:
+    port, _, counts = served
+
+    framed = _exchange(port, _get("/respond"))
+    unframed = _exchange(port, _get("/respond-unframed"))
+    head = _exchange(port, _get("/respond", method="HEAD"))
+    after_start = _exchange(port, _get("/respond-after-start"))
+
+    assert framed == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+    assert unframed == (
+        b"HTTP/1.1 200 OK\r\nx-kind: whole\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert head == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
+    assert after_start == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    assert counts[:3] == [1, 1, 1]
+
+
 def test_keep_alive_and_pipelined_requests_get_their_responses_in_order(served: tuple[int, _App, list[int]]) -> None:
     port, _, counts = served
 
@@ -330,3 +368,26 @@ def test_a_graceful_shutdown_lets_the_response_in_flight_finish(served: tuple[in
 
     server_thread.join(_TIMEOUT_S)
     assert not server_thread.is_alive()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_timeout_and_a_busy_one_is_not() -> None:
+    timeout_s = 0.5
+    with (
+        _serving(timeout_keep_alive=timeout_s) as (port, _, _),
+        socket.create_connection(("127.0.0.1", port), timeout=_TIMEOUT_S) as sock,
+    ):
+        # Requests for three times the timeout, each sent before the connection has been idle that
+        # long: the timer armed after the first response must not close it under the later ones.
+        started = time.monotonic()
+        answered = 0
+        while time.monotonic() - started < 3 * timeout_s:
+            sock.sendall(_get("/cl", close=False))
+            assert _read_exactly(sock, len(CL_RESPONSE)) == CL_RESPONSE
+            idle_from = time.monotonic()
+            answered += 1
+            time.sleep(timeout_s / 5)  # the pace of the client under test, not a wait for the server
+        assert _read_all(sock) == b""  # then idle: closed by the server
+        idle_s = time.monotonic() - idle_from
+
+    assert answered >= 10
+    assert idle_s >= timeout_s - 0.01  # not before its time (the timer's clock has 1 ms steps)
