@@ -64,7 +64,15 @@ import hiredis
 
 from gateway.engine.resp_connection import Connection, NoScriptError, RedisUnavailable, RespReplyError
 
-__all__ = ["Arg", "NoScriptError", "RedisUnavailable", "RespClient", "RespReplyError", "gateway_redis_client"]
+__all__ = [
+    "Arg",
+    "NoScriptError",
+    "RedisUnavailable",
+    "RespClient",
+    "RespReplyError",
+    "gateway_redis_client",
+    "pack_evalsha",
+]
 
 Arg: TypeAlias = bytes | str | int | float | memoryview
 
@@ -82,6 +90,12 @@ def _encode(args: tuple[Any, ...]) -> bytes:
         return _pack(args)
     except TypeError:
         return _pack(tuple(_coerce(arg) for arg in args))
+
+
+def pack_evalsha(sha: str, keys: Sequence[Arg], args: Sequence[Arg]) -> bytes:
+    """The RESP2 bytes of ``EVALSHA sha len(keys) *keys *args`` (``RespClient.evalsha_packed``).
+    Raises TypeError for an argument Redis cannot take (as ``execute``)."""
+    return _encode((b"EVALSHA", sha, len(keys), *keys, *args))
 
 
 def _coerce(value: object) -> bytes | str | int | float:
@@ -217,29 +231,37 @@ class RespClient:
         Raises ``RespReplyError`` for an error reply and ``RedisUnavailable`` when Redis cannot
         be reached or does not answer within ``timeout_s``.
         """
-        data = _encode(args)
-        conn = self._conn
-        if conn is None or conn.loop is not _running_loop():
-            conn = await self._connection()
-        return await conn.send(data)
+        return await self._send(_encode(args))
 
     async def evalsha(self, sha: str, script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """EVALSHA; when Redis lacks the script, SCRIPT LOAD it and EVALSHA once more.
 
         ``sha`` must be the SHA1 of ``script`` (checked against what SCRIPT LOAD returns).
         """
-        data = _encode((b"EVALSHA", sha, len(keys), *keys, *args))
+        return await self.evalsha_packed(pack_evalsha(sha, keys, args), sha, script)
+
+    async def evalsha_packed(self, command: bytes, sha: str, script: str) -> Any:
+        """``evalsha`` of a command already encoded by ``pack_evalsha(sha, ...)``: for a caller
+        that sends the same command many times and keeps its bytes (``gateway.engine.gate``).
+        Raises as ``execute``."""
         conn = self._conn
         if conn is None or conn.loop is not _running_loop():
             conn = await self._connection()
         try:
-            return await conn.send(data)
+            return await conn.send(command)
         except NoScriptError:
             # Nothing ran, so sending again cannot count anything twice.
             loaded = await self.script_load(script)
             if loaded != sha.lower():
                 raise RespReplyError(f"SCRIPT LOAD returned {loaded}, expected {sha}") from None
-            return await self.execute(b"EVALSHA", sha, len(keys), *keys, *args)
+            return await self._send(command)
+
+    async def _send(self, data: bytes) -> Any:
+        """``execute`` for an encoded command."""
+        conn = self._conn
+        if conn is None or conn.loop is not _running_loop():
+            conn = await self._connection()
+        return await conn.send(data)
 
     async def script_load(self, script: str) -> str:
         """SCRIPT LOAD; the script's SHA1 as Redis reports it (lowercase hex)."""

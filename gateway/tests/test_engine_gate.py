@@ -122,6 +122,21 @@ def test_the_gate_admits_like_the_window_and_hands_the_permit(prefix: str) -> No
     assert run(prefix, scenario) == [(True, 2, True), (True, 1, True), (True, 0, True), (False, 0, None)]
 
 
+def test_a_new_limit_or_target_for_the_same_caller_is_asked_as_such(prefix: str) -> None:
+    # The gate keeps each caller's encoded command: a changed limit (an operator's override) and
+    # a request that wants no permit (shed) are other commands, never a kept one.
+    async def scenario(gate: RedisGate) -> list[tuple[bool, int, bool]]:
+        decisions = []
+        for limit, target in ((2, UPSTREAM), (2, UPSTREAM), (2, UPSTREAM), (4, UPSTREAM), (4, None)):
+            gated = await gate.check("tenant:1", limit, 60_000, target)
+            decisions.append((gated.window.allowed, gated.window.remaining, gated.permit is not None))
+        return decisions
+
+    assert run(prefix, scenario) == [
+        (True, 1, True), (True, 0, True), (False, 0, False), (True, 1, True), (True, 0, False)
+    ]  # fmt: skip
+
+
 def test_a_refused_or_shed_request_takes_no_probe_token(prefix: str) -> None:
     async def scenario(gate: RedisGate) -> tuple[Any, Any, Any, Any]:
         await trip(gate.breaker)
