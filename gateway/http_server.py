@@ -222,7 +222,7 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             loop=self.loop,
         )
         # The proxy answers through it without ASGI's two messages (`SentinelCycle.respond`).
-        scope[RESPOND_KEY] = cycle.respond  # type: ignore[literal-required]
+        scope[RESPOND_KEY] = cycle.respond  # type: ignore[typeddict-unknown-key]
         if existing is None or existing.response_complete:
             self._start_asgi_task(cycle, app)
         else:  # pipelined: started when the responses before it are complete
