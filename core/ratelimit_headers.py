@@ -36,6 +36,7 @@ No Django, no Sentinel app: the gateway's hot path and the accounts app both use
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -92,7 +93,8 @@ class LimitState:
     def __post_init__(self) -> None:
         if min(self.limit, self.window_s, self.remaining) < 0 or self.reset_s < 0:
             raise ValueError(f"negative figure in {self!r}")
-        if not self.policy or not all(" " <= char <= "~" for char in self.policy):
+        # Printable ASCII is " " to "~": isascii() and isprintable() say it in C.
+        if not self.policy or not (self.policy.isascii() and self.policy.isprintable()):
             raise ValueError(f"policy name must be non-empty printable ASCII: {self.policy!r}")
 
 
@@ -108,20 +110,29 @@ def retry_after_seconds(seconds: float) -> int:
 
 def limit_headers(limit: LimitState) -> list[Header]:
     """The informational fields for ``limit`` (module docstring), without ``Retry-After``."""
-    name = _structured_string(limit.policy)
-    remaining = str(limit.remaining).encode()
-    reset = str(math.ceil(min(limit.reset_s, MAX_RETRY_AFTER_S))).encode()
-    policy = f"{name};q={limit.limit}"
-    if limit.window_s > 0:
-        policy += f";w={limit.window_s}"
+    name, quota, policy = _policy_fields(limit.policy, limit.limit, limit.window_s)
+    remaining = b"%d" % limit.remaining
+    reset = b"%d" % math.ceil(min(limit.reset_s, MAX_RETRY_AFTER_S))
     return [
         (b"x-ratelimit-remaining", remaining),
-        (b"ratelimit-limit", str(limit.limit).encode()),
+        (b"ratelimit-limit", quota),
         (b"ratelimit-remaining", remaining),
         (b"ratelimit-reset", reset),
-        (b"ratelimit-policy", policy.encode()),
-        (b"ratelimit", f"{name};r={limit.remaining};t={reset.decode()}".encode()),
+        (b"ratelimit-policy", policy),
+        (b"ratelimit", b"%s;r=%s;t=%s" % (name, remaining, reset)),
     ]
+
+
+@functools.lru_cache(maxsize=1024)
+def _policy_fields(policy: str, limit: int, window_s: int) -> tuple[bytes, bytes, bytes]:
+    """The parts of `limit_headers` that a policy's requests share: the policy's name as a
+    Structured Field String, ``RateLimit-Limit`` and ``RateLimit-Policy`` (every proxied request
+    built them again before; a process has a handful of policies)."""
+    name = _structured_string(policy)
+    value = f"{name};q={limit}"
+    if window_s > 0:
+        value += f";w={window_s}"
+    return name.encode(), b"%d" % limit, value.encode()
 
 
 def too_many_requests_headers(limit: LimitState, *, retry_after_s: float) -> list[Header]:
