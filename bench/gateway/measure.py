@@ -12,6 +12,8 @@ when processes not ours took more than `OTHER_LIMIT` core meanwhile: the machine
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,6 +121,16 @@ def warm_up(plan: Plan, load: Load, url: str) -> None:
     print(f"   warm-up: {' -> '.join(f'{rate:,.0f}' for rate in rates)} req/s", flush=True)
 
 
+def round_run(plan: Plan, load: Load, target: Target, number: int) -> VariantRow:
+    """One run of round `number` of an interleaved phase: a warm-up of `plan.warmup` seconds (the
+    server was idle while the others were loaded), the 1-minute load average, then the measured
+    closed-loop run at `plan.connections` for `plan.duration` seconds."""
+    load.closed(target.url, connections=plan.connections, duration=plan.warmup)
+    load_average = os.getloadavg()[0]
+    run = functools.partial(load.closed, target.url, connections=plan.connections, duration=plan.duration)
+    return VariantRow(number, load_average, measured(plan, target, run))
+
+
 def run_target(plan: Plan, load: Load, target: Target, results: Results) -> Row:
     """Warm-up, the measured closed-loop run, then the single-connection run; the first's row."""
     print(f"-> {target.name} ({target.processes}): {target.url}", flush=True)
@@ -182,7 +194,7 @@ def run_all(plan: Plan, tools: Tools, stack: contextlib.ExitStack, tmp: Path) ->
         print("   still busy after 120 s: measuring anyway, disturbed runs will be retried", flush=True)
     print("preparing the scratch database and the bench tenant ...", flush=True)
     env = sentinel_env(plan, secret_key)
-    jwt = prepare_data(plan, env, f"http://127.0.0.1:{upstream_port}")
+    jwt = prepare_data(plan.database_url, env, f"http://127.0.0.1:{upstream_port}")
     servers = start_reference_servers(stack, tools, tmp, env, upstream_port)
     load = Load(tools.wrk, jwt)
     redis_pid = local_pid(int(client.info("server").get("process_id", 0)))
