@@ -101,9 +101,10 @@ def measured(plan: Plan, target: Target, run: Callable[[], LoadResult]) -> Row:
     raise AssertionError("unreachable")
 
 
-def _check_clean(target: Target, result: LoadResult, results: Results) -> None:
+def check_clean(target: Target, result: LoadResult, failures: list[str]) -> None:
+    """Adds to `failures` a run of a target that must answer 2xx and did not always."""
     if target.must_be_clean and (result.non2xx or result.socket_errors):
-        results.failures.append(
+        failures.append(
             f"{target.name} ({target.processes}): {result.non2xx} non-2xx and {result.socket_errors} socket "
             f"errors in `{result.command}`"
         )
@@ -137,11 +138,11 @@ def run_target(plan: Plan, load: Load, target: Target, results: Results) -> Row:
     warm_up(plan, load, target.url)
     row = measured(plan, target, lambda: load.closed(target.url, connections=plan.connections, duration=plan.duration))
     results.saturation.append(row)
-    _check_clean(target, row.load, results)
+    check_clean(target, row.load, results.failures)
     print(f"   {row.load.rps:,.0f} req/s, p50 {row.load.p50_ms:.3g} ms, p99 {row.load.p99_ms:.3g} ms", flush=True)
     single = measured(plan, target, lambda: load.closed(target.url, connections=1, duration=plan.single_duration))
     results.single.append(single)
-    _check_clean(target, single.load, results)
+    check_clean(target, single.load, results.failures)
     return row
 
 
@@ -151,7 +152,7 @@ def run_half_load(plan: Plan, load: Load, target: Target, rate: float, results: 
     load.open(target.url, rate=rate, duration=plan.warmup)
     row = measured(plan, target, lambda: load.open(target.url, rate=rate, duration=plan.duration))
     results.half.append(row)
-    _check_clean(target, row.load, results)
+    check_clean(target, row.load, results.failures)
     print(f"   p50 {row.load.p50_ms:.3g} ms, p99 {row.load.p99_ms:.3g} ms", flush=True)
 
 

@@ -24,7 +24,7 @@ from bench.common.processes import Service, answers, stop_service, wait_serving
 from bench.common.scratch import delete_keys, recreate_database, redis_client
 from bench.gateway.config import Plan
 from bench.gateway.load import Load
-from bench.gateway.measure import Bench, Results, Target, round_run, warm_up
+from bench.gateway.measure import Bench, Results, Target, check_clean, round_run, warm_up
 from bench.gateway.servers import prepare_data, sentinel_env, start_otlp_sink
 from tests.support.net import free_port
 
@@ -173,8 +173,7 @@ def run_variants(bench: Bench, upstream_url: str, rounds: int, baseline: str | N
                 run = round_run(bench.plan, load, target, number)
                 results.variants.append(run)
                 row = run.row
-                if row.load.non2xx or row.load.socket_errors:
-                    results.failures.append(f"{target.name}: {row.load.non2xx} non-2xx in `{row.load.command}`")
+                check_clean(target, row.load, results.failures)
                 print(
                     f"   round {number}, {target.name}: {row.load.rps:,.0f} req/s, "
                     f"{row.cores['srv'] / row.load.rps * 1e6:,.0f} µs/req, load average {run.load_average:.2f}",
