@@ -62,6 +62,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from textwrap import shorten
 from typing import TypeVar
 
 from bench.common import DEFAULT_REDIS_URL, DOCS_PATH, REPO, BenchError
@@ -103,6 +104,8 @@ OTHER_BENCHMARKS = (
     "bench.fraud",
 )
 WAIT_MINUTES = 20.0
+# A commit's subject is said up to this many characters (this repository's run long).
+SUBJECT_WIDTH = 100
 # As long as bench.gateway's profile: 1,600 samples at py-spy's 200 Hz.
 PROFILE_SECONDS = 8.0
 
@@ -212,7 +215,7 @@ def resolve_checkouts(plan: Plan, tree: CodeState | None = None) -> list[Checkou
     resolved = [(name, *commit_of(name)) for name in plan.commits]
     labels = unique([label(name, commit) for name, commit, _ in resolved])
     checkouts = [
-        Checkout(name, commit, f"commit {commit[:7]}: {subject}")
+        Checkout(name, commit, f"commit {commit[:7]}: {shorten(subject, SUBJECT_WIDTH, placeholder=' …')}")
         for name, (_, commit, subject) in zip(labels, resolved, strict=True)
     ]
     if plan.tree:
@@ -449,6 +452,17 @@ def pairs_table(found: list[Pair]) -> str:
     return table(headers, body, left=2)
 
 
+def disturbed(runs: list[VariantRow], retries: int) -> str:
+    """What the section says of the runs during which other processes took more than `OTHER_LIMIT`
+    core: each was run again up to `retries` times; how many stayed so."""
+    again = f"was run again once the machine was quiet, up to {retries} times" if retries else "was not run again"
+    said = f"A run during which they took over {OTHER_LIMIT:g} core {again} (`--retries`)"
+    busy = [run.row.cores["other"] for run in runs if run.row.cores.get("other", 0.0) > OTHER_LIMIT]
+    if not busy:
+        return said + "; none was left so."
+    return f"{said}; {len(busy)} of {len(runs)} were left so, up to {max(busy):.2f} core: read these figures as noisy."
+
+
 def _profiles(results: Results) -> str:
     return "".join(
         f"\n### Profile of {name}\n\n{profile_section(profile)}\n" for name, profile in results.profiles.items()
@@ -474,8 +488,7 @@ def render(plan: Plan, checkouts: list[Checkout], results: Results, tools: Tools
         # The command of the first run, its URL (the direct row's) left out.
         "load_command": results.runs[0].row.load.command.rsplit(" ", 1)[0] + " URL" if results.runs else "?",
         "times_direct": TIMES_DIRECT,
-        "other_limit": f"{OTHER_LIMIT:g}",
-        "retries": plan.run.retries,
+        "disturbed": disturbed(results.runs, plan.run.retries),
         "checkouts": "\n".join(f"- `{checkout.label}`: {checkout.about}" for checkout in checkouts),
         "summary_table": summary_table(summarise(results.runs, [DIRECT, *labels])),
         "pairs_table": pairs_table(pairs(results.runs, labels)) if len(labels) > 1 else "(one checkout: no pairs)",

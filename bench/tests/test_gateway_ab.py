@@ -1,7 +1,8 @@
-"""The gateway A/B harness without its load: the command line, the checkouts' labels, the order of
-a round, the summary's arithmetic on given figures (medians over the rounds, multiples of each
-round's direct row, the per-round ratios of a pair), the section rendered and written only with
-`--docs`. The rows are built by hand, as `bench.gateway.measure` records them."""
+"""The gateway A/B harness without its load: the command line, the checkouts (labels, a commit
+extracted), the order of a round, the summary's arithmetic on given figures (medians over the
+rounds, multiples of each round's direct row, the per-round ratios of a pair), the section rendered
+and written only with `--docs`. The rows are built by hand, as `bench.gateway.measure` records
+them."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from bench import gateway_ab as ab
-from bench.common import DOCS_PATH, BenchError
+from bench.common import DOCS_PATH, REPO, BenchError
 from bench.common.cli import markers
 from bench.common.gitstate import CodeState, commit_of
 from bench.gateway.config import DEFAULT_DATABASE_URL
 from bench.gateway.load import LoadResult
 from bench.gateway.measure import Row, VariantRow
 from bench.gateway.tools import Tools
+from bench.gateway.variants import extract_commit
 
 A, B = "154044e", "HEAD (40ba491)"
 
@@ -118,13 +120,23 @@ def test_the_checkouts_are_the_commits_in_the_order_named_then_the_tree() -> Non
 
     assert [c.label for c in checkouts] == [f"HEAD ({head[:7]})", head[:7], ab.TREE]
     assert [c.commit for c in checkouts] == [head, head, None]
-    assert checkouts[0].about == f"commit {head[:7]}: {subject}"
+    assert checkouts[0].about.startswith(f"commit {head[:7]}: {subject[:40]}")
+    assert len(checkouts[0].about) <= len("commit 1234567: ") + ab.SUBJECT_WIDTH
     assert checkouts[2].about == f"the working tree at {head[:7]} with uncommitted changes to gateway/engine/proxy.py"
 
 
 def test_an_unknown_commit_fails_before_anything_starts() -> None:
     with pytest.raises(BenchError, match="no commit 'no-such-commit'"):
         ab.resolve_checkouts(ab.parse_args(["HEAD", "no-such-commit"]))
+
+
+def test_a_commit_is_extracted_with_the_grpc_stubs_git_archive_lacks(tmp_path: Path) -> None:
+    extract_commit("HEAD", tmp_path / "head")
+
+    assert (tmp_path / "head" / "manage.py").read_bytes() == (REPO / "manage.py").read_bytes()
+    assert (tmp_path / "head" / "fraud" / "protos" / "fraud_pb2_grpc.py").exists()
+    with pytest.raises(BenchError, match="git archive no-such-commit"):
+        extract_commit("no-such-commit", tmp_path / "nothing")
 
 
 def test_each_round_runs_the_checkouts_in_an_order_rotated_by_one() -> None:
@@ -233,6 +245,18 @@ def test_the_section_is_written_only_with_docs_and_beside_the_other_sections(tmp
     written = docs.read_text()
     assert "<!-- bench:gateway:start -->\nkept\n<!-- bench:gateway:end -->" in written
     assert text in written
+
+
+def test_the_section_says_how_many_runs_other_processes_disturbed() -> None:
+    runs = three_rounds()
+    runs[1] = run(1, A, 3_000, 0.9)
+    runs[1].row.cores["other"] = 0.62
+
+    assert ab.disturbed(three_rounds(), 2).endswith("up to 2 times (`--retries`); none was left so.")
+    assert ab.disturbed(runs, 0) == (
+        "A run during which they took over 0.1 core was not run again (`--retries`); 1 of 9 were left so, "
+        "up to 0.62 core: read these figures as noisy."
+    )
 
 
 def test_figures_with_errors_are_printed_but_not_written(tmp_path: Path) -> None:
