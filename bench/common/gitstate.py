@@ -33,6 +33,18 @@ def _git(*args: str) -> str:
     return result.stdout
 
 
+def commit_of(name: str) -> tuple[str, str]:
+    """The full hash and the subject line of commit `name` (`HEAD`, a short hash, a tag);
+    BenchError when git knows no such commit."""
+    result = subprocess.run(
+        ["git", "log", "-1", "--format=%H %s", f"{name}^{{commit}}", "--"], cwd=REPO, capture_output=True, text=True
+    )
+    if result.returncode != 0 or not result.stdout.strip():
+        raise BenchError(f"no commit {name!r} in {REPO}: {result.stderr.strip() or 'git found none'}")
+    commit, _, subject = result.stdout.strip().partition(" ")
+    return commit, subject
+
+
 def _served(path: str) -> bool:
     return not (path.startswith(("bench/", "docs/", "tests/")) or "/tests/" in path or path.endswith(".md"))
 

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -113,11 +114,13 @@ def server_env(
     return env
 
 
-def manage(args: list[str], env: dict[str, str]) -> str:
-    """`manage.py <args>`'s stdout; BenchError with its output when it fails."""
+def manage(args: list[str], env: dict[str, str], root: Path = REPO) -> str:
+    """`manage.py <args>`'s stdout, run in `root` (another checkout's code: an earlier commit
+    extracted); BenchError with its output when it fails."""
     result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "manage.py", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
     )
     if result.returncode != 0:
-        raise BenchError(f"manage.py {args[0]} failed:\n{(result.stdout + result.stderr)[-3000:]}")
+        where = "" if root == REPO else f" in {root}"
+        raise BenchError(f"manage.py {args[0]}{where} failed:\n{(result.stdout + result.stderr)[-3000:]}")
     return result.stdout

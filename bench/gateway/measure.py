@@ -12,6 +12,8 @@ when processes not ours took more than `OTHER_LIMIT` core meanwhile: the machine
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,9 +101,10 @@ def measured(plan: Plan, target: Target, run: Callable[[], LoadResult]) -> Row:
     raise AssertionError("unreachable")
 
 
-def _check_clean(target: Target, result: LoadResult, results: Results) -> None:
+def check_clean(target: Target, result: LoadResult, failures: list[str]) -> None:
+    """Adds to `failures` a run of a target that must answer 2xx and did not always."""
     if target.must_be_clean and (result.non2xx or result.socket_errors):
-        results.failures.append(
+        failures.append(
             f"{target.name} ({target.processes}): {result.non2xx} non-2xx and {result.socket_errors} socket "
             f"errors in `{result.command}`"
         )
@@ -119,17 +122,27 @@ def warm_up(plan: Plan, load: Load, url: str) -> None:
     print(f"   warm-up: {' -> '.join(f'{rate:,.0f}' for rate in rates)} req/s", flush=True)
 
 
+def round_run(plan: Plan, load: Load, target: Target, number: int) -> VariantRow:
+    """One run of round `number` of an interleaved phase: a warm-up of `plan.warmup` seconds (the
+    server was idle while the others were loaded), the 1-minute load average, then the measured
+    closed-loop run at `plan.connections` for `plan.duration` seconds."""
+    load.closed(target.url, connections=plan.connections, duration=plan.warmup)
+    load_average = os.getloadavg()[0]
+    run = functools.partial(load.closed, target.url, connections=plan.connections, duration=plan.duration)
+    return VariantRow(number, load_average, measured(plan, target, run))
+
+
 def run_target(plan: Plan, load: Load, target: Target, results: Results) -> Row:
     """Warm-up, the measured closed-loop run, then the single-connection run; the first's row."""
     print(f"-> {target.name} ({target.processes}): {target.url}", flush=True)
     warm_up(plan, load, target.url)
     row = measured(plan, target, lambda: load.closed(target.url, connections=plan.connections, duration=plan.duration))
     results.saturation.append(row)
-    _check_clean(target, row.load, results)
+    check_clean(target, row.load, results.failures)
     print(f"   {row.load.rps:,.0f} req/s, p50 {row.load.p50_ms:.3g} ms, p99 {row.load.p99_ms:.3g} ms", flush=True)
     single = measured(plan, target, lambda: load.closed(target.url, connections=1, duration=plan.single_duration))
     results.single.append(single)
-    _check_clean(target, single.load, results)
+    check_clean(target, single.load, results.failures)
     return row
 
 
@@ -139,7 +152,7 @@ def run_half_load(plan: Plan, load: Load, target: Target, rate: float, results: 
     load.open(target.url, rate=rate, duration=plan.warmup)
     row = measured(plan, target, lambda: load.open(target.url, rate=rate, duration=plan.duration))
     results.half.append(row)
-    _check_clean(target, row.load, results)
+    check_clean(target, row.load, results.failures)
     print(f"   p50 {row.load.p50_ms:.3g} ms, p99 {row.load.p99_ms:.3g} ms", flush=True)
 
 
@@ -182,7 +195,7 @@ def run_all(plan: Plan, tools: Tools, stack: contextlib.ExitStack, tmp: Path) ->
         print("   still busy after 120 s: measuring anyway, disturbed runs will be retried", flush=True)
     print("preparing the scratch database and the bench tenant ...", flush=True)
     env = sentinel_env(plan, secret_key)
-    jwt = prepare_data(plan, env, f"http://127.0.0.1:{upstream_port}")
+    jwt = prepare_data(plan.database_url, env, f"http://127.0.0.1:{upstream_port}")
     servers = start_reference_servers(stack, tools, tmp, env, upstream_port)
     load = Load(tools.wrk, jwt)
     redis_pid = local_pid(int(client.info("server").get("process_id", 0)))

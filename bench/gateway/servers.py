@@ -16,6 +16,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from bench.common import REPO
 from bench.common.processes import Service, answers, start_service, stop_service, wait_serving
 from bench.common.scratch import delete_keys, manage, recreate_database, server_env
 from bench.gateway.config import KEY_PREFIX, TENANT_LIMITS, Plan
@@ -47,11 +48,13 @@ def sentinel_env(plan: Plan, secret_key: str, workers: int = 1, **extra: str) ->
     )
 
 
-def prepare_data(plan: Plan, env: dict[str, str], upstream_url: str) -> str:
-    """Scratch database, migrations, tenant + user + route; returns the user's access token."""
-    recreate_database(plan.database_url)
-    manage(["migrate", "--noinput"], env)
-    output = manage(["bench_setup", "--upstream", upstream_url, "--limits", json.dumps(TENANT_LIMITS)], env)
+def prepare_data(database_url: str, env: dict[str, str], upstream_url: str, root: Path = REPO) -> str:
+    """Scratch database (`database_url`, also in `env`), migrations, tenant + user + route, by the
+    code in `root` (this checkout, or an earlier commit extracted); returns the user's access token."""
+    recreate_database(database_url)
+    manage(["migrate", "--noinput"], env, root)
+    args = ["bench_setup", "--upstream", upstream_url, "--limits", json.dumps(TENANT_LIMITS)]
+    output = manage(args, env, root)
     return str(json.loads(output.strip().splitlines()[-1])["jwt"])
 
 

@@ -13,9 +13,6 @@ The 1-minute load average is read before each run.
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,10 +22,10 @@ from pathlib import Path
 from bench.common import REPO, BenchError
 from bench.common.processes import Service, answers, stop_service, wait_serving
 from bench.common.scratch import delete_keys, recreate_database, redis_client
-from bench.gateway.config import TENANT_LIMITS, Plan
+from bench.gateway.config import Plan
 from bench.gateway.load import Load
-from bench.gateway.measure import Bench, Results, Target, VariantRow, measured, warm_up
-from bench.gateway.servers import sentinel_env, start_otlp_sink
+from bench.gateway.measure import Bench, Results, Target, check_clean, round_run, warm_up
+from bench.gateway.servers import prepare_data, sentinel_env, start_otlp_sink
 from tests.support.net import free_port
 
 # The target names of the phase's rows, in the order each round runs them.
@@ -63,15 +60,6 @@ def variants(sink_endpoint: str) -> list[Variant]:
     ]
 
 
-def _manage_in(root: Path, args: list[str], env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
-    )
-    if result.returncode != 0:
-        raise BenchError(f"manage.py {args[0]} in {root} failed:\n{(result.stdout + result.stderr)[-3000:]}")
-    return result.stdout
-
-
 def _generate_stubs(root: Path) -> None:
     """The gRPC stubs `make protos` generates (not in git): from that code's own proto, when it has one."""
     proto = Path("fraud/protos/fraud.proto")
@@ -81,32 +69,62 @@ def _generate_stubs(root: Path) -> None:
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", *args], cwd=root, check=True, timeout=120)
 
 
-def baseline_variant(bench: Bench, commit: str, upstream_url: str) -> Variant:
-    """The code of `commit` extracted (``git archive``) under the run's temporary folder, with a
-    database (``<scratch>_baseline``) and Redis prefix of its own, migrated and set up by that code's
-    own ``bench_setup``; both dropped when the run ends."""
-    root = bench.tmp / f"sentinel-{commit}"
-    root.mkdir()
+def extract_commit(commit: str, root: Path) -> None:
+    """The code of `commit` in the new folder `root`: ``git archive``, then the gRPC stubs (git
+    archive lacks them, and without them the web process dies on import)."""
+    root.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, timeout=120)
     if archive.returncode != 0:
         raise BenchError(f"git archive {commit}: {archive.stderr.decode(errors='replace').strip()}")
     subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True, timeout=120)
     _generate_stubs(root)
-    database_url = bench.plan.database_url.rstrip("/") + "_baseline"
-    recreate_database(database_url)
-    bench.stack.callback(recreate_database, database_url, create=False)
-    env = {"DATABASE_URL": database_url, "PYTHONPATH": str(root), "CACHE_KEY_PREFIX": BASELINE_KEY_PREFIX}
-    full_env = sentinel_env(bench.plan, bench.secret_key, 1, **env)
-    _manage_in(root, ["migrate", "--noinput"], full_env)
-    output = _manage_in(
-        root, ["bench_setup", "--upstream", upstream_url, "--limits", json.dumps(TENANT_LIMITS)], full_env
+
+
+def commit_variant(
+    plan: Plan,
+    secret_key: str,
+    stack: contextlib.ExitStack,
+    commit: str,
+    upstream_url: str,
+    *,
+    name: str,
+    root: Path,
+    database_url: str,
+    key_prefix: str,
+) -> Variant:
+    """The code of `commit` extracted in `root`, with a database (`database_url`) and Redis keys
+    (under `key_prefix`) of its own, migrated and set up by that code's own ``bench_setup``; the
+    database is dropped and the keys deleted when `stack` closes."""
+    extract_commit(commit, root)
+    stack.callback(recreate_database, database_url, create=False)
+    client = redis_client(plan.redis_url)
+    delete_keys(client, f"{key_prefix}:*")  # a run interrupted before its cleanup left some
+    stack.callback(delete_keys, client, f"{key_prefix}:*")
+    env = {"DATABASE_URL": database_url, "PYTHONPATH": str(root), "CACHE_KEY_PREFIX": key_prefix}
+    jwt = prepare_data(database_url, sentinel_env(plan, secret_key, 1, **env), upstream_url, root)
+    return Variant(name, env, root, jwt)
+
+
+def baseline_variant(bench: Bench, commit: str, upstream_url: str) -> Variant:
+    """``--baseline``: the code of `commit` (`commit_variant`) under the run's temporary folder,
+    with the database ``<scratch>_baseline`` and the Redis prefix `BASELINE_KEY_PREFIX`."""
+    return commit_variant(
+        bench.plan,
+        bench.secret_key,
+        bench.stack,
+        commit,
+        upstream_url,
+        name=BASELINE.format(commit=commit),
+        root=bench.tmp / f"sentinel-{commit}",
+        database_url=bench.plan.database_url.rstrip("/") + "_baseline",
+        key_prefix=BASELINE_KEY_PREFIX,
     )
-    jwt = str(json.loads(output.strip().splitlines()[-1])["jwt"])
-    return Variant(BASELINE.format(commit=commit), env, root, jwt)
 
 
 @contextlib.contextmanager
-def _server(plan: Plan, secret_key: str, variant: Variant, jwt: str, tmp: Path) -> Iterator[tuple[Service, int]]:
+def serve_variant(plan: Plan, secret_key: str, variant: Variant, jwt: str, tmp: Path) -> Iterator[tuple[Service, int]]:
+    """`manage.py serve` (1 web process) of `variant`, from its tree and with its environment, up
+    and serving the bench route: (it, its port); stopped when the block ends."""
     port = free_port()
     env = sentinel_env(plan, secret_key, 1, **variant.env)
     for name in _SAMPLER_VARIABLES:
@@ -137,13 +155,11 @@ def run_variants(bench: Bench, upstream_url: str, rounds: int, baseline: str | N
     if baseline:
         print(f"-> preparing the baseline {baseline} (git archive, its own database) ...", flush=True)
         chosen.append(baseline_variant(bench, baseline, upstream_url))
-        client = redis_client(bench.plan.redis_url)
-        bench.stack.callback(delete_keys, client, f"{BASELINE_KEY_PREFIX}:*")
     with contextlib.ExitStack() as servers:
         targets: list[tuple[Target, Load]] = []
         for variant in chosen:
             jwt = variant.jwt or bench.jwt
-            service, port = servers.enter_context(_server(bench.plan, bench.secret_key, variant, jwt, bench.tmp))
+            service, port = servers.enter_context(serve_variant(bench.plan, bench.secret_key, variant, jwt, bench.tmp))
             roots = {**bench.roots, "srv": service.pid}
             if "ENABLE_TRACING" in variant.env:
                 roots["sink"] = sink.pid
@@ -154,17 +170,12 @@ def run_variants(bench: Bench, upstream_url: str, rounds: int, baseline: str | N
             targets.append((target, load))
         for number in range(1, rounds + 1):
             for target, load in targets:
-                load.closed(target.url, connections=bench.plan.connections, duration=bench.plan.warmup)
-                load_average = os.getloadavg()[0]
-                run = functools.partial(
-                    load.closed, target.url, connections=bench.plan.connections, duration=bench.plan.duration
-                )
-                row = measured(bench.plan, target, run)
-                results.variants.append(VariantRow(number, load_average, row))
-                if row.load.non2xx or row.load.socket_errors:
-                    results.failures.append(f"{target.name}: {row.load.non2xx} non-2xx in `{row.load.command}`")
+                run = round_run(bench.plan, load, target, number)
+                results.variants.append(run)
+                row = run.row
+                check_clean(target, row.load, results.failures)
                 print(
                     f"   round {number}, {target.name}: {row.load.rps:,.0f} req/s, "
-                    f"{row.cores['srv'] / row.load.rps * 1e6:,.0f} µs/req, load average {load_average:.2f}",
+                    f"{row.cores['srv'] / row.load.rps * 1e6:,.0f} µs/req, load average {run.load_average:.2f}",
                     flush=True,
                 )
