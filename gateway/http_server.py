@@ -122,6 +122,7 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             self._linger.cancel()
             self._linger = None
         super().connection_lost(exc)
+        _forget_respond(self.cycle)
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
@@ -150,6 +151,7 @@ class SentinelHttpProtocol(HttpToolsProtocol):
     # --- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        _forget_respond(self.cycle)  # the previous request's, if its response never completed
         self._head_complete = False
         self._unfinished_head_bytes = 0
         super().on_message_begin()
@@ -221,7 +223,11 @@ class SentinelHttpProtocol(HttpToolsProtocol):
             on_response=self.on_response_complete,
             loop=self.loop,
         )
-        # The proxy answers through it without ASGI's two messages (`SentinelCycle.respond`).
+        # The proxy answers through it without ASGI's two messages (`SentinelCycle.respond`). The
+        # scope now refers to the cycle, which refers to the scope: a reference cycle, which made
+        # every request's objects garbage for the collector (16 young collections of 4-12 ms in
+        # 8 s at 1,500 req/s instead of one): `_forget_respond` breaks it when the response
+        # completes, the next request begins or the connection is lost.
         scope[RESPOND_KEY] = cycle.respond  # type: ignore[typeddict-unknown-key]
         if existing is None or existing.response_complete:
             self._start_asgi_task(cycle, app)
@@ -435,6 +441,7 @@ class SentinelCycle(RequestResponseCycle):
             if self.expected_content_length != 0:
                 raise RuntimeError("Response content shorter than Content-Length")
             self.response_complete = True
+            _forget_respond(self)
             self.message_event.set()
             if not self.keep_alive:
                 self.transport.close()
@@ -509,6 +516,12 @@ _HEADER_PREFIXES_MAX: Final = 1024
 _FRAMING_PREFIXES: Final = frozenset((b"\r\ncontent-length: ", b"\r\ntransfer-encoding: ", b"\r\nconnection: "))
 # Control characters other than HTAB, CR and LF (those two are counted line by line instead).
 _VALUE_CONTROL: Final = re.compile(b"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _forget_respond(cycle: RequestResponseCycle | None) -> None:
+    """Drops the scope's reference to its cycle's `respond` (see `on_headers_complete`)."""
+    if cycle is not None:
+        cycle.scope.pop(RESPOND_KEY, None)  # type: ignore[misc,typeddict-item]
 
 
 def _header_prefix(name: bytes) -> bytes:
