@@ -9,16 +9,15 @@ few loop turns after its receive sent its first commands: its consumer was left 
 40 (a test loop), after which a web process's shutdown waited out uvicorn's graceful timeout, and
 `asyncio.run`, which has none, waited for ever (a test hung at pytest-timeout's 300 s).
 
-Here the upstream receive runs in a task of its own. The caller's task, which is what gets cancelled,
-only awaits that one, so it takes every cancel, and it repeats the cancel until the upstream task
-ends: a repeat lands in the blocking pop, where it is not lost.
+Here the upstream receive runs in a task of its own, which the caller's task only awaits. That one,
+what gets cancelled, takes every cancel and raises at once; the upstream task is then cancelled, and
+cancelled again until it ends: a repeat lands in the blocking pop, where it is not lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer as UpstreamRedisChannelLayer
@@ -27,7 +26,7 @@ logger = logging.getLogger("sentinel.core")
 
 # A lost cancel is repeated this often; a repeat can only be lost in the instant a send completes.
 RECANCEL_SECONDS = 0.05
-# After this long, the receive is left running (logged): its caller is not held longer.
+# After this long the repeats stop, and the receive is left running (logged).
 GIVE_UP_SECONDS = 5
 
 
@@ -39,16 +38,19 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):  # type: ignore[misc]
         try:
             message: dict[str, Any] = await asyncio.shield(receiving)
         except asyncio.CancelledError:
-            await _cancel_until_done(receiving)
+            _cancel_until_done(receiving, asyncio.get_running_loop().time() + GIVE_UP_SECONDS)
             raise
         return message
 
 
-async def _cancel_until_done(task: asyncio.Future[Any]) -> None:
-    deadline = time.monotonic() + GIVE_UP_SECONDS
-    while not task.done():
-        if time.monotonic() > deadline:
-            logger.warning("a channel layer receive did not end %s s after it was cancelled", GIVE_UP_SECONDS)
-            return
-        task.cancel()
-        await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+def _cancel_until_done(task: asyncio.Future[Any], deadline: float) -> None:
+    """Cancels `task` now and every RECANCEL_SECONDS until it is done; from loop callbacks, not a
+    task, so the caller's cancel is not held up and a further cancel cannot stop the repeats."""
+    if task.done():
+        return
+    loop = task.get_loop()
+    if loop.time() > deadline:
+        logger.warning("a channel layer receive did not end %s s after it was cancelled", GIVE_UP_SECONDS)
+        return
+    task.cancel()
+    loop.call_later(RECANCEL_SECONDS, _cancel_until_done, task, deadline)
