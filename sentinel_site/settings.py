@@ -174,7 +174,9 @@ if REDIS_URL:
     }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis' layer, whose receive ends when cancelled on Python 3.11 too
+            # (core/channel_layer.py: a refused socket used to leave its consumer running).
+            "BACKEND": "core.channel_layer.RedisChannelLayer",
             "CONFIG": {
                 # A read timeout longer than channels_redis' 5 s blocking pop (BZPOPMIN): redis-py 8
                 # defaults socket_timeout to 5 s, which races that pop and tears an idle consumer

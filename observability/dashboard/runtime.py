@@ -73,14 +73,23 @@ class DashboardRuntime:
 
     async def stop(self) -> None:
         """Lets each loop finish the step it is in (a step cancelled mid-way would leave its worker
-        thread running past the server's shutdown), then releases the lease."""
+        thread running past the server's shutdown), then releases the lease. Cancelled, it cancels
+        the loops and raises: the lease then lapses on its own."""
         self._stopping.set()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, timeout=STOP_TIMEOUT_SECONDS)
-            except (TimeoutError, asyncio.CancelledError):
-                logger.warning("dashboard loop %s did not stop in time", task.get_name())
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        late: set[asyncio.Task[None]] = set()
+        try:
+            # asyncio.wait, not wait_for: it neither raises a loop's own end by cancellation as if
+            # stop() were cancelled, nor (3.11's wait_for can) lets a cancel of stop() go unraised.
+            if tasks:
+                _, late = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_SECONDS)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        for task in late:
+            logger.warning("dashboard loop %s did not stop in time", task.get_name())
+            task.cancel()
         if self.lease is not None:
             await self._guarded("release", sync_to_async(self.lease.release, thread_sensitive=False))
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -75,6 +76,27 @@ def test_unknown_paths_and_sockets_without_a_session_are_refused_without_a_trace
     assert (unknown, anonymous, foreign.value.response.status_code) == (404, 403, 403)
     assert frame["scope"] == {"tenant": None}
     assert "Traceback" not in output and '"status": 500' not in output, output[-3000:]
+
+
+def test_refused_sockets_leave_no_consumer_for_the_shutdown_to_wait_for() -> None:
+    # Given a web process on Redis that refused sockets without a session
+    env = {"REDIS_URL": require_redis(), "CACHE_KEY_PREFIX": key_prefix("dash-refused")}
+    with tempfile.TemporaryFile() as log:
+        with logged_web_server(log, **env) as (port, process):
+            for _ in range(20):
+                assert refusal_status(port) == 403
+            # When it is asked to stop
+            asked = time.monotonic()
+            process.terminate()
+            process.wait(timeout=20)
+            stopped_in = time.monotonic() - asked
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    # Then it stops at once: no refused socket's consumer is left running, which uvicorn would wait
+    # its 10 s graceful timeout for and then cancel (a channels_redis receive that lost its cancel
+    # on Python 3.11 kept its consumer running: core/channel_layer.py)
+    assert "graceful shutdown exceeded" not in output, f"a consumer outlived its socket:\n{output[-3000:]}"
+    assert stopped_in < 5, output[-3000:]
 
 
 def latest_frame(socket: ClientConnection, *, timeout: float = 5) -> dict[str, Any]:

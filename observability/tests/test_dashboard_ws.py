@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -25,11 +24,14 @@ from observability.dashboard.runtime import DashboardRuntime
 from observability.dashboard.scopes import fleet_store
 from observability.tests.test_dashboard_views import forget_snapshots
 from sentinel_site.routing import websocket_urlpatterns
+from tests.support.aio import run_bounded
 from tests.support.redis_keys import key_prefix
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 T = TypeVar("T")
+# The longest scenario here takes about 8 s (7 s idle, then a frame), and stopping the runtime up to 5.
+SCENARIO_SECONDS = 30
 application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 
 
@@ -52,7 +54,9 @@ def session_cookie(user: User) -> list[tuple[bytes, bytes]]:
 
 
 def run(scenario: Callable[[DashboardRuntime], Awaitable[T]]) -> T:
-    """Runs `scenario` with a dashboard runtime started on the same event loop, stopped after."""
+    """Runs `scenario` with a dashboard runtime started on the same event loop, stopped after;
+    within SCENARIO_SECONDS, and the tasks it leaves (a refused socket's consumer) ending once
+    cancelled (`run_bounded`: a hang fails in seconds, naming where it waits)."""
 
     async def main() -> T:
         runtime = DashboardRuntime()
@@ -61,11 +65,15 @@ def run(scenario: Callable[[DashboardRuntime], Awaitable[T]]) -> T:
             return await scenario(runtime)
         finally:
             await runtime.stop()
-            # Channels' database_sync_to_async runs in asgiref's one shared thread, whose
-            # connection outlives this loop: closed here so the test database can be dropped.
-            await sync_to_async(connections.close_all)()
+            await close_thread_connections()
 
-    return asyncio.run(main())
+    return run_bounded(main(), timeout=SCENARIO_SECONDS, what="the dashboard scenario")
+
+
+async def close_thread_connections() -> None:
+    # Channels' database_sync_to_async runs in asgiref's one shared thread, whose connection
+    # outlives this loop: closed here so the test database can be dropped.
+    await sync_to_async(connections.close_all)()
 
 
 def proxied(status: int = 200) -> RequestRecord:
@@ -150,7 +158,7 @@ def test_a_socket_idle_longer_than_the_layers_blocking_pop_stays_open(staff: Use
         await get_channel_layer().group_send("observability.snapshot", {"type": "snapshot.push", "snapshot": {"at": 1}})
         frame = await socket.receive_json_from(timeout=3)
         await socket.disconnect()
-        await sync_to_async(connections.close_all)()
+        await close_thread_connections()
         return frame
 
-    assert asyncio.run(scenario()) == {"at": 1}
+    assert run_bounded(scenario(), timeout=SCENARIO_SECONDS, what="the idle socket scenario") == {"at": 1}

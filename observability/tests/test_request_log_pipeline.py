@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -22,6 +22,7 @@ from observability.request_log.queue import RecordQueue
 from observability.request_log.rows import RECORD_OVERHEAD_BYTES, ROWS_PER_TURN, record_row, records_rows
 from observability.request_log.writer import RequestLogWriter, WriterConfig
 from observability.tests.request_log_support import make_record, postgres, stored_correlation_ids
+from tests.support.aio import run_bounded
 from tests.support.net import tcp_relay
 from tests.support.waiting import wait_until
 
@@ -38,8 +39,9 @@ def metric(name: str) -> float:
     return 0.0
 
 
-def run(coroutine: Awaitable[T]) -> T:
-    return asyncio.run(coroutine)  # type: ignore[arg-type]
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    # Longer than `eventually`'s 20 s, so that a condition that never holds fails with its own message.
+    return run_bounded(coroutine, timeout=60, what="the writer scenario")
 
 
 # --- The queue: bounds and drops ------------------------------------------------------------

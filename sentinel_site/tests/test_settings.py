@@ -69,7 +69,7 @@ def test_urls_switch_to_postgres_and_redis(monkeypatch: pytest.MonkeyPatch, tmp_
     assert db["ENGINE"] == "django.db.backends.postgresql"
     assert (db["HOST"], db["PORT"], db["NAME"]) == ("db.example", 5433, "sentinel")
     assert conf["CACHES"]["default"]["BACKEND"] == "django_redis.cache.RedisCache"
-    assert conf["CHANNEL_LAYERS"]["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert conf["CHANNEL_LAYERS"]["default"]["BACKEND"] == "core.channel_layer.RedisChannelLayer"
     assert conf["CELERY_BROKER_URL"] == "redis://cache.example:6379/2"
     assert conf["SECRET_KEY"] == "from-the-environment-and-long-enough-1234"
     assert conf["ALLOWED_HOSTS"] == ["api.example.com", "admin.example.com"]
