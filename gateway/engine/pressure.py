@@ -17,9 +17,11 @@ timeout's business, never a reason to shed other tenants (issue 8 item 8)::
     S  = max(L, E)                                     strain, 0..1
     pressure = 100 · min(1, Ū · (1 + PRESSURE_STRAIN_WEIGHT · S))
 
-- `CAPACITY` (`GATEWAY_CAPACITY`, default 512): at the most one process serves on the 2-core
-  reference box (2,901 req/s, docs/benchmarks.md), 512 in flight means each request is held
-  ~176 ms on average (Little's law), just under the 200 ms SLO: past it, requests queue.
+- `CAPACITY` (`GATEWAY_CAPACITY`, default 512): chosen when one process served at most ~2,900
+  req/s on the 2-core reference box, where 512 in flight means each request is held ~176 ms on
+  average (Little's law), just under the 200 ms SLO: past it, requests queue. At a process's
+  current rate (README, "Performance") 512 / rate is the time held; it stays under 200 ms from
+  2,560 req/s up.
 - `U` is capped at 2 before smoothing, so a flood of twice the capacity or more reads 100 after
   ~0.7 τ and falls back under 60 within ~1.2 τ once it is gone: no long tail after a blip.
 - `τ` (default 1 s) lets a burst of a few hundred milliseconds pass (a 200 ms spike to full
