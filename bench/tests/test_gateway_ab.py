@@ -20,6 +20,7 @@ from bench.gateway.load import LoadResult
 from bench.gateway.measure import Row, VariantRow
 from bench.gateway.tools import Tools
 from bench.gateway.variants import extract_commit
+from bench.tests.tables import cells
 
 A, B = "154044e", "HEAD (40ba491)"
 
@@ -39,15 +40,6 @@ def three_rounds() -> list[VariantRow]:
         runs.append(run(number, A, 3_000, 3_000 * a_us / 1e6))
         runs.append(run(number, B, 5_000, 5_000 * b_us / 1e6))
     return runs
-
-
-def cells(table: str, first: str) -> list[str]:
-    """The cells of the table row whose first cell is `first`."""
-    for line in table.splitlines():
-        found = [cell.strip() for cell in line.strip("|").split("|")]
-        if found[0] == first:
-            return found
-    raise AssertionError(f"no row {first!r} in\n{table}")
 
 
 # --- the command line ---

@@ -27,6 +27,7 @@ from bench.gateway.reading import cpu_goal, latency, p99, rate, reading, request
 from bench.gateway.report import SUMMARY_NAME, render, render_summary, saturation_table, variants_tables
 from bench.gateway.tools import Tools
 from bench.gateway.variants import DEFAULT, NO_LOG, OFF
+from bench.tests.tables import cells
 
 X = "\N{MULTIPLICATION SIGN}"
 
@@ -38,15 +39,6 @@ def load(rps: float, p50: float = 5.0, p99: float = 50.0) -> LoadResult:
 def row(target: str, processes: str, rps: float, srv_cores: float, p99_ms: float = 50.0) -> Row:
     cores = {"srv": srv_cores, "upstream": 0.3, "redis": 0.2, "gen": 0.1, "other": 0.0, "box": 1.5}
     return Row(target, processes, load(rps, p99=p99_ms), cores, [])
-
-
-def cells(table: str, first: str) -> list[str]:
-    """The cells of the table row whose first cell is `first`."""
-    for line in table.splitlines():
-        found = [cell.strip() for cell in line.strip("|").split("|")]
-        if found[0] == first:
-            return found
-    raise AssertionError(f"no row {first!r} in\n{table}")
 
 
 def header(table: str) -> list[str]:
