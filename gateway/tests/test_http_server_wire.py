@@ -111,6 +111,11 @@ class _App:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
             assert scope[RESPOND_KEY](200, [], b"no") is False  # started: it must go as messages
             await send({"type": "http.response.body", "body": b"ok"})
+        elif path == "/yield":  # a stream's way: the loop turns between the head and the body
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            await send({"type": "http.response.body", "body": b"ok"})
         elif path == "/bad-name":
             headers = [(b"x note", b"1"), (b"content-length", b"2")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -275,6 +280,17 @@ def test_a_whole_response_given_in_one_call_is_framed_as_send_frames_it_in_one_w
     assert counts[:3] == [1, 1, 1]
 
 
+def test_pipelined_requests_each_find_respond(served: tuple[int, _App, list[int]]) -> None:
+    # Each request's task reads `sentinel.respond` from its scope after the next head may have
+    # been parsed: the next request must not take it away.
+    port, _, _ = served
+
+    received = _exchange(port, _get("/respond", close=False) * 3 + _get("/respond"))
+
+    one = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    assert received == one * 3 + one.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
+
+
 def test_keep_alive_and_pipelined_requests_get_their_responses_in_order(served: tuple[int, _App, list[int]]) -> None:
     port, _, counts = served
 
@@ -402,7 +418,7 @@ def test_a_finished_request_leaves_no_reference_cycle_for_the_collector(served: 
     gc.collect()
     gc.disable()
     try:
-        for path in ("/respond", "/cl", "/chunked", "/respond-after-start") * 5:
+        for path in ("/respond", "/cl", "/chunked", "/respond-after-start", "/yield") * 5:
             assert _exchange(port, _get(path)).startswith(b"HTTP/1.1 200 OK")
         # The server's side of the last connection may still be closing: its cycle goes with it.
         wait_until(
