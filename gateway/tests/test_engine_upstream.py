@@ -1129,11 +1129,12 @@ def test_closing_the_pool_closes_connections_in_use_and_the_pool_works_on() -> N
 # --- Limits of what the upstream sends back (found by the fresh-eyes trial) ------------------------
 
 
-def endless_header(sent: list[int]) -> Answer:
-    """Starts a response whose one header never ends, 64 KiB at a time, until the client leaves."""
+def endless_field(start: bytes, sent: list[int]) -> Answer:
+    """Writes `start`, then a field value that never ends, 64 KiB at a time (counted in `sent`),
+    until the client leaves."""
 
     async def answer(request: Request, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nX-Huge: ")
+        writer.write(start)
         for _ in range(16 * 1024):  # 1 GiB at most: the client must leave long before
             writer.write(b"b" * 65536)
             await writer.drain()
@@ -1145,7 +1146,11 @@ def endless_header(sent: list[int]) -> Answer:
 def test_a_response_head_past_its_limit_is_malformed_and_the_loop_stays_free() -> None:
     async def scenario() -> None:
         sent = [0]
-        async with upstream(endless_header(sent)) as huge, upstream(fixed(OK)) as fine, pool() as client:
+        async with (
+            upstream(endless_field(b"HTTP/1.1 200 OK\r\nX-Huge: ", sent)) as huge,
+            upstream(fixed(OK)) as fine,
+            pool() as client,
+        ):
             exchange = asyncio.create_task(send(client, huge.port, timeout=30))
             # Meanwhile another upstream's request on the same loop is answered
             assert await get(client, fine.port) == (200, b"ok")
@@ -1192,12 +1197,9 @@ def test_trailer_fields_are_dropped_not_merged_into_the_head() -> None:
 def test_an_endless_trailer_is_malformed_and_a_long_chunked_body_is_not() -> None:
     sent = [0]
 
-    async def endless_trailer(request: Request, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: ")
-        for _ in range(16 * 1024):  # 1 GiB at most: the client must leave long before
-            writer.write(b"b" * 65536)
-            await writer.drain()
-            sent[0] += 65536
+    endless_trailer = endless_field(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: ", sent
+    )
 
     big = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     big += b"".join(b"%x\r\n%s\r\n" % (len(BLOCK), BLOCK) for _ in range(64)) + b"0\r\n\r\n"
