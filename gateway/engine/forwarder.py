@@ -614,27 +614,27 @@ async def _relay_lean(conn: UpstreamConnection, exchange: _Exchange, read_timeou
     offers one (``RESPOND_KEY``)."""
     status = exchange.status = conn.status
     headers = downstream_headers(conn.headers, exchange.response_headers)
+    whole: bytes | None = None  # the body, taken whole, when `respond` declined it
     respond = exchange.respond
     if respond is not None and conn.ended:
+        whole = conn.take()
         exchange.watch.stop()  # the response completes now (see _pass_on)
-        body = conn.take()
-        exchange.bytes_out = len(body)
-        if not respond(status, headers, body):  # paused for back-pressure: as messages, awaited
-            start = {"type": "http.response.start", "status": status, "headers": headers}
-            if not await _send_or_gone(exchange.send, start) or not await _send_or_gone(
-                exchange.send, {"type": "http.response.body", "body": body, "more_body": False}
-            ):
-                return exchange.result("client_disconnect", "the client disconnected")
-        return exchange.result("upstream_5xx" if status >= 500 else "ok")
+        if respond(status, headers, whole):
+            exchange.bytes_out = len(whole)
+            return exchange.result("upstream_5xx" if status >= 500 else "ok")
+        # Declined (the client's socket is paused for back-pressure): as messages, below.
     if not await _send_or_gone(exchange.send, {"type": "http.response.start", "status": status, "headers": headers}):
         return exchange.result("client_disconnect", "the client disconnected")
     while True:
-        try:
-            chunk = conn.take() if conn.ready() else await conn.read(read_timeout_s)
-        except (UpstreamError, TimeoutError) as exc:
-            # Too late for an error status: leave the response unfinished (module docstring).
-            outcome: Outcome = "timeout" if isinstance(exc, TimeoutError) else "upstream_aborted"
-            return exchange.result(outcome, _describe(exc))
+        if whole is not None:
+            chunk, whole = whole, None
+        else:
+            try:
+                chunk = conn.take() if conn.ready() else await conn.read(read_timeout_s)
+            except (UpstreamError, TimeoutError) as exc:
+                # Too late for an error status: leave the response unfinished (module docstring).
+                outcome: Outcome = "timeout" if isinstance(exc, TimeoutError) else "upstream_aborted"
+                return exchange.result(outcome, _describe(exc))
         last = conn.complete
         if not await _pass_on(exchange, chunk, last):
             return exchange.result("client_disconnect", "the client disconnected")

@@ -34,7 +34,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway.engine.forwarder import OUTCOMES, Forwarder, ForwardResult
+from gateway.engine.forwarder import OUTCOMES, RESPOND_KEY, Forwarder, ForwardResult
 from gateway.engine.rewrites import upstream_url
 from gateway.mock_upstream import start_upstream
 from tests.support.net import free_port, http_request
@@ -69,6 +69,9 @@ async def harness_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["path"].startswith("/__"):
         await _control(scope["path"], send)
         return
+    if dict(scope["headers"]).get(b"x-respond") == b"decline":
+        # A server whose one-call answer declines (its client's socket paused for back-pressure).
+        scope = {**scope, RESPOND_KEY: lambda status, headers, body: False}
     # The forwarder takes the path percent-encoded, as the proxy hands it over (parse_path's raw).
     name, _, rest = scope["raw_path"].decode("latin-1")[1:].partition("/")
     profile = _profiles()[name]
@@ -376,6 +379,23 @@ def test_method_path_query_and_body_pass_through(gateway: Gateway) -> None:
     assert result["bytes_in"] == len(body)
     assert result["bytes_out"] == int(resp.headers["content-length"])
     assert result["upstream_latency_ms"] > 0
+
+
+def test_a_whole_response_the_server_declines_to_take_in_one_call_goes_as_messages(gateway: Gateway) -> None:
+    async def scenario() -> tuple[int, bytes]:
+        headers = {"x-respond": "decline", "x-test-id": "declined"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(gateway.url("/m/health"), headers=headers) as resp,
+        ):
+            return resp.status, await resp.read()
+
+    status, body = run(scenario)
+
+    # The mock writes this head and body at once: the forwarder has all of it with the head.
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    result = gateway.result("declined")
+    assert (result["outcome"], result["bytes_out"]) == ("ok", len(body))
 
 
 def test_hop_by_hop_headers_are_stripped_both_ways(gateway: Gateway) -> None:
