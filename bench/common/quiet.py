@@ -40,8 +40,11 @@ def busy_benchmarks(modules: Sequence[str]) -> list[str]:
     """The benchmarks running now, each with its pids: `wrk`, and each of `modules` run with
     `python -m`: `['wrk (pid 12)', 'bench.gateway (pid 10, 14)']`."""
     found: dict[str, list[int]] = {}
+    # This process and its ancestors: a wrapper such as `timeout 900 python -m bench.x` names the
+    # module too, and is not another benchmark.
+    ours = {os.getpid(), *(parent.pid for parent in psutil.Process().parents())}
     for proc in psutil.process_iter(["name", "cmdline"]):
-        if proc.pid == os.getpid():
+        if proc.pid in ours:
             continue
         cmdline = proc.info["cmdline"] or []
         names = ["wrk"] if proc.info["name"] == "wrk" else []
