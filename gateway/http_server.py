@@ -56,6 +56,7 @@ from core.errors import OWN_ANSWER_HEADERS
 from gateway.engine.forwarder import RESPOND_KEY
 from gateway.engine.proxy import MAX_HEADER_BYTES, MAX_HEADERS_TOTAL_BYTES
 from gateway.engine.requestcheck import RequestRefused, ambiguous, check_head, headers_too_large, refusal_json
+from gateway.engine.rewrites import count_controls
 
 # nginx's large_client_header_buffers (4 8k): the request line must fit in 8 KiB, else 414.
 MAX_REQUEST_TARGET_BYTES: Final = 8 * 1024
@@ -507,8 +508,9 @@ class SentinelCycle(RequestResponseCycle):
             line_ends += 1
         lines.append(b"\r\n\r\n")
         head = b"".join(lines)
-        # Every CRLF above was put there (names are tokens): any other CR or LF came in a value.
-        if _VALUE_CONTROL.search(head) or head.count(b"\n") != line_ends or head.count(b"\r") != line_ends:
+        # Every CRLF above was put there (names are tokens): any other control, CR and LF included,
+        # came in a value.
+        if count_controls(head) != 2 * line_ends:
             raise RuntimeError("Invalid HTTP header value.")
         self.chunked_encoding, self.expected_content_length, self.keep_alive = chunked, length, keep_alive
         return head
@@ -522,8 +524,6 @@ _STATUS_LINES: Final = {status: line[:-2] for status, line in STATUS_LINE.items(
 _HEADER_PREFIXES: dict[bytes, bytes] = {}
 _HEADER_PREFIXES_MAX: Final = 1024
 _FRAMING_PREFIXES: Final = frozenset((b"\r\ncontent-length: ", b"\r\ntransfer-encoding: ", b"\r\nconnection: "))
-# Control characters other than HTAB, CR and LF (those two are counted line by line instead).
-_VALUE_CONTROL: Final = re.compile(b"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _forget_respond(cycle: RequestResponseCycle | None) -> None:

@@ -23,6 +23,7 @@ from yarl import URL
 __all__ = [
     "HOP_BY_HOP_HEADERS",
     "Header",
+    "count_controls",
     "declared_length",
     "downstream_headers",
     "has_body",
@@ -32,6 +33,20 @@ __all__ = [
 
 # A header's (name, value) octets, as ASGI and aiohttp's raw_headers carry them.
 Header = tuple[bytes, bytes]
+
+# Control octets that may never be in a field value (RFC 9110 5.5): all but HTAB, with CR, LF and
+# DEL. A head's writer counts them (`count_controls`) and expects exactly its own line ends.
+_CONTROLS: Final = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
+
+
+def count_controls(octets: bytes) -> int:
+    """How many octets of `octets` are controls other than HTAB (CR, LF, NUL, DEL, ...).
+
+    One C pass deleting them (`bytes.translate`): ~0.4 µs for a 480-byte head against ~1.5 µs for
+    a regex search, whose character class is tested octet by octet (timeit, issue 13).
+    """
+    return len(octets) - len(octets.translate(None, _CONTROLS))
+
 
 # RFC 9110 7.6.1, plus the non-standard Proxy-Connection some clients still send. Headers named in
 # a Connection header are hop-by-hop too; they are found per message.

@@ -23,6 +23,7 @@ import uvloop
 
 from core.egress import EgressDenied, EgressPolicy
 from gateway.engine.forwarder import Forwarder, _plain_target
+from gateway.engine.rewrites import count_controls
 from gateway.engine.upstream import (
     ConnectError,
     MalformedResponse,
@@ -251,10 +252,28 @@ def test_the_head_is_written_from_the_octets_given() -> None:
     )
 
 
-@pytest.mark.parametrize("value", [b"a\r\nx-injected: 1", b"a\nb", b"a\x00b", b"a\x7fb"])
+CONTROL_OCTETS = [bytes([octet]) for octet in (*range(0x09), *range(0x0A, 0x20), 0x7F)]
+
+
+@pytest.mark.parametrize("value", [b"a\r\nx-injected: 1", b"a\nb", *(b"a" + octet + b"b" for octet in CONTROL_OCTETS)])
 def test_a_control_character_in_a_header_is_refused(value: bytes) -> None:
     with pytest.raises(ValueError, match="control character"):
         request_head(b"GET", b"/", b"up", [(b"x-v", value)])
+
+
+@pytest.mark.parametrize("octet", CONTROL_OCTETS)
+def test_a_control_character_in_the_target_or_a_name_is_refused(octet: bytes) -> None:
+    with pytest.raises(ValueError, match="control character"):
+        request_head(b"GET", b"/a" + octet, b"up", [])
+    with pytest.raises(ValueError, match="control character"):
+        request_head(b"GET", b"/", b"up", [(b"x" + octet, b"1")])
+
+
+def test_count_controls_counts_every_control_but_htab_and_nothing_else() -> None:
+    every_octet = bytes(range(256))
+
+    assert count_controls(every_octet) == len(CONTROL_OCTETS) == 32
+    assert count_controls(b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))) == 0
 
 
 def test_every_octet_of_header_values_reaches_the_upstream_and_comes_back() -> None:

@@ -94,7 +94,8 @@ class _App:
             await send({"type": "http.response.body", "body": b"ok"})
         elif path == "/bad-value":
             value = scope["query_string"]
-            for word, character in ((b"CR", b"\r"), (b"LF", b"\n"), (b"NUL", b"\x00"), (b"TAB", b"\t")):
+            words = {b"CR": b"\r", b"LF": b"\n", b"NUL": b"\x00", b"TAB": b"\t", b"DEL": b"\x7f", b"US": b"\x1f"}
+            for word, character in words.items():
                 value = value.replace(word, character)
             headers = [(b"content-length", b"2"), (b"x-note", value)]
             try:
@@ -330,8 +331,10 @@ SERVER_ERROR = (
 )
 
 
-@pytest.mark.parametrize("value", ["aCRLFx-injected:%201", "aLFx-injected:%201", "aCRx", "aNULb"])
-def test_a_header_value_with_cr_lf_or_nul_never_reaches_the_wire(
+@pytest.mark.parametrize(
+    "value", ["aCRLFx-injected:%201", "aLFx-injected:%201", "aCRx", "aNULb", "aDELb", "aUSb", "CR"]
+)
+def test_a_header_value_with_a_control_character_never_reaches_the_wire(
     served: tuple[int, _App, list[int]], value: str
 ) -> None:
     port, app, _ = served
