@@ -24,6 +24,14 @@ COLUMNS: tuple[str, ...] = (
     "route", "method", "path", "status", "decision", "reason", "latency_ms", "upstream",
     "upstream_latency_ms", "client_ip", "user_agent", "bytes_in", "bytes_out", "breaker_transition",
 )  # fmt: skip
+# Their PostgreSQL types, in the same order, for a binary COPY (`backends.PostgresBackend`), which
+# sends each value in its column's own binary format and so must name the types; the model's
+# (`RequestLog`'s db_type on PostgreSQL) must match, which a test checks.
+PG_TYPES: tuple[str, ...] = (
+    "timestamptz", "varchar", "varchar", "uuid", "varchar", "varchar", "varchar", "int4",
+    "varchar", "varchar", "varchar", "int2", "varchar", "varchar", "float8", "varchar",
+    "float8", "inet", "varchar", "int8", "int8", "varchar",
+)  # fmt: skip
 
 # Every text column's max_length, from the model (the migration's varchar(n)).
 _MAX = {field.name: int(field.max_length) for field in RequestLog._meta.fields if field.max_length}

@@ -19,7 +19,14 @@ from observability.models import Decision, RequestLog
 from observability.request_log.backends import PostgresBackend
 from observability.request_log.pipeline import database_backend
 from observability.request_log.queue import RecordQueue
-from observability.request_log.rows import RECORD_OVERHEAD_BYTES, ROWS_PER_TURN, record_row, records_rows
+from observability.request_log.rows import (
+    COLUMNS,
+    PG_TYPES,
+    RECORD_OVERHEAD_BYTES,
+    ROWS_PER_TURN,
+    record_row,
+    records_rows,
+)
 from observability.request_log.writer import RequestLogWriter, WriterConfig
 from observability.tests.request_log_support import make_record, postgres, stored_correlation_ids
 from tests.support.aio import run_bounded
@@ -217,6 +224,42 @@ def test_every_field_of_the_record_reaches_its_column() -> None:
     assert row.time.timestamp() == 1_700_000_000.25
     assert row.client_ip == "2001:db8::1"
     assert (row.trace_id, row.user_agent, row.upstream_latency_ms) == (record.trace_id, "pytest", 1.0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_edge_values_come_back_as_they_went_in() -> None:
+    # The binary COPY sends each value in its column's own format: the other address family, no
+    # tenant, no route, NULL upstream latency, a float that text would round, non-ASCII texts, the
+    # longest texts the columns take, the largest status and byte counts.
+    record = make_record(
+        2, tenant_uuid=None, route_id=None, client_ip="198.51.100.7", upstream_latency_ms=None,
+        latency_ms=0.1 + 0.2, path="/caf\u00e9/\u2603" + "p" * 1994, user_agent="Mozilla/5.0 (\u00fc) " + "u" * 300,
+        status=599, bytes_in=2**62, bytes_out=0, arrived_at=1_700_000_000.999999,
+    )  # fmt: skip
+
+    async def body(queue: RecordQueue, writer: RequestLogWriter) -> None:
+        queue.append(record)
+
+    run(with_writer(WriterConfig(batch_rows=10, flush_seconds=3600), body))
+
+    row = RequestLog.objects.get()
+    assert (row.tenant_uuid, row.route_id, row.upstream_latency_ms) == (None, None, None)
+    assert row.client_ip == "198.51.100.7"
+    assert row.latency_ms == 0.1 + 0.2
+    assert row.path == record.path[:2000] and len(row.path) == 2000
+    assert row.user_agent == record.user_agent[:256]
+    assert (row.status, row.bytes_in, row.bytes_out) == (599, 2**62, 0)
+    assert row.time.timestamp() == pytest.approx(1_700_000_000.999999, abs=1e-6)
+
+
+def test_the_binary_copy_names_the_types_of_the_model_s_columns() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the binary COPY is PostgreSQL's")
+    names = {"timestamp with time zone": "timestamptz", "integer": "int4", "smallint": "int2", "bigint": "int8",
+             "double precision": "float8", "uuid": "uuid", "inet": "inet"}  # fmt: skip
+    for column, pg_type in zip(COLUMNS, PG_TYPES, strict=True):
+        db_type = RequestLog._meta.get_field(column).db_type(connection).split("(")[0]
+        assert names.get(db_type, db_type) == pg_type, column
 
 
 # --- PostgreSQL: outages and the lost COMMIT answer ---------------------------------------------
