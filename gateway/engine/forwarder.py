@@ -41,7 +41,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias, get_args
+from typing import Any, Final, Literal, NamedTuple, TypeAlias, get_args
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -154,8 +154,8 @@ def _plain_target(target: str) -> _PlainTarget | None:
     return _PlainTarget(host, port, host_header.encode("ascii"), parts.path.rstrip("/").encode("ascii"))
 
 
-@dataclass(frozen=True, slots=True)
-class ForwardResult:
+# A named tuple, not a frozen dataclass: one is built per proxied request (0.3 µs against 0.8 µs).
+class ForwardResult(NamedTuple):
     """What happened to one forwarded request.
 
     ``status`` is what the client got (499 when it left before any response); ``bytes_in`` the

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import json
@@ -89,7 +88,7 @@ async def harness_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     )
     test_id = dict(scope["headers"]).get(b"x-test-id")
     if test_id:
-        _results[test_id.decode()] = {**dataclasses.asdict(result), "counts_as_failure": result.counts_as_failure}
+        _results[test_id.decode()] = {**result._asdict(), "counts_as_failure": result.counts_as_failure}
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
