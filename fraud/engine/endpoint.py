@@ -124,15 +124,19 @@ class TransactionEndpoint:
         self.recorded = recorded
         self.admission = admission or AdmitAll()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        # Not a coroutine function: a request for another path gets the next app's own awaitable,
+        # so this layer is not in its await chain (each resumption of the proxy's request passed
+        # through every coroutine frame above it; issue 13).
         if scope["type"] != "http" or scope["path"] not in PATHS or scope["method"] != "POST":
             if scope["type"] == "http" and scope["path"] == "/transaction":
                 # /api/v1/transactions' GET is the ledger's list (Django); /transaction is only this.
                 body = error_json("method_not_allowed", f"Method {scope['method']!r} is not allowed here.")
-                await _respond(send, 405, body, [(b"allow", b"POST"), _correlation_header(scope)])
-                return
-            await self.next_app(scope, receive, send)
-            return
+                return _respond(send, 405, body, [(b"allow", b"POST"), _correlation_header(scope)])
+            return self.next_app(scope, receive, send)
+        return self._serve_transaction(scope, receive, send)
+
+    async def _serve_transaction(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # SPEC 2.1's correlation id, as every other answer has it: kept when valid, else made; on
         # the answer, and on every log line written while serving it (core.jsonlog reads it).
         correlation = _correlation_header(scope)

@@ -207,7 +207,7 @@ class Proxy:
         self.state = ProxyState()
         self._limits: dict[tuple[int, str, str], _Limits] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Routes one ASGI request: proxied when a route matches its path, else Django's.
 
         The path is checked and normalised once (`parse_path`) before anything else, and the
@@ -215,27 +215,27 @@ class Proxy:
         for both, so a request routed under one prefix cannot reach the upstream under another.
         A path `parse_path` refuses gets the JSON 400 ``unsafe_path`` whoever would have served
         it; it is recorded under the route its server-decoded path names, when one does.
+
+        Not a coroutine function: it returns the awaitable of whatever serves the request
+        (`handle`, or the fallback), so that this layer is not in the request's await chain
+        (every resumption of a request passes through each coroutine frame above it; issue 13).
         """
         if scope["type"] != "http":
-            await self.fallback(scope, receive, send)
-            return
+            return self.fallback(scope, receive, send)
         try:
             path = parse_path((scope.get("raw_path") or b"").decode("latin-1") or scope["path"])
         except UnsafePath as exc:
             route = self.state.routes.match(scope["path"])
             if route is None:
-                await _send_error(send, 400, "unsafe_path", str(exc), [])
-            else:
-                await self.handle(route, scope, receive, send)  # refused (and recorded) there
-            return
+                return _refuse_unsafe_path(send, str(exc))
+            return self.handle(route, scope, receive, send)  # refused (and recorded) there
         route = self.state.routes.match(path.decoded)
         if route is None:
             if path.changed:  # Django serves the merged path too
                 scope = {**scope, "path": path.decoded, "raw_path": path.raw.encode("latin-1")}
-            await self.fallback(scope, receive, send)
-            return
+            return self.fallback(scope, receive, send)
         scope[_PATH_KEY] = path
-        await self.handle(route, scope, receive, send)
+        return self.handle(route, scope, receive, send)
 
     async def handle(self, route: RouteSpec, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -571,6 +571,10 @@ def _header_map(scope: Scope) -> dict[str, str]:
         if key not in headers:
             headers[key] = value.decode("latin-1")
     return headers
+
+
+async def _refuse_unsafe_path(send: Send, message: str) -> None:
+    await _send_error(send, 400, "unsafe_path", message, [])
 
 
 async def _send_error(send: Send, status: int, code: str, message: str, headers: list[Header]) -> int:
