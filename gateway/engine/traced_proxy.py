@@ -21,7 +21,7 @@ on `proxy_request`, whose `sentinel.decision` and `sentinel.reason` attributes s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -73,10 +73,17 @@ class TracedProxy(Proxy):
             _request_span.set(span)
         return span.context
 
-    async def _window_check(self, key: str, limit: int, window_ms: int) -> WindowDecision:
+    # Each step below returns, for a request not sampled, the plain proxy's awaitable as it is (no
+    # coroutine frame of its own in the request's await chain), and for a sampled one a coroutine
+    # that runs the step in its span.
+
+    def _window_check(self, key: str, limit: int, window_ms: int) -> Awaitable[WindowDecision]:
         span = self._child("distributed_limiter_check")
         if span is None:
-            return await super()._window_check(key, limit, window_ms)
+            return super()._window_check(key, limit, window_ms)
+        return self._window_check_in(span, key, limit, window_ms)
+
+    async def _window_check_in(self, span: Span, key: str, limit: int, window_ms: int) -> WindowDecision:
         try:
             decision = await super()._window_check(key, limit, window_ms)
             span.set_attributes(
@@ -91,20 +98,28 @@ class TracedProxy(Proxy):
         finally:
             span.end()
 
-    async def _window_and_permit(
+    def _window_and_permit(
         self, key: str, limit: int, window_ms: int, target: str | None
-    ) -> tuple[WindowDecision, Permit | None]:
+    ) -> Coroutine[Any, Any, tuple[WindowDecision, Permit | None]]:
         if _request_span.get() is None:  # not sampled: the one round trip, no span
-            return await super()._window_and_permit(key, limit, window_ms, target)
+            return super()._window_and_permit(key, limit, window_ms, target)
         # Sampled: each step in a span of its own, so the breaker is asked by _choose_target.
+        return self._window_alone(key, limit, window_ms)
+
+    async def _window_alone(self, key: str, limit: int, window_ms: int) -> tuple[WindowDecision, Permit | None]:
         return await self._window_check(key, limit, window_ms), None
 
-    async def _choose_target(
+    def _choose_target(
         self, route: RouteSpec, turn: list[str], first: Permit | None = None
-    ) -> tuple[str, Permit | None]:
+    ) -> Coroutine[Any, Any, tuple[str, Permit | None]]:
         span = self._child("circuit_breaker")
         if span is None:
-            return await super()._choose_target(route, turn, first)
+            return super()._choose_target(route, turn, first)
+        return self._choose_target_in(span, route, turn, first)
+
+    async def _choose_target_in(
+        self, span: Span, route: RouteSpec, turn: list[str], first: Permit | None
+    ) -> tuple[str, Permit | None]:
         try:
             target, permit = await super()._choose_target(route, turn, first)
             state = permit.state if permit else "unknown"  # no permit: the breaker's store did not answer
@@ -116,10 +131,13 @@ class TracedProxy(Proxy):
         finally:
             span.end()
 
-    async def _forward(self, **request: Any) -> ForwardResult:
+    def _forward(self, **request: Any) -> Awaitable[ForwardResult]:
         span = self._child("upstream", client=True)
         if span is None:  # the upstream's traceparent names proxy_request, unsampled
-            return await super()._forward(**request)
+            return super()._forward(**request)
+        return self._forward_in(span, request)
+
+    async def _forward_in(self, span: Span, request: dict[str, Any]) -> ForwardResult:
         traceparent = span.context.traceparent.encode()
         headers: list[Header] = request["extra_headers"]
         request["extra_headers"] = [(n, traceparent if n == b"traceparent" else v) for n, v in headers]
