@@ -495,6 +495,10 @@ class Forwarder:
             exchange.mark_upstream_answered()
             return await _fail_before_response(exchange, exc)
         exchange.mark_upstream_answered()
+        if not 100 <= upstream.status <= 599:  # aiohttp takes any three digits (RFC 9110 15: invalid)
+            upstream.close()
+            error = f"the upstream's status {upstream.status} is outside 100-599 (RFC 9110 15)"
+            return await _answer_error(exchange, "connect_error", error)
         try:
             return await _relay(upstream, exchange)
         finally:

@@ -70,6 +70,11 @@ class _Unrequested(Exception):
     """Raised inside a parser callback to stop parsing: 101 to a request that asked no upgrade."""
 
 
+class _StatusOutOfRange(Exception):
+    """Raised inside a parser callback to stop parsing: a status llhttp takes (any three digits)
+    that RFC 9110 15 does not (outside 100..599); its message says which."""
+
+
 class _HeadTooLarge(Exception):
     """Raised inside a parser callback to stop parsing: more than MAX_RESPONSE_HEADERS headers."""
 
@@ -320,6 +325,8 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if self.state == DONE:
                 self.reusable = False  # junk after a complete response: the response stands
+            elif isinstance(exc.__context__, _StatusOutOfRange):
+                self._fail(MalformedResponse(str(exc.__context__)))
             else:
                 self._fail(MalformedResponse(f"malformed response from the upstream ({exc})"))
             return
@@ -386,6 +393,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.reusable = False
             return
         status = self.parser.get_status_code()
+        if status > 599:  # llhttp stops at three digits; below 100 it refuses itself
+            raise _StatusOutOfRange(f"the upstream's status {status} is outside 100-599 (RFC 9110 15)")
         if status < 200:
             if status == 101:
                 raise _Unrequested  # nobody asked for an upgrade (Upgrade is hop-by-hop)

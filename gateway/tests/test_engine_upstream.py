@@ -1006,6 +1006,38 @@ def test_the_forwarder_maps_the_lean_clients_outcomes(answer: bytes, status: int
     assert sent[-1]["more_body"] is False
 
 
+@pytest.mark.parametrize("status", [600, 799, 999])
+@pytest.mark.parametrize("client", ["lean", "aiohttp"])
+def test_a_status_outside_100_599_is_a_bad_gateway_from_either_client(status: int, client: str) -> None:
+    # RFC 9110 15: such a status is invalid; llhttp (both clients' parser) takes any three digits.
+    async def scenario() -> tuple[Any, list[Any]]:
+        async def respond(request: Request, writer: asyncio.StreamWriter) -> None:
+            writer.write(reply(b"HTTP/1.1 %d Out Of Range" % status, [], b"x"))
+            await writer.drain()
+
+        async with upstream(respond) as server:
+            userinfo = "u@" if client == "aiohttp" else ""  # a target the lean client leaves to aiohttp
+            target = f"http://{userinfo}127.0.0.1:{server.port}"
+            assert (_plain_target(target) is None) == (client == "aiohttp")
+            return await forward(target)
+
+    result, sent = run(scenario)
+
+    assert (result.status, result.outcome) == (502, "connect_error")
+    assert f"status {status} is outside 100-599" in (result.error or "")
+    assert sent[0]["status"] == 502
+
+
+def test_a_status_over_599_is_a_malformed_response() -> None:
+    async def scenario() -> None:
+        async with upstream(fixed(reply(b"HTTP/1.1 600 Odd", [], b"x"))) as server, pool() as client:
+            with pytest.raises(MalformedResponse, match="status 600 is outside 100-599"):
+                await send(client, server.port)
+            assert client.in_use() == 0
+
+    run(scenario)
+
+
 def test_the_forwarder_maps_a_silent_upstream_to_a_504_and_a_cut_body_to_upstream_aborted() -> None:
     async def scenario() -> tuple[Any, Any, list[Any]]:
         async def respond(request: Request, writer: asyncio.StreamWriter) -> None:

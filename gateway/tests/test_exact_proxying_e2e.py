@@ -218,3 +218,18 @@ def test_response_status_and_body_reach_the_client_unchanged(
     assert answer.status == int(status_line.split()[1])
     assert answer.body == body
     assert answer.values(b"content-length") == [b"%d" % len(body)]
+
+
+# Fresh-eyes trial (issue 13, session 3): RFC 9110 15 ("values outside the range 100..599 are
+# invalid"), which llhttp does not enforce (any three digits). An upstream answering 600-999 made
+# SentinelCycle._build_head raise KeyError (_STATUS_LINES has 100-599 only): the client got
+# uvicorn's bare 500 and the request no request-log row (SPEC 2 step 10: log every request).
+@pytest.mark.parametrize("status", [600, 799, 999])
+def test_an_upstream_status_outside_100_599_is_a_bad_gateway(gateway: tuple[int, RawUpstream], status: int) -> None:
+    port, upstream = gateway
+    upstream.response = response_bytes(b"HTTP/1.1 %d Out Of Range" % status, [], b"x")
+
+    answer = raw_request(port, client_request(b"/exact/oor", []))
+
+    assert answer.status == 502, answer
+    assert b'"error"' in answer.body
