@@ -114,7 +114,8 @@ test: install lint browser
 # the ground floor and every app's services and selectors.
 TYPED_STRICT := gateway/engine rules/dsl core $(wildcard */services.py */services */selectors.py) rules/notifiers.py \
 	monitors/engine monitors/checks.py monitors/scheduler.py monitors/alerts.py monitors/maintenance.py monitors/status.py \
-	fraud/engine fraud/brain fraud/runtime.py fraud/breaker.py fraud/chaos.py fraud/health.py gateway/metrics.py bench/gateway bench/gateway_ab.py
+	fraud/engine fraud/brain fraud/runtime.py fraud/breaker.py fraud/chaos.py fraud/health.py gateway/metrics.py bench/gateway bench/gateway_ab.py \
+	bench/gateway_instructions.py bench/common/callgrind.py
 
 lint: install
 	$(BIN)/ruff check .
