@@ -68,7 +68,7 @@ from bench.common.quiet import wait_for_benchmarks
 from bench.common.scratch import delete_keys, recreate_database, redis_client
 from bench.gateway.config import Plan as RunPlan
 from bench.gateway.config import secs
-from bench.gateway.load import LoadResult, parse_wrk
+from bench.gateway.load import Load, LoadResult, parse_wrk
 from bench.gateway.servers import prepare_data, sentinel_env, start_reference_servers
 from bench.gateway.tools import Tools, find_tools, tool_version
 from bench.gateway.variants import Variant, commit_variant
@@ -115,6 +115,7 @@ class Plan:
     idle_seconds: float
     warmup: float
     connections: int
+    rate: float | None  # requests/s on a fixed schedule (bench.gateway.loadgen) instead of wrk's closed loop
     breakdown: bool
     docs: Path | None
     database_url: str
@@ -127,6 +128,7 @@ class Plan:
         words += ["--tree"] if self.tree else []
         words += [f"--requests-seconds {secs(self.seconds)}", f"--idle-seconds {secs(self.idle_seconds)}"]
         words += [f"--warmup {secs(self.warmup)}", f"--connections {self.connections}"]
+        words += [f"--rate {secs(self.rate)}"] if self.rate else []
         return " ".join(words + (["--breakdown"] if self.breakdown else []))
 
     def run_plan(self) -> RunPlan:
@@ -163,6 +165,9 @@ def parse_args(argv: Sequence[str]) -> Plan:
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="seconds of the idle count after it (30)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before counting (5)")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections (4)")
+    parser.add_argument(
+        "--rate", type=float, help="open loop: requests/s on a fixed schedule (python loadgen), not wrk's closed loop"
+    )
     parser.add_argument("--breakdown", action="store_true", help="also the eval loop, uvloop, httptools, ... groups")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="scratch databases' prefix (<it>_<n>)")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis; keys under {KEY_PREFIX}-<n>:")
@@ -171,8 +176,9 @@ def parse_args(argv: Sequence[str]) -> Plan:
     args = parser.parse_intermixed_args(argv)
     if not args.commits and not args.tree:
         parser.error("name at least one commit, or --tree")
-    if min(args.requests_seconds, args.idle_seconds, args.warmup) <= 0 or args.connections < 1:
-        parser.error("--requests-seconds, --idle-seconds and --warmup must be > 0, --connections >= 1")
+    rate = 1.0 if args.rate is None else args.rate
+    if min(args.requests_seconds, args.idle_seconds, args.warmup, rate) <= 0 or args.connections < 1:
+        parser.error("--requests-seconds, --idle-seconds, --warmup and --rate must be > 0, --connections >= 1")
     return Plan(
         commits=tuple(args.commits),
         tree=bool(args.tree),
@@ -180,6 +186,7 @@ def parse_args(argv: Sequence[str]) -> Plan:
         idle_seconds=args.idle_seconds,
         warmup=args.warmup,
         connections=args.connections,
+        rate=args.rate,
         breakdown=bool(args.breakdown),
         docs=args.docs_file if args.docs else None,
         database_url=args.database_url,
@@ -269,16 +276,24 @@ def under_callgrind(
         stop_service(service, grace=30.0)  # valgrind writes its last dump on the way out
 
 
+def drive(plan: Plan, wrk: str, url: str, jwt: str, seconds: float) -> LoadResult:
+    """`seconds` of load: wrk's closed loop, or with `--rate` the Python generator's open loop
+    (its requests, rate x seconds, are then the same whatever the server's speed)."""
+    if plan.rate:
+        return Load(None, jwt).open(url, rate=plan.rate, duration=seconds)
+    return wrk_run(wrk, url, jwt, plan.connections, seconds)
+
+
 def count_load(
     plan: Plan, wrk: str, service: Service, out: Path, url: str, jwt: str
 ) -> tuple[cg.Count, LoadResult, Path]:
-    """Warm-up, then the counted load and the idle count after it: (the count, wrk's result, the
-    loaded dump's path)."""
-    wrk_run(wrk, url, jwt, plan.connections, plan.warmup)
+    """Warm-up, then the counted load and the idle count after it: (the count, the load's result,
+    the loaded dump's path)."""
+    drive(plan, wrk, url, jwt, plan.warmup)
     cg.control(service.pid, "-i", "on")
     cg.control(service.pid, "-z")
     started = time.monotonic()
-    load = wrk_run(wrk, url, jwt, plan.connections, plan.seconds)
+    load = drive(plan, wrk, url, jwt, plan.seconds)
     loaded_seconds = time.monotonic() - started
     loaded_dump, loaded_ir = cg.dump(service.pid, out)
     cg.control(service.pid, "-z")
@@ -400,11 +415,12 @@ def kilo(value: float) -> str:
 
 
 def data_key(row: Measured) -> str | None:
-    """What a figure is recorded under for the next run to compare with: the commit, `direct@` it
-    for the direct row; None for uncommitted code."""
+    """What a figure is recorded under for the next run to compare with: the commit, `direct@` or
+    `tree@` it for the direct row and the working tree (run from its own folder, not an extracted
+    one); None for uncommitted code."""
     if not row.code:
         return None
-    return f"{DIRECT}@{row.code}" if row.target == DIRECT else row.code
+    return f"{row.target}@{row.code}" if row.target in (DIRECT, ab.TREE) else row.code
 
 
 def recorded(path: Path) -> tuple[str, dict[str, float]]:
@@ -554,7 +570,7 @@ def main(argv: Sequence[str]) -> int:
     # Counts do not depend on the CPU a process gets: yield it to everything else (children inherit).
     os.setpriority(os.PRIO_PROCESS, 0, 19)
     if missing := cg.tools_missing():
-        raise BenchError(f"{', '.join(missing)} not found: apt-get install valgrind")
+        raise BenchError(f"{', '.join(missing)} not found: make bench-tools (Debian's valgrind)")
     wrk = find_tools().wrk
     if wrk is None:
         raise BenchError("wrk not found: make bench-tools")

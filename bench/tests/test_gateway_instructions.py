@@ -51,11 +51,22 @@ def test_the_defaults_are_30_seconds_of_4_connections_and_nothing_written() -> N
     assert given.docs is None and given.recorded == DOCS_PATH
     assert given.database_url.endswith("/sentinel_instr")
     assert given.redis_url == "redis://127.0.0.1:6379/7"
-    assert not given.breakdown
+    assert not given.breakdown and given.rate is None
 
 
 def test_the_command_said_in_the_docs_makes_the_same_run(tmp_path: Path) -> None:
-    argv = ["HEAD", "073fc0f", "--tree", "--requests-seconds", "20", "--connections", "8", "--breakdown"]
+    argv = [
+        "HEAD",
+        "073fc0f",
+        "--tree",
+        "--requests-seconds",
+        "20",
+        "--connections",
+        "8",
+        "--rate",
+        "50",
+        "--breakdown",
+    ]
     given = gi.parse_args([*argv, "--docs", "--docs-file", str(tmp_path / "b.md")])
 
     assert given.docs == given.recorded == tmp_path / "b.md"
@@ -64,7 +75,9 @@ def test_the_command_said_in_the_docs_makes_the_same_run(tmp_path: Path) -> None
     assert gi.parse_args(words[6:]) == gi.parse_args(argv)
 
 
-@pytest.mark.parametrize("argv", [[], ["HEAD", "--requests-seconds", "0"], ["HEAD", "--connections", "0"]])
+@pytest.mark.parametrize(
+    "argv", [[], ["HEAD", "--requests-seconds", "0"], ["HEAD", "--connections", "0"], ["HEAD", "--rate", "0"]]
+)
 def test_a_run_without_a_checkout_or_with_an_empty_load_is_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         gi.parse_args(argv)
@@ -132,8 +145,8 @@ def test_the_next_run_compares_each_commit_with_the_figure_recorded_for_it(tmp_p
     date, figures = gi.recorded(docs)
     again = render(results(row(gi.DIRECT, 250_000), row("HEAD (9096aef)", 770_770)), (date, figures))
 
-    # The tree ran the same commit as HEAD: one figure for it, HEAD's (the first).
-    assert figures == {f"direct@{HEAD}": 250_000.0, HEAD: 770_000.0}
+    # The tree ran the same commit as HEAD, from its own folder: recorded apart.
+    assert figures == {f"direct@{HEAD}": 250_000.0, HEAD: 770_000.0, f"tree@{HEAD}": 771_540.0}
     assert cells(again, "HEAD (9096aef)")[-1] == "770.0 (+0.10 %)"
     assert cells(again, gi.DIRECT)[-1] == "250.0 (+0.00 %)"
     assert f"recorded {date}" in again
