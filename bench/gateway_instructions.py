@@ -5,7 +5,7 @@ Run from the repository root, with valgrind installed and the machine's PostgreS
 (about 2 minutes per checkout, plus 2 for the direct row)::
 
     nice -n 19 .venv/bin/python -m bench.gateway_instructions HEAD 073fc0f [--tree]
-        [--requests-seconds 30] [--idle-seconds 30] [--warmup 5] [--connections 4] [--breakdown]
+        [--requests-seconds 30] [--idle-seconds 30] [--warmup 5] [--connections 4] [--rate R] [--breakdown]
         [--docs] [--docs-file PATH] [--database-url URL] [--redis-url URL]
 
 Wall-clock CPU on this 2-vCPU VM drifts 15-25 % between runs minutes apart, so a lever of 2-5 %
@@ -16,7 +16,9 @@ What it does:
 1. Resolves the checkouts as ``bench.gateway_ab`` does (commits named, in order, then the working
    tree with ``--tree``) and prepares each the same way (``variants.commit_variant``: ``git
    archive``, its own scratch database ``<scratch>_<n>`` and Redis keys ``sentinel-instr-<n>:``,
-   that code's own ``bench_setup``); starts the mock upstream the route points at.
+   that code's own ``bench_setup``); starts the mock upstream the route points at. Before that, it
+   waits (``--wait-minutes``, 30; 0: not at all) until no other benchmark runs: they do not change
+   a count, but its valgrind would take a core from their timings.
 2. For the direct row (the mock upstream alone, a second one) and then each checkout, one after
    the other: starts the server under callgrind with instrumentation off (``manage.py serve`` in
    issue 13's configuration: production mode, 1 web process, tracing off, the request log on;
@@ -26,10 +28,14 @@ What it does:
    again: the idle process's background loops (timers, the route table's refresh), whose rate per
    second times the loaded seconds is taken out of the loaded count. Instructions per request =
    (loaded - idle rate x loaded seconds) / the requests wrk counted, all of which must be 2xx.
+   With ``--rate R`` the load is ``bench.gateway.loadgen``'s open loop instead (R requests per
+   second on a fixed schedule, warm-up included): the same requests whatever the server's speed,
+   about one per event-loop turn. Either way the figure repeats within about 1 % (the section
+   says what was seen).
 3. Reads the loaded dump with ``callgrind_annotate``: the 15 C functions with the most own
    instructions, and with ``--breakdown`` a few groups (the eval loop, uvloop/libuv,
-   httptools/llhttp, hiredis, psycopg/libpq, ``re``, malloc/free): their own instructions summed,
-   and the largest inclusive figure among their functions.
+   httptools/llhttp, hiredis, psycopg/libpq, ``re``, malloc/free, the cyclic GC): their own
+   instructions summed, and the largest inclusive figure among their functions.
 4. Prints each checkout's instructions per request over the direct row's (``x direct``) and, for
    each pair (A named before B), B/A. With ``--docs``, writes the section between
    ``<!-- bench:gateway-instructions:start -->`` and ``...:end -->`` of docs/benchmarks.md,
@@ -88,7 +94,6 @@ TOP_FUNCTIONS = 15
 STARTUP_TIMEOUT = 240.0
 # String hashing seeded the same in every run: dict and set probing then repeats run to run.
 SERVER_ENV = {"PYTHONHASHSEED": "0"}
-WAIT_MINUTES = 30.0
 OTHER_BENCHMARKS = (*ab.OTHER_BENCHMARKS, "bench.gateway_instructions")
 # How to read --breakdown's table (its own column adds up; the inclusive one does not).
 GROUPS_NOTE = (
@@ -121,6 +126,7 @@ class Plan:
     database_url: str
     redis_url: str
     recorded: Path = DOCS_PATH  # whose section's figures this run's are compared with
+    wait_minutes: float = 30.0  # for other benchmarks to finish first (0: do not wait)
 
     def command(self) -> str:
         """The command line that makes this run (the database and Redis left out)."""
@@ -169,6 +175,12 @@ def parse_args(argv: Sequence[str]) -> Plan:
         "--rate", type=float, help="open loop: requests/s on a fixed schedule (python loadgen), not wrk's closed loop"
     )
     parser.add_argument("--breakdown", action="store_true", help="also the eval loop, uvloop, httptools, ... groups")
+    parser.add_argument(
+        "--wait-minutes",
+        type=float,
+        default=30.0,
+        help="minutes to wait for other benchmarks (wrk, python -m bench.*) to end first; 0: start at once (30)",
+    )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="scratch databases' prefix (<it>_<n>)")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis; keys under {KEY_PREFIX}-<n>:")
     parser.add_argument("--docs", action="store_true", help="write the section to the docs (else printed only)")
@@ -192,6 +204,7 @@ def parse_args(argv: Sequence[str]) -> Plan:
         database_url=args.database_url,
         redis_url=args.redis_url,
         recorded=args.docs_file,
+        wait_minutes=max(0.0, args.wait_minutes),
     )
 
 
@@ -576,7 +589,9 @@ def main(argv: Sequence[str]) -> int:
         raise BenchError("wrk not found: make bench-tools")
     checkouts = ab.resolve_checkouts(plan.ab_plan())
     previous = recorded(plan.recorded)
-    wait_for_benchmarks(OTHER_BENCHMARKS, WAIT_MINUTES)
+    # Other benchmarks do not change a count, but this one's valgrind would take a core from theirs.
+    if plan.wait_minutes:
+        wait_for_benchmarks(OTHER_BENCHMARKS, plan.wait_minutes)
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sentinel-instr-")))
         results = run_counts(plan, checkouts, wrk, stack, tmp)

@@ -52,6 +52,7 @@ def test_the_defaults_are_30_seconds_of_4_connections_and_nothing_written() -> N
     assert given.database_url.endswith("/sentinel_instr")
     assert given.redis_url == "redis://127.0.0.1:6379/7"
     assert not given.breakdown and given.rate is None
+    assert given.wait_minutes == 30.0 and gi.parse_args(["HEAD", "--wait-minutes", "0"]).wait_minutes == 0.0
 
 
 def test_the_command_said_in_the_docs_makes_the_same_run(tmp_path: Path) -> None:
