@@ -30,8 +30,8 @@ What it does:
    (loaded - idle rate x loaded seconds) / the requests wrk counted, all of which must be 2xx.
    With ``--rate R`` the load is ``bench.gateway.loadgen``'s open loop instead (R requests per
    second on a fixed schedule, warm-up included): the same requests whatever the server's speed,
-   about one per event-loop turn. Either way the figure repeats within about 1 % (the section
-   says what was seen).
+   about one per event-loop turn. Either way, two counts of the same code in one run agree within
+   about 1 %, two runs within about 2 % (the section says what was seen): compare by B/A.
 3. Reads the loaded dump with ``callgrind_annotate``: the 15 C functions with the most own
    instructions, and with ``--breakdown`` a few groups (the eval loop, uvloop/libuv,
    httptools/llhttp, hiredis, psycopg/libpq, ``re``, malloc/free, the cyclic GC): their own
