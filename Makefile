@@ -114,7 +114,8 @@ test: install lint browser
 # the ground floor and every app's services and selectors.
 TYPED_STRICT := gateway/engine rules/dsl core $(wildcard */services.py */services */selectors.py) rules/notifiers.py \
 	monitors/engine monitors/checks.py monitors/scheduler.py monitors/alerts.py monitors/maintenance.py monitors/status.py \
-	fraud/engine fraud/brain fraud/runtime.py fraud/breaker.py fraud/chaos.py fraud/health.py gateway/metrics.py bench/gateway bench/gateway_ab.py
+	fraud/engine fraud/brain fraud/runtime.py fraud/breaker.py fraud/chaos.py fraud/health.py gateway/metrics.py bench/gateway bench/gateway_ab.py \
+	bench/gateway_instructions.py bench/common/callgrind.py
 
 lint: install
 	$(BIN)/ruff check .
@@ -128,15 +129,17 @@ format: install
 check: install
 	$(WITH_KEY) $(BIN)/python manage.py check --deploy --fail-level ERROR
 
-## bench-tools: wrk and nginx-light from Debian, py-spy into .venv (for `python -m bench.gateway`)
+## bench-tools: wrk, nginx-light and valgrind from Debian, py-spy into .venv (for `python -m bench.gateway`;
+# valgrind's callgrind for `python -m bench.gateway_instructions`)
 # Debian's packages only when a tool is missing (apt-get update only if the first try fails);
 # py-spy is a dev tool for the benchmark's profile, not a requirement of Sentinel.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
-BENCH_DEBS := wrk nginx-light
+BENCH_DEBS := wrk nginx-light valgrind
 bench-tools: install
-	@if command -v wrk >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null; then \
-		echo "==> wrk and nginx are installed"; \
+	@if command -v wrk >/dev/null && command -v callgrind_control >/dev/null \
+		&& { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null; then \
+		echo "==> wrk, nginx and valgrind are installed"; \
 	else \
 		echo "==> Installing $(BENCH_DEBS) with apt-get"; \
 		$(APT) install -y --no-install-recommends $(BENCH_DEBS) \

@@ -7,6 +7,7 @@
 - ``scratch``: the bench database and Redis keys, Sentinel's environment, ``manage.py``;
 - ``gitstate``: the code a run measured;
 - ``markdown``: figures, tables, the machine, and report templates (``string.Template``);
+- ``callgrind``: a server under callgrind, its instruction counts and callgrind_annotate's table;
 - ``cli``: a run's frame (SIGTERM, errors, exit codes) and its section of ``docs/benchmarks.md``.
 """
 
