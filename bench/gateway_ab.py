@@ -65,10 +65,10 @@ from pathlib import Path
 from textwrap import shorten
 from typing import TypeVar
 
-from bench.common import DEFAULT_REDIS_URL, DOCS_PATH, REPO, BenchError
-from bench.common.cli import markers, run, write_section
+from bench.common import DEFAULT_REDIS_URL, DOCS_PATH, REPO
+from bench.common.cli import markers, publish_if_asked, run
 from bench.common.cpu import local_pid
-from bench.common.gitstate import CodeState, check_unchanged, code_state, commit_of
+from bench.common.gitstate import CodeState, code_state, commit_of
 from bench.common.markdown import NONE, count, fill, machine, ms, table, utc_now
 from bench.common.processes import Service
 from bench.common.quiet import wait_for_benchmarks, wait_quiet
@@ -502,16 +502,12 @@ def render(plan: Plan, checkouts: list[Checkout], results: Results, tools: Tools
 def publish(plan: Plan, section: str, results: Results) -> None:
     """Prints the section, then writes it where `plan.docs` says, unless there is nowhere to write
     or the figures must not be recorded (BenchError saying why)."""
-    print("\n" + section)
-    if plan.docs is None:
-        print("\nnot written (--docs writes it to docs/benchmarks.md)")
-        return
-    if results.failures:
-        raise BenchError("a Sentinel answered errors, so these figures do not measure the proxy (docs not written)")
-    if plan.tree and results.code is not None:
-        check_unchanged(results.code)
-    write_section(plan.docs, SECTION, section)
-    print(f"\nwritten to {plan.docs}")
+    refusal = (
+        "a Sentinel answered errors, so these figures do not measure the proxy (docs not written)"
+        if results.failures
+        else None
+    )
+    publish_if_asked(plan.docs, SECTION, section, refusal=refusal, unchanged=results.code if plan.tree else None)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -66,8 +66,8 @@ from pathlib import Path
 from bench import gateway_ab as ab
 from bench.common import DOCS_PATH, REPO, BenchError
 from bench.common import callgrind as cg
-from bench.common.cli import markers, run, write_section
-from bench.common.gitstate import CodeState, check_unchanged, code_state
+from bench.common.cli import markers, publish_if_asked, run
+from bench.common.gitstate import CodeState, code_state
 from bench.common.markdown import fill, machine, table, utc_now
 from bench.common.processes import Service, answers, run_timed, stop_service, wait_serving
 from bench.common.quiet import wait_for_benchmarks
@@ -565,16 +565,12 @@ def render(plan: Plan, checkouts: list[ab.Checkout], results: Results, previous:
 def publish(plan: Plan, section: str, results: Results) -> None:
     """Prints the section, then writes it where `plan.docs` says, unless there is nowhere to write
     or the figures must not be recorded (BenchError saying why)."""
-    print("\n" + section)
-    if plan.docs is None:
-        print("\nnot written (--docs writes it to docs/benchmarks.md)")
-        return
-    if results.failures:
-        raise BenchError("a server answered errors, so these figures do not count the proxy (docs not written)")
-    if plan.tree and results.code is not None:
-        check_unchanged(results.code)
-    write_section(plan.docs, SECTION, section)
-    print(f"\nwritten to {plan.docs}")
+    refusal = (
+        "a server answered errors, so these figures do not count the proxy (docs not written)"
+        if results.failures
+        else None
+    )
+    publish_if_asked(plan.docs, SECTION, section, refusal=refusal, unchanged=results.code if plan.tree else None)
 
 
 def main(argv: Sequence[str]) -> int:

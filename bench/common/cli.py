@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench.common import BenchError
+from bench.common.gitstate import CodeState, check_unchanged
 
 EMPTY_DOCS = "# Benchmarks\n\nFigures recorded by the scripts in `bench/`.\n"
 
@@ -45,6 +46,27 @@ def publish(path: Path, name: str, section: str, *, quick: bool, check: Callable
     else:
         write_section(path, name, section)
         print(f"\nwritten to {path}")
+
+
+def publish_if_asked(
+    path: Path | None, name: str, section: str, *, refusal: str | None, unchanged: CodeState | None
+) -> None:
+    """`publish` for a benchmark that writes the docs only when asked (``--docs``): with `path`
+    None the section is printed only. `refusal` says why these figures must not be recorded
+    (BenchError with it); `unchanged` is the working tree measured, which must not have changed
+    since (`check_unchanged`)."""
+    if path is None:
+        print("\n" + section)
+        print("\nnot written (--docs writes it to docs/benchmarks.md)")
+        return
+
+    def check() -> None:
+        if refusal is not None:
+            raise BenchError(refusal)
+        if unchanged is not None:
+            check_unchanged(unchanged)
+
+    publish(path, name, section, quick=False, check=check)
 
 
 def _raise_on_sigterm(signum: int, frame: Any) -> None:
