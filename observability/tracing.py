@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import socket
 import threading
@@ -130,13 +129,16 @@ class OtelSpan:
 
 
 class PresetTraceIds:
-    """The SDK's ids (its `RandomIdGenerator`'s: random bits, never the invalid 0), except the trace
-    id of a new trace the proxy has already chosen (`preset`, consumed by the next
-    `generate_trace_id` of the same thread): the SDK's sampler then decides on the id `Presampler`
-    read, and the spans carry the id the request log records. An `IdGenerator` by its methods, not
-    by inheritance: this module imports none of the SDK while tracing is off."""
+    """The SDK's `RandomIdGenerator`, except for the trace id of a new trace the proxy has already
+    chosen (`preset`, consumed by the next `generate_trace_id` of the same thread): the SDK's
+    sampler then decides on the id `Presampler` read, and the spans carry the id the request log
+    records. An `IdGenerator` by its methods, wrapping the SDK's rather than inheriting from it:
+    this module imports none of the SDK while tracing is off (one is built only when it is on)."""
 
     def __init__(self) -> None:
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+        self._random = RandomIdGenerator()
         self._preset = threading.local()
 
     def preset(self, trace_id: int) -> None:
@@ -144,19 +146,13 @@ class PresetTraceIds:
 
     def generate_trace_id(self) -> int:
         trace_id: int | None = getattr(self._preset, "trace_id", None)
-        if trace_id is not None:
-            self._preset.trace_id = None
-            return trace_id
-        trace_id = random.getrandbits(128)
-        while trace_id == trace.INVALID_TRACE_ID:
-            trace_id = random.getrandbits(128)
+        if trace_id is None:
+            return self._random.generate_trace_id()
+        self._preset.trace_id = None
         return trace_id
 
     def generate_span_id(self) -> int:
-        span_id = random.getrandbits(64)
-        while span_id == trace.INVALID_SPAN_ID:
-            span_id = random.getrandbits(64)
-        return span_id
+        return self._random.generate_span_id()
 
     def is_trace_id_random(self) -> bool:
         return True  # a preset id is random too: `continue_trace` drew it, or a client sent it
@@ -242,7 +238,7 @@ def tracing_setup(*, role: str) -> OtelTracer | None:
         url = otlp_traces_url(str(settings.OTLP_ENDPOINT))
         ratio = default_sampler_ratio()
         ids = PresetTraceIds()
-        _provider = tracer_provider(role=role, url=url, sampler=default_sampler(), id_generator=ids)
+        _provider = tracer_provider(role=role, url=url, sampler=_ratio_sampler(ratio), id_generator=ids)
         trace.set_tracer_provider(_provider)
         if role == "web":
             _instrument_django(_provider)
@@ -286,7 +282,11 @@ def default_sampler() -> Sampler | None:
     when the operator set no ``OTEL_TRACES_SAMPLER``; None when they did (the SDK then reads both
     variables itself: OpenTelemetry's "General SDK Configuration"). An ARG that is not a number in
     [0, 1] raises ValueError, which stops the start with its message."""
-    ratio = default_sampler_ratio()
+    return _ratio_sampler(default_sampler_ratio())
+
+
+def _ratio_sampler(ratio: float | None) -> Sampler | None:
+    """`DEFAULT_SAMPLER` at `ratio`; None for None (the operator's sampler, read by the SDK)."""
     if ratio is None:
         return None
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased

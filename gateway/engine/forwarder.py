@@ -66,6 +66,7 @@ from gateway.engine.upstream import (
     UpstreamConnection,
     UpstreamError,
     UpstreamPool,
+    invalid_status,
     request_head,
 )
 
@@ -495,10 +496,9 @@ class Forwarder:
             exchange.mark_upstream_answered()
             return await _fail_before_response(exchange, exc)
         exchange.mark_upstream_answered()
-        if not 100 <= upstream.status <= 599:  # aiohttp takes any three digits (RFC 9110 15: invalid)
+        if (invalid := invalid_status(upstream.status)) is not None:  # the lean client's rule too
             upstream.close()
-            error = f"the upstream's status {upstream.status} is outside 100-599 (RFC 9110 15)"
-            return await _answer_error(exchange, "connect_error", error)
+            return await _answer_error(exchange, "connect_error", invalid)
         try:
             return await _relay(upstream, exchange)
         finally:

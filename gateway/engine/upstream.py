@@ -66,6 +66,7 @@ from gateway.engine.upstream_connection import (
     UpstreamClosed,
     UpstreamConnection,
     UpstreamError,
+    invalid_status,
 )
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "UpstreamConnection",
     "UpstreamError",
     "UpstreamPool",
+    "invalid_status",
     "request_head",
 ]
 

@@ -75,6 +75,14 @@ class _StatusOutOfRange(Exception):
     that RFC 9110 15 does not (outside 100..599); its message says which."""
 
 
+def invalid_status(status: int) -> str | None:
+    """Why `status` cannot be an HTTP status (RFC 9110 15: only 100-599 are), or None when it can.
+    llhttp, under both upstream clients, takes any three digits."""
+    if 100 <= status <= 599:
+        return None
+    return f"the upstream's status {status} is outside 100-599 (RFC 9110 15)"
+
+
 class _HeadTooLarge(Exception):
     """Raised inside a parser callback to stop parsing: more than MAX_RESPONSE_HEADERS headers."""
 
@@ -393,8 +401,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.reusable = False
             return
         status = self.parser.get_status_code()
-        if status > 599:  # llhttp stops at three digits; below 100 it refuses itself
-            raise _StatusOutOfRange(f"the upstream's status {status} is outside 100-599 (RFC 9110 15)")
+        if (invalid := invalid_status(status)) is not None:
+            raise _StatusOutOfRange(invalid)
         if status < 200:
             if status == 101:
                 raise _Unrequested  # nobody asked for an upgrade (Upgrade is hop-by-hop)
